@@ -1,0 +1,106 @@
+"""The unit every reader yields: one 3D volume (or 2D image) with optional label and scribble.
+
+Array convention (all readers, all layouts): arrays are ``(slices, H, W)``, slice axis first,
+and ``spacing`` is given in the same axis order, in mm (``None`` when the layout stores none).
+NIfTI files store ``(x, y, z)``; readers reverse the axes (``data.transpose(2, 1, 0)``) and the
+zooms, and writers do the inverse, so a prediction written by scribmed reads back on the
+reference's grid. 2D images are ``(1, H, W)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Class names by label value plus the scribble ignore value (unlabeled pixels)."""
+
+    names: Mapping[int, str]
+    ignore_index: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    @property
+    def foreground(self) -> list[int]:
+        return [k for k in sorted(self.names) if k != 0]
+
+    def to_json(self) -> dict:
+        return {str(k): v for k, v in sorted(self.names.items())}
+
+
+CARDIAC = ClassMap({0: "background", 1: "RV", 2: "Myo", 3: "LV"}, ignore_index=4)
+ABDOMINAL = ClassMap(
+    {0: "background", 1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}, ignore_index=5
+)
+
+
+@dataclass
+class CaseArrays:
+    """What a loader returns. ``affine`` is the NIfTI (x, y, z) affine when the source had one."""
+
+    image: np.ndarray
+    label: Optional[np.ndarray] = None
+    scribble: Optional[np.ndarray] = None
+    spacing: Optional[tuple[float, ...]] = None
+    affine: Optional[np.ndarray] = None
+
+
+@dataclass
+class Case:
+    """A lazily loaded case. ``load()`` reads once and caches; arrays are ``(slices, H, W)``.
+
+    Attributes:
+        case_id: unique id within the dataset (also the file stem of its prediction).
+        patient_id: frames/phases of one patient share it; splits are by patient.
+        source: the main file (or folder) this case comes from, for error messages.
+        has_label / has_scribble: known without loading (from the file listing).
+    """
+
+    case_id: str
+    patient_id: str
+    source: Path
+    loader: Callable[[], CaseArrays] = field(repr=False)
+    has_label: bool = False
+    has_scribble: bool = False
+    _cache: Optional[CaseArrays] = field(default=None, repr=False)
+
+    def load(self) -> CaseArrays:
+        if self._cache is None:
+            self._cache = self.loader()
+        return self._cache
+
+    def release(self) -> None:
+        """Drop the cached arrays (e.g. after a case has been cached elsewhere)."""
+        self._cache = None
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.load().image
+
+    @property
+    def label(self) -> Optional[np.ndarray]:
+        return self.load().label
+
+    @property
+    def scribble(self) -> Optional[np.ndarray]:
+        return self.load().scribble
+
+    @property
+    def spacing(self) -> Optional[tuple[float, ...]]:
+        return self.load().spacing
+
+    @property
+    def affine(self) -> Optional[np.ndarray]:
+        return self.load().affine
+
+
+def patients_of(cases: Sequence[Case]) -> list[str]:
+    """Sorted unique patient ids."""
+    return sorted({c.patient_id for c in cases})
