@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -91,6 +92,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- cv ---------------------------------------------------------------------------------------
+
+
+def _fold_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"folds must be comma-separated numbers like 1,3, got {text!r}")
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from scribmed.engine.cross_validation import merge_folds, run_cross_validation
+
+    if args.action:
+        if args.action[0] != "merge" or len(args.action) != 2:
+            raise DataError(None, f"unknown cv action {' '.join(args.action)!r}; use 'scribmed cv merge DIR'")
+        summary = merge_folds(Path(args.action[1]))
+        print((summary.parent / "summary.md").read_text())
+        print(f"summary: {summary}")
+        return 0
+    missing = [f"--{n}" for n in ("recipe", "layout", "root", "out") if getattr(args, n) is None]
+    if missing:
+        raise DataError(None, f"scribmed cv needs {', '.join(missing)} (see scribmed cv --help)")
+    from scribmed.engine.recipes import build_recipe
+
+    dataset = _open(args)
+    overrides = {k: getattr(args, k) for k in ("iterations", "batch_size", "device", "seed", "val_interval") if getattr(args, k) is not None}
+    recipe = build_recipe(args.recipe, **overrides)
+    folds = [args.fold] if args.fold is not None else args.folds
+    summary = run_cross_validation(
+        recipe, dataset, args.split, args.out, folds=folds, allow_missing=args.allow_missing,
+        progress=not args.quiet, merge=not args.no_merge,
+    )
+    if summary is not None:
+        print((summary.parent / "summary.md").read_text())
+        print(f"summary: {summary}")
+    return 0
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 
@@ -169,6 +209,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(ev)
     ev.set_defaults(func=cmd_evaluate)
 
+    # cv
+    cv = sub.add_parser(
+        "cv",
+        help="k-fold cross-validation of a recipe (or 'cv merge DIR' to merge finished folds)",
+        description="Train each fold on its training patients, select the checkpoint on its validation "
+        "patients, predict and evaluate its test patients, and write fold_k/ folders plus summary.json, "
+        "summary.md and plots into --out. Finished folds are skipped on a rerun; unfinished ones resume. "
+        "'scribmed cv merge DIR' merges folds computed elsewhere (e.g. one --fold per node).",
+    )
+    cv.add_argument("action", nargs="*", help="'merge DIR' to merge finished folds of DIR")
+    cv.add_argument("--recipe", choices=("dmpls",), help="method to train")
+    cv.add_argument("--layout", choices=LAYOUT_NAMES)
+    cv.add_argument("--root", type=Path, help="dataset folder as distributed")
+    cv.add_argument("--split", default="auto", help="split JSON, or 'auto' (seeded 5-fold by patient, saved in --out)")
+    cv.add_argument("--out", type=Path, help="run directory")
+    cv.add_argument("--folds", type=_fold_list, help="1-based folds to run, e.g. 1,3 (default all)")
+    cv.add_argument("--fold", type=int, help="run this single fold (1-based); merge later with 'cv merge'")
+    cv.add_argument("--iterations", type=int, help="training iterations per fold (paper: 60000)")
+    cv.add_argument("--batch-size", dest="batch_size", type=int, help="slices per iteration (paper: 12)")
+    cv.add_argument("--val-interval", dest="val_interval", type=int, help="iterations between validations/checkpoints")
+    cv.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    cv.add_argument("--seed", type=int, help="training seed")
+    cv.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")
+    cv.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
+    cv.add_argument("--no-merge", action="store_true", help="do not write the across-fold summary")
+    add_common(cv)
+    cv.set_defaults(func=cmd_cv)
+
     # demo
     demo = sub.add_parser(
         "demo",
@@ -189,7 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except DataError as err:
+    except (DataError, ValueError) as err:
+        if os.environ.get("SCRIBMED_DEBUG"):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
