@@ -9,6 +9,20 @@ from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError, SplitError
 from scribmed.data.layouts import LAYOUTS, open_dataset, write_dataset
 from scribmed.data.nifti import read_image_nifti, read_label_nifti, write_prediction
+from scribmed.data.phantoms import PhantomCase, generate_abdominal, generate_cardiac, write_phantom_dataset
+from scribmed.data.scribble_synthesis import ScribbleStyle, scribble_stats, synthesize_scribbles
+from scribmed.data.splits import (
+    Fold,
+    Split,
+    SplitReport,
+    carve_validation,
+    fold_cases,
+    load_split,
+    make_kfold_split,
+    resolve_split,
+    save_split,
+    validate_split,
+)
 
 __all__ = [
     "ABDOMINAL",
@@ -19,7 +33,24 @@ __all__ = [
     "ClassMap",
     "DataError",
     "Dataset",
+    "Fold",
+    "PhantomCase",
+    "ScribbleStyle",
+    "Split",
     "SplitError",
+    "SplitReport",
+    "carve_validation",
+    "fold_cases",
+    "generate_abdominal",
+    "generate_cardiac",
+    "load_split",
+    "make_kfold_split",
+    "resolve_split",
+    "save_split",
+    "scribble_stats",
+    "synthesize_scribbles",
+    "validate_split",
+    "write_phantom_dataset",
     "open_dataset",
     "read_image_nifti",
     "read_label_nifti",
