@@ -1,0 +1,241 @@
+"""DMPLS training speed: seconds per iteration and the share of time spent waiting for data.
+
+Runs the real training engine (``build_dmpls_trainer``: slice cache, seeded sampler, DMPLS
+augmentation, DataLoader, dual-branch U-Net, DMPLS loss, SGD) at the paper's batch 12 and
+256x256 on a few real ACDC volumes (``../shared/data/ACDC``, acdc-h5 reader) when present, else on
+phantoms. A few warm-up iterations are excluded. The time between ``GET_BATCH_STARTED`` and
+``GET_BATCH_COMPLETED`` is the data wait; ``ITERATION_STARTED``..``ITERATION_COMPLETED`` is the
+step (forward, loss, backward, SGD).
+
+With ``--reference`` it also times scribmed's step and a re-implementation of the reference
+code's step alternately on the same batches: identical network and optimiser, but its pseudo-label Dice one-hot encodes the
+``(B, 1, H, W)`` pseudo label into ``(B, C, 1, H, W)``, so every class term broadcasts to a
+``(B, B, H, W)`` product (the wasted work DESIGN section 6 mentions). That comparison is
+compute-only: the reference's per-sample HDF5 reading and scipy resizing are not included.
+
+Usage::
+
+    python benchmarks/train_speed.py [--iterations 5] [--warmup 1] [--cases 3] [--reference]
+
+Prints a table and writes ``runs/bench/train_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from ignite.engine import Events
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scribmed.data.case import CARDIAC  # noqa: E402
+from scribmed.engine.trainer import TrainConfig, build_dmpls_trainer  # noqa: E402
+
+
+def load_cases(n: int, data_root: Path):
+    """First ``n`` ACDC h5 volumes when the real data is present, else ``n`` phantom volumes."""
+    acdc = data_root / "ACDC"
+    if (acdc / "ACDC_training_volumes").is_dir():
+        from scribmed.data.layouts import open_dataset
+
+        ds = open_dataset("acdc-h5", acdc)
+        return ds.cases[:n], f"ACDC h5 ({n} volumes)"
+    from scribmed.data.phantoms import generate_cardiac
+
+    cases = [p.to_case() for p in generate_cardiac((n + 1) // 2, seed=0)][:n]
+    return cases, f"cardiac phantoms ({n} volumes)"
+
+
+def time_engine(cases, cfg: TrainConfig, warmup: int, out_dir: Path) -> dict:
+    """Run the engine for ``warmup + timed`` iterations and time data waits and steps."""
+    t0 = time.perf_counter()
+    trainer, _ = build_dmpls_trainer(cases, [], CARDIAC, out_dir, cfg)
+    setup_s = time.perf_counter() - t0
+    marks: dict[str, float] = {}
+    waits: list[float] = []
+    steps: list[float] = []
+    totals: list[float] = []
+
+    def mark(name):
+        def handler(engine):
+            marks[name] = time.perf_counter()
+
+        return handler
+
+    trainer.add_event_handler(Events.GET_BATCH_STARTED, mark("get_start"))
+    trainer.add_event_handler(Events.GET_BATCH_COMPLETED, mark("get_done"))
+    trainer.add_event_handler(Events.ITERATION_STARTED, mark("it_start"))
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _record(engine):
+        now = time.perf_counter()
+        waits.append(marks["get_done"] - marks["get_start"])
+        steps.append(now - marks["it_start"])
+        totals.append(now - marks["get_start"])
+
+    trainer.run()
+    w, s, t = waits[warmup:], steps[warmup:], totals[warmup:]
+    return {
+        "setup_s (cache + build)": setup_s,
+        "slices_cached": len(trainer.slice_cache),
+        "iterations_timed": len(t),
+        "s_per_iteration": statistics.mean(t),
+        "s_per_iteration_median": statistics.median(t),
+        "step_s": statistics.mean(s),
+        "data_wait_s": statistics.mean(w),
+        "data_wait_share": sum(w) / sum(t),
+        "trainer": trainer,
+    }
+
+
+def _reference_dice_loss(probs: torch.Tensor, target_b1hw: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Soft Dice as the reference step computes it, including its (B, B, H, W) broadcast."""
+    one_hot = torch.cat([(target_b1hw == i).unsqueeze(1) for i in range(n_classes)], dim=1).float()  # (B,C,1,H,W)
+    loss = probs.new_zeros(())
+    smooth = 1e-5
+    for i in range(n_classes):
+        score, tgt = probs[:, i], one_hot[:, i]  # (B,H,W) and (B,1,H,W) -> products are (B,B,H,W)
+        intersect = torch.sum(score * tgt)
+        y_sum = torch.sum(tgt * tgt)
+        z_sum = torch.sum(score * score)
+        loss = loss + 1 - (2 * intersect + smooth) / (z_sum + y_sum + smooth)
+    return loss / n_classes
+
+
+def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore_index: int) -> dict:
+    """Time scribmed's step and the reference-style step alternately on the same batches.
+
+    Each gets its own copy of the engine's network and optimiser; alternating the two makes the
+    ratio robust to other load on the machine. Compute only (forward, loss, backward, SGD).
+    """
+    import copy
+
+    from scribmed.engine.inference import unwrap_network
+    from scribmed.losses.dmpls import DMPLSLoss
+
+    base = unwrap_network(trainer.network)
+    nets = {name: copy.deepcopy(base).train() for name in ("scribmed", "reference")}
+    opts = {n: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4) for n, m in nets.items()}
+    dmpls = DMPLSLoss(n_classes, ignore_index, generator=torch.Generator().manual_seed(0))
+    ce = torch.nn.CrossEntropyLoss(ignore_index=ignore_index)
+    gen = torch.Generator().manual_seed(0)
+
+    def scribmed_step(x, s):
+        out1, out2 = nets["scribmed"](x)
+        loss, _ = dmpls(out1, out2, s)
+        opts["scribmed"].zero_grad(set_to_none=True)
+        loss.backward()
+        opts["scribmed"].step()
+
+    def reference_step(x, s):
+        out1, out2 = nets["reference"](x)
+        p1, p2 = torch.softmax(out1, 1), torch.softmax(out2, 1)
+        beta = torch.rand((), generator=gen).item()
+        pseudo = torch.argmax(beta * p1.detach() + (1 - beta) * p2.detach(), dim=1, keepdim=False)
+        loss_ce = 0.5 * (ce(out1, s) + ce(out2, s))
+        loss_pse = 0.5 * (
+            _reference_dice_loss(p1, pseudo.unsqueeze(1), n_classes) + _reference_dice_loss(p2, pseudo.unsqueeze(1), n_classes)
+        )
+        loss = loss_ce + 0.5 * loss_pse
+        opts["reference"].zero_grad()
+        loss.backward()
+        opts["reference"].step()
+
+    times: dict[str, list[float]] = {"scribmed": [], "reference": []}
+    for i, batch in enumerate(batches):
+        x, s = batch["image"], batch["scribble"]
+        order = (("scribmed", scribmed_step), ("reference", reference_step))
+        for name, step in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            step(x, s)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    out = {f"{n}_step_s": statistics.mean(t[warmup:]) for n, t in times.items()}
+    out["iterations_timed"] = len(batches) - warmup
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=5, help="timed iterations")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--cases", type=int, default=3, help="volumes to cache")
+    ap.add_argument("--batch-size", type=int, default=12)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--num-workers", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--reference", action="store_true", help="also time the reference-style step")
+    ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "train_speed.json")
+    args = ap.parse_args(argv)
+
+    cases, source = load_cases(args.cases, args.data_root)
+    total = args.warmup + args.iterations
+    cfg = TrainConfig(
+        iterations=total, batch_size=args.batch_size, size=(args.size, args.size), epoch_length=total,
+        num_workers=args.num_workers, device=args.device, progress=False,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        res = time_engine(cases, cfg, args.warmup, Path(tmp) / "run")
+    trainer = res.pop("trainer")
+    report = {
+        "benchmark": "train_speed",
+        "data": source,
+        "device": str(trainer.state.device),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "config": {k: cfg.to_dict()[k] for k in ("batch_size", "size", "num_workers", "amp")},
+        "scribmed": res,
+    }
+    if args.reference:
+        batches = []
+        sampler_epoch = trainer.sampler.epoch
+        trainer.sampler.set_epoch(0)
+        for batch in trainer.data_loader:
+            batches.append({k: v.to(trainer.state.device) for k, v in batch.items() if k in ("image", "scribble")})
+            if len(batches) == total:
+                break
+        trainer.sampler.set_epoch(sampler_epoch)
+        ref = time_steps_interleaved(trainer, batches, args.warmup, CARDIAC.num_classes, CARDIAC.ignore_index)
+        report["interleaved_steps"] = ref
+        report["step_speedup_vs_reference"] = ref["reference_step_s"] / ref["scribmed_step_s"]
+
+    rows = [
+        ("data", source),
+        ("device / threads", f"{report['device']} / {report['torch_threads']}"),
+        ("batch x size", f"{args.batch_size} x {args.size}^2"),
+        ("cache + build (s)", f"{res['setup_s (cache + build)']:.2f} ({res['slices_cached']} slices)"),
+        ("s / iteration (mean)", f"{res['s_per_iteration']:.3f}"),
+        ("s / iteration (median)", f"{res['s_per_iteration_median']:.3f}"),
+        ("step (s)", f"{res['step_s']:.3f}"),
+        ("data wait (s)", f"{res['data_wait_s']:.4f}"),
+        ("data wait share", f"{100 * res['data_wait_share']:.2f} %"),
+    ]
+    if args.reference:
+        rows += [
+            ("interleaved: scribmed step (s)", f"{ref['scribmed_step_s']:.3f}"),
+            ("interleaved: reference-style step (s)", f"{ref['reference_step_s']:.3f}"),
+            ("step speed-up vs reference", f"{report['step_speedup_vs_reference']:.2f}x"),
+        ]
+    width = max(len(r[0]) for r in rows)
+    print("\nDMPLS training speed")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, default=str))
+    print(f"\nwrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Training, slice-wise volume inference, cross-validation and distributed helpers.
+
+Names are imported lazily (PEP 562) so that light modules of this package (e.g. the scribble
+baseline) do not pull in MONAI's engines and the networks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "resolve_device": "scribmed.engine.device",
+    "amp_enabled": "scribmed.engine.device",
+    "SliceCache": "scribmed.engine.slice_cache",
+    "EpochSeededSampler": "scribmed.engine.sampling",
+    "SliceTrainingDataset": "scribmed.engine.sampling",
+    "save_checkpoint": "scribmed.engine.checkpoint",
+    "load_checkpoint": "scribmed.engine.checkpoint",
+    "load_network_weights": "scribmed.engine.checkpoint",
+    "file_sha256": "scribmed.engine.checkpoint",
+    "predict_volume": "scribmed.engine.inference",
+    "predict_cases": "scribmed.engine.inference",
+    "DMPLSTrainer": "scribmed.engine.trainer",
+    "VolumeDiceEvaluator": "scribmed.engine.trainer",
+    "TrainConfig": "scribmed.engine.trainer",
+    "TrainResult": "scribmed.engine.trainer",
+    "build_dmpls_trainer": "scribmed.engine.trainer",
+    "train_dmpls": "scribmed.engine.trainer",
+    "plot_training_curve": "scribmed.engine.trainer",
+    "DistContext": "scribmed.engine.distributed",
+    "init_distributed": "scribmed.engine.distributed",
+    "cleanup_distributed": "scribmed.engine.distributed",
+    "is_main_process": "scribmed.engine.distributed",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scribmed.engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
