@@ -118,7 +118,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from scribmed.engine.recipes import build_recipe
 
     dataset = _open(args)
-    overrides = {k: getattr(args, k) for k in ("iterations", "batch_size", "device", "seed", "val_interval") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("iterations", "batch_size", "size", "device", "seed", "val_interval") if getattr(args, k) is not None}
     recipe = build_recipe(args.recipe, **overrides)
     folds = [args.fold] if args.fold is not None else args.folds
     summary = run_cross_validation(
@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--fold", type=int, help="run this single fold (1-based); merge later with 'cv merge'")
     cv.add_argument("--iterations", type=int, help="training iterations per fold (paper: 60000)")
     cv.add_argument("--batch-size", dest="batch_size", type=int, help="slices per iteration (paper: 12)")
+    cv.add_argument("--size", type=int, help="network input side in pixels (paper: 256)")
     cv.add_argument("--val-interval", dest="val_interval", type=int, help="iterations between validations/checkpoints")
     cv.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     cv.add_argument("--seed", type=int, help="training seed")

@@ -1,0 +1,277 @@
+"""Five-fold cross-validation runner with nnU-Net's plain on-disk contract.
+
+Layout of a run directory::
+
+    OUT/
+      run.json                 recipe, dataset, layout, root, training config (a rerun must match)
+      split.json               the split actually used (after dropping absent patients, if allowed)
+      fold_1/
+        train/                 last.pt, best.pt, history.json, training_curve.png
+        predictions/           <case_id>.nii.gz of the fold's TEST cases, on the reference grid
+        evaluation/            per_case.csv, summary.json, summary.md, boxplot.png
+        overlays/              a few PNGs: image, scribble, prediction, ground truth
+        fold.json              written last: marks the fold finished (checkpoint used, sha256, counts)
+      summary.json             per fold, across folds (mean ± std of fold means), pooled out-of-fold
+      summary.md               the paper table
+      boxplot_folds.png        per-class Dice / HD95 across folds
+
+A fold with ``fold.json`` is skipped on a rerun; an unfinished fold resumes training from its
+``last.pt``. ``--fold k`` runs one fold (one process or node per fold); :func:`merge_folds`
+assembles the summary from whatever folds are finished. Folds are numbered from 1 on disk and on
+the command line, like the papers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from scribmed.data.case import Case, ClassMap
+from scribmed.data.dataset import Dataset
+from scribmed.data.errors import DataError
+from scribmed.data.splits import SplitReport, fold_cases, resolve_split, save_split, split_summary
+from scribmed.metrics import (
+    CaseResult,
+    evaluate_cases,
+    read_report,
+    summarize_folds,
+    summary_markdown,
+    write_report,
+)
+from scribmed.metrics.report import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FOLD_DONE = "fold.json"
+
+
+@dataclass
+class FoldModel:
+    """What a recipe's training returns: the checkpoint used for the test cases and how it was chosen."""
+
+    checkpoint: Path
+    policy: str  # "best" (by validation Dice) or "last"
+    sha256: str
+    extra: dict[str, Any]
+
+
+class Recipe:
+    """A trainable method: ``train`` a fold, then ``predict`` cases with the trained model.
+
+    Subclasses hold their own config; ``config_dict`` goes into ``run.json`` so that a rerun with
+    different settings is refused instead of mixing results.
+    """
+
+    name: str = "recipe"
+
+    def config_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def train(
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
+    ) -> FoldModel:
+        raise NotImplementedError
+
+    def predict(self, model: FoldModel, cases: Sequence[Case], out_dir: Path, progress: bool) -> list[Path]:
+        raise NotImplementedError
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def _check_run_record(out: Path, record: dict[str, Any]) -> None:
+    """Write ``run.json`` on the first call; later calls must describe the same run."""
+    path = out / "run.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != json.loads(json.dumps(record, default=str)):
+            changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != json.loads(json.dumps(record, default=str)).get(k))
+            raise DataError(
+                path, f"this run directory was made with other settings ({', '.join(changed)}); use a new --out"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(path, record)
+
+
+def _parse_folds(folds: Optional[Sequence[int]], num_folds: int) -> list[int]:
+    """1-based fold numbers to run (default: all)."""
+    if not folds:
+        return list(range(1, num_folds + 1))
+    bad = [k for k in folds if not 1 <= k <= num_folds]
+    if bad:
+        raise DataError(None, f"folds {bad} do not exist; the split has folds 1..{num_folds}")
+    return sorted(set(folds))
+
+
+def run_fold(
+    recipe: Recipe,
+    dataset: Dataset,
+    report: SplitReport,
+    k: int,
+    out: Path,
+    progress: bool = True,
+    n_overlays: int = 3,
+) -> Optional[list[CaseResult]]:
+    """Train, predict and evaluate fold ``k`` (1-based); return its per-case results (None if empty)."""
+    fold_dir = out / f"fold_{k}"
+    done = fold_dir / FOLD_DONE
+    if done.exists():
+        log.info("fold %d already finished, skipping", k)
+        return read_report(fold_dir / "evaluation")
+    ids = fold_cases(report.split, k - 1, dataset)
+    if not ids["test"] or not ids["train"]:
+        log.warning("fold %d has no %s cases in this dataset; skipped", k, "test" if not ids["test"] else "train")
+        return None
+    train = [dataset[c] for c in ids["train"]]
+    val = [dataset[c] for c in ids["val"]]
+    test = [dataset[c] for c in ids["test"]]
+    if not val:
+        log.warning("fold %d has no validation patients: the last checkpoint is used", k)
+    model = recipe.train(train, val, dataset.class_map, fold_dir / "train", progress)
+    preds = recipe.predict(model, test, fold_dir / "predictions", progress)
+
+    from scribmed.data.nifti import read_label_nifti
+
+    def pairs():
+        for case, path in zip(test, preds):
+            yield case.case_id, read_label_nifti(path, "prediction").array, case.label, case.spacing
+
+    labelled = [c for c in test if c.has_label]
+    if len(labelled) != len(test):
+        raise DataError(dataset.root, f"fold {k}: {len(test) - len(labelled)} test cases have no reference label")
+    foreground = {i: n for i, n in dataset.class_map.names.items() if i != 0}
+    results = evaluate_cases(pairs(), foreground, progress=progress)
+    write_report(results, fold_dir / "evaluation", checkpoint=model.policy)
+
+    from scribmed.engine.overlays import write_overlays
+
+    write_overlays(test[:n_overlays], preds[:n_overlays], dataset.class_map, fold_dir / "overlays")
+    _write_json(
+        done,
+        {
+            "fold": k,
+            "checkpoint": str(model.checkpoint.relative_to(out) if model.checkpoint.is_relative_to(out) else model.checkpoint),
+            "checkpoint_policy": model.policy,
+            "checkpoint_sha256": model.sha256,
+            "cases": {s: len(v) for s, v in ids.items()},
+            **model.extra,
+        },
+    )
+    for c in (*train, *val, *test):
+        c.release()
+    return results
+
+
+def merge_folds(out: Path) -> Path:
+    """Summarise every finished fold of ``out`` (``scribmed cv merge``); returns ``summary.json``.
+
+    Works on folds computed elsewhere (other processes or nodes) as long as each ``fold_k``
+    folder holds its ``fold.json`` and ``evaluation/``.
+    """
+    out = Path(out)
+    finished = sorted(
+        (int(p.name.split("_")[1]), p) for p in out.glob("fold_*") if (p / FOLD_DONE).exists()
+    )
+    if not finished:
+        raise DataError(out, "no finished fold (fold_k/fold.json) to merge")
+    folds = {f"fold_{k}": read_report(p / "evaluation") for k, p in finished}
+    policies = sorted({json.loads((p / FOLD_DONE).read_text())["checkpoint_policy"] for _, p in finished})
+    policy = "/".join(policies)
+    summary = summarize_folds(folds, checkpoint=policy)
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    summary["run"] = run
+    summary["folds_merged"] = [k for k, _ in finished]
+    _write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", cv_markdown(summary))
+    from scribmed.metrics.report import plot_fold_boxplots
+
+    plot_fold_boxplots(folds, out / "boxplot_folds.png")
+    return out / "summary.json"
+
+
+def cv_markdown(summary: dict[str, Any]) -> str:
+    """The report: the papers' table (mean ± std over fold means), the pooled table, one line per fold."""
+    across = summary["across_folds"]
+    pooled = summary["pooled"]
+    units = pooled["hd95_units"]
+    run = summary.get("run", {})
+    lines = [
+        f"# Cross-validation: {run.get('recipe', '?')} on {run.get('layout', '?')} ({run.get('root', '?')})",
+        "",
+        f"Folds merged: {', '.join(str(k) for k in summary['folds_merged'])}. "
+        f"Checkpoint: {pooled.get('checkpoint', '?')} (selected on validation patients, never the test fold). "
+        f"HD95 {pooled['hd95_mode']} convention, {units}; empty-mask policy {pooled['empty_policy']}.",
+        "",
+        "## Per-fold mean of per-volume scores, mean ± std over folds (the papers' convention)",
+        "",
+        f"| class | Dice | HD95 ({units}) | ASD ({units}) |",
+        "|---|---|---|---|",
+    ]
+
+    def pm(stat: dict[str, Any], d: int) -> str:
+        if not stat or stat.get("n", 0) == 0 or stat["mean"] != stat["mean"]:
+            return "n/a"
+        return f"{stat['mean']:.{d}f} ± {stat['std']:.{d}f}"
+
+    for name, entry in across["classes"].items():
+        lines.append(f"| {name} | {pm(entry['dice'], 3)} | {pm(entry['hd95'], 2)} | {pm(entry['asd'], 2)} |")
+    ov = across["overall"]
+    lines.append(f"| **mean** | {pm(ov['dice'], 3)} | {pm(ov['hd95'], 2)} | {pm(ov['asd'], 2)} |")
+    lines += ["", "## Pooled out-of-fold cases (nnU-Net's convention)", "", summary_markdown(pooled).rstrip(), ""]
+    lines += ["## Per fold", "", f"| fold | cases | mean Dice | mean HD95 ({units}) |", "|---|---|---|---|"]
+    for name, s in summary["folds"].items():
+        lines.append(f"| {name} | {s['n_cases']} | {s['overall']['dice']:.3f} | {s['overall']['hd95']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_cross_validation(
+    recipe: Recipe,
+    dataset: Dataset,
+    split: str | Path,
+    out: Path,
+    folds: Optional[Sequence[int]] = None,
+    allow_missing: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    merge: bool = True,
+) -> Optional[Path]:
+    """Run the requested folds (1-based; default all) and merge what is finished.
+
+    Args:
+        recipe: the method (e.g. :class:`scribmed.engine.recipes.DMPLSRecipe`).
+        dataset: opened dataset (training cases need scribbles, test cases labels).
+        split: a split JSON path, or ``"auto"`` for a seeded five-fold split by patient.
+        out: run directory (created; a rerun skips finished folds and resumes unfinished ones).
+        folds: 1-based folds to run.
+        allow_missing: drop split patients the dataset lacks instead of failing.
+        seed: seed of ``auto`` splits.
+        merge: write the across-fold summary afterwards.
+
+    Returns:
+        ``summary.json`` when merged, else None.
+    """
+    out = Path(out)
+    report = resolve_split(split, dataset, seed=seed, allow_missing=allow_missing)
+    record = {
+        "recipe": recipe.name,
+        "layout": dataset.layout,
+        "root": str(Path(dataset.root).resolve()),
+        "split": str(split),
+        "split_name": report.split.name,
+        "config": recipe.config_dict(),
+    }
+    _check_run_record(out, record)
+    split_file = out / "split.json"
+    if not split_file.exists():
+        save_split(report.split, split_file)
+    for w in report.warnings:
+        log.warning(w)
+    log.info("split %s", split_summary(report.split))
+    for k in _parse_folds(folds, report.split.num_folds):
+        run_fold(recipe, dataset, report, k, out, progress=progress)
+    return merge_folds(out) if merge else None
