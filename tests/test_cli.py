@@ -202,9 +202,12 @@ def test_data_check_real_acdc_with_split(acdc_root, capsys):
 
 
 def test_demo_runs(tmp_path):
-    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--patients", "3", "--quiet")
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--patients", "5", "--iterations", "2",
+                   "--size", "64", "--batch-size", "2", "--quiet")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "report:" in proc.stdout
-    summary = json.loads((tmp_path / "demo" / "report" / "summary.json").read_text())
-    assert summary["n_cases"] == 6
-    assert 0.3 < summary["overall"]["dice"] < 1.0
+    assert "demo report:" in proc.stdout and "| **mean** |" in proc.stdout and "## Baseline" in proc.stdout
+    summary = json.loads((tmp_path / "demo" / "cv" / "summary.json").read_text())
+    assert summary["folds_merged"] == [1, 2, 3, 4, 5]
+    assert summary["pooled"]["n_cases"] == 10
+    base = json.loads((tmp_path / "demo" / "baseline" / "evaluation" / "summary.json").read_text())
+    assert base["n_cases"] == 10 and 0.3 < base["overall"]["dice"] < 1.0
