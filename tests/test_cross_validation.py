@@ -144,3 +144,23 @@ def test_killed_fold_resumes(phantom, tmp_path, monkeypatch):
     got = torch.load(out / "fold_1" / "train" / "last.pt", weights_only=True)["network"]
     want = torch.load(ref.last_checkpoint, weights_only=True)["network"]
     assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_split_naming_absent_patients(phantom, tmp_path, capsys):
+    """Like the ACDC split on a dataset without patients 081-100: refused, or run on present patients."""
+    from scribmed.data.splits import make_kfold_split, save_split
+
+    ds = open_dataset("acdc-h5", phantom)
+    patients = ds.patients + ["patient098", "patient099"]
+    split = make_kfold_split(patients, k=3, seed=1, name="with_absent")
+    split_file = save_split(split, tmp_path / "with_absent.json")
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="absent from the dataset"):
+        run_cross_validation(build_recipe("dmpls", **TINY), ds, split_file, out, progress=False)
+    run_cross_validation(build_recipe("dmpls", **TINY), ds, split_file, out, allow_missing=True, progress=False)
+    run = json.loads((out / "run.json").read_text())
+    assert run["missing_patients_dropped"] == ["patient098", "patient099"]
+    assert json.loads((out / "split.json").read_text())["name"] == "with_absent"
+    summary = json.loads((out / "summary.json").read_text())
+    tested = sum(s["n_cases"] for s in summary["folds"].values())
+    assert tested == len(ds)  # every present patient tested once; folds left empty are skipped

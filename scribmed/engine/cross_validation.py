@@ -4,7 +4,7 @@ Layout of a run directory::
 
     OUT/
       run.json                 recipe, dataset, layout, root, training config (a rerun must match)
-      split.json               the split actually used (after dropping absent patients, if allowed)
+      split.json               the split protocol used (run.json lists patients dropped as absent)
       fold_1/
         train/                 last.pt, best.pt, history.json, training_curve.png
         predictions/           <case_id>.nii.gz of the fold's TEST cases, on the reference grid
@@ -32,7 +32,15 @@ from typing import Any, Callable, Optional, Sequence
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.splits import SplitReport, fold_cases, resolve_split, save_split, split_summary
+from scribmed.data.splits import (
+    SplitReport,
+    fold_cases,
+    load_split,
+    make_kfold_split,
+    save_split,
+    split_summary,
+    validate_split,
+)
 from scribmed.metrics import (
     CaseResult,
     evaluate_cases,
@@ -256,19 +264,23 @@ def run_cross_validation(
         ``summary.json`` when merged, else None.
     """
     out = Path(out)
-    report = resolve_split(split, dataset, seed=seed, allow_missing=allow_missing)
+    protocol = (
+        make_kfold_split(dataset.patients, k=5, seed=seed) if str(split) == "auto" else load_split(split)
+    )
+    report = validate_split(protocol, dataset, allow_missing=allow_missing)
     record = {
         "recipe": recipe.name,
         "layout": dataset.layout,
         "root": str(Path(dataset.root).resolve()),
         "split": str(split),
-        "split_name": report.split.name,
+        "split_name": protocol.name,
+        "missing_patients_dropped": report.missing,
         "config": recipe.config_dict(),
     }
     _check_run_record(out, record)
     split_file = out / "split.json"
     if not split_file.exists():
-        save_split(report.split, split_file)
+        save_split(protocol, split_file)  # the protocol as given; run.json lists what was dropped
     for w in report.warnings:
         log.warning(w)
     log.info("split %s", split_summary(report.split))
