@@ -1,0 +1,265 @@
+"""Small factories for the MONAI bundles under ``bundles/`` (what a config cannot say by itself).
+
+The bundle configs (``bundles/dmpls_*/configs/*.yaml``) compose scribmed's network, loss,
+transforms and engine with ``_target_`` references; the helpers here cover the few steps that
+are not one constructor call: locating the bundle, picking a fold's cases from a split file,
+seeding the loss and the DDP ranks the way :func:`scribmed.engine.trainer.build_dmpls_trainer`
+does, refusing (or resuming) a run folder that already holds a run, and naming the checkpoint
+an evaluation used. They hold no training logic.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from scribmed.data.case import Case
+from scribmed.data.errors import DataError
+from scribmed.data.splits import SPLITS_DIR, fold_cases, resolve_split
+from scribmed.engine import distributed as dist_utils
+from scribmed.engine.checkpoint import CHECKPOINT_FORMAT, file_sha256, load_checkpoint
+from scribmed.engine.sampling import derive_seed
+
+__all__ = [
+    "BUNDLES_DIR",
+    "as_size",
+    "bundle_dir",
+    "describe_checkpoint",
+    "dmpls_trainer",
+    "fold_case_lists",
+    "load_weights",
+    "loader_generator",
+    "loss_generator",
+    "reseed_rank",
+    "run_training",
+    "select_cases",
+    "write_fold_record",
+]
+
+#: The bundles shipped with the scribmed source tree (``<repo>/bundles``).
+BUNDLES_DIR = SPLITS_DIR.parent / "bundles"
+
+_SUBSETS = ("train", "val", "test")
+#: tag of the DataLoader generator seed in :func:`scribmed.engine.trainer.build_dmpls_trainer`
+_LOADER_SEED_TAG = 0x10AD
+
+
+def bundle_dir(name: str) -> str:
+    """Absolute path of the shipped bundle ``name`` (the default ``bundle_root`` of its configs).
+
+    A copied bundle passes ``--bundle_root`` instead.
+
+    Raises:
+        DataError: no such bundle in the scribmed source tree.
+    """
+    path = BUNDLES_DIR / name
+    if not (path / "configs").is_dir():
+        raise DataError(path, "bundle not found in the scribmed source tree; pass --bundle_root <bundle folder>")
+    return str(path)
+
+
+def as_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """Network input ``(h, w)`` from ``64`` or ``[64, 64]`` (command-line friendly)."""
+    if isinstance(size, (int, float)):
+        return (int(size), int(size))
+    values = tuple(int(s) for s in size)
+    if len(values) != 2:
+        raise ValueError(f"size must be one int or two ints (h, w), got {size!r}")
+    return values  # type: ignore[return-value]
+
+
+def fold_case_lists(
+    dataset: Any,
+    split_file: str | Path,
+    fold: int,
+    allow_missing: bool = False,
+    seed: int = 0,
+) -> dict[str, list[Case]]:
+    """The cases of one fold: ``{"train": [...], "val": [...], "test": [...]}``.
+
+    Args:
+        dataset: an opened :class:`~scribmed.data.dataset.Dataset`.
+        split_file: split JSON path, a name in ``data_splits/`` (``acdc_5fold``) or ``"auto"``.
+        fold: 1-based fold number, as on the command line and in the papers.
+        allow_missing: run on the patients present when the split names absent ones
+            (ACDC 001-080 against the 100-patient split).
+        seed: seed of an ``"auto"`` split.
+
+    Raises:
+        SplitError: bad split file, missing patients (without ``allow_missing``), bad fold number.
+        DataError: the fold has no training cases in this dataset.
+    """
+    report = resolve_split(split_file, dataset, seed=seed, allow_missing=allow_missing)
+    ids = fold_cases(report.split, int(fold) - 1, dataset)
+    if not ids["train"]:
+        raise DataError(dataset.root, f"fold {fold} of split {report.split.name!r} has no training patient in this dataset")
+    return {s: [dataset[c] for c in ids[s]] for s in _SUBSETS}
+
+
+def select_cases(
+    dataset: Any,
+    which: str,
+    split_file: str | Path,
+    fold: int,
+    allow_missing: bool = False,
+    seed: int = 0,
+) -> list[Case]:
+    """Cases to predict: ``"all"`` cases of the dataset, or a fold's ``"test"``/``"val"``/``"train"`` cases."""
+    if which == "all":
+        return list(dataset.cases)
+    if which not in _SUBSETS:
+        raise ValueError(f"cases to predict must be 'all', 'test', 'val' or 'train', got {which!r}")
+    return fold_case_lists(dataset, split_file, fold, allow_missing, seed)[which]
+
+
+def loss_generator(seed: int) -> torch.Generator:
+    """The generator of the loss's alpha draws, seeded as :func:`build_dmpls_trainer` seeds it."""
+    from scribmed.engine.trainer import _LOSS_SEED_TAG
+
+    return torch.Generator().manual_seed(derive_seed(int(seed), _LOSS_SEED_TAG))
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """The DataLoader's own generator, seeded as :func:`build_dmpls_trainer` seeds it, so that
+    creating loader iterators never consumes the global torch RNG (dropout's stream)."""
+    return torch.Generator().manual_seed(derive_seed(int(seed), _LOADER_SEED_TAG))
+
+
+def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a scribmed checkpoint (``weights_only=True``) into ``network``; return it on ``device``.
+
+    Raises:
+        DataError: missing or unsafe checkpoint, or weights that do not fit the network.
+    """
+    from scribmed.engine.checkpoint import load_network_weights
+
+    load_network_weights(network, ckpt_path)
+    return network.to(device).eval()
+
+
+def reseed_rank(network: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give ranks > 0 their own dropout stream before DDP wrapping (as :func:`build_dmpls_trainer`).
+
+    Returns ``network`` unchanged; rank 0 keeps the single-process stream.
+    """
+    from scribmed.engine.trainer import _RANK_SEED_TAG
+
+    rank = dist_utils.get_rank()
+    if rank:
+        torch.manual_seed(derive_seed(int(seed), _RANK_SEED_TAG, rank))
+    return network
+
+
+def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
+    """A :class:`~scribmed.engine.trainer.DMPLSTrainer` with MONAI's ``max_epochs`` bundle property.
+
+    The DMPLS budget is counted in iterations; ``max_epochs`` must equal
+    ``ceil(iterations / epoch_length)`` (set ``iterations`` to change the length of a run).
+
+    Raises:
+        ValueError: ``max_epochs`` disagrees with ``iterations`` and ``epoch_length``.
+    """
+    from scribmed.engine.trainer import DMPLSTrainer
+
+    expected = math.ceil(int(iterations) / int(epoch_length))
+    if int(max_epochs) != expected:
+        raise ValueError(
+            f"max_epochs={max_epochs} disagrees with iterations={iterations} and epoch_length={epoch_length} "
+            f"(ceil gives {expected}); change iterations instead"
+        )
+    return DMPLSTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
+
+
+def run_training(recorder: Any, resume: bool = False) -> Optional[float]:
+    """Run a bundle's trainer; refuse to overwrite an earlier run in its folder, or resume it.
+
+    Does for a bundle what :func:`scribmed.engine.trainer.train_dmpls` does around
+    ``trainer.run()``: an existing ``last.pt`` is an error unless ``resume``; when resuming, the
+    checkpoint must come from the same configuration and class map, and the trainer, RNG and
+    best metric are restored (a finished run is not trained again).
+
+    Args:
+        recorder: the run's :class:`~scribmed.engine.trainer.RunRecorder` (attached to its trainer).
+        resume: continue from ``last.pt`` when there is one.
+
+    Returns:
+        The best validation mean foreground Dice (``None`` without validation cases).
+    """
+    from scribmed.engine.trainer import _check_resumable
+
+    last = recorder.last_path
+    if last.exists():
+        if not resume:
+            raise DataError(
+                recorder.out_dir,
+                "already holds a training run (last.pt); pass --resume true to continue it or choose another --output_dir",
+            )
+        ckpt = load_checkpoint(last)
+        if ckpt.get("recipe") != "dmpls" or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise DataError(last, "not a scribmed DMPLS training checkpoint")
+        _check_resumable(ckpt, last, recorder.config, recorder.class_map)
+        recorder.restore(ckpt, last)
+    if dist_utils.is_main_process():
+        recorder.out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = recorder.trainer
+    try:
+        if trainer.state.iteration < trainer.total_iterations:
+            trainer.run()
+    finally:
+        recorder.close()
+    dist_utils.barrier()
+    return recorder.best_metric
+
+
+def write_fold_record(
+    output_dir: str | Path, fold: int, ckpt_path: str | Path, policy: str, cases: dict[str, list[Case]], summary: Any = None
+) -> Path:
+    """Write ``output_dir/fold.json`` after an evaluation, so ``scribmed cv merge`` can merge bundle folds.
+
+    Same marker as the cross-validation runner's (:data:`scribmed.engine.cross_validation.FOLD_DONE`):
+    written last, it names the checkpoint, how it was chosen (``best``/``last``) and its sha256.
+
+    Args:
+        output_dir: the fold's run folder (``.../fold_<k>``; its ``evaluation/`` holds the report).
+        fold: 1-based fold number.
+        ckpt_path: the checkpoint evaluated.
+        policy: ``"best"`` or ``"last"``.
+        cases: the fold's case lists (counts are recorded).
+        summary: the evaluation's ``summary.json`` path (only orders the call after the evaluation).
+    """
+    import json
+
+    from scribmed.engine.cross_validation import FOLD_DONE
+    from scribmed.metrics.report import atomic_write_text
+
+    if policy not in ("best", "last"):
+        raise ValueError(f"checkpoint policy must be 'best' or 'last', got {policy!r}")
+    out = Path(output_dir)
+    ckpt = Path(ckpt_path)
+    record = {
+        "fold": int(fold),
+        "checkpoint": str(ckpt.relative_to(out) if ckpt.is_relative_to(out) else ckpt),
+        "checkpoint_policy": policy,
+        "checkpoint_sha256": file_sha256(ckpt),
+        "cases": {s: len(v) for s, v in cases.items()},
+        "written_by": "bundle evaluate workflow",
+    }
+    return atomic_write_text(out / FOLD_DONE, json.dumps(record, indent=2) + "\n")
+
+
+def describe_checkpoint(path: str | Path) -> str:
+    """One line naming a checkpoint for reports: file, iteration, validation Dice and sha256."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    parts = [path.name]
+    iteration = (ckpt.get("trainer") or {}).get("iteration")
+    if iteration is not None:
+        parts.append(f"iteration {iteration}")
+    val: Optional[float] = ckpt.get("val_mean_dice")
+    if val is not None:
+        parts.append(f"val mean Dice {val:.4f}")
+    parts.append(f"sha256 {file_sha256(path)}")
+    return f"{parts[0]} ({', '.join(parts[1:])}) at {path.resolve()}"
