@@ -19,9 +19,8 @@ import torch
 from scribmed.data.case import Case
 from scribmed.data.errors import DataError
 from scribmed.data.splits import SPLITS_DIR, fold_cases, resolve_split
-from scribmed.engine import distributed as dist_utils
-from scribmed.engine.checkpoint import CHECKPOINT_FORMAT, file_sha256, load_checkpoint
-from scribmed.engine.sampling import derive_seed
+from scribmed.engine.checkpoint import file_sha256, load_checkpoint
+from scribmed.engine.trainer import loader_generator, loss_generator
 
 __all__ = [
     "BUNDLES_DIR",
@@ -43,8 +42,6 @@ __all__ = [
 BUNDLES_DIR = SPLITS_DIR.parent / "bundles"
 
 _SUBSETS = ("train", "val", "test")
-#: tag of the DataLoader generator seed in :func:`scribmed.engine.trainer.build_dmpls_trainer`
-_LOADER_SEED_TAG = 0x10AD
 
 
 def bundle_dir(name: str) -> str:
@@ -115,19 +112,6 @@ def select_cases(
     return fold_case_lists(dataset, split_file, fold, allow_missing, seed)[which]
 
 
-def loss_generator(seed: int) -> torch.Generator:
-    """The generator of the loss's alpha draws, seeded as :func:`build_dmpls_trainer` seeds it."""
-    from scribmed.engine.trainer import _LOSS_SEED_TAG
-
-    return torch.Generator().manual_seed(derive_seed(int(seed), _LOSS_SEED_TAG))
-
-
-def loader_generator(seed: int) -> torch.Generator:
-    """The DataLoader's own generator, seeded as :func:`build_dmpls_trainer` seeds it, so that
-    creating loader iterators never consumes the global torch RNG (dropout's stream)."""
-    return torch.Generator().manual_seed(derive_seed(int(seed), _LOADER_SEED_TAG))
-
-
 def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load a scribmed checkpoint (``weights_only=True``) into ``network``; return it on ``device``.
 
@@ -141,15 +125,10 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: str | 
 
 
 def reseed_rank(network: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Give ranks > 0 their own dropout stream before DDP wrapping (as :func:`build_dmpls_trainer`).
+    """:func:`scribmed.engine.trainer.reseed_rank` for configs: returns ``network`` unchanged."""
+    from scribmed.engine.trainer import reseed_rank as _reseed
 
-    Returns ``network`` unchanged; rank 0 keeps the single-process stream.
-    """
-    from scribmed.engine.trainer import _RANK_SEED_TAG
-
-    rank = dist_utils.get_rank()
-    if rank:
-        torch.manual_seed(derive_seed(int(seed), _RANK_SEED_TAG, rank))
+    _reseed(seed)
     return network
 
 
@@ -174,43 +153,10 @@ def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
 
 
 def run_training(recorder: Any, resume: bool = False) -> Optional[float]:
-    """Run a bundle's trainer; refuse to overwrite an earlier run in its folder, or resume it.
+    """Run a bundle's trainer (:func:`scribmed.engine.trainer.run_or_resume`); return the best val Dice."""
+    from scribmed.engine.trainer import run_or_resume
 
-    Does for a bundle what :func:`scribmed.engine.trainer.train_dmpls` does around
-    ``trainer.run()``: an existing ``last.pt`` is an error unless ``resume``; when resuming, the
-    checkpoint must come from the same configuration and class map, and the trainer, RNG and
-    best metric are restored (a finished run is not trained again).
-
-    Args:
-        recorder: the run's :class:`~scribmed.engine.trainer.RunRecorder` (attached to its trainer).
-        resume: continue from ``last.pt`` when there is one.
-
-    Returns:
-        The best validation mean foreground Dice (``None`` without validation cases).
-    """
-    from scribmed.engine.trainer import _check_resumable
-
-    last = recorder.last_path
-    if last.exists():
-        if not resume:
-            raise DataError(
-                recorder.out_dir,
-                "already holds a training run (last.pt); pass --resume true to continue it or choose another --output_dir",
-            )
-        ckpt = load_checkpoint(last)
-        if ckpt.get("recipe") != "dmpls" or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise DataError(last, "not a scribmed DMPLS training checkpoint")
-        _check_resumable(ckpt, last, recorder.config, recorder.class_map)
-        recorder.restore(ckpt, last)
-    if dist_utils.is_main_process():
-        recorder.out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = recorder.trainer
-    try:
-        if trainer.state.iteration < trainer.total_iterations:
-            trainer.run()
-    finally:
-        recorder.close()
-    dist_utils.barrier()
+    run_or_resume(recorder, resume)
     return recorder.best_metric
 
 
@@ -230,24 +176,11 @@ def write_fold_record(
         cases: the fold's case lists (counts are recorded).
         summary: the evaluation's ``summary.json`` path (only orders the call after the evaluation).
     """
-    import json
+    from scribmed.engine.cross_validation import write_fold_record as _write
 
-    from scribmed.engine.cross_validation import FOLD_DONE
-    from scribmed.metrics.report import atomic_write_text
-
-    if policy not in ("best", "last"):
-        raise ValueError(f"checkpoint policy must be 'best' or 'last', got {policy!r}")
-    out = Path(output_dir)
     ckpt = Path(ckpt_path)
-    record = {
-        "fold": int(fold),
-        "checkpoint": str(ckpt.relative_to(out) if ckpt.is_relative_to(out) else ckpt),
-        "checkpoint_policy": policy,
-        "checkpoint_sha256": file_sha256(ckpt),
-        "cases": {s: len(v) for s, v in cases.items()},
-        "written_by": "bundle evaluate workflow",
-    }
-    return atomic_write_text(out / FOLD_DONE, json.dumps(record, indent=2) + "\n")
+    counts = {s: len(v) for s, v in cases.items()}
+    return _write(Path(output_dir), fold, ckpt, policy, file_sha256(ckpt), counts, written_by="bundle evaluate workflow")
 
 
 def describe_checkpoint(path: str | Path) -> str:

@@ -159,20 +159,42 @@ def run_fold(
     from scribmed.engine.overlays import write_overlays
 
     write_overlays(test[:n_overlays], preds[:n_overlays], dataset.class_map, fold_dir / "overlays")
-    _write_json(
-        done,
-        {
-            "fold": k,
-            "checkpoint": str(model.checkpoint.relative_to(out) if model.checkpoint.is_relative_to(out) else model.checkpoint),
-            "checkpoint_policy": model.policy,
-            "checkpoint_sha256": model.sha256,
-            "cases": {s: len(v) for s, v in ids.items()},
-            **model.extra,
-        },
+    write_fold_record(
+        fold_dir, k, model.checkpoint, model.policy, model.sha256, {s: len(v) for s, v in ids.items()}, **model.extra
     )
     for c in (*train, *val, *test):
         c.release()
     return results
+
+
+def write_fold_record(
+    fold_dir: Path,
+    fold: int,
+    checkpoint: Path,
+    policy: str,
+    sha256: str,
+    case_counts: dict[str, int],
+    **extra: Any,
+) -> Path:
+    """Write ``fold_dir/fold.json``, the marker of a finished fold (written last, atomically).
+
+    It names the checkpoint used for the test cases, how it was chosen (``best``/``last``) and its
+    sha256; :func:`merge_folds` reads it, whoever wrote the fold (this runner or a bundle).
+    """
+    if policy not in ("best", "last"):
+        raise ValueError(f"checkpoint policy must be 'best' or 'last', got {policy!r}")
+    fold_dir, checkpoint = Path(fold_dir), Path(checkpoint)
+    record = {
+        "fold": int(fold),
+        "checkpoint": str(checkpoint.relative_to(fold_dir) if checkpoint.is_relative_to(fold_dir) else checkpoint),
+        "checkpoint_policy": policy,
+        "checkpoint_sha256": sha256,
+        "cases": dict(case_counts),
+        **extra,
+    }
+    path = fold_dir / FOLD_DONE
+    _write_json(path, record)
+    return path
 
 
 def merge_folds(out: Path) -> Path:

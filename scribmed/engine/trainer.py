@@ -89,6 +89,23 @@ _RANK_SEED_TAG = 0xDD9
 _LOADER_SEED_TAG = 0x10AD
 
 
+def loss_generator(seed: int) -> torch.Generator:
+    """The generator of the DMPLS loss's alpha draws (its own stream, saved in checkpoints)."""
+    return torch.Generator().manual_seed(derive_seed(int(seed), _LOSS_SEED_TAG))
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """The DataLoader's own generator, so creating iterators never consumes the global torch RNG."""
+    return torch.Generator().manual_seed(derive_seed(int(seed), _LOADER_SEED_TAG))
+
+
+def reseed_rank(seed: int) -> None:
+    """Give DDP ranks > 0 their own dropout stream; rank 0 keeps the single-process stream."""
+    rank = dist_utils.get_rank()
+    if rank:
+        torch.manual_seed(derive_seed(int(seed), _RANK_SEED_TAG, rank))
+
+
 # --------------------------------------------------------------------------------------------
 # configuration and result
 # --------------------------------------------------------------------------------------------
@@ -797,12 +814,11 @@ def build_dmpls_trainer(
         class_map.num_classes,
         class_map.ignore_index,
         lam=config.lam,
-        generator=torch.Generator().manual_seed(derive_seed(config.seed, _LOSS_SEED_TAG)),
+        generator=loss_generator(config.seed),
     )
     if world > 1:
         # different dropout masks per rank (rank 0 keeps the single-process stream)
-        if rank:
-            torch.manual_seed(derive_seed(config.seed, _RANK_SEED_TAG, rank))
+        reseed_rank(config.seed)
         network = torch.nn.parallel.DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -826,7 +842,7 @@ def build_dmpls_trainer(
         pin_memory=device.type == "cuda",
         drop_last=False,
         # the loader's own generator: creating iterators must not consume the global torch RNG
-        generator=torch.Generator().manual_seed(derive_seed(config.seed, _LOADER_SEED_TAG)),
+        generator=loader_generator(config.seed),
     )
     trainer = DMPLSTrainer(
         device=device,
@@ -865,7 +881,42 @@ def check_resumable(ckpt: Mapping[str, Any], path: Path, config: TrainConfig, cl
         raise DataError(path, f"cannot resume, the class map changed ({cm} vs {class_map.to_json()})")
 
 
-_check_resumable = check_resumable  # name used by scribmed.engine.bundle
+def run_or_resume(recorder: "RunRecorder", resume: bool) -> None:
+    """Run a trainer to its budget in ``recorder.out_dir``, refusing or resuming an earlier run there.
+
+    An existing ``last.pt`` is an error unless ``resume``; when resuming, the checkpoint must come
+    from the same result-affecting configuration and class map, and network, optimizer, loss
+    generator, engine counters, RNG states and best metric are restored. A finished run is not
+    trained again. Shared by :func:`train_dmpls` and the bundles' training workflow.
+
+    Raises:
+        DataError: the folder holds a run and ``resume`` is False; an incompatible checkpoint.
+    """
+    last = recorder.last_path
+    if last.exists():
+        if not resume:
+            raise DataError(
+                recorder.out_dir,
+                "already holds a training run (last.pt); resume it or use another output folder",
+            )
+        ckpt = load_checkpoint(last)
+        if ckpt.get("recipe") != "dmpls" or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise DataError(last, "not a scribmed DMPLS training checkpoint")
+        check_resumable(ckpt, last, recorder.config, recorder.class_map)
+        recorder.restore(ckpt, last)
+    elif resume:
+        logger.info("no %s to resume from; starting a new run", last)
+    if dist_utils.is_main_process():
+        recorder.out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = recorder.trainer
+    try:
+        if trainer.state.iteration < trainer.total_iterations:
+            trainer.run()
+        elif dist_utils.is_main_process() and not recorder.curve_path.exists():
+            plot_training_curve(recorder.history, recorder.curve_path)
+    finally:
+        recorder.close()
+    dist_utils.barrier()
 
 
 def train_dmpls(
@@ -899,39 +950,19 @@ def train_dmpls(
     config = config or TrainConfig()
     out_dir = Path(out_dir)
     last = out_dir / LAST_NAME
-    ckpt = None
-    if last.exists():
-        if not resume:
-            raise DataError(out_dir, "already holds a training run (last.pt); pass resume=True to continue it or use another folder")
-        ckpt = load_checkpoint(last)
-        if ckpt.get("recipe") != "dmpls" or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise DataError(last, "not a scribmed DMPLS training checkpoint")
-        check_resumable(ckpt, last, config, class_map)
-    elif resume:
-        logger.info("no %s to resume from; starting a new run", last)
-    if dist_utils.is_main_process():
-        out_dir.mkdir(parents=True, exist_ok=True)
-
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     prev_bench = torch.backends.cudnn.benchmark
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    trainer, _ = build_dmpls_trainer(train_cases, val_cases, class_map, out_dir, config)
-    recorder: RunRecorder = trainer.recorder
     try:
-        if ckpt is not None:
-            recorder.restore(ckpt, last)
-        if trainer.state.iteration < config.iterations:
-            trainer.run()
-        elif dist_utils.is_main_process() and not recorder.curve_path.exists():
-            plot_training_curve(recorder.history, recorder.curve_path)
+        trainer, _ = build_dmpls_trainer(train_cases, val_cases, class_map, out_dir, config)
+        recorder: RunRecorder = trainer.recorder
+        run_or_resume(recorder, resume)
     finally:
-        recorder.close()
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
         torch.backends.cudnn.benchmark = prev_bench
-    dist_utils.barrier()
     best = out_dir / BEST_NAME
     return TrainResult(
         best_checkpoint=best if val_cases and best.exists() else None,
