@@ -1,8 +1,21 @@
-"""SAM on scribbles: embedding cache and pseudo-label merging (generation and decoder fine-tuning to follow).
+"""SAM on scribbles: embedding cache, pseudo-label merging and mask-decoder fine-tuning rounds.
 
 Builds on :mod:`scribmed.networks.sam_backends` (the backends) and never imports the engine.
 """
 
+from scribmed.sam.decoder_finetune import (
+    DECODER_BEST,
+    DECODER_LAST,
+    FinetuneConfig,
+    FinetuneResult,
+    decoder_state_path,
+    default_merge_priority,
+    finetune_decoder,
+    load_decoder,
+    predict_case,
+    save_decoder,
+    validation_dice,
+)
 from scribmed.sam.embedding_cache import EmbeddingCache
 from scribmed.sam.merge import (
     CARDIAC_MERGE_PRIORITY,
@@ -15,7 +28,18 @@ from scribmed.sam.merge import (
 
 __all__ = [
     "CARDIAC_MERGE_PRIORITY",
+    "DECODER_BEST",
+    "DECODER_LAST",
     "EmbeddingCache",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "decoder_state_path",
+    "default_merge_priority",
+    "finetune_decoder",
+    "load_decoder",
+    "predict_case",
+    "save_decoder",
+    "validation_dice",
     "merge_class_masks",
     "merge_logits",
     "merge_volume_logits",
