@@ -32,7 +32,7 @@ def phantom_h5(tmp_path_factory) -> Path:
 
 def test_help_on_every_command():
     parser = build_parser()
-    commands = [[], ["data"], ["data", "check"], ["phantom"], ["evaluate"], ["demo"], ["cv"]]
+    commands = [[], ["data"], ["data", "check"], ["phantom"], ["evaluate"], ["demo"], ["cv"], ["pseudolabel"]]
     for cmd in commands:
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([*cmd, "--help"])

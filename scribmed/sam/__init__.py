@@ -9,7 +9,6 @@ from scribmed.sam.decoder_finetune import (
     FinetuneConfig,
     FinetuneResult,
     decoder_state_path,
-    default_merge_priority,
     finetune_decoder,
     load_decoder,
     predict_case,
@@ -17,8 +16,12 @@ from scribmed.sam.decoder_finetune import (
     validation_dice,
 )
 from scribmed.sam.embedding_cache import EmbeddingCache
+from scribmed.sam.pseudo_labels import PromptConfig, generate_case, generate_pseudo_labels, slice_logits
+from scribmed.sam.quality import pseudo_label_dice
+from scribmed.sam.rounds import run_pseudo_label_rounds
 from scribmed.sam.merge import (
     CARDIAC_MERGE_PRIORITY,
+    default_merge_priority,
     merge_class_masks,
     merge_logits,
     merge_volume_logits,
@@ -33,12 +36,18 @@ __all__ = [
     "EmbeddingCache",
     "FinetuneConfig",
     "FinetuneResult",
+    "PromptConfig",
     "decoder_state_path",
     "default_merge_priority",
     "finetune_decoder",
+    "generate_case",
+    "generate_pseudo_labels",
     "load_decoder",
     "predict_case",
+    "pseudo_label_dice",
+    "run_pseudo_label_rounds",
     "save_decoder",
+    "slice_logits",
     "validation_dice",
     "merge_class_masks",
     "merge_logits",

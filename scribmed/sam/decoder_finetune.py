@@ -46,11 +46,11 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from scribmed.data.case import CARDIAC, ClassMap
+from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
 from scribmed.losses.sam_finetune import SamFinetuneLoss
 from scribmed.networks.sam_backends import read_state_dict
-from scribmed.sam.merge import CARDIAC_MERGE_PRIORITY, merge_logits
+from scribmed.sam.merge import default_merge_priority, merge_logits
 from scribmed.transforms.prompts import ScribblePromptsd
 
 __all__ = [
@@ -176,11 +176,6 @@ def decoder_state_path(out_dir: PathLike, which: str = "best") -> Path:
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     return Path(out_dir) / (DECODER_BEST if which == "best" else DECODER_LAST)
-
-
-def default_merge_priority(class_map: ClassMap) -> Optional[tuple[int, ...]]:
-    """SAM-SP's cardiac paint order (Myo, RV, LV; LV wins overlaps) for cardiac maps, else ``None``."""
-    return CARDIAC_MERGE_PRIORITY if dict(class_map.names) == dict(CARDIAC.names) else None
 
 
 # ------------------------------------------------------------------------------------------

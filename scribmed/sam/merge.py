@@ -20,13 +20,16 @@ All functions work on any array shape ``(..., H, W)`` (a slice or a whole ``(S, 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 from monai.utils import convert_to_numpy
 from scipy.special import expit
 
+from scribmed.data.case import CARDIAC, ClassMap
+
 __all__ = [
+    "default_merge_priority",
     "CARDIAC_MERGE_PRIORITY",
     "merge_class_masks",
     "merge_logits",
@@ -37,6 +40,11 @@ __all__ = [
 
 #: SAM-SP's cardiac paint order: Myo, RV, LV (later wins, so LV > RV > Myo in overlaps).
 CARDIAC_MERGE_PRIORITY: tuple[int, ...] = (2, 1, 3)
+
+
+def default_merge_priority(class_map: ClassMap) -> Optional[tuple[int, ...]]:
+    """SAM-SP's paint order Myo, RV, LV (LV > RV > Myo) for cardiac class maps; else ``None`` (ascending index)."""
+    return CARDIAC_MERGE_PRIORITY if dict(class_map.names) == dict(CARDIAC.names) else None
 
 OverlapRule = Literal["priority", "confidence"]
 
