@@ -146,3 +146,16 @@ def test_report_of_real_evaluations(tmp_path):
     assert s["classes"]["RV"]["hd95"]["mean"] == pytest.approx(res[0][1].hd95)
     write_report(res, tmp_path)
     assert (tmp_path / "boxplot.png").stat().st_size > 1000
+
+
+def test_report_files_are_shareable(tmp_path):
+    """Reports are written through mkstemp (owner-only) but end with the umask's usual permissions."""
+    import os
+    import stat
+
+    from scribmed.metrics.report import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "summary.json", "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

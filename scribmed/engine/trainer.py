@@ -22,11 +22,10 @@ a run that was never stopped (bit-identical on CPU).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,6 @@ from scribmed.engine.checkpoint import (
     capture_rng_state,
     file_sha256,
     load_checkpoint,
-    publish,
     restore_rng_state,
     save_checkpoint,
 )
@@ -58,6 +56,7 @@ from scribmed.engine.device import amp_enabled, resolve_device
 from scribmed.engine.inference import predict_volume, unwrap_network
 from scribmed.engine.sampling import EpochSeededSampler, SliceTrainingDataset, derive_seed
 from scribmed.engine.slice_cache import SliceCache
+from scribmed.metrics.report import atomic_write_bytes, atomic_write_text
 from scribmed.losses.dmpls import DMPLSLoss
 from scribmed.networks.unet_dual import DualBranchUNet
 from scribmed.transforms.augment import DMPLSAugmentd
@@ -474,18 +473,6 @@ class DMPLSTrainer(SupervisedTrainer):
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class RunRecorder:
     """Epoch-end bookkeeping of a training run (attached by :func:`build_dmpls_trainer`).
 
@@ -653,7 +640,7 @@ class RunRecorder:
                 }
             )
             self.history["best"] = {"metric": self.best_metric, "iteration": self.best_iteration}
-            _atomic_write_text(self.history_path, json.dumps(self.history, indent=1))
+            atomic_write_text(self.history_path, json.dumps(self.history, indent=1))
             if self._bar is not None and val is not None:
                 self._bar.set_postfix(loss=f"{means.get(Keys.LOSS, float('nan')):.4f}", val_dice=f"{val:.4f}")
         self.last_saved_iteration = iteration
@@ -667,7 +654,7 @@ class RunRecorder:
         data["last"]["iteration"] = iteration
         if "best" in data:
             data["best"]["iteration"] = self.best_iteration
-        _atomic_write_text(self.out_dir / CHECKSUMS_NAME, json.dumps(data, indent=1))
+        atomic_write_text(self.out_dir / CHECKSUMS_NAME, json.dumps(data, indent=1))
 
     # -- resume ------------------------------------------------------------------------------
 
@@ -740,17 +727,10 @@ def plot_training_curve(history: Mapping[str, Any] | str | Path, png_path: str |
     ax.legend(lines, labels, loc="upper right", fontsize=8)
     ax.set_title("DMPLS training")
     fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".png", dir=png_path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        publish(tmp, png_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return png_path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(png_path, buf.getvalue())
+    return Path(png_path)
 
 
 # --------------------------------------------------------------------------------------------
