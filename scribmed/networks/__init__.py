@@ -13,10 +13,24 @@ from scribmed.networks.sam_backends import (
     pad_points,
     read_state_dict,
 )
+from scribmed.networks.samsp_unet import (
+    CBAM,
+    ChannelAttention,
+    CrossScaleFusion,
+    SAMSPOutput,
+    SAMSPUNet,
+    SpatialAttention,
+)
 from scribmed.networks.unet_dual import ConvBlock, DualBranchUNet, UNetDecoder, UNetEncoder
 
 __all__ = [
     "BACKENDS",
+    "CBAM",
+    "ChannelAttention",
+    "CrossScaleFusion",
+    "SAMSPOutput",
+    "SAMSPUNet",
+    "SpatialAttention",
     "PREPROCESS_VERSION",
     "VIT_CONFIGS",
     "ConvBlock",
