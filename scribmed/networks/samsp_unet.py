@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scribmed.networks.unet_dual import UNetDecoder, UNetEncoder
+from scribmed.networks.unet_dual import DualBranchUNet, UNetDecoder
 
 __all__ = [
     "CBAM",
@@ -157,7 +157,7 @@ def _decode_features(decoder: UNetDecoder, feats: Sequence[torch.Tensor]) -> tor
     return x
 
 
-class SAMSPUNet(nn.Module):
+class SAMSPUNet(DualBranchUNet):
     """SAM-SP segmentor (DESIGN 4.2 step 4): dual-branch U-Net, shared CSF skips, fusion head.
 
     ``forward`` returns a :class:`SAMSPOutput` ``(main, aux, fused, bottleneck)`` in training mode
@@ -187,24 +187,11 @@ class SAMSPUNet(nn.Module):
         aux_feature_dropout: float = 0.5,
         reduction: int = 8,
     ) -> None:
-        super().__init__()
-        if len(features) != len(dropout) or len(features) < 2:
-            raise ValueError(
-                f"features and dropout need the same length >= 2, got {len(features)} and {len(dropout)}"
-            )
-        if not 0.0 <= aux_feature_dropout < 1.0:
-            raise ValueError(f"aux_feature_dropout must be in [0, 1), got {aux_feature_dropout}")
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.features = tuple(int(f) for f in features)
-        self.encoder = UNetEncoder(in_channels, self.features, tuple(float(p) for p in dropout))
+        super().__init__(in_channels, num_classes, features, dropout, aux_feature_dropout)
         self.csf = nn.ModuleList(
             CrossScaleFusion(self.features[i], self.features[i + 1], reduction)
             for i in range(len(self.features) - 1)
         )
-        self.main_decoder = UNetDecoder(self.features, num_classes)
-        self.aux_decoder = UNetDecoder(self.features, num_classes)
-        self.feature_dropout = nn.Dropout2d(aux_feature_dropout)
         width = self.features[0]
         self.fusion_head = nn.Sequential(
             nn.Conv2d(2 * width, width, kernel_size=3, padding=1, bias=False),
@@ -213,19 +200,9 @@ class SAMSPUNet(nn.Module):
             nn.Conv2d(width, num_classes, kernel_size=1),
         )
 
-    @property
-    def divisor(self) -> int:
-        """Input height and width must be multiples of this."""
-        return 2 ** (len(self.features) - 1)
-
     def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder maps with each skip replaced by its CSF-fused version; bottleneck unchanged."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        d = self.divisor
-        if x.shape[-2] % d or x.shape[-1] % d:
-            raise ValueError(f"input spatial size {tuple(x.shape[-2:])} is not divisible by {d}")
-        enc = self.encoder(x)
+        enc = super()._encode(x)
         fused = [csf(enc[i], enc[i + 1]) for i, csf in enumerate(self.csf)]
         return [*fused, enc[-1]]
 
