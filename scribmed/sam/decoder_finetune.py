@@ -51,6 +51,7 @@ from scribmed.data.errors import DataError
 from scribmed.losses.sam_finetune import SamFinetuneLoss
 from scribmed.networks.sam_backends import read_state_dict
 from scribmed.sam.merge import default_merge_priority, merge_logits
+from scribmed.sam.pseudo_labels import case_scribble
 from scribmed.transforms.prompts import ScribblePromptsd
 
 __all__ = [
@@ -297,20 +298,6 @@ def _prompter(class_map: ClassMap, config: FinetuneConfig, input_size: int) -> S
     )
 
 
-def _scribble_of(case: Any) -> np.ndarray:
-    scribble = case.scribble
-    if scribble is None:
-        raise DataError(case.source, f"case {case.case_id} has no scribble; SAM prompts come from scribbles")
-    arr = np.asarray(scribble)
-    if arr.ndim == 2:
-        arr = arr[None]
-    image_shape = tuple(np.shape(case.image))
-    image_shape = (1, *image_shape) if len(image_shape) == 2 else image_shape
-    if arr.shape != image_shape:
-        raise DataError(case.source, f"scribble shape {arr.shape} differs from image shape {image_shape}")
-    return arr
-
-
 def _case_prompts(case_index: int, scribble: np.ndarray, prompter: ScribblePromptsd) -> list[_SlicePrompt]:
     out = []
     for z in range(scribble.shape[0]):
@@ -352,7 +339,7 @@ def predict_case(
     merged by ``priority`` (default :func:`default_merge_priority`); slices without a foreground
     scribble are background. ``prompts`` (internal): the case's precomputed slice prompts.
     """
-    scribble = _scribble_of(case)
+    scribble = case_scribble(case)
     s, h, w = scribble.shape
     if priority is None:
         priority = default_merge_priority(class_map)
@@ -544,7 +531,7 @@ def finetune_decoder(
 
     # training slices: prompts once (deterministic), pseudo labels checked up front
     train_cases, val_cases = list(train_cases), list(val_cases)
-    scribbles = [_scribble_of(c) for c in train_cases]
+    scribbles = [case_scribble(c) for c in train_cases]
     pls: list[Optional[np.ndarray]] = []
     for case, scribble in zip(train_cases, scribbles):
         pl = pseudo_labels.get(case.case_id)
@@ -559,7 +546,7 @@ def finetune_decoder(
     items = [sp for i, s in enumerate(scribbles) for sp in _case_prompts(i, s, prompter)]
     if config.epochs > 0 and not items:
         raise ValueError("no training slice has a foreground scribble: nothing to fine-tune on")
-    val_prompts = [_case_prompts(0, _scribble_of(c), prompter) for c in val_cases]
+    val_prompts = [_case_prompts(0, case_scribble(c), prompter) for c in val_cases]
     identity = {
         "config": config.training_identity(),
         "train": [c.case_id for c in train_cases],

@@ -45,6 +45,7 @@ __all__ = [
     "FINETUNED_PROMPTS",
     "META_NAME",
     "PromptConfig",
+    "case_scribble",
     "ZERO_SHOT_PROMPTS",
     "confidence_path",
     "default_merge_priority",
@@ -193,6 +194,26 @@ def slice_logits(
     return {int(k): np.ascontiguousarray(out[i], dtype=np.float32) for i, k in enumerate(classes)}
 
 
+def case_scribble(case: Any) -> np.ndarray:
+    """A case's scribble as ``(S, H, W)``, checked against its image: the source of every SAM prompt.
+
+    Raises:
+        DataError: the case has no scribble, or its scribble and image disagree in shape.
+    """
+    scribble = case.scribble
+    if scribble is None:
+        raise DataError(case.source, f"case {case.case_id} has no scribble to prompt SAM with")
+    scribble = np.asarray(scribble)
+    if scribble.ndim == 2:
+        scribble = scribble[None]
+    shape = tuple(np.shape(case.image))
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if scribble.shape != shape:
+        raise DataError(case.source, f"scribble shape {scribble.shape} differs from image shape {shape}")
+    return scribble
+
+
 def generate_case(
     backend: Any,
     cache: Any,
@@ -221,17 +242,8 @@ def generate_case(
         DataError: the case has no scribble, or its scribble and image disagree in shape.
     """
     config = config or ZERO_SHOT_PROMPTS
-    scribble = case.scribble
-    if scribble is None:
-        raise DataError(case.source, f"case {case.case_id} has no scribble to prompt SAM with")
-    scribble = np.asarray(scribble)
-    if scribble.ndim == 2:
-        scribble = scribble[None]
-    shape = tuple(np.asarray(case.image).shape)
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if scribble.shape != shape:
-        raise DataError(case.source, f"scribble shape {scribble.shape} differs from image shape {shape}")
+    scribble = case_scribble(case)
+    shape = scribble.shape
     priority = default_merge_priority(class_map) if merge_priority is None else tuple(merge_priority)
     prompter = config.prompter(class_map, backend.input_size)
     was_training = backend.training
