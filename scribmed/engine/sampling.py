@@ -15,7 +15,7 @@ worker order.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Iterator, Mapping, Optional
+from typing import Any, Callable, Hashable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -97,9 +97,12 @@ class SliceTrainingDataset(Dataset):
             ``Randomizable`` it is reseeded for every key.
         target_key: the cache array used as training target (``"scribble"``, ``"label"``,
             ``"pseudo"``).
+        extra_keys: further cache label arrays returned alongside (e.g. ``("pseudo",)`` for SAM
+            pseudo labels); they go through ``transform`` with the target, so one spatial draw
+            moves image, target and extras together.
 
     Returns per item: ``{"image": (C, h, w) float32 tensor, <target_key>: (h, w) int64 tensor,
-    "slice": int}``.
+    <extra key>: (h, w) int64 tensor, ..., "slice": int}``.
     """
 
     def __init__(
@@ -108,15 +111,20 @@ class SliceTrainingDataset(Dataset):
         seed: int,
         transform: Optional[Callable[[Mapping[Hashable, Any]], Mapping[Hashable, Any]]] = None,
         target_key: str = "scribble",
+        extra_keys: Sequence[str] = (),
     ) -> None:
-        if getattr(cache, target_key, None) is None:
-            raise ValueError(f"the slice cache holds no {target_key!r} array")
+        for key in (target_key, *extra_keys):
+            if getattr(cache, key, None) is None:
+                raise ValueError(f"the slice cache holds no {key!r} array")
+        if target_key in extra_keys:
+            raise ValueError(f"{target_key!r} is both the target and an extra key")
         if len(cache) == 0:
             raise ValueError("the slice cache is empty")
         self.cache = cache
         self.seed = int(seed)
         self.transform = transform
         self.target_key = target_key
+        self.extra_keys = tuple(extra_keys)
         self._perm_key: tuple[int, int] | None = None
         self._perm: np.ndarray | None = None
 
@@ -135,15 +143,16 @@ class SliceTrainingDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, position = (int(k) for k in key)
         idx = self.slice_index(epoch, position)
-        target = getattr(self.cache, self.target_key)
-        item: dict[Hashable, Any] = {
-            "image": self.cache.image[idx].copy(),
-            self.target_key: target[idx][None].copy(),
-        }
+        item: dict[Hashable, Any] = {"image": self.cache.image[idx].copy()}
+        for key in (self.target_key, *self.extra_keys):
+            item[key] = getattr(self.cache, key)[idx][None].copy()
         if self.transform is not None:
             if hasattr(self.transform, "set_random_state"):
                 self.transform.set_random_state(seed=derive_seed(self.seed, _AUG_TAG, epoch, position))
             item = dict(self.transform(item))
-        image = torch.as_tensor(np.ascontiguousarray(item["image"]), dtype=torch.float32)
-        tgt = torch.as_tensor(np.ascontiguousarray(item[self.target_key])).long()
-        return {"image": image, self.target_key: tgt.reshape(tgt.shape[-2:]), "slice": idx}
+        out: dict[str, Any] = {"image": torch.as_tensor(np.ascontiguousarray(item["image"]), dtype=torch.float32)}
+        for key in (self.target_key, *self.extra_keys):
+            arr = torch.as_tensor(np.ascontiguousarray(item[key])).long()
+            out[key] = arr.reshape(arr.shape[-2:])
+        out["slice"] = idx
+        return out

@@ -29,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -68,10 +68,13 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "VolumeDiceEvaluator",
+    "assemble_trainer",
     "build_dmpls_trainer",
     "check_resumable",
     "plot_training_curve",
     "poly_lr",
+    "run_or_resume",
+    "run_training",
     "train_dmpls",
 ]
 
@@ -184,7 +187,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; valid keys: {sorted(names)}")
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}")
         d = dict(data)
         if "size" in d:
             size = d["size"]
@@ -391,6 +394,11 @@ class DMPLSTrainer(SupervisedTrainer):
         self.add_event_handler(Events.ITERATION_STARTED, self._set_lr)
         self.add_event_handler(Events.ITERATION_COMPLETED, self._stop_at_budget)
 
+    #: recipe name stored in checkpoints and history (resume refuses another recipe's run).
+    recipe: str = "dmpls"
+    #: scalar loss terms :meth:`compute_loss` logs besides the total (averaged per epoch in history).
+    loss_terms: tuple[str, ...] = ("pce", "dice")
+
     # -- handlers ----------------------------------------------------------------------------
 
     def _set_sampler_epoch(self, engine: "DMPLSTrainer") -> None:
@@ -411,21 +419,20 @@ class DMPLSTrainer(SupervisedTrainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         dev = engine.state.device
-        images = batchdata["image"].to(dev, non_blocking=engine.non_blocking)
-        target = batchdata["scribble"].to(dev, non_blocking=engine.non_blocking)
-        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: target}
+        batch = {
+            k: v.to(dev, non_blocking=engine.non_blocking) for k, v in batchdata.items() if isinstance(v, torch.Tensor)
+        }
+        images = batch["image"]
+        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: batch["scribble"]}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.scaler is not None):
             outputs = engine.network(images)
-        if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
-            raise TypeError("the DMPLS network must return (main_logits, aux_logits) in training mode")
-        main, aux = outputs
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        loss, parts = engine.loss_function(main.float(), aux.float(), target)
-        engine.state.output[Keys.PRED] = main.detach()
+        loss, pred, parts = self.compute_loss(outputs, batch)
+        engine.state.output[Keys.PRED] = pred.detach()
         engine.state.output[Keys.LOSS] = loss.detach()
-        engine.state.output.update(pce=parts["pce"], dice=parts["dice"], alpha=float(parts["alpha"]))
+        engine.state.output.update(parts)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -438,6 +445,20 @@ class DMPLSTrainer(SupervisedTrainer):
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+    def compute_loss(
+        self, outputs: Any, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """The recipe's objective on one batch: ``(loss, prediction logits, logged terms)``.
+
+        DMPLS: ``outputs`` is ``(main, aux)``, the target ``batch["scribble"]``; the logged terms
+        are :attr:`loss_terms` (detached scalars) plus the iteration's ``alpha``.
+        """
+        if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
+            raise TypeError("the DMPLS network must return (main_logits, aux_logits) in training mode")
+        main, aux = outputs
+        loss, parts = self.loss_function(main.float(), aux.float(), batch["scribble"])
+        return loss, main, {"pce": parts["pce"], "dice": parts["dice"], "alpha": float(parts["alpha"])}
 
     def run(self) -> None:  # type: ignore[override]
         """Run (or continue) training; unlike ``Trainer.run`` it keeps the restored GradScaler."""
@@ -508,7 +529,8 @@ class RunRecorder:
         self.best_iteration: Optional[int] = None
         self.history: dict[str, Any] = {
             "format": "scribmed-history-v1",
-            "recipe": "dmpls",
+            "recipe": trainer.recipe,
+            "loss_terms": list(trainer.loss_terms),
             "config": config.to_dict(),
             "class_map": {"names": class_map.to_json(), "ignore_index": class_map.ignore_index},
             "resumed_from": [],
@@ -554,7 +576,7 @@ class RunRecorder:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(
-                total=engine.total_iterations, initial=engine.state.iteration, desc="DMPLS", unit="it", dynamic_ncols=True
+                total=engine.total_iterations, initial=engine.state.iteration, desc=engine.recipe.upper(), unit="it", dynamic_ncols=True
             )
 
     def _reset_epoch(self, engine: DMPLSTrainer) -> None:
@@ -564,7 +586,7 @@ class RunRecorder:
 
     def _accumulate(self, engine: DMPLSTrainer) -> None:
         out = engine.state.output
-        for key in (Keys.LOSS, "pce", "dice"):
+        for key in (Keys.LOSS, *engine.loss_terms):
             value = out[key].detach().float()
             self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
         self._count += 1
@@ -594,7 +616,7 @@ class RunRecorder:
         means = {k: float(v) / max(self._count, 1) for k, v in self._sums.items()}
         if self._count and not math.isfinite(means[Keys.LOSS]):
             raise FloatingPointError(
-                f"DMPLS training diverged: mean loss {means[Keys.LOSS]} in the iterations up to {iteration}"
+                f"{engine.recipe} training diverged: mean loss {means[Keys.LOSS]} in the iterations up to {iteration}"
             )
         rng = capture_rng_state()
         rng_all = [rng]
@@ -612,7 +634,7 @@ class RunRecorder:
                 self.best_metric, self.best_iteration = val, iteration
             payload = {
                 "format": CHECKPOINT_FORMAT,
-                "recipe": "dmpls",
+                "recipe": engine.recipe,
                 **engine.training_state(),
                 "rng": rng_all,
                 "config": self.config.to_dict(),
@@ -630,8 +652,7 @@ class RunRecorder:
                     "iteration": iteration,
                     "lr": float(engine.optimizer.param_groups[0]["lr"]),
                     "loss": means.get(Keys.LOSS),
-                    "pce": means.get("pce"),
-                    "dice": means.get("dice"),
+                    **{term: means.get(term) for term in engine.loss_terms},
                     "val_mean_dice": val,
                     "val_dice": per_class,
                     "best_metric": self.best_metric,
@@ -710,7 +731,8 @@ def plot_training_curve(history: Mapping[str, Any] | str | Path, png_path: str |
     fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    for key, style in (("loss", "-"), ("pce", "--"), ("dice", ":")):
+    terms = history.get("loss_terms") or ["pce", "dice"]
+    for key, style in zip(["loss", *terms], ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 5))]):
         vals = [np.nan if e.get(key) is None else e[key] for e in epochs]
         ax.plot(its, vals, style, label=f"train {key}")
     ax.set_xlabel("iteration")
@@ -725,7 +747,7 @@ def plot_training_curve(history: Mapping[str, Any] | str | Path, png_path: str |
         l2, lb2 = ax2.get_legend_handles_labels()
         lines, labels = lines + l2, labels + lb2
     ax.legend(lines, labels, loc="upper right", fontsize=8)
-    ax.set_title("DMPLS training")
+    ax.set_title(f"{str(history.get('recipe', 'dmpls')).upper()} training")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -738,19 +760,28 @@ def plot_training_curve(history: Mapping[str, Any] | str | Path, png_path: str |
 # --------------------------------------------------------------------------------------------
 
 
-def build_dmpls_trainer(
+def assemble_trainer(
     train_cases: Sequence[Case],
     val_cases: Sequence[Case],
     class_map: ClassMap,
     out_dir: str | Path,
     config: TrainConfig,
+    *,
+    make_network: Callable[[], torch.nn.Module],
+    loss: torch.nn.Module,
+    trainer_cls: type[DMPLSTrainer],
     cache: Optional[SliceCache] = None,
+    pseudo: Optional[Mapping[str, np.ndarray]] = None,
 ) -> tuple[DMPLSTrainer, Optional[VolumeDiceEvaluator]]:
-    """Assemble network, loss, optimizer, seeded data pipeline, trainer, evaluator and recorder.
+    """Assemble a recipe's trainer: network, seeded data pipeline, SGD, evaluator and recorder.
 
-    Seeds torch with ``config.seed`` before creating the network, so two builds with one seed
-    start from identical weights. Under an initialised process group (world size > 1) the network
-    is wrapped in ``DistributedDataParallel`` and the sampler is sharded by rank.
+    Shared by :func:`build_dmpls_trainer` and the SAM-SP builder
+    (:func:`scribmed.engine.samsp_trainer.build_samsp_trainer`): they differ only in the
+    network, the loss, the trainer's :meth:`DMPLSTrainer.compute_loss` and whether slices carry
+    a pseudo label. Seeds torch with ``config.seed`` right before ``make_network()``, so two
+    builds with one seed start from identical weights. Under an initialised process group
+    (world size > 1) the network is wrapped in ``DistributedDataParallel`` and the sampler is
+    sharded by rank.
 
     Args:
         train_cases: training cases (image + scribble).
@@ -758,7 +789,12 @@ def build_dmpls_trainer(
         class_map: classes and the scribble ignore value.
         out_dir: run folder for checkpoints and history.
         config: hyper-parameters.
+        make_network: builds the (untrained) network on the CPU.
+        loss: the recipe's loss module (moved to the device).
+        trainer_cls: :class:`DMPLSTrainer` or a subclass.
         cache: a pre-built :class:`SliceCache` of ``train_cases`` (built here when ``None``).
+        pseudo: pseudo labels by case id, ``(S, H, W)`` on each case's grid; when given, every
+            batch also carries ``"pseudo"`` (augmented with the same spatial draw).
 
     Returns:
         ``(trainer, evaluator)``; ``trainer.recorder`` is the attached :class:`RunRecorder`.
@@ -770,10 +806,16 @@ def build_dmpls_trainer(
     use_amp = amp_enabled(device, config.amp)
     if cache is None:
         cache = SliceCache.from_cases(
-            train_cases, size=config.size, keys=("image", "scribble"), progress=config.progress and rank == 0
+            train_cases,
+            size=config.size,
+            keys=("image", "scribble"),
+            pseudo=pseudo,
+            progress=config.progress and rank == 0,
         )
     if tuple(cache.size) != tuple(config.size):
         raise ValueError(f"slice cache size {cache.size} differs from config.size {config.size}")
+    if pseudo is not None and cache.pseudo is None:
+        raise ValueError("pseudo labels were given but the slice cache holds none")
     if cache.image.shape[1] != config.in_channels:
         raise DataError(
             train_cases[0].source if train_cases else None,
@@ -785,17 +827,17 @@ def build_dmpls_trainer(
             raise DataError(
                 None, f"scribble values {bad.tolist()} are neither classes {sorted(class_map.names)} nor the ignore value {class_map.ignore_index}"
             )
+    if pseudo is not None and cache.pseudo is not None and cache.pseudo.size:
+        bad = np.setdiff1d(np.unique(cache.pseudo), list(class_map.names))
+        if bad.size:
+            raise DataError(None, f"pseudo-label values {bad.tolist()} are not classes {sorted(class_map.names)}")
 
     torch.manual_seed(config.seed)
-    network = DualBranchUNet(in_channels=config.in_channels, num_classes=class_map.num_classes).to(device)
-    if config.size[0] % network.divisor or config.size[1] % network.divisor:
-        raise ValueError(f"config.size {config.size} must be divisible by {network.divisor}")
-    loss = DMPLSLoss(
-        class_map.num_classes,
-        class_map.ignore_index,
-        lam=config.lam,
-        generator=loss_generator(config.seed),
-    )
+    network = make_network().to(device)
+    divisor = getattr(network, "divisor", 1)
+    if config.size[0] % divisor or config.size[1] % divisor:
+        raise ValueError(f"config.size {config.size} must be divisible by {divisor}")
+    loss = loss.to(device)
     if world > 1:
         # different dropout masks per rank (rank 0 keeps the single-process stream)
         reseed_rank(config.seed)
@@ -805,14 +847,20 @@ def build_dmpls_trainer(
     optimizer = torch.optim.SGD(
         network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
+    extra_keys = ("pseudo",) if pseudo is not None else ()
     transform = (
         DMPLSAugmentd(
-            keys=("image", "scribble"), scribble_keys=("scribble",), ignore_index=class_map.ignore_index
+            keys=("image", "scribble", *extra_keys),
+            label_keys=extra_keys,
+            scribble_keys=("scribble",),
+            ignore_index=class_map.ignore_index,
         )
         if config.augment
         else None
     )
-    dataset = SliceTrainingDataset(cache, seed=config.seed, transform=transform, target_key="scribble")
+    dataset = SliceTrainingDataset(
+        cache, seed=config.seed, transform=transform, target_key="scribble", extra_keys=extra_keys
+    )
     sampler = EpochSeededSampler(config.epoch_length, config.batch_size, rank=rank, world_size=world)
     loader = DataLoader(
         dataset,
@@ -824,7 +872,7 @@ def build_dmpls_trainer(
         # the loader's own generator: creating iterators must not consume the global torch RNG
         generator=loader_generator(config.seed),
     )
-    trainer = DMPLSTrainer(
+    trainer = trainer_cls(
         device=device,
         network=network,
         optimizer=optimizer,
@@ -847,12 +895,44 @@ def build_dmpls_trainer(
     return trainer, evaluator
 
 
+def build_dmpls_trainer(
+    train_cases: Sequence[Case],
+    val_cases: Sequence[Case],
+    class_map: ClassMap,
+    out_dir: str | Path,
+    config: TrainConfig,
+    cache: Optional[SliceCache] = None,
+) -> tuple[DMPLSTrainer, Optional[VolumeDiceEvaluator]]:
+    """The DMPLS trainer (:class:`DualBranchUNet` + :class:`DMPLSLoss`), see :func:`assemble_trainer`.
+
+    Returns:
+        ``(trainer, evaluator)``; ``trainer.recorder`` is the attached :class:`RunRecorder`.
+    """
+    loss = DMPLSLoss(
+        class_map.num_classes,
+        class_map.ignore_index,
+        lam=config.lam,
+        generator=loss_generator(config.seed),
+    )
+    return assemble_trainer(
+        train_cases,
+        val_cases,
+        class_map,
+        out_dir,
+        config,
+        make_network=lambda: DualBranchUNet(in_channels=config.in_channels, num_classes=class_map.num_classes),
+        loss=loss,
+        trainer_cls=DMPLSTrainer,
+        cache=cache,
+    )
+
+
 def check_resumable(ckpt: Mapping[str, Any], path: Path, config: TrainConfig, class_map: ClassMap) -> None:
     """Raise ``DataError`` unless ``ckpt`` was written with the same result-affecting config and class map."""
     stored = ckpt.get("config") or {}
     current = config.to_dict()
     diff = [
-        f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in TrainConfig.RESULT_FIELDS if stored.get(k) != current[k]
+        f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in type(config).RESULT_FIELDS if stored.get(k) != current[k]
     ]
     if diff:
         raise DataError(path, "cannot resume, the configuration changed (" + "; ".join(diff) + ")")
@@ -880,8 +960,9 @@ def run_or_resume(recorder: "RunRecorder", resume: bool) -> None:
                 "already holds a training run (last.pt); resume it or use another output folder",
             )
         ckpt = load_checkpoint(last)
-        if ckpt.get("recipe") != "dmpls" or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise DataError(last, "not a scribmed DMPLS training checkpoint")
+        recipe = recorder.trainer.recipe
+        if ckpt.get("recipe") != recipe or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise DataError(last, f"not a scribmed {recipe} training checkpoint (found {ckpt.get('recipe')!r})")
         check_resumable(ckpt, last, recorder.config, recorder.class_map)
         recorder.restore(ckpt, last)
     elif resume:
@@ -897,6 +978,44 @@ def run_or_resume(recorder: "RunRecorder", resume: bool) -> None:
     finally:
         recorder.close()
     dist_utils.barrier()
+
+
+def run_training(
+    build: Callable[[], tuple[DMPLSTrainer, Optional[VolumeDiceEvaluator]]],
+    out_dir: str | Path,
+    config: TrainConfig,
+    has_validation: bool,
+    resume: bool = False,
+) -> TrainResult:
+    """Build a trainer with ``build()`` and run or resume it in ``out_dir`` (deterministic mode as configured).
+
+    The common tail of :func:`train_dmpls` and :func:`scribmed.engine.samsp_trainer.train_samsp`.
+    """
+    out_dir = Path(out_dir)
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    try:
+        trainer, _ = build()
+        recorder: RunRecorder = trainer.recorder
+        run_or_resume(recorder, resume)
+    finally:
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+        torch.backends.cudnn.benchmark = prev_bench
+    best = out_dir / BEST_NAME
+    return TrainResult(
+        best_checkpoint=best if has_validation and best.exists() else None,
+        last_checkpoint=out_dir / LAST_NAME,
+        history_path=recorder.history_path,
+        best_metric=recorder.best_metric,
+        best_iteration=recorder.best_iteration,
+        curve_path=recorder.curve_path if recorder.curve_path.exists() else None,
+        checksums=dict(recorder.checksums),
+        iterations=int(trainer.state.iteration),
+    )
 
 
 def train_dmpls(
@@ -928,29 +1047,10 @@ def train_dmpls(
             configuration or class map differ from the given ones; unusable cases.
     """
     config = config or TrainConfig()
-    out_dir = Path(out_dir)
-    last = out_dir / LAST_NAME
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_bench = torch.backends.cudnn.benchmark
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    try:
-        trainer, _ = build_dmpls_trainer(train_cases, val_cases, class_map, out_dir, config)
-        recorder: RunRecorder = trainer.recorder
-        run_or_resume(recorder, resume)
-    finally:
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-        torch.backends.cudnn.benchmark = prev_bench
-    best = out_dir / BEST_NAME
-    return TrainResult(
-        best_checkpoint=best if val_cases and best.exists() else None,
-        last_checkpoint=last,
-        history_path=recorder.history_path,
-        best_metric=recorder.best_metric,
-        best_iteration=recorder.best_iteration,
-        curve_path=recorder.curve_path if recorder.curve_path.exists() else None,
-        checksums=dict(recorder.checksums),
-        iterations=int(trainer.state.iteration),
+    return run_training(
+        lambda: build_dmpls_trainer(train_cases, val_cases, class_map, out_dir, config),
+        out_dir,
+        config,
+        has_validation=bool(val_cases),
+        resume=resume,
     )
