@@ -16,11 +16,12 @@ case's grid) and ``<out_dir>/<case_id>_confidence.npz`` (key ``confidence``, flo
 ``(C, S, H, W)``), each written under a temporary name and renamed; ``<out_dir>/pseudo_labels.json``
 records the prompt settings and backend. Cases whose two files exist are skipped (resume).
 
-Default prompts: zero-shot (before any fine-tuning) uses **positives only**
-(:data:`ZERO_SHOT_PROMPTS`): on real ACDC, LiteMedSAM zero-shot with neighbour negatives lost
-Dice on every class but Myo (DESIGN.md §4.3: RV 0.535 → 0.288, LV 0.717 → 0.682; see
-``docs/sam.md`` for the measurement with this code). After the decoder is fine-tuned with
-negatives in its prompts, the same negatives are used to generate (:data:`FINETUNED_PROMPTS`).
+Default prompts: zero-shot (before any fine-tuning) uses **positives only**, the scribble's box
+(+5 px) and SAM's best-of-three mask (:data:`ZERO_SHOT_PROMPTS`): on real ACDC, LiteMedSAM
+zero-shot with neighbour negatives lost Dice on RV and LV in every variant (DESIGN.md §4.3: RV
+0.535 → 0.288, LV 0.717 → 0.682; see ``docs/sam.md`` for the measurements with this code). After
+the decoder is fine-tuned with negatives in its prompts (single mask, no box), the same prompts
+are used to generate (:data:`FINETUNED_PROMPTS`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class PromptConfig:
         box_margin: pixels added around scribble boxes (original frame).
         dilate: dilation steps before skeletonising.
         threshold: logit threshold of a class mask (SAM: 0.0).
+        multimask: ask SAM for its three candidate masks per class and keep the one with the
+            highest predicted IoU (SAM's own ambiguity resolution). Part of the zero-shot default
+            (see :data:`ZERO_SHOT_PROMPTS` and ``docs/sam.md``). A fine-tuned decoder is trained
+            through the single-mask output, so its prompts use ``multimask=False``.
     """
 
     n_points: int = 10
@@ -91,6 +96,7 @@ class PromptConfig:
     box_margin: int = 0
     dilate: int = 1
     threshold: float = 0.0
+    multimask: bool = False
 
     def __post_init__(self) -> None:
         if self.negatives not in _NEGATIVES:
@@ -137,8 +143,10 @@ class PromptConfig:
         )
 
 
-#: Round 0 (zero-shot): positives only, the better of with/without negatives on real ACDC.
-ZERO_SHOT_PROMPTS = PromptConfig(negatives="none")
+#: Round 0 (zero-shot): positives along the scribble plus the scribble's bounding box widened by
+#: 5 px, and SAM's best of three candidate masks. Chosen on real ACDC patients 021-026 (not the
+#: benchmark's held-out 001-003); every variant with neighbour negatives was worse (docs/sam.md).
+ZERO_SHOT_PROMPTS = PromptConfig(negatives="none", multimask=True, boxes=True, box_margin=5)
 #: After fine-tuning (the decoder learnt with neighbour negatives): neighbour negatives.
 FINETUNED_PROMPTS = PromptConfig(negatives="neighbour")
 
@@ -182,13 +190,16 @@ def slice_logits(
     if not classes:
         return {}
     boxes = None if p["boxes"] is None else torch.from_numpy(np.asarray(p["boxes"], np.float32))
-    low_res, _ = backend.decode(
+    low_res, iou = backend.decode(
         embedding,
         point_coords=torch.from_numpy(p["point_coords"]),
         point_labels=torch.from_numpy(p["point_labels"].astype(np.int64)),
         boxes=boxes,
-        multimask_output=False,
+        multimask_output=config.multimask,
     )
+    if config.multimask:  # keep each class's candidate with the highest predicted IoU
+        best = iou.argmax(dim=1)
+        low_res = low_res[torch.arange(low_res.shape[0], device=low_res.device), best][:, None]
     full = backend.postprocess(low_res, hw)  # (K, 1, H, W)
     out = full[:, 0].float().cpu().numpy()
     return {int(k): np.ascontiguousarray(out[i], dtype=np.float32) for i, k in enumerate(classes)}
