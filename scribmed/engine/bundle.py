@@ -34,6 +34,8 @@ __all__ = [
     "loss_generator",
     "reseed_rank",
     "run_training",
+    "samsp_pseudo_labels",
+    "samsp_trainer",
     "select_cases",
     "write_fold_record",
 ]
@@ -196,3 +198,111 @@ def describe_checkpoint(path: str | Path) -> str:
         parts.append(f"val mean Dice {val:.4f}")
     parts.append(f"sha256 {file_sha256(path)}")
     return f"{parts[0]} ({', '.join(parts[1:])}) at {path.resolve()}"
+
+
+# ----------------------------------------------------------------------------- SAM-SP bundles
+
+
+def samsp_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
+    """A :class:`~scribmed.engine.samsp_trainer.SAMSPTrainer` with MONAI's ``max_epochs`` bundle property.
+
+    The SAM-SP counterpart of :func:`dmpls_trainer` (same iteration budget and checks); batches
+    must carry ``"pseudo"`` (the SAM pseudo label).
+
+    Raises:
+        ValueError: ``max_epochs`` disagrees with ``iterations`` and ``epoch_length``.
+    """
+    from scribmed.engine.samsp_trainer import SAMSPTrainer
+
+    expected = math.ceil(int(iterations) / int(epoch_length))
+    if int(max_epochs) != expected:
+        raise ValueError(
+            f"max_epochs={max_epochs} disagrees with iterations={iterations} and epoch_length={epoch_length} "
+            f"(ceil gives {expected}); change iterations instead"
+        )
+    return SAMSPTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
+
+
+def samsp_pseudo_labels(
+    dataset: Any,
+    fold_cases: dict[str, list[Case]],
+    out_dir: str | Path,
+    backend: str = "lite_medsam",
+    checkpoint: Optional[str | Path] = None,
+    rounds: int = 2,
+    epochs: int = 2,
+    lr: float = 5e-5,
+    n_points: int = 10,
+    device: str = "auto",
+    cache_dir: Optional[str | Path] = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """SAM pseudo labels of a fold's training cases: the ``samsp`` recipe's rounds, in ``out_dir/sam``.
+
+    Runs (or resumes: finished rounds are skipped) exactly the pseudo-label stage of
+    :meth:`scribmed.engine.recipes.SAMSPRecipe.pseudo_labels` —
+    :func:`scribmed.sam.rounds.run_pseudo_label_rounds` on the fold's training patients, with its
+    validation patients selecting each round's decoder, the test patients never used — then
+    :func:`scribmed.sam.pseudo_labels.load_pseudo_labels` of the last round. A bundle run and
+    ``scribmed cv --recipe samsp`` therefore write the same ``sam/`` folder. Under DDP rank 0 runs
+    the rounds while the other ranks wait, then they read the finished last round.
+
+    Args:
+        dataset: the opened dataset (gives the class map).
+        fold_cases: :func:`fold_case_lists` of the fold (``train`` prompted, ``val`` selects).
+        out_dir: the fold's run folder (the rounds go to ``out_dir/sam``).
+        backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir: the SAM stage
+            (:class:`scribmed.engine.recipes.SamStageConfig`; ``cache_dir`` ``None``:
+            ``out_dir/sam/embeddings``).
+        seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
+        progress: tqdm bars.
+
+    Returns:
+        ``{case_id: uint8 (S, H, W)}`` for every training case, on the case's grid.
+
+    Raises:
+        DataError: a training case without a scribble; fine-tuning rounds with validation cases
+            that have no scribble to prompt (MSCMR's val subjects); bad selection; a ``sam/``
+            folder made with other settings; a bad SAM checkpoint.
+    """
+    import logging
+
+    from scribmed.engine import distributed as dist_utils
+    from scribmed.engine.recipes import SAMSPRecipe, SamStageConfig
+    from scribmed.engine.samsp_trainer import SAMSPTrainConfig
+    from scribmed.sam.pseudo_labels import load_pseudo_labels
+
+    train, val = list(fold_cases["train"]), list(fold_cases["val"])
+    missing = [c.case_id for c in train if not c.has_scribble]
+    if missing:
+        raise DataError(
+            train[0].source, f"SAM-SP trains on scribbled cases only; no scribble: {', '.join(missing[:5])}"
+        )
+    unprompted = [c.case_id for c in val if c.has_label and not c.has_scribble]
+    if int(rounds) > 0 and unprompted:
+        # decoder selection prompts SAM with the validation cases' scribbles (MSCMR's val subjects have none)
+        raise DataError(
+            dataset.root,
+            f"SAM decoder fine-tuning (rounds={rounds}) selects the decoder by prompting the validation cases' "
+            f"scribbles, and {', '.join(unprompted[:5])} have none; use rounds 0 (zero-shot pseudo labels) "
+            "or a split whose validation patients have scribbles and labels",
+        )
+    sam = SamStageConfig(
+        backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),
+        epochs=int(epochs), lr=float(lr), n_points=int(n_points), device=str(device),
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+    recipe = SAMSPRecipe(SAMSPTrainConfig(seed=int(seed), progress=bool(progress)), sam)
+    out = Path(out_dir)
+    main = dist_utils.is_main_process()
+    if main:
+        pseudo, quality = recipe.pseudo_labels(train, val, dataset.class_map, out, bool(progress))
+        logging.getLogger(__name__).info(
+            "SAM pseudo labels of %d training cases from round %s (Dice on labelled training cases: %s)",
+            len(pseudo), quality.get("round"), quality.get("dice"),
+        )
+    dist_utils.barrier()
+    if not main:
+        pseudo = load_pseudo_labels(out / "sam" / f"round_{int(rounds)}", [c.case_id for c in train])
+    return pseudo
