@@ -203,11 +203,35 @@ def test_data_check_real_acdc_with_split(acdc_root, capsys):
 
 def test_demo_runs(tmp_path):
     proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--patients", "5", "--iterations", "2",
-                   "--size", "64", "--batch-size", "2", "--quiet")  # fmt: skip
+                   "--size", "64", "--batch-size", "2", "--recipes", "dmpls", "--quiet")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "demo report:" in proc.stdout and "| **mean** |" in proc.stdout and "## Baseline" in proc.stdout
-    summary = json.loads((tmp_path / "demo" / "cv" / "summary.json").read_text())
+    assert "demo report:" in proc.stdout and "| DMPLS |" in proc.stdout and "| nearest scribble" in proc.stdout
+    summary = json.loads((tmp_path / "demo" / "dmpls" / "summary.json").read_text())
     assert summary["folds_merged"] == [1, 2, 3, 4, 5]
     assert summary["pooled"]["n_cases"] == 10
     base = json.loads((tmp_path / "demo" / "baseline" / "evaluation" / "summary.json").read_text())
     assert base["n_cases"] == 10 and 0.3 < base["overall"]["dice"] < 1.0
+    table = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert [r["method"] for r in table["rows"]] == ["dmpls", "baseline"]
+    assert table["rows"][1]["mean"]["dice"] == pytest.approx(base["overall"]["dice"])
+    assert not (tmp_path / "demo" / "sam_embeddings").exists()
+
+
+def test_demo_with_samsp_fake_sam(tmp_path, monkeypatch, capsys):
+    """The default demo (SAM-SP then DMPLS) wired end to end; a tiny fake SAM keeps it fast."""
+    import scribmed.networks.sam_backends as sb
+    from scribmed.engine.demo import run_demo
+    from test_pseudo_labels import fake_backend
+
+    built = []
+    monkeypatch.setattr(sb, "build_sam_backend", lambda name, **kw: built.append(fake_backend()) or built[-1])
+    md = run_demo(tmp_path / "demo", patients=5, iterations=2, size=32, batch_size=2, slices=(2, 2), progress=False)
+    table = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert [r["method"] for r in table["rows"]] == ["samsp", "dmpls", "baseline"]
+    assert all(r["cases"] == 10 and 0.0 <= r["mean"]["dice"] <= 1.0 for r in table["rows"])
+    assert "| SAM-SP" in md.read_text()
+    # every slice encoded once for all five folds (5 patients x 2 frames x 2 slices)
+    assert sum(b.encoder_calls for b in built) == 20
+    for k in range(1, 6):
+        quality = json.loads((tmp_path / "demo" / "samsp" / f"fold_{k}" / "train" / "sam" / "quality.json").read_text())
+        assert [e["round"] for e in quality["rounds"]] == [0, 1]
