@@ -149,8 +149,8 @@ def test_bundle_files_and_metadata(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_check_properties(name: str, data, tmp_path, fake_sam, restore_torch_flags) -> None:
     # the properties build the trainer, hence the SAM stage: zero-shot only for ACDC (its full fold
-    # runs below) and MSCMR (no scribbled val subjects), one fine-tuning round for CHAOS
-    rounds = 1 if name == "samsp_chaos" else 0
+    # runs below), one fine-tuning round for MSCMR (val subjects prompted from labels) and CHAOS
+    rounds = 0 if name == "samsp_acdc" else 1
     train = _workflow(name, "train.yaml", "train", data, tmp_path / "run", **{**TINY, "rounds": rounds})
     assert train.check_properties() == []
     assert type(train.trainer).__name__ == "SAMSPTrainer" and train.max_epochs == 2  # ceil(4 / 2)
@@ -292,16 +292,15 @@ def test_torchrun_two_cpu_processes(data, tmp_path) -> None:
     assert len(last["rng"]) == 2  # both ranks' RNG states: both trained
 
 
-def test_mscmr_fine_tuning_needs_scribbled_val_subjects(data, tmp_path, fake_sam, restore_torch_flags) -> None:
-    """MSCMR's val subjects have manual labels only: decoder selection cannot prompt them (default rounds 0)."""
-    from scribmed.data.errors import DataError
-
+def test_mscmr_fine_tuning_prompts_val_subjects_from_their_labels(data, tmp_path, fake_sam, restore_torch_flags) -> None:
+    """MSCMR's val subjects have manual labels only: decoder selection prompts them with synthesised scribbles."""
     wf = _workflow("samsp_mscmr", "train.yaml", "train", data, tmp_path / "run", progress=False)
-    assert wf.parser.get_parsed_content("rounds") == 0
-    wf = _workflow("samsp_mscmr", "train.yaml", "train", data, tmp_path / "run", **TINY)
-    with pytest.raises(RuntimeError) as err:  # MONAI wraps the helper's DataError
-        wf.parser.get_parsed_content("pseudo_labels")
-    cause = err.value.__cause__
-    # subject1 is the phantom's val subject
-    assert isinstance(cause, DataError) and "subject1 have none; use rounds 0" in str(cause)
-    assert not fake_sam  # refused before SAM is built
+    assert wf.parser.get_parsed_content("rounds") == 2
+    wf = _workflow("samsp_mscmr", "train.yaml", "train", data, tmp_path / "run", **{**TINY, "rounds": 1})
+    pseudo = wf.parser.get_parsed_content("pseudo_labels")
+    fold = wf.parser.get_parsed_content("fold_cases")
+    assert set(pseudo) == {c.case_id for c in fold["train"]}
+    assert all(not c.has_scribble and c.has_label for c in fold["val"])
+    quality = json.loads((tmp_path / "run" / "sam" / "quality.json").read_text())
+    r1 = [e for e in quality["rounds"] if e["round"] == 1][0]
+    assert r1["best_val_dice"] is not None  # selected on the val subject's label

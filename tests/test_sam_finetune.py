@@ -253,3 +253,27 @@ def test_bad_inputs(tmp_path, cases, pseudo):
     torch.save({"model": {"mask_decoder.nope": torch.zeros(1)}}, tmp_path / "other.pt")
     with pytest.raises(DataError, match="do not fit"):
         load_decoder(backend, tmp_path / "other.pt")
+
+
+def test_validation_case_without_scribble_is_prompted_from_its_label(tmp_path, cases, pseudo):
+    """MSCMR-like val subjects (label, no scribble): seeded synthetic scribbles inside their structures."""
+    from scribmed.sam.decoder_finetune import validation_scribble
+
+    val = generate_cardiac(1, seed=7, size=(48, 56), slices=(3, 3), frames=("ED",), scribbles=False)[0].to_case()
+    assert not val.has_scribble and val.has_label
+    s1, s2 = validation_scribble(val, CARDIAC), validation_scribble(val, CARDIAC)
+    assert s1.shape == val.label.shape and np.array_equal(s1, s2)  # same strokes every round and rerun
+    drawn = s1 != CARDIAC.ignore_index
+    assert set(np.unique(s1[drawn])) >= {1, 2, 3}
+    assert np.array_equal(s1[drawn & (s1 > 0)], val.label[drawn & (s1 > 0)])  # strokes lie in their class
+    backend = fake_backend()
+    cache = EmbeddingCache(tmp_path / "cache", backend, progress=False)
+    result = finetune_decoder(backend, cache, cases[:2], [val], pseudo, CARDIAC,
+                              FinetuneConfig(epochs=1, progress=False), tmp_path / "r")
+    assert result.history[-1]["val_reference"] == "label" and math.isfinite(result.best_val_dice)
+    neither = generate_cardiac(1, seed=7, size=(48, 56), slices=(3, 3), frames=("ED",), scribbles=False)[0]
+    neither.label = None
+    bare = neither.to_case()
+    bare.has_label = False
+    with pytest.raises(DataError, match="neither a scribble nor a label"):
+        validation_scribble(bare, CARDIAC)

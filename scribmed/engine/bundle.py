@@ -262,9 +262,10 @@ def samsp_pseudo_labels(
         ``{case_id: uint8 (S, H, W)}`` for every training case, on the case's grid.
 
     Raises:
-        DataError: a training case without a scribble; fine-tuning rounds with validation cases
-            that have no scribble to prompt (MSCMR's val subjects); bad selection; a ``sam/``
-            folder made with other settings; a bad SAM checkpoint.
+        DataError: a training case without a scribble; bad selection; a ``sam/`` folder made with
+            other settings; a bad SAM checkpoint. (Validation cases without a scribble, such as
+            MSCMR's val subjects, are prompted with scribbles synthesised from their labels, see
+            :func:`scribmed.sam.decoder_finetune.validation_scribble`.)
     """
     import logging
 
@@ -278,15 +279,6 @@ def samsp_pseudo_labels(
     if missing:
         raise DataError(
             train[0].source, f"SAM-SP trains on scribbled cases only; no scribble: {', '.join(missing[:5])}"
-        )
-    unprompted = [c.case_id for c in val if c.has_label and not c.has_scribble]
-    if int(rounds) > 0 and unprompted:
-        # decoder selection prompts SAM with the validation cases' scribbles (MSCMR's val subjects have none)
-        raise DataError(
-            dataset.root,
-            f"SAM decoder fine-tuning (rounds={rounds}) selects the decoder by prompting the validation cases' "
-            f"scribbles, and {', '.join(unprompted[:5])} have none; use rounds 0 (zero-shot pseudo labels) "
-            "or a split whose validation patients have scribbles and labels",
         )
     sam = SamStageConfig(
         backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),

@@ -39,6 +39,7 @@ import os
 import tempfile
 import time
 import warnings
+import zlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -339,19 +340,45 @@ def predict_case(
     merged by ``priority`` (default :func:`default_merge_priority`); slices without a foreground
     scribble are background. ``prompts`` (internal): the case's precomputed slice prompts.
     """
-    scribble = case_scribble(case)
-    s, h, w = scribble.shape
     if priority is None:
         priority = default_merge_priority(class_map)
     if prompts is None:
+        scribble = case_scribble(case)
         cfg = FinetuneConfig(n_points=n_points, negatives=negatives)
         prompts = _case_prompts(0, scribble, _prompter(class_map, cfg, backend.input_size))
+        s, h, w = scribble.shape
+    else:
+        shape = tuple(np.shape(case.image))
+        s, h, w = (1, *shape) if len(shape) == 2 else shape
     out = np.zeros((s, h, w), dtype=np.uint8)
     for sp in prompts:
         logits = _decode_slice(backend, cache.slice(case, sp.z), sp, (h, w)).float().cpu().numpy()
         label, _ = merge_logits(dict(zip(sp.classes, logits)), priority, threshold=0.0, shape=(h, w))
         out[sp.z] = label
     return out
+
+
+def validation_scribble(case: Any, class_map: ClassMap) -> np.ndarray:
+    """The scribble that prompts a validation case: its own, or one synthesised from its label.
+
+    Some datasets give validation patients full labels but no scribbles (MSCMR's ``val/``).
+    Selecting the decoder needs prompts for them, so scribbles are drawn from the label with
+    :func:`scribmed.data.scribble_synthesis.synthesize_scribbles` (ACDC-like strokes, seeded by
+    the case id, so every round and rerun prompts the same way). The label stays the reference.
+
+    Raises:
+        DataError: the case has neither a scribble nor a label.
+    """
+    if case.has_scribble:
+        return case_scribble(case)
+    if not case.has_label:
+        raise DataError(case.source, f"validation case {case.case_id} has neither a scribble nor a label")
+    from scribmed.data.scribble_synthesis import synthesize_scribbles
+
+    label = np.asarray(case.label)
+    label = label[None] if label.ndim == 2 else label
+    seed = zlib.crc32(str(case.case_id).encode("utf-8"))
+    return np.asarray(synthesize_scribbles(label, class_map, seed=seed), dtype=np.int64)
 
 
 def validation_dice(prediction: np.ndarray, reference: np.ndarray, classes: Sequence[int]) -> dict[int, float]:
@@ -500,7 +527,7 @@ def finetune_decoder(
             selected decoder, in eval mode).
         cache: an ``EmbeddingCache`` for ``backend`` (``cache.slice(case, z)``).
         train_cases: cases with scribbles (``(S, H, W)``) whose slices train the decoder.
-        val_cases: cases with scribbles and (normally) labels; selection by their mean
+        val_cases: cases with labels (and scribbles; without one, see :func:`validation_scribble`); selection by their mean
             foreground Dice. Empty: no validation, the last epoch is selected.
         pseudo_labels: case id → ``(S, H, W)`` integer pseudo label of the previous round (needed
             for every training case when ``dice_weight`` or ``iou_weight`` > 0; for validation
@@ -546,7 +573,7 @@ def finetune_decoder(
     items = [sp for i, s in enumerate(scribbles) for sp in _case_prompts(i, s, prompter)]
     if config.epochs > 0 and not items:
         raise ValueError("no training slice has a foreground scribble: nothing to fine-tune on")
-    val_prompts = [_case_prompts(0, case_scribble(c), prompter) for c in val_cases]
+    val_prompts = [_case_prompts(0, validation_scribble(c, class_map), prompter) for c in val_cases]
     identity = {
         "config": config.training_identity(),
         "train": [c.case_id for c in train_cases],
