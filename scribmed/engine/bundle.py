@@ -145,13 +145,18 @@ def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
     """
     from scribmed.engine.trainer import DMPLSTrainer
 
+    _check_max_epochs(max_epochs, iterations, epoch_length)
+    return DMPLSTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
+
+
+def _check_max_epochs(max_epochs: int, iterations: int, epoch_length: int) -> None:
+    """MONAI's ``max_epochs`` property must match the iteration budget: ``ceil(iterations / epoch_length)``."""
     expected = math.ceil(int(iterations) / int(epoch_length))
     if int(max_epochs) != expected:
         raise ValueError(
             f"max_epochs={max_epochs} disagrees with iterations={iterations} and epoch_length={epoch_length} "
             f"(ceil gives {expected}); change iterations instead"
         )
-    return DMPLSTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
 
 
 def run_training(recorder: Any, resume: bool = False) -> Optional[float]:
@@ -214,12 +219,7 @@ def samsp_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
     """
     from scribmed.engine.samsp_trainer import SAMSPTrainer
 
-    expected = math.ceil(int(iterations) / int(epoch_length))
-    if int(max_epochs) != expected:
-        raise ValueError(
-            f"max_epochs={max_epochs} disagrees with iterations={iterations} and epoch_length={epoch_length} "
-            f"(ceil gives {expected}); change iterations instead"
-        )
+    _check_max_epochs(max_epochs, iterations, epoch_length)
     return SAMSPTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
 
 
