@@ -208,9 +208,9 @@ def test_demo_runs(tmp_path):
     assert "demo report:" in proc.stdout and "| DMPLS |" in proc.stdout and "| nearest scribble" in proc.stdout
     summary = json.loads((tmp_path / "demo" / "dmpls" / "summary.json").read_text())
     assert summary["folds_merged"] == [1, 2, 3, 4, 5]
-    assert summary["pooled"]["n_cases"] == 10
+    assert summary["pooled"]["n_cases"] == 5  # one frame per patient by default
     base = json.loads((tmp_path / "demo" / "baseline" / "evaluation" / "summary.json").read_text())
-    assert base["n_cases"] == 10 and 0.3 < base["overall"]["dice"] < 1.0
+    assert base["n_cases"] == 5 and 0.3 < base["overall"]["dice"] < 1.0
     table = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert [r["method"] for r in table["rows"]] == ["dmpls", "baseline"]
     assert table["rows"][1]["mean"]["dice"] == pytest.approx(base["overall"]["dice"])
@@ -225,7 +225,8 @@ def test_demo_with_samsp_fake_sam(tmp_path, monkeypatch, capsys):
 
     built = []
     monkeypatch.setattr(sb, "build_sam_backend", lambda name, **kw: built.append(fake_backend()) or built[-1])
-    md = run_demo(tmp_path / "demo", patients=5, iterations=2, size=32, batch_size=2, slices=(2, 2), progress=False)
+    md = run_demo(tmp_path / "demo", patients=5, iterations=2, size=32, batch_size=2, slices=(2, 2),
+                  frames=("ED", "ES"), progress=False)
     table = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert [r["method"] for r in table["rows"]] == ["samsp", "dmpls", "baseline"]
     assert all(r["cases"] == 10 and 0.0 <= r["mean"]["dice"] <= 1.0 for r in table["rows"])

@@ -83,18 +83,21 @@ def run_demo(
     rounds: int = 1,
     sam_epochs: int = 1,
     slices: tuple[int, int] = (4, 5),
+    frames: Sequence[str] = ("ED",),
     progress: bool = True,
 ) -> Path:
     """Phantom → five-fold CV of each recipe → baseline comparison; returns ``out/summary.md``.
 
     Args:
         out: run folder (reused: a rerun skips finished folds and resumes an interrupted one).
-        patients: phantom patients (two frames each).
+        patients: phantom patients.
         seed: phantom, split and training seed.
         iterations, size, batch_size: segmentor budget per fold (the same for every recipe).
         recipes: any of ``"samsp"``, ``"dmpls"``.
         rounds, sam_epochs: SAM-SP decoder fine-tuning rounds and epochs per round.
         slices: short-axis slices per phantom volume (min, max); SAM encodes each slice once.
+        frames: cardiac phases per patient (``("ED",)`` or ``("ED", "ES")``); one keeps the SAM
+            encoder and fine-tuning inside the CPU budget.
         progress: tqdm bars.
     """
     unknown = [r for r in recipes if r not in RECIPES]
@@ -102,7 +105,7 @@ def run_demo(
         raise ValueError(f"recipes must be a non-empty subset of {sorted(RECIPES)}, got {list(recipes)}")
     out = Path(out)
     root = write_phantom_dataset("cardiac", "acdc-h5", out / "data", n_patients=patients, seed=seed,
-                                 slices=tuple(slices))
+                                 slices=tuple(slices), frames=tuple(frames))
     dataset = open_dataset("acdc-h5", root)
     common = dict(iterations=iterations, size=size, batch_size=batch_size, val_interval=max(1, iterations // 3),
                   seed=seed, device="auto")
@@ -128,7 +131,8 @@ def run_demo(
 
     classes = [dataset.class_map.names[k] for k in dataset.class_map.foreground]
     rows = [_row(name, s, classes) for name, s in summaries.items()]
-    setup = (f"{patients} cardiac phantom patients (2 frames, {slices[0]}-{slices[1]} slices), five folds by patient; "
+    setup = (f"{patients} cardiac phantom patients ({len(frames)} frame(s), {slices[0]}-{slices[1]} slices), "
+             "five folds by patient; "
              f"every recipe trains {iterations} iterations per fold at {size}x{size}, batch {batch_size}"
              + (f"; SAM-SP: LiteMedSAM zero-shot pseudo labels, then {rounds} decoder fine-tuning round(s) of "
                 f"{sam_epochs} epoch(s)" if "samsp" in recipes else "") + ".")
