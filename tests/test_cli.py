@@ -207,7 +207,7 @@ def test_demo_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "demo report:" in proc.stdout and "| DMPLS |" in proc.stdout and "| nearest scribble" in proc.stdout
     summary = json.loads((tmp_path / "demo" / "dmpls" / "summary.json").read_text())
-    assert summary["folds_merged"] == [1, 2, 3, 4, 5]
+    assert summary["folds_merged"] == [1, 2, 3]  # three folds by default
     assert summary["pooled"]["n_cases"] == 5  # one frame per patient by default
     base = json.loads((tmp_path / "demo" / "baseline" / "evaluation" / "summary.json").read_text())
     assert base["n_cases"] == 5 and 0.3 < base["overall"]["dice"] < 1.0
@@ -231,8 +231,9 @@ def test_demo_with_samsp_fake_sam(tmp_path, monkeypatch, capsys):
     assert [r["method"] for r in table["rows"]] == ["samsp", "dmpls", "baseline"]
     assert all(r["cases"] == 10 and 0.0 <= r["mean"]["dice"] <= 1.0 for r in table["rows"])
     assert "| SAM-SP" in md.read_text()
-    # every slice encoded once for all five folds (5 patients x 2 frames x 2 slices)
+    # every slice encoded once for all three folds (5 patients x 2 frames x 2 slices)
     assert sum(b.encoder_calls for b in built) == 20
-    for k in range(1, 6):
+    assert json.loads((tmp_path / "demo" / "split.json").read_text())["name"] == "demo_3fold"
+    for k in range(1, 4):
         quality = json.loads((tmp_path / "demo" / "samsp" / f"fold_{k}" / "train" / "sam" / "quality.json").read_text())
         assert [e["round"] for e in quality["rounds"]] == [0, 1]

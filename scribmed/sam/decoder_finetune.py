@@ -52,7 +52,7 @@ from scribmed.data.errors import DataError
 from scribmed.losses.sam_finetune import SamFinetuneLoss
 from scribmed.networks.sam_backends import read_state_dict
 from scribmed.sam.merge import default_merge_priority, merge_logits
-from scribmed.sam.pseudo_labels import case_scribble
+from scribmed.sam.pseudo_labels import case_scribble, decode_prompts
 from scribmed.transforms.prompts import ScribblePromptsd
 
 __all__ = [
@@ -319,8 +319,7 @@ def _case_prompts(case_index: int, scribble: np.ndarray, prompter: ScribblePromp
 
 def _decode_slice(backend: Any, embedding: torch.Tensor, sp: _SlicePrompt, hw: tuple[int, int]) -> torch.Tensor:
     """Logits ``(K, H, W)`` for all classes of one slice: one batched decoder call."""
-    low, _ = backend.decode(embedding, sp.coords, sp.labels, multimask_output=False)
-    return backend.postprocess(low, hw)[:, 0]
+    return decode_prompts(backend, embedding, sp.coords, sp.labels, hw)
 
 
 @torch.no_grad()

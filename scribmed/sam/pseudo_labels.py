@@ -49,6 +49,7 @@ __all__ = [
     "case_scribble",
     "ZERO_SHOT_PROMPTS",
     "confidence_path",
+    "decode_prompts",
     "default_merge_priority",
     "generate_case",
     "generate_pseudo_labels",
@@ -151,6 +152,31 @@ ZERO_SHOT_PROMPTS = PromptConfig(negatives="none", multimask=True, boxes=True, b
 FINETUNED_PROMPTS = PromptConfig(negatives="neighbour")
 
 
+def decode_prompts(
+    backend: Any,
+    embedding: torch.Tensor,
+    point_coords: torch.Tensor,
+    point_labels: torch.Tensor,
+    hw: tuple[int, int],
+    boxes: Optional[torch.Tensor] = None,
+    multimask: bool = False,
+) -> torch.Tensor:
+    """Logits ``(K, H, W)`` of K prompt sets (the classes of one slice) from one batched decoder call.
+
+    Differentiable (decoder fine-tuning trains through it). Prompts are in SAM's input frame
+    (``point_coords (K, P, 2)``, ``point_labels (K, P)``, ``boxes (K, 4)``); with ``multimask``
+    each set keeps SAM's candidate with the highest predicted IoU. The low-resolution logits are
+    resized to the slice's own ``hw``.
+    """
+    low_res, iou = backend.decode(
+        embedding, point_coords=point_coords, point_labels=point_labels, boxes=boxes, multimask_output=multimask
+    )
+    if multimask:
+        best = iou.argmax(dim=1)
+        low_res = low_res[torch.arange(low_res.shape[0], device=low_res.device), best][:, None]
+    return backend.postprocess(low_res, hw)[:, 0]
+
+
 @torch.no_grad()
 def slice_logits(
     backend: Any,
@@ -190,18 +216,16 @@ def slice_logits(
     if not classes:
         return {}
     boxes = None if p["boxes"] is None else torch.from_numpy(np.asarray(p["boxes"], np.float32))
-    low_res, iou = backend.decode(
+    full = decode_prompts(
+        backend,
         embedding,
-        point_coords=torch.from_numpy(p["point_coords"]),
-        point_labels=torch.from_numpy(p["point_labels"].astype(np.int64)),
+        torch.from_numpy(p["point_coords"]),
+        torch.from_numpy(p["point_labels"].astype(np.int64)),
+        hw,
         boxes=boxes,
-        multimask_output=config.multimask,
+        multimask=config.multimask,
     )
-    if config.multimask:  # keep each class's candidate with the highest predicted IoU
-        best = iou.argmax(dim=1)
-        low_res = low_res[torch.arange(low_res.shape[0], device=low_res.device), best][:, None]
-    full = backend.postprocess(low_res, hw)  # (K, 1, H, W)
-    out = full[:, 0].float().cpu().numpy()
+    out = full.float().cpu().numpy()
     return {int(k): np.ascontiguousarray(out[i], dtype=np.float32) for i, k in enumerate(classes)}
 
 
