@@ -106,8 +106,17 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from scribmed.engine.cross_validation import merge_folds, run_cross_validation
 
     if args.action:
+        if args.action[0] == "compare" and len(args.action) >= 2:
+            from scribmed.engine.comparison import compare_runs
+
+            print(compare_runs([Path(a) for a in args.action[1:]], args.out), end="")
+            if args.out is not None:
+                print(f"table: {args.out}")
+            return 0
         if args.action[0] != "merge" or len(args.action) != 2:
-            raise DataError(None, f"unknown cv action {' '.join(args.action)!r}; use 'scribmed cv merge DIR'")
+            raise DataError(
+                None, f"unknown cv action {' '.join(args.action)!r}; use 'scribmed cv merge DIR' or 'scribmed cv compare DIR DIR ...'"
+            )
         summary = merge_folds(Path(args.action[1]))
         print((summary.parent / "summary.md").read_text())
         print(f"summary: {summary}")
@@ -297,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "summary.md and plots into --out. Finished folds are skipped on a rerun; unfinished ones resume. "
         "'scribmed cv merge DIR' merges folds computed elsewhere (e.g. one --fold per node).",
     )
-    cv.add_argument("action", nargs="*", help="'merge DIR' to merge finished folds of DIR")
+    cv.add_argument("action", nargs="*", help="'merge DIR' to merge finished folds of DIR; 'compare DIR DIR ...' "
+                    "for a side-by-side table of runs on the same cases (--out FILE.md to save it)")
     cv.add_argument("--recipe", choices=("dmpls", "samsp"), help="method to train")
     cv.add_argument("--layout", choices=LAYOUT_NAMES)
     cv.add_argument("--root", type=Path, help="dataset folder as distributed")

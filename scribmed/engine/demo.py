@@ -29,6 +29,7 @@ from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import write_prediction
 from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.data.splits import make_kfold_split, save_split
+from scribmed.engine.comparison import comparison_markdown, comparison_row
 from scribmed.engine.cross_validation import run_cross_validation
 from scribmed.engine.evaluate_folder import evaluate_folder
 from scribmed.engine.recipes import RECIPES, build_recipe
@@ -42,36 +43,6 @@ DEMO_RECIPES: tuple[str, ...] = ("samsp", "dmpls")
 
 _TITLES = {"samsp": "SAM-SP (LiteMedSAM rounds + aligned segmentor)", "dmpls": "DMPLS",
            "baseline": "nearest scribble (no learning)"}
-
-
-def _mean(value: Any) -> float:
-    """A summary statistic: reports store either ``{"mean": m, "std": ..}`` or the bare mean."""
-    return float(value["mean"] if isinstance(value, dict) else value)
-
-
-def _row(name: str, summary: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
-    """Pooled out-of-fold Dice / HD95 per class and overall from a CV or evaluation ``summary.json``."""
-    pooled = summary.get("pooled", summary)
-    row: dict[str, Any] = {"method": name, "cases": pooled.get("n_cases"), "hd95_units": pooled.get("hd95_units")}
-    for c in classes:
-        stats = pooled["classes"][c]
-        row[c] = {"dice": _mean(stats["dice"]), "hd95": _mean(stats["hd95"])}
-    row["mean"] = {"dice": _mean(pooled["overall"]["dice"]), "hd95": _mean(pooled["overall"]["hd95"])}
-    return row
-
-
-def _markdown(rows: list[dict[str, Any]], classes: Sequence[str], setup: str) -> str:
-    units = rows[0].get("hd95_units") or "pixels"
-    head = "| method | " + " | ".join(f"{c} Dice" for c in classes) + " | mean Dice | mean HD95 (" + units + ") |"
-    lines = ["# scribmed demo", "", setup, "", head, "|" + "---|" * (len(classes) + 3)]
-    for r in rows:
-        cells = [f"{r[c]['dice']:.3f}" for c in classes]
-        lines.append(f"| {_TITLES.get(r['method'], r['method'])} | " + " | ".join(cells)
-                     + f" | **{r['mean']['dice']:.3f}** | {r['mean']['hd95']:.2f} |")
-    lines += ["", "Pooled over every out-of-fold case (each patient is tested once, by the fold that did not "
-              "train on it). Per-recipe reports: `<recipe>/summary.md` (mean ± std over folds, per fold, "
-              "box plots, overlays)."]
-    return "\n".join(lines) + "\n"
 
 
 def run_demo(
@@ -136,14 +107,15 @@ def run_demo(
     )
     summaries["baseline"] = json.loads(baseline.read_text())
 
-    classes = [dataset.class_map.names[k] for k in dataset.class_map.foreground]
-    rows = [_row(name, s, classes) for name, s in summaries.items()]
+    rows = [comparison_row(name, s) for name, s in summaries.items()]
     setup = (f"{patients} cardiac phantom patients ({len(frames)} frame(s), {slices[0]}-{slices[1]} slices), "
              f"{folds} folds by patient; "
              f"every recipe trains {iterations} iterations per fold at {size}x{size}, batch {batch_size}"
              + (f"; SAM-SP: LiteMedSAM zero-shot pseudo labels, then {rounds} decoder fine-tuning round(s) of "
                 f"{sam_epochs} epoch(s)" if "samsp" in recipes else "") + ".")
-    text = _markdown(rows, classes, setup)
+    text = "# scribmed demo\n\n" + setup + "\n\n" + comparison_markdown(rows, _TITLES) + (
+        "\nEach patient is tested once, by the fold that did not train on it. Per-recipe reports: "
+        "`<recipe>/summary.md` (mean ± std over folds, per fold, box plots, overlays).\n")
     atomic_write_text(out / "summary.json", json.dumps({"setup": setup, "rows": rows}, indent=1) + "\n")
     atomic_write_text(out / "summary.md", text)
     print(text)
