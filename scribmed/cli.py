@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--patients", type=int, default=9)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--iterations", type=int, default=150, help="segmentor iterations per fold (every recipe)")
+    demo.add_argument("--iterations", type=int, default=300, help="segmentor iterations per fold (every recipe)")
     demo.add_argument("--folds", type=int, default=3, help="cross-validation folds by patient (default 3)")
     demo.add_argument("--recipes", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
                       default=["samsp", "dmpls"], help="comma-separated recipes to compare (default samsp,dmpls)")
