@@ -63,3 +63,16 @@ def test_cli_compare_writes_table_and_rejects_bad_folders(tmp_path, capsys):
     c = _run(tmp_path, "c", _summary(0.6, 9.0, n=7))
     assert main(["cv", "compare", str(a), str(c)]) == 1
     assert "not comparable" in capsys.readouterr().err
+
+
+def test_runs_on_different_cases_are_refused(tmp_path, capsys):
+    a = _run(tmp_path, "a", _summary(0.8, 3.0), recipe="samsp")
+    b = _run(tmp_path, "b", _summary(0.6, 9.0), recipe="dmpls")
+    for d, ids in ((a, ["p1", "p2", "p3", "p4"]), (b, ["p1", "p2", "p3", "p5"])):
+        (d / "fold_1" / "evaluation").mkdir(parents=True)
+        rows = ["case,class,dice"] + [f"{i},RV,0.5" for i in ids]
+        (d / "fold_1" / "evaluation" / "per_case.csv").write_text("\n".join(rows) + "\n")
+    assert main(["cv", "compare", str(a), str(b)]) == 1
+    assert "evaluated different cases (e.g. p4, p5)" in capsys.readouterr().err
+    (b / "fold_1" / "evaluation" / "per_case.csv").write_text("case,class,dice\n" + "\n".join(f"p{i},RV,0.5" for i in range(1, 5)) + "\n")
+    assert main(["cv", "compare", str(a), str(b)]) == 0

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 from scribmed.data.errors import DataError
 from scribmed.metrics.report import atomic_write_text
 
-__all__ = ["comparison_markdown", "comparison_row", "compare_runs"]
+__all__ = ["comparison_markdown", "comparison_row", "compare_runs", "evaluated_cases"]
 
 
 def _mean(value: Any) -> Optional[float]:
@@ -82,6 +82,25 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], titles: Optional[Mapp
     return "\n".join(lines) + "\n"
 
 
+def evaluated_cases(run_dir: str | Path) -> Optional[frozenset[str]]:
+    """Case ids a run evaluated, from its ``per_case.csv`` file(s) (``None`` when there are none).
+
+    A cross-validation run keeps one per fold (``fold_k/evaluation/per_case.csv``); an evaluation
+    folder keeps one at its top.
+    """
+    import csv
+
+    d = Path(run_dir)
+    files = sorted(d.glob("fold_*/evaluation/per_case.csv")) or ([d / "per_case.csv"] if (d / "per_case.csv").is_file() else [])
+    if not files:
+        return None
+    ids: set[str] = set()
+    for f in files:
+        with f.open(newline="") as fh:
+            ids.update(row["case"] for row in csv.DictReader(fh) if row.get("case"))
+    return frozenset(ids)
+
+
 def compare_runs(run_dirs: Sequence[str | Path], out: Optional[str | Path] = None) -> str:
     """Compare cross-validation runs (or evaluation folders) that tested the same cases.
 
@@ -96,6 +115,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: Optional[str | Path] = Non
         DataError: a folder without a readable ``summary.json``; runs that tested different cases.
     """
     rows = []
+    cases: dict[str, frozenset[str]] = {}
     for d in run_dirs:
         d = Path(d)
         path = d / "summary.json"
@@ -114,6 +134,13 @@ def compare_runs(run_dirs: Sequence[str | Path], out: Optional[str | Path] = Non
             rows.append(comparison_row(name, summary))
         except ValueError as err:
             raise DataError(path, str(err)) from None
+        ids = evaluated_cases(d)
+        if ids is not None:
+            cases[str(d)] = ids
+    if len(set(cases.values())) > 1:
+        (a, ia), (b, ib) = list(cases.items())[0], next((k, v) for k, v in cases.items() if v != list(cases.values())[0])
+        only = sorted(ia ^ ib)
+        raise DataError(None, f"runs are not comparable: {a} and {b} evaluated different cases (e.g. {', '.join(only[:3])})")
     try:
         text = comparison_markdown(rows)
     except ValueError as err:

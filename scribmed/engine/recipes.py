@@ -193,8 +193,8 @@ class SAMSPRecipe(SegmentorRecipe):
 
     def config_dict(self) -> dict[str, Any]:
         seg = self.config.to_dict()
-        for volatile in _VOLATILE:
-            seg.pop(volatile, None)
+        for unused in (*_VOLATILE, "lam"):  # lam is DMPLS's weight; SAM-SP sums its terms
+            seg.pop(unused, None)
         sam = self.sam.to_dict()
         for volatile in ("device", "cache_dir"):
             sam.pop(volatile, None)
