@@ -279,3 +279,28 @@ def test_acdc_nifti_nested_training_folder(tmp_path: Path):
     ds = open_dataset("acdc-nifti", tmp_path)
     assert ds.case_ids == ["patient003_frame01"] and ds.meta["patient003_frame01"]["subset"] == "training"
     _assert_same(ds[0], img, lab)
+
+
+def test_atomic_output_publishes_shareable_files_and_cleans_up(tmp_path: Path):
+    """mkstemp makes owner-only files; what atomic_output publishes has the umask's usual permissions."""
+    import os
+    import stat
+
+    import torch
+
+    from scribmed.data.nifti import atomic_output
+    from scribmed.engine.checkpoint import save_checkpoint
+
+    umask = os.umask(0)
+    os.umask(umask)
+    with atomic_output(tmp_path / "a.json") as tmp:
+        tmp.write_text("{}")
+    digest = save_checkpoint(tmp_path / "last.pt", {"w": torch.zeros(2)})
+    for name in ("a.json", "last.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+    assert len(digest) == 64
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "b.json") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "last.pt"]

@@ -64,7 +64,9 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
 
     The temporary name keeps the file's suffixes (``.nii.gz``, ``.h5``, ``.npz``) so writers
     that pick a format by extension behave the same. A failure removes the temporary file, so
-    a crash never leaves a half-written file under the final name.
+    a crash never leaves a half-written file under the final name. The published file gets the
+    usual permissions (``0o666 & ~umask``), not ``mkstemp``'s owner-only ``0o600``: results are
+    meant to be shared.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +76,9 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -9,11 +9,8 @@ to a temporary name in the same folder and renamed, so a crash never leaves a tr
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,10 +18,10 @@ import numpy as np
 import torch
 
 from scribmed.data.errors import DataError
+from scribmed.data.nifti import atomic_output
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "publish",
     "capture_rng_state",
     "file_sha256",
     "load_checkpoint",
@@ -45,36 +42,15 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def publish(tmp: str | Path, path: str | Path) -> None:
-    """Rename a finished temporary file onto ``path`` with the usual permissions (umask), atomically.
-
-    ``tempfile.mkstemp`` creates files readable by the owner only; results are meant to be shared.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> str:
     """Write ``payload`` with ``torch.save`` to a temporary file, then rename it onto ``path``.
 
     Returns:
         The sha256 of the written file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(dict(payload), tmp)
         digest = file_sha256(tmp)
-        publish(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return digest
 
 

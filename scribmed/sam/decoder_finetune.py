@@ -33,10 +33,7 @@ resumed run) is deterministic on a CPU.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 import time
 import warnings
 import zlib
@@ -49,6 +46,7 @@ import torch
 
 from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
+from scribmed.data.nifti import atomic_output
 from scribmed.losses.sam_finetune import SamFinetuneLoss
 from scribmed.networks.sam_backends import read_state_dict
 from scribmed.sam.merge import default_merge_priority, merge_logits
@@ -187,20 +185,8 @@ def decoder_state_path(out_dir: PathLike, which: str = "best") -> Path:
 
 def _atomic_save(payload: Mapping[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename (umask permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(dict(payload), tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _decoder_weights(backend: Any) -> dict[str, torch.Tensor]:
