@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from scribmed.cli import main
+from scribmed.data.case import CARDIAC
 from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
@@ -195,3 +196,15 @@ def test_samsp_fold_with_lite_medsam(phantom, split_file, tmp_path):
     # the packaged weights ran: masks overlap both ventricles (measured RV 0.44, LV 0.42 on these
     # 48x48 phantoms; real-data quality is checked in test_pseudo_labels and benchmarks/)
     assert r0["dice"]["RV"] > 0.3 and r0["dice"]["LV"] > 0.3
+
+
+def test_samsp_needs_scribbled_training_cases(tmp_path):
+    from scribmed.data.phantoms import generate_cardiac
+    from scribmed.engine.recipes import require_scribbled
+
+    bare = generate_cardiac(1, seed=1, size=(48, 48), slices=(2, 2), frames=("ED",), scribbles=False)[0].to_case()
+    with pytest.raises(DataError, match=f"no scribble: {bare.case_id}"):
+        require_scribbled([bare])
+    recipe = build_recipe("samsp", **TINY, rounds=0)
+    with pytest.raises(DataError, match="SAM-SP trains on scribbled cases only"):
+        recipe.train([bare], [], CARDIAC, tmp_path / "fold", progress=False)

@@ -270,16 +270,12 @@ def samsp_pseudo_labels(
     import logging
 
     from scribmed.engine import distributed as dist_utils
-    from scribmed.engine.recipes import SAMSPRecipe, SamStageConfig
+    from scribmed.engine.recipes import SAMSPRecipe, SamStageConfig, require_scribbled
     from scribmed.engine.samsp_trainer import SAMSPTrainConfig
     from scribmed.sam.pseudo_labels import load_pseudo_labels
 
     train, val = list(fold_cases["train"]), list(fold_cases["val"])
-    missing = [c.case_id for c in train if not c.has_scribble]
-    if missing:
-        raise DataError(
-            train[0].source, f"SAM-SP trains on scribbled cases only; no scribble: {', '.join(missing[:5])}"
-        )
+    require_scribbled(train)  # on every rank, before rank 0 starts the rounds
     sam = SamStageConfig(
         backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),
         epochs=int(epochs), lr=float(lr), n_points=int(n_points), device=str(device),

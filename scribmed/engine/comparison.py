@@ -137,10 +137,14 @@ def compare_runs(run_dirs: Sequence[str | Path], out: Optional[str | Path] = Non
         ids = evaluated_cases(d)
         if ids is not None:
             cases[str(d)] = ids
-    if len(set(cases.values())) > 1:
-        (a, ia), (b, ib) = list(cases.items())[0], next((k, v) for k, v in cases.items() if v != list(cases.values())[0])
-        only = sorted(ia ^ ib)
-        raise DataError(None, f"runs are not comparable: {a} and {b} evaluated different cases (e.g. {', '.join(only[:3])})")
+    if cases:
+        first, reference = next(iter(cases.items()))
+        for other, ids in cases.items():
+            if ids != reference:
+                only = sorted(reference ^ ids)
+                raise DataError(
+                    None, f"runs are not comparable: {first} and {other} evaluated different cases (e.g. {', '.join(only[:3])})"
+                )
     try:
         text = comparison_markdown(rows)
     except ValueError as err:

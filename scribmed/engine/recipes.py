@@ -22,6 +22,7 @@ import torch
 
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.dataset import Dataset
+from scribmed.data.errors import DataError
 from scribmed.engine.checkpoint import file_sha256, load_network_weights
 from scribmed.engine.cross_validation import FoldModel, Recipe
 from scribmed.engine.device import resolve_device
@@ -31,7 +32,8 @@ from scribmed.engine.trainer import TrainConfig, TrainResult, train_dmpls
 from scribmed.networks.samsp_unet import SAMSPUNet
 from scribmed.networks.unet_dual import DualBranchUNet
 
-__all__ = ["DMPLSRecipe", "RECIPES", "SAMSPRecipe", "SamStageConfig", "SegmentorRecipe", "build_recipe"]
+__all__ = ["DMPLSRecipe", "RECIPES", "SAMSPRecipe", "SamStageConfig", "SegmentorRecipe", "build_recipe",
+           "require_scribbled"]
 
 # CLI flag names -> config fields
 _FLAG_FIELDS = {"val_interval": "epoch_length"}
@@ -170,6 +172,17 @@ class SamStageConfig:
         return cls(**data)
 
 
+def require_scribbled(cases: Sequence[Case]) -> None:
+    """SAM-SP prompts SAM with every training case's scribble and trains on it.
+
+    Raises:
+        DataError: naming the training cases without a scribble.
+    """
+    missing = [c.case_id for c in cases if not c.has_scribble]
+    if missing:
+        raise DataError(cases[0].source, f"SAM-SP trains on scribbled cases only; no scribble: {', '.join(missing[:5])}")
+
+
 class SAMSPRecipe(SegmentorRecipe):
     """SAM-SP (DESIGN §4.2): SAM pseudo-label rounds on the fold's training patients, then the aligned segmentor.
 
@@ -236,12 +249,7 @@ class SAMSPRecipe(SegmentorRecipe):
     def train(
         self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
     ) -> FoldModel:
-        missing = [c.case_id for c in train if not c.has_scribble]
-        if missing:
-            from scribmed.data.errors import DataError
-
-            raise DataError(train[0].source if train else None,
-                            f"SAM-SP trains on scribbled cases only; no scribble: {', '.join(missing[:5])}")
+        require_scribbled(train)
         pseudo, quality = self.pseudo_labels(train, val, class_map, Path(out_dir), progress)
         cfg = SAMSPTrainConfig.from_dict({**self.config.to_dict(), "progress": progress and self.config.progress})
         result = train_samsp(train, val, class_map, Path(out_dir) / "segmentor", pseudo, cfg, resume=True)
