@@ -1,4 +1,4 @@
-"""NIfTI reading and writing with scribmed's axis convention, plus atomic file output.
+"""NIfTI reading and writing with scribmed's axis convention (written atomically).
 
 Convention: scribmed arrays are ``(slices, H, W)`` = ``(z, y, x)`` with spacing ``(dz, dy, dx)``
 in mm. NIfTI stores ``(x, y, z)``: readers return ``data.transpose(2, 1, 0)`` and the zooms
@@ -8,16 +8,14 @@ case's affine therefore overlays the original image in any viewer.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from scribmed.data.case import CaseArrays
 from scribmed.data.errors import DataError
+from scribmed.data.files import atomic_output  # noqa: F401  (also imported from here)
 from scribmed.data.validation import (
     READ_ERRORS,
     as_integer_labels,
@@ -56,34 +54,6 @@ def to_canonical(data_xyz: np.ndarray) -> np.ndarray:
 def to_nifti_order(array_zyx: np.ndarray) -> np.ndarray:
     """scribmed ``(z, y, x)`` -> NIfTI ``(x, y, z)``."""
     return np.asarray(array_zyx).transpose(2, 1, 0)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
-
-    The temporary name keeps the file's suffixes (``.nii.gz``, ``.h5``, ``.npz``) so writers
-    that pick a format by extension behave the same. A failure removes the temporary file, so
-    a crash never leaves a half-written file under the final name. The published file gets the
-    usual permissions (``0o666 & ~umask``), not ``mkstemp``'s owner-only ``0o600``: results are
-    meant to be shared.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _load(path: Path):

@@ -9,7 +9,6 @@ to a temporary name in the same folder and renamed, so a crash never leaves a tr
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from scribmed.data.errors import DataError
-from scribmed.data.nifti import atomic_output
+from scribmed.data.files import atomic_output, file_sha256
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -31,15 +30,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "scribmed-checkpoint-v1"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> str:

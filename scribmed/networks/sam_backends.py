@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scribmed.data.errors import DataError
+from scribmed.data.files import file_sha256
 
 PathLike = Union[str, Path]
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -403,15 +404,6 @@ def _tiny_vit_encoder() -> nn.Module:
         local_conv_size=3,
         layer_lr_decay=0.8,
     )
-
-
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def lite_medsam_checkpoint() -> Path:

@@ -35,7 +35,7 @@ from typing import Any, Optional, Sequence, Union
 from scribmed.data.case import Case
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.nifti import atomic_output
+from scribmed.data.files import atomic_output, file_sha256
 from scribmed.data.splits import carve_validation, natural_key
 from scribmed.sam.embedding_cache import EmbeddingCache
 from scribmed.sam.pseudo_labels import (
@@ -296,7 +296,6 @@ def run_pseudo_label_rounds(
             decoders.append(None)
         else:
             config = finetuned_prompts  # type: ignore[assignment]
-            from scribmed.networks.sam_backends import file_sha256
             from scribmed.sam.decoder_finetune import finetune_decoder, load_decoder
 
             previous = decoders[r - 1]
