@@ -127,7 +127,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from scribmed.engine.recipes import build_recipe
 
     dataset = _open(args)
-    keys = ["iterations", "batch_size", "size", "device", "seed", "val_interval"]
+    keys = ["iterations", "batch_size", "size", "device", "seed", "val_interval", "lr_horizon", "image_interp", "upsample"]
     sam_keys = ["sam_backend", "sam_checkpoint", "rounds", "sam_epochs", "sam_lr", "n_points", "sam_device", "sam_cache"]
     if args.recipe == "samsp":
         keys += sam_keys
@@ -319,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--batch-size", dest="batch_size", type=int, help="slices per iteration (paper: 12)")
     cv.add_argument("--size", type=int, help="network input side in pixels (paper: 256)")
     cv.add_argument("--val-interval", dest="val_interval", type=int, help="iterations between validations/checkpoints")
+    cv.add_argument("--lr-horizon", dest="lr_horizon", type=int,
+                    help="iterations over which the poly learning rate decays to 0 (default: --iterations; "
+                    "60000 follows the paper's schedule in a short run, as the reference code does)")
+    cv.add_argument("--image-interp", dest="image_interp", choices=("bilinear", "nearest"),
+                    help="image resizing to the network size for training and inference (default bilinear; "
+                    "the reference code uses nearest)")
+    cv.add_argument("--upsample", choices=("transpose", "bilinear"),
+                    help="U-Net decoder up-steps: transpose (2x2 transposed conv, the paper) or bilinear "
+                    "(1x1 conv + bilinear, what the reference code runs)")
     cv.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     cv.add_argument("--seed", type=int, help="training seed")
     cv.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")

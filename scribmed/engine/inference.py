@@ -42,6 +42,7 @@ def predict_volume(
     batch_size: int = 16,
     device: Optional[str | torch.device] = None,
     amp: bool = True,
+    image_mode: str = "bilinear",
 ) -> np.ndarray:
     """Predict a label map for every slice of a volume.
 
@@ -55,6 +56,8 @@ def predict_volume(
         device: where to compute (``"auto"``, ``"cpu"``, ``"cuda:N"``, ...); defaults to the
             network's device. The network is moved there if its parameters live elsewhere.
         amp: float16 autocast when computing on CUDA (ignored on CPU).
+        image_mode: how slices are resized to ``size``, as in training (``"bilinear"`` or
+            ``"nearest"``); the label map is resized back with nearest neighbour.
 
     Returns:
         ``(slices, H, W)`` uint8 label map on the input grid.
@@ -79,7 +82,7 @@ def predict_volume(
     try:
         for start in range(0, image.shape[0], batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))
-            x = resize_slices(chunk.to(dev, non_blocking=True), hw, "bilinear")
+            x = resize_slices(chunk.to(dev, non_blocking=True), hw, image_mode)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                 logits = net(x)
             if isinstance(logits, (tuple, list)):
@@ -101,6 +104,7 @@ def predict_cases(
     amp: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    image_mode: str = "bilinear",
 ) -> list[Path]:
     """Predict each case and write ``<out_dir>/<case_id>.nii.gz`` on the case's grid.
 
@@ -112,7 +116,7 @@ def predict_cases(
         network: segmentation network (see :func:`predict_volume`).
         cases: cases to predict; ``case_id`` names the output file.
         out_dir: output folder (created).
-        size, batch_size, device, amp: see :func:`predict_volume`.
+        size, batch_size, device, amp, image_mode: see :func:`predict_volume`.
         overwrite: recompute files that already exist.
         progress: tqdm bar over cases.
 
@@ -139,6 +143,8 @@ def predict_cases(
         paths.append(path)
         if path.exists() and not overwrite:
             continue
-        pred = predict_volume(network, case.image, size=size, batch_size=batch_size, device=device, amp=amp)
+        pred = predict_volume(
+            network, case.image, size=size, batch_size=batch_size, device=device, amp=amp, image_mode=image_mode
+        )
         write_prediction(path, pred, case.spacing, case.affine)
     return paths

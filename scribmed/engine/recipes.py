@@ -36,7 +36,7 @@ __all__ = ["DMPLSRecipe", "RECIPES", "SAMSPRecipe", "SamStageConfig", "Segmentor
            "require_scribbled"]
 
 # CLI flag names -> config fields
-_FLAG_FIELDS = {"val_interval": "epoch_length"}
+_FLAG_FIELDS = {"val_interval": "epoch_length", "image_interp": "image_interp"}
 _SAM_FLAG_FIELDS = {
     "sam_backend": "backend",
     "sam_checkpoint": "checkpoint",
@@ -78,7 +78,9 @@ class SegmentorRecipe(Recipe):
         )
 
     def predict(self, model: FoldModel, cases: Sequence[Case], out_dir: Path, progress: bool) -> list[Path]:
-        network = self.network_cls(in_channels=self.config.in_channels, num_classes=model.extra["num_classes"])
+        network = self.network_cls(
+            in_channels=self.config.in_channels, num_classes=model.extra["num_classes"], **self.config.network_kwargs()
+        )
         load_network_weights(network, model.checkpoint)
         return predict_cases(
             network,
@@ -89,6 +91,7 @@ class SegmentorRecipe(Recipe):
             device=self.config.device,
             amp=self.config.amp,
             progress=progress,
+            image_mode=self.config.image_interp,
         )
 
 

@@ -53,6 +53,7 @@ class SAMSPTrainConfig(TrainConfig):
 
     RESULT_FIELDS = (
         "iterations", "batch_size", "size", "lr", "momentum", "weight_decay", "poly_power",
+        "lr_horizon", "image_interp", "upsample",
         "seed", "epoch_length", "in_channels", "augment", "align_weight", "temperature",
     )  # fmt: skip
 
@@ -117,7 +118,9 @@ def build_samsp_trainer(
         class_map,
         out_dir,
         config,
-        make_network=lambda: SAMSPUNet(in_channels=config.in_channels, num_classes=class_map.num_classes),
+        make_network=lambda: SAMSPUNet(
+            in_channels=config.in_channels, num_classes=class_map.num_classes, **config.network_kwargs()
+        ),
         loss=loss,
         trainer_cls=SAMSPTrainer,
         cache=cache,

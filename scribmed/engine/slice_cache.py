@@ -92,6 +92,7 @@ class SliceCache:
         pseudo: Optional[Mapping[str, np.ndarray]] = None,
         progress: bool = True,
         release: bool = False,
+        image_mode: str = "bilinear",
     ) -> "SliceCache":
         """Load each case once and resize all its slices.
 
@@ -105,6 +106,7 @@ class SliceCache:
             progress: show a tqdm bar over cases.
             release: drop each case's loaded arrays after caching (saves memory when the
                 cases are not needed again).
+            image_mode: image resizing, ``"bilinear"`` (antialiased) or ``"nearest"`` (WSL4MIS).
 
         Returns:
             The cache.
@@ -136,7 +138,7 @@ class SliceCache:
             if img.ndim != 4:
                 raise DataError(case.source, f"expected an image (slices, H, W), got shape {img.shape}")
             n_slices, spatial = img.shape[0], img.shape[-2:]
-            images.append(np.ascontiguousarray(resize_slices(img.astype(np.float32, copy=False), hw, "bilinear")))
+            images.append(np.ascontiguousarray(resize_slices(img.astype(np.float32, copy=False), hw, image_mode)))
             for key in label_keys:
                 arr = getattr(case, key)
                 if arr is None:

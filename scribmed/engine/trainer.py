@@ -123,6 +123,13 @@ class TrainConfig:
         size: network input ``(h, w)``; square (rot90 augmentation) and divisible by 16.
         lr, momentum, weight_decay: SGD.
         poly_power: exponent of the poly learning-rate decay.
+        lr_horizon: iterations over which the poly decay runs to zero (``None``: ``iterations``).
+            WSL4MIS decays over its configured ``max_iterations`` (60000) whatever the run's
+            length, so a short run at ``lr_horizon=60000`` follows the paper's schedule.
+        image_interp: how images are resized to ``size`` for training and inference,
+            ``"bilinear"`` (default) or ``"nearest"`` (what WSL4MIS does); labels are always nearest.
+        upsample: the U-Net decoder's up-steps, ``"transpose"`` (DESIGN §4.1) or ``"bilinear"``
+            (1x1 conv + bilinear, what the WSL4MIS code runs).
         lam: weight of the pseudo-label Dice term.
         seed: seeds weights, sampling, augmentation and the loss's alpha draws.
         epoch_length: iterations between validations/checkpoints (one engine epoch).
@@ -143,6 +150,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
+    lr_horizon: Optional[int] = None
+    image_interp: str = "bilinear"
+    upsample: str = "transpose"
     lam: float = 0.5
     seed: int = 0
     epoch_length: int = 100
@@ -158,7 +168,7 @@ class TrainConfig:
     #: fields that change the result; a resumed run must agree on them.
     RESULT_FIELDS = (
         "iterations", "batch_size", "size", "lr", "momentum", "weight_decay", "poly_power",
-        "lam", "seed", "epoch_length", "in_channels", "augment",
+        "lr_horizon", "image_interp", "upsample", "lam", "seed", "epoch_length", "in_channels", "augment",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -172,6 +182,16 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.size must be two positive ints, got {self.size}")
         if self.augment and self.size[0] != self.size[1]:
             raise ValueError(f"TrainConfig.size must be square with rot90 augmentation, got {self.size}")
+        if self.lr_horizon is not None:
+            self.lr_horizon = int(self.lr_horizon)
+            if self.lr_horizon < self.iterations:
+                raise ValueError(
+                    f"TrainConfig.lr_horizon ({self.lr_horizon}) must be >= iterations ({self.iterations}) or None"
+                )
+        if self.image_interp not in ("bilinear", "nearest"):
+            raise ValueError(f"TrainConfig.image_interp must be 'bilinear' or 'nearest', got {self.image_interp!r}")
+        if self.upsample not in ("transpose", "bilinear"):
+            raise ValueError(f"TrainConfig.upsample must be 'transpose' or 'bilinear', got {self.upsample!r}")
         if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.poly_power < 0 or self.lam < 0:
             raise ValueError("TrainConfig: lr must be > 0 and momentum, weight_decay, poly_power, lam >= 0")
 
@@ -193,6 +213,15 @@ class TrainConfig:
             size = d["size"]
             d["size"] = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
         return cls(**d)
+
+    @property
+    def decay_iterations(self) -> int:
+        """Length of the poly decay: ``lr_horizon`` or, when unset, the run's ``iterations``."""
+        return int(self.lr_horizon) if self.lr_horizon is not None else int(self.iterations)
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """Architecture options every recipe network takes (besides channels and classes)."""
+        return {"upsample": self.upsample}
 
     @property
     def max_epochs(self) -> int:
@@ -293,6 +322,7 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
         size: network input ``(h, w)``.
         batch_size: slices per forward pass.
         amp: autocast on CUDA.
+        image_mode: image resizing to ``size`` (``"bilinear"`` or ``"nearest"``), as in training.
     """
 
     def __init__(
@@ -304,8 +334,10 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
         size: Sequence[int],
         batch_size: int = 16,
         amp: bool = False,
+        image_mode: str = "bilinear",
     ) -> None:
         self.cases = list(cases)
+        self.image_mode = image_mode
         self.class_map = class_map
         self.size = tuple(int(s) for s in size)
         self.batch_size = int(batch_size)
@@ -326,7 +358,8 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
         if label is None:
             raise DataError(case.source, f"validation case {case.case_id} has no label")
         pred = predict_volume(
-            engine.network, case.image, size=self.size, batch_size=self.batch_size, device=engine.state.device, amp=self.amp
+            engine.network, case.image, size=self.size, batch_size=self.batch_size, device=engine.state.device,
+            amp=self.amp, image_mode=self.image_mode,
         )
         if pred.shape != label.shape:
             raise DataError(case.source, f"label shape {label.shape} differs from the image's {pred.shape}")
@@ -353,6 +386,7 @@ class DMPLSTrainer(SupervisedTrainer):
         iterations: total iterations; the run stops exactly there.
         epoch_length: iterations per engine epoch.
         base_lr, poly_power: poly schedule.
+        lr_horizon: iterations over which the poly decay reaches zero (``None``: ``iterations``).
         amp: AMP with GradScaler (use only on CUDA).
         train_handlers: extra MONAI/ignite handlers.
     """
@@ -371,6 +405,7 @@ class DMPLSTrainer(SupervisedTrainer):
         poly_power: float = 0.9,
         amp: bool = False,
         train_handlers: Sequence | None = None,
+        lr_horizon: Optional[int] = None,
     ) -> None:
         super().__init__(
             device=device,
@@ -387,6 +422,9 @@ class DMPLSTrainer(SupervisedTrainer):
         )
         self.sampler = sampler
         self.total_iterations = int(iterations)
+        self.lr_horizon = int(lr_horizon) if lr_horizon is not None else self.total_iterations
+        if self.lr_horizon < self.total_iterations:
+            raise ValueError(f"lr_horizon ({self.lr_horizon}) must be >= iterations ({self.total_iterations})")
         self.base_lr = float(base_lr)
         self.poly_power = float(poly_power)
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
@@ -405,7 +443,7 @@ class DMPLSTrainer(SupervisedTrainer):
         self.sampler.set_epoch(engine.state.epoch - 1)
 
     def _set_lr(self, engine: "DMPLSTrainer") -> None:
-        lr = poly_lr(self.base_lr, engine.state.iteration - 1, self.total_iterations, self.poly_power)
+        lr = poly_lr(self.base_lr, engine.state.iteration - 1, self.lr_horizon, self.poly_power)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
@@ -811,6 +849,7 @@ def assemble_trainer(
             keys=("image", "scribble"),
             pseudo=pseudo,
             progress=config.progress and rank == 0,
+            image_mode=config.image_interp,
         )
     if tuple(cache.size) != tuple(config.size):
         raise ValueError(f"slice cache size {cache.size} differs from config.size {config.size}")
@@ -884,11 +923,13 @@ def assemble_trainer(
         base_lr=config.lr,
         poly_power=config.poly_power,
         amp=use_amp,
+        lr_horizon=config.decay_iterations,
     )
     evaluator = None
     if val_cases:
         evaluator = VolumeDiceEvaluator(
-            device, val_cases, unwrap_network(network), class_map, config.size, config.val_batch_size, amp=use_amp
+            device, val_cases, unwrap_network(network), class_map, config.size, config.val_batch_size, amp=use_amp,
+            image_mode=config.image_interp,
         )
     trainer.recorder = RunRecorder(trainer, evaluator, Path(out_dir), config, class_map, progress=config.progress)
     trainer.slice_cache = cache
@@ -920,7 +961,9 @@ def build_dmpls_trainer(
         class_map,
         out_dir,
         config,
-        make_network=lambda: DualBranchUNet(in_channels=config.in_channels, num_classes=class_map.num_classes),
+        make_network=lambda: DualBranchUNet(
+            in_channels=config.in_channels, num_classes=class_map.num_classes, **config.network_kwargs()
+        ),
         loss=loss,
         trainer_cls=DMPLSTrainer,
         cache=cache,
@@ -931,8 +974,12 @@ def check_resumable(ckpt: Mapping[str, Any], path: Path, config: TrainConfig, cl
     """Raise ``DataError`` unless ``ckpt`` was written with the same result-affecting config and class map."""
     stored = ckpt.get("config") or {}
     current = config.to_dict()
+    # checkpoints written before a field existed ran with that field's default
+    defaults = type(config)().to_dict()
     diff = [
-        f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in type(config).RESULT_FIELDS if stored.get(k) != current[k]
+        f"{k}: {stored.get(k, defaults[k])!r} -> {current[k]!r}"
+        for k in type(config).RESULT_FIELDS
+        if stored.get(k, defaults[k]) != current[k]
     ]
     if diff:
         raise DataError(path, "cannot resume, the configuration changed (" + "; ".join(diff) + ")")

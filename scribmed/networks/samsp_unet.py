@@ -172,6 +172,7 @@ class SAMSPUNet(DualBranchUNet):
         dropout: dropout per encoder stage (0.05/0.1/0.2/0.3/0.5); decoders use none.
         aux_feature_dropout: channel-dropout probability on every map the auxiliary decoder sees.
         reduction: CBAM channel-attention reduction ratio inside each CSF block.
+        upsample: decoder up-steps (see :class:`DualBranchUNet`).
 
     Raises:
         ValueError: on inconsistent ``features``/``dropout`` or, in ``forward``, an input whose
@@ -186,8 +187,9 @@ class SAMSPUNet(DualBranchUNet):
         dropout: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5),
         aux_feature_dropout: float = 0.5,
         reduction: int = 8,
+        upsample: str = "transpose",
     ) -> None:
-        super().__init__(in_channels, num_classes, features, dropout, aux_feature_dropout)
+        super().__init__(in_channels, num_classes, features, dropout, aux_feature_dropout, upsample)
         self.csf = nn.ModuleList(
             CrossScaleFusion(self.features[i], self.features[i + 1], reduction)
             for i in range(len(self.features) - 1)

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ConvBlock", "DualBranchUNet", "UNetDecoder", "UNetEncoder"]
+__all__ = ["UPSAMPLE_MODES", "ConvBlock", "DualBranchUNet", "UNetDecoder", "UNetEncoder"]
 
 
 class ConvBlock(nn.Sequential):
@@ -59,12 +59,36 @@ class UNetEncoder(nn.Module):
         return feats
 
 
-class _UpBlock(nn.Module):
-    """Transposed-conv x2 upsampling, concatenation with the skip, conv block (no dropout)."""
+UPSAMPLE_MODES = ("transpose", "bilinear")
+
+
+class _BilinearUp(nn.Sequential):
+    """1x1 conv to the skip width, then x2 bilinear upsampling (``align_corners=True``)."""
 
     def __init__(self, deep_channels: int, skip_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(deep_channels, skip_channels, kernel_size=1),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+        )
+
+
+class _UpBlock(nn.Module):
+    """x2 upsampling, concatenation with the skip, conv block (no dropout).
+
+    ``upsample="transpose"`` is DESIGN §4.1's 2x2 transposed convolution; ``"bilinear"`` is what
+    the public WSL4MIS code actually runs (its ``bilinear: False`` flag is never passed on):
+    a 1x1 convolution followed by bilinear upsampling.
+    """
+
+    def __init__(self, deep_channels: int, skip_channels: int, upsample: str = "transpose") -> None:
         super().__init__()
-        self.up = nn.ConvTranspose2d(deep_channels, skip_channels, kernel_size=2, stride=2)
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.up: nn.Module = (
+            nn.ConvTranspose2d(deep_channels, skip_channels, kernel_size=2, stride=2)
+            if upsample == "transpose"
+            else _BilinearUp(deep_channels, skip_channels)
+        )
         self.conv = ConvBlock(2 * skip_channels, skip_channels, dropout=0.0)
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -74,11 +98,11 @@ class _UpBlock(nn.Module):
 class UNetDecoder(nn.Module):
     """U-Net decoder from the deepest feature up to full resolution, then a 3x3 output conv."""
 
-    def __init__(self, features: Sequence[int], num_classes: int) -> None:
+    def __init__(self, features: Sequence[int], num_classes: int, upsample: str = "transpose") -> None:
         super().__init__()
         feats = list(features)
         self.ups = nn.ModuleList(
-            _UpBlock(feats[i + 1], feats[i]) for i in reversed(range(len(feats) - 1))
+            _UpBlock(feats[i + 1], feats[i], upsample) for i in reversed(range(len(feats) - 1))
         )
         self.out_conv = nn.Conv2d(feats[0], num_classes, kernel_size=3, padding=1)
 
@@ -104,6 +128,8 @@ class DualBranchUNet(nn.Module):
         dropout: dropout per encoder stage (DMPLS: 0.05/0.1/0.2/0.3/0.5); decoders use none.
         aux_feature_dropout: channel-dropout probability (``nn.Dropout2d``) applied to each encoder
             map before the auxiliary decoder.
+        upsample: decoder up-steps, ``"transpose"`` (2x2 transposed conv, DESIGN §4.1) or
+            ``"bilinear"`` (1x1 conv + bilinear, what the WSL4MIS reference code runs).
 
     Raises:
         ValueError: on inconsistent ``features``/``dropout`` or, in ``forward``, an input whose
@@ -117,6 +143,7 @@ class DualBranchUNet(nn.Module):
         features: Sequence[int] = (16, 32, 64, 128, 256),
         dropout: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5),
         aux_feature_dropout: float = 0.5,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if len(features) != len(dropout) or len(features) < 2:
@@ -129,8 +156,9 @@ class DualBranchUNet(nn.Module):
         self.num_classes = num_classes
         self.features = tuple(int(f) for f in features)
         self.encoder = UNetEncoder(in_channels, self.features, tuple(float(p) for p in dropout))
-        self.main_decoder = UNetDecoder(self.features, num_classes)
-        self.aux_decoder = UNetDecoder(self.features, num_classes)
+        self.upsample = upsample
+        self.main_decoder = UNetDecoder(self.features, num_classes, upsample)
+        self.aux_decoder = UNetDecoder(self.features, num_classes, upsample)
         self.feature_dropout = nn.Dropout2d(aux_feature_dropout)
 
     @property
