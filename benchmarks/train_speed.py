@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scribmed.data.case import CARDIAC  # noqa: E402
-from scribmed.engine.trainer import TrainConfig, build_dmpls_trainer  # noqa: E402
+from scribmed.engine.config import TrainConfig
+from scribmed.engine.training import build_dmpls_trainer  # noqa: E402
 
 
 def load_cases(n: int, data_root: Path):

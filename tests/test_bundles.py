@@ -224,7 +224,8 @@ def acdc_run(data, tmp_path_factory) -> Path:
 def test_bundle_training_equals_train_dmpls(data, acdc_run, tmp_path) -> None:
     """The bundle only wires the engine: same seed and settings give the weights train_dmpls gives."""
     from scribmed.engine.bundle import fold_case_lists
-    from scribmed.engine.trainer import TrainConfig, train_dmpls
+    from scribmed.engine.config import TrainConfig
+    from scribmed.engine.training import train_dmpls
 
     out = acdc_run
     d = data["dmpls_acdc"]

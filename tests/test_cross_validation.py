@@ -115,7 +115,8 @@ def test_killed_fold_resumes(phantom, tmp_path, monkeypatch):
     """A fold killed mid-training continues from last.pt and ends with the uninterrupted run's weights."""
     from scribmed.data.splits import fold_cases, make_kfold_split
     from scribmed.engine import trainer as trainer_mod
-    from scribmed.engine.trainer import TrainConfig, train_dmpls
+    from scribmed.engine.config import TrainConfig
+    from scribmed.engine.training import train_dmpls
 
     ds = open_dataset("acdc-h5", phantom)
     recipe = build_recipe("dmpls", **TINY)

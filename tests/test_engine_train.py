@@ -17,7 +17,8 @@ from scribmed.data.phantoms import generate_cardiac
 from scribmed.engine.checkpoint import file_sha256, load_checkpoint, load_network_weights
 from scribmed.engine.sampling import EpochSeededSampler, SliceTrainingDataset, slice_permutation
 from scribmed.engine.slice_cache import SliceCache
-from scribmed.engine.trainer import TrainConfig, poly_lr, train_dmpls
+from scribmed.engine.config import TrainConfig, poly_lr
+from scribmed.engine.training import train_dmpls
 from scribmed.networks.unet_dual import DualBranchUNet
 from scribmed.transforms.augment import DMPLSAugmentd
 
@@ -218,7 +219,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, result_dir: str) -> 
     ctx = init_distributed("cpu")
     try:
         from scribmed.engine.inference import unwrap_network
-        from scribmed.engine.trainer import build_dmpls_trainer
+        from scribmed.engine.training import build_dmpls_trainer
 
         cases = [p.to_case() for p in generate_cardiac(2, seed=0, size=(56, 64), slices=(3, 3))]
         cfg = tiny_config(iterations=4, epoch_length=2, batch_size=2)

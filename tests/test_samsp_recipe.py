@@ -104,7 +104,8 @@ def test_samsp_training_resumes_exactly_and_is_tagged(phantom, tmp_path, monkeyp
     assert all(torch.equal(got[k], want[k]) for k in want)
 
     # a DMPLS run folder is not resumed as SAM-SP
-    from scribmed.engine.trainer import TrainConfig, train_dmpls
+    from scribmed.engine.config import TrainConfig
+    from scribmed.engine.training import train_dmpls
 
     dm = TrainConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in TrainConfig().to_dict()})
     train_dmpls(train, val, ds.class_map, tmp_path / "dmpls", dm)

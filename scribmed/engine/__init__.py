@@ -1,7 +1,10 @@
 """Training, slice-wise volume inference, cross-validation and distributed helpers.
 
-Names are imported lazily (PEP 562) so that light modules of this package (e.g. the scribble
-baseline) do not pull in MONAI's engines and the networks.
+Modules: ``config`` (TrainConfig), ``trainer`` (the training loop), ``validation``,
+``run_record`` (checkpoints, history, resume), ``training`` (builders), ``samsp_trainer``,
+``slice_cache`` and ``sampling`` (the data pipeline), ``inference``, ``checkpoint``,
+``cross_validation``, ``distributed``, ``device``, ``seeding``. Names are imported lazily
+(PEP 562) so that light modules do not pull in MONAI's engines and the networks.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ _EXPORTS = {
     "predict_volume": "scribmed.engine.inference",
     "predict_cases": "scribmed.engine.inference",
     "DMPLSTrainer": "scribmed.engine.trainer",
-    "VolumeDiceEvaluator": "scribmed.engine.trainer",
-    "TrainConfig": "scribmed.engine.trainer",
-    "TrainResult": "scribmed.engine.trainer",
-    "build_dmpls_trainer": "scribmed.engine.trainer",
-    "train_dmpls": "scribmed.engine.trainer",
-    "plot_training_curve": "scribmed.engine.trainer",
+    "RunRecorder": "scribmed.engine.run_record",
+    "assemble_trainer": "scribmed.engine.training",
+    "run_cross_validation": "scribmed.engine.cross_validation",
+    "merge_folds": "scribmed.engine.cross_validation",
+    "VolumeDiceEvaluator": "scribmed.engine.validation",
+    "TrainConfig": "scribmed.engine.config",
+    "TrainResult": "scribmed.engine.config",
+    "build_dmpls_trainer": "scribmed.engine.training",
+    "train_dmpls": "scribmed.engine.training",
+    "plot_training_curve": "scribmed.engine.run_record",
     "DistContext": "scribmed.engine.distributed",
     "init_distributed": "scribmed.engine.distributed",
     "cleanup_distributed": "scribmed.engine.distributed",

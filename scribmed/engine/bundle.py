@@ -3,7 +3,7 @@
 The bundle configs (``bundles/dmpls_*/configs/*.yaml``) compose scribmed's network, loss,
 transforms and engine with ``_target_`` references; the helpers here cover the few steps that
 are not one constructor call: locating the bundle, picking a fold's cases from a split file,
-seeding the loss and the DDP ranks the way :func:`scribmed.engine.trainer.build_dmpls_trainer`
+seeding the loss and the DDP ranks the way :func:`scribmed.engine.training.build_dmpls_trainer`
 does, refusing (or resuming) a run folder that already holds a run, and naming the checkpoint
 an evaluation used. They hold no training logic.
 """
@@ -20,7 +20,7 @@ from scribmed.data.case import Case
 from scribmed.data.errors import DataError
 from scribmed.data.splits import SPLITS_DIR, fold_cases, resolve_split
 from scribmed.engine.checkpoint import file_sha256, load_checkpoint
-from scribmed.engine.trainer import loader_generator, loss_generator
+from scribmed.engine.seeding import loader_generator, loss_generator
 
 __all__ = [
     "BUNDLES_DIR",
@@ -127,8 +127,8 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: str | 
 
 
 def reseed_rank(network: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """:func:`scribmed.engine.trainer.reseed_rank` for configs: returns ``network`` unchanged."""
-    from scribmed.engine.trainer import reseed_rank as _reseed
+    """:func:`scribmed.engine.seeding.reseed_rank` for configs: returns ``network`` unchanged."""
+    from scribmed.engine.seeding import reseed_rank as _reseed
 
     _reseed(seed)
     return network
@@ -160,8 +160,8 @@ def _check_max_epochs(max_epochs: int, iterations: int, epoch_length: int) -> No
 
 
 def run_training(recorder: Any, resume: bool = False) -> Optional[float]:
-    """Run a bundle's trainer (:func:`scribmed.engine.trainer.run_or_resume`); return the best val Dice."""
-    from scribmed.engine.trainer import run_or_resume
+    """Run a bundle's trainer (:func:`scribmed.engine.run_record.run_or_resume`); return the best val Dice."""
+    from scribmed.engine.run_record import run_or_resume
 
     run_or_resume(recorder, resume)
     return recorder.best_metric

@@ -28,7 +28,8 @@ from scribmed.engine.cross_validation import FoldModel, Recipe
 from scribmed.engine.device import resolve_device
 from scribmed.engine.inference import predict_cases
 from scribmed.engine.samsp_trainer import SAMSPTrainConfig, train_samsp
-from scribmed.engine.trainer import TrainConfig, TrainResult, train_dmpls
+from scribmed.engine.config import TrainConfig, TrainResult
+from scribmed.engine.training import train_dmpls
 from scribmed.networks.samsp_unet import SAMSPUNet
 from scribmed.networks.unet_dual import DualBranchUNet
 

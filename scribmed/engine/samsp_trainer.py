@@ -6,8 +6,8 @@ bottleneck) through :class:`~scribmed.losses.samsp.SAMSPLoss`: partial CE agains
 and soft Dice against the SAM pseudo label on every head, plus the semantic-alignment prototype
 loss. Everything else — poly SGD, iteration budget, seeded sampling and augmentation (the pseudo
 label moves with the image), validation on held-out patients, checkpoints, history and exact
-resume — is the DMPLS engine's (:func:`~scribmed.engine.trainer.assemble_trainer`,
-:class:`~scribmed.engine.trainer.RunRecorder`, :func:`~scribmed.engine.trainer.run_or_resume`).
+resume — is the DMPLS engine's (:func:`~scribmed.engine.training.assemble_trainer`,
+:class:`~scribmed.engine.run_record.RunRecorder`, :func:`~scribmed.engine.run_record.run_or_resume`).
 
 Logged loss terms per epoch: ``pce`` and ``dice`` (each summed over the three heads, as the
 objective sums them) and ``align`` (unweighted).
@@ -24,14 +24,10 @@ import torch
 
 from scribmed.data.case import Case, ClassMap
 from scribmed.engine.slice_cache import SliceCache
-from scribmed.engine.trainer import (
-    DMPLSTrainer,
-    TrainConfig,
-    TrainResult,
-    VolumeDiceEvaluator,
-    assemble_trainer,
-    run_training,
-)
+from scribmed.engine.trainer import DMPLSTrainer
+from scribmed.engine.config import TrainConfig, TrainResult
+from scribmed.engine.validation import VolumeDiceEvaluator
+from scribmed.engine.training import assemble_trainer, run_training
 from scribmed.losses.samsp import HEADS, SAMSPLoss
 from scribmed.networks.samsp_unet import SAMSPUNet
 
@@ -140,7 +136,7 @@ def train_samsp(
 ) -> TrainResult:
     """Train the SAM-SP segmentor on scribbles + SAM pseudo labels, validating on ``val_cases``.
 
-    Same run folder, checkpoints and resume semantics as :func:`scribmed.engine.trainer.train_dmpls`
+    Same run folder, checkpoints and resume semantics as :func:`scribmed.engine.training.train_dmpls`
     (``last.pt``, ``best.pt``, ``history.json``, ``checkpoints.json``, ``training_curve.png``);
     checkpoints are tagged ``recipe: samsp``.
 
