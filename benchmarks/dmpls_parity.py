@@ -52,12 +52,12 @@ def run_one(name: str, seed: int, iterations: int, out_root: Path, threads: int)
 
     from scribmed.data.layouts import open_dataset
     from scribmed.engine.cross_validation import run_cross_validation
-    from scribmed.engine.recipes import build_recipe
+    from scribmed.recipes import build
 
     torch.set_num_threads(threads)
     out = out_root / f"{name}_it{iterations}_s{seed}"
     overrides = dict(VARIANTS[name])
-    recipe = build_recipe(
+    recipe = build(
         "dmpls", iterations=iterations, batch_size=12, size=256, seed=seed, device="auto",
         val_interval=min(100, iterations), **overrides,
     )

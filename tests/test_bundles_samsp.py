@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_pseudo_labels import fake_backend
 
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.engine.checkpoint import file_sha256
-from test_pseudo_labels import fake_backend
+from scribmed.files import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -220,7 +220,7 @@ def test_acdc_fold_train_evaluate_infer(data, tmp_path, fake_sam, restore_torch_
     assert [e["iteration"] for e in history["epochs"]] == [2, 4]
 
     # the bundle only wires the engine: train_samsp on the same pseudo labels gives the same weights
-    from scribmed.engine.bundle import fold_case_lists
+    from scribmed.bundles.workflow import fold_case_lists
     from scribmed.engine.samsp_trainer import SAMSPTrainConfig, train_samsp
     from scribmed.sam.pseudo_labels import load_pseudo_labels
 

@@ -14,7 +14,7 @@ import pytest
 
 from scribmed.cli import build_parser, main
 from scribmed.data.layouts import open_dataset
-from scribmed.data.nifti import read_label_nifti, write_prediction
+from scribmed.data.nifti import write_prediction
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -209,26 +209,28 @@ def test_demo_runs(tmp_path):
     summary = json.loads((tmp_path / "demo" / "dmpls" / "summary.json").read_text())
     assert summary["folds_merged"] == [1, 2, 3]  # three folds by default
     assert summary["pooled"]["n_cases"] == 5  # one frame per patient by default
-    base = json.loads((tmp_path / "demo" / "baseline" / "evaluation" / "summary.json").read_text())
+    # the baseline is the `nearest` recipe, cross-validated like any other on the same folds
+    base = json.loads((tmp_path / "demo" / "baseline" / "summary.json").read_text())["pooled"]
     assert base["n_cases"] == 5 and 0.3 < base["overall"]["dice"] < 1.0
     table = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert [r["method"] for r in table["rows"]] == ["dmpls", "baseline"]
+    assert [r["method"] for r in table["rows"]] == ["dmpls", "nearest"]
     assert table["rows"][1]["mean"]["dice"] == pytest.approx(base["overall"]["dice"])
     assert not (tmp_path / "demo" / "sam_embeddings").exists()
 
 
 def test_demo_with_samsp_fake_sam(tmp_path, monkeypatch, capsys):
     """The default demo (SAM-SP then DMPLS) wired end to end; a tiny fake SAM keeps it fast."""
-    import scribmed.networks.sam_backends as sb
-    from scribmed.engine.demo import run_demo
     from test_pseudo_labels import fake_backend
+
+    import scribmed.networks.sam_backends as sb
+    from scribmed.demo import run_demo
 
     built = []
     monkeypatch.setattr(sb, "build_sam_backend", lambda name, **kw: built.append(fake_backend()) or built[-1])
     md = run_demo(tmp_path / "demo", patients=5, iterations=2, size=32, batch_size=2, slices=(2, 2),
                   frames=("ED", "ES"), progress=False)
     table = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert [r["method"] for r in table["rows"]] == ["samsp", "dmpls", "baseline"]
+    assert [r["method"] for r in table["rows"]] == ["samsp", "dmpls", "nearest"]
     assert all(r["cases"] == 10 and 0.0 <= r["mean"]["dice"] <= 1.0 for r in table["rows"])
     assert "| SAM-SP" in md.read_text()
     # every slice encoded once for all three folds (5 patients x 2 frames x 2 slices)

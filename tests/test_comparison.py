@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 from scribmed.cli import main
-from scribmed.engine.comparison import compare_runs, comparison_markdown, comparison_row
+from scribmed.evaluation.comparison import (
+    compare_runs,
+    comparison_markdown,
+    comparison_row,
+)
 
 
 def _summary(dice: float, hd: float, n: int = 4, pooled: bool = True, units: str = "pixels") -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,8 +13,8 @@ from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.engine.cross_validation import merge_folds, run_cross_validation
-from scribmed.engine.recipes import build_recipe
+from scribmed.engine.cross_validation import run_cross_validation
+from scribmed.recipes import build
 
 TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(64, 64), device="cpu", seed=0)
 
@@ -30,7 +29,7 @@ def phantom(tmp_path_factory) -> Path:
 def cv_run(phantom, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cvrun") / "run"
     ds = open_dataset("acdc-h5", phantom)
-    run_cross_validation(build_recipe("dmpls", **TINY), ds, "auto", out, progress=False)
+    run_cross_validation(build("dmpls", **TINY), ds, "auto", out, progress=False)
     return out
 
 
@@ -79,14 +78,14 @@ def test_summary_contents(cv_run):
 def test_rerun_skips_finished_folds(cv_run, phantom):
     stamps = {k: (cv_run / f"fold_{k}" / "fold.json").stat().st_mtime_ns for k in range(1, 6)}
     ds = open_dataset("acdc-h5", phantom)
-    run_cross_validation(build_recipe("dmpls", **TINY), ds, "auto", cv_run, progress=False)
+    run_cross_validation(build("dmpls", **TINY), ds, "auto", cv_run, progress=False)
     assert stamps == {k: (cv_run / f"fold_{k}" / "fold.json").stat().st_mtime_ns for k in range(1, 6)}
 
 
 def test_rerun_with_other_settings_is_refused(cv_run, phantom):
     ds = open_dataset("acdc-h5", phantom)
     with pytest.raises(DataError, match="other settings"):
-        run_cross_validation(build_recipe("dmpls", **{**TINY, "iterations": 6}), ds, "auto", cv_run, progress=False)
+        run_cross_validation(build("dmpls", **{**TINY, "iterations": 6}), ds, "auto", cv_run, progress=False)
 
 
 def test_single_folds_then_merge_equals_full_run(cv_run, phantom, tmp_path):
@@ -119,7 +118,7 @@ def test_killed_fold_resumes(phantom, tmp_path, monkeypatch):
     from scribmed.engine.training import train_dmpls
 
     ds = open_dataset("acdc-h5", phantom)
-    recipe = build_recipe("dmpls", **TINY)
+    recipe = build("dmpls", **TINY)
     ids = fold_cases(make_kfold_split(ds.patients, k=5, seed=0), 0, ds)
     ref = train_dmpls([ds[c] for c in ids["train"]], [ds[c] for c in ids["val"]], ds.class_map, tmp_path / "ref",
                       TrainConfig.from_dict({**recipe.config.to_dict(), "progress": False}))  # fmt: skip
@@ -157,8 +156,8 @@ def test_split_naming_absent_patients(phantom, tmp_path, capsys):
     split_file = save_split(split, tmp_path / "with_absent.json")
     out = tmp_path / "run"
     with pytest.raises(DataError, match="absent from the dataset"):
-        run_cross_validation(build_recipe("dmpls", **TINY), ds, split_file, out, progress=False)
-    run_cross_validation(build_recipe("dmpls", **TINY), ds, split_file, out, allow_missing=True, progress=False)
+        run_cross_validation(build("dmpls", **TINY), ds, split_file, out, progress=False)
+    run_cross_validation(build("dmpls", **TINY), ds, split_file, out, allow_missing=True, progress=False)
     run = json.loads((out / "run.json").read_text())
     assert run["missing_patients_dropped"] == ["patient098", "patient099"]
     assert json.loads((out / "split.json").read_text())["name"] == "with_absent"

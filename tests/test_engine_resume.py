@@ -9,10 +9,11 @@ import torch
 
 from scribmed.data.case import CARDIAC
 from scribmed.data.phantoms import generate_cardiac
-from scribmed.engine.checkpoint import file_sha256, load_checkpoint
-from scribmed.engine.trainer import DMPLSTrainer
+from scribmed.engine.checkpoint import load_checkpoint
 from scribmed.engine.config import TrainConfig
+from scribmed.engine.trainer import DMPLSTrainer
 from scribmed.engine.training import train_dmpls
+from scribmed.files import file_sha256
 
 
 class SimulatedKill(RuntimeError):

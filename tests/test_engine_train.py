@@ -14,11 +14,16 @@ import torch
 from scribmed.data.case import CARDIAC, Case, CaseArrays
 from scribmed.data.errors import DataError
 from scribmed.data.phantoms import generate_cardiac
-from scribmed.engine.checkpoint import file_sha256, load_checkpoint, load_network_weights
-from scribmed.engine.sampling import EpochSeededSampler, SliceTrainingDataset, slice_permutation
-from scribmed.engine.slice_cache import SliceCache
+from scribmed.engine.checkpoint import load_checkpoint, load_network_weights
 from scribmed.engine.config import TrainConfig, poly_lr
+from scribmed.engine.sampling import (
+    EpochSeededSampler,
+    SliceTrainingDataset,
+    slice_permutation,
+)
+from scribmed.engine.slice_cache import SliceCache
 from scribmed.engine.training import train_dmpls
+from scribmed.files import file_sha256
 from scribmed.networks.unet_dual import DualBranchUNet
 from scribmed.transforms.augment import DMPLSAugmentd
 

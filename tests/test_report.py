@@ -153,7 +153,7 @@ def test_report_files_are_shareable(tmp_path):
     import os
     import stat
 
-    from scribmed.metrics.report import atomic_write_text
+    from scribmed.files import atomic_write_text
 
     path = atomic_write_text(tmp_path / "summary.json", "{}")
     umask = os.umask(0)

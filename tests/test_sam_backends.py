@@ -136,7 +136,7 @@ def test_coordinate_round_trip_and_postprocess_lite(lite):
 @pytest.fixture(scope="module")
 def small_vit():
     torch.manual_seed(1)
-    return build_sam_backend("vit_b", encoder_config=SMALL)
+    return build_sam_backend("vit_b", encoder_config=SMALL, random_init=True)
 
 
 def test_vit_preprocess_matches_segment_anything(small_vit):
@@ -255,7 +255,7 @@ def test_unknown_backend_and_options():
     with pytest.raises(ValueError, match="lite_medsam, vit_h, vit_l, vit_b, medsam_vit_b"):
         build_sam_backend("vit_x")
     with pytest.raises(ValueError, match="unknown encoder_config keys"):
-        build_sam_backend("vit_b", encoder_config={"width": 3})
+        build_sam_backend("vit_b", encoder_config={"width": 3}, random_init=True)
 
 
 def test_lite_decoder_only_checkpoint_keeps_encoder_key(tmp_path, lite):
@@ -267,3 +267,17 @@ def test_lite_decoder_only_checkpoint_keeps_encoder_key(tmp_path, lite):
     assert other.checkpoint_sha256 == file_sha256(tmp_path / "decoder.pth")
     torch.testing.assert_close(other.mask_decoder.state_dict()["output_upscaling.0.weight"],
                                tuned["output_upscaling.0.weight"])
+
+
+@pytest.mark.parametrize("name", ["vit_h", "vit_l", "vit_b", "medsam_vit_b"])
+def test_vit_backend_without_checkpoint_is_an_error(name):
+    """A forgotten checkpoint never silently runs SAM on random weights."""
+    with pytest.raises(ValueError, match=rf"SAM backend '{name}' needs the .*checkpoint.*--sam-checkpoint"):
+        build_sam_backend(name, encoder_config=SMALL)
+
+
+def test_random_init_only_without_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="random_init applies to the ViT backends"):
+        build_sam_backend("lite_medsam", random_init=True)
+    with pytest.raises(ValueError, match="random_init applies"):
+        build_sam_backend("vit_b", checkpoint=tmp_path / "x.pth", random_init=True)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_pseudo_labels import DecodeSpy, fake_backend
 
 from scribmed.cli import main
 from scribmed.data.errors import DataError
@@ -14,7 +15,6 @@ from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.metrics import dc
 from scribmed.sam.rounds import run_pseudo_label_rounds, select_round_cases
-from test_pseudo_labels import DecodeSpy, fake_backend
 
 
 @pytest.fixture(scope="module")

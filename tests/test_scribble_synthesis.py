@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from scribmed.data.case import ABDOMINAL, CARDIAC
-from scribmed.data.scribble_synthesis import ScribbleStyle, scribble_stats, synthesize_scribbles
+from scribmed.data.scribble_synthesis import (
+    ScribbleStyle,
+    scribble_stats,
+    synthesize_scribbles,
+)
 
 
 def _heart_label(n_slices: int = 4, size: int = 96) -> np.ndarray:

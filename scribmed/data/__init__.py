@@ -9,8 +9,17 @@ from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError, SplitError
 from scribmed.data.layouts import LAYOUTS, open_dataset, write_dataset
 from scribmed.data.nifti import read_image_nifti, read_label_nifti, write_prediction
-from scribmed.data.phantoms import PhantomCase, generate_abdominal, generate_cardiac, write_phantom_dataset
-from scribmed.data.scribble_synthesis import ScribbleStyle, scribble_stats, synthesize_scribbles
+from scribmed.data.phantoms import (
+    PhantomCase,
+    generate_abdominal,
+    generate_cardiac,
+    write_phantom_dataset,
+)
+from scribmed.data.scribble_synthesis import (
+    ScribbleStyle,
+    scribble_stats,
+    synthesize_scribbles,
+)
 from scribmed.data.splits import (
     Fold,
     Split,

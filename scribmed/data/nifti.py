@@ -15,7 +15,6 @@ import numpy as np
 
 from scribmed.data.case import CaseArrays
 from scribmed.data.errors import DataError
-from scribmed.data.files import atomic_output  # noqa: F401  (also imported from here)
 from scribmed.data.validation import (
     READ_ERRORS,
     as_integer_labels,
@@ -24,6 +23,7 @@ from scribmed.data.validation import (
     compact_int,
     read_error,
 )
+from scribmed.files import atomic_output
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 

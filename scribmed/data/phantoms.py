@@ -739,7 +739,9 @@ def write_phantom_dataset(
             if previous != params:
                 raise DataError(out, f"holds a phantom made with other parameters ({marker.name}); use a new folder")
             return out
-    from scribmed.data.layouts import write_dataset  # layouts import data only; keep phantoms importable alone
+    from scribmed.data.layouts import (
+        write_dataset,  # layouts import data only; keep phantoms importable alone
+    )
 
     subsets: dict[str, str] = {}
     if kind == "cardiac":

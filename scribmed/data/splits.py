@@ -26,18 +26,18 @@ import logging
 import math
 import operator
 import re
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from scribmed.data.errors import SplitError
+from scribmed.files import atomic_write_text
+from scribmed.shipped import shipped_dir
 
 log = logging.getLogger(__name__)
 
 #: Where the committed split files live (``<repo>/data_splits``).
-SPLITS_DIR = Path(__file__).resolve().parents[2] / "data_splits"
+SPLITS_DIR = shipped_dir("data_splits")
 
 VALIDATION_HOW = (
     "val = the max(min, round_half_up(fraction * n_train)) training patients (at most n_train - 1) "
@@ -349,16 +349,7 @@ def save_split(split: Split, path: str | Path) -> Path:
     """Write ``split`` as JSON atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     _check_folds(split, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(dumps_split(split))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, dumps_split(split))
 
 
 def _id_list(value: Any, where: str, path: Path) -> tuple[str, ...]:

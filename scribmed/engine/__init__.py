@@ -21,7 +21,7 @@ _EXPORTS = {
     "save_checkpoint": "scribmed.engine.checkpoint",
     "load_checkpoint": "scribmed.engine.checkpoint",
     "load_network_weights": "scribmed.engine.checkpoint",
-    "file_sha256": "scribmed.engine.checkpoint",
+    "file_sha256": "scribmed.files",
     "predict_volume": "scribmed.engine.inference",
     "predict_cases": "scribmed.engine.inference",
     "DMPLSTrainer": "scribmed.engine.trainer",

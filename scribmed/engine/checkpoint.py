@@ -17,12 +17,11 @@ import numpy as np
 import torch
 
 from scribmed.data.errors import DataError
-from scribmed.data.files import atomic_output, file_sha256
+from scribmed.files import atomic_output, file_sha256
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "capture_rng_state",
-    "file_sha256",
     "load_checkpoint",
     "load_network_weights",
     "restore_rng_state",

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from scribmed.data.case import Case, ClassMap
+import numpy as np
+
+from scribmed.data.case import Case
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
 from scribmed.data.splits import (
@@ -41,50 +42,23 @@ from scribmed.data.splits import (
     split_summary,
     validate_split,
 )
+from scribmed.files import atomic_write_text
 from scribmed.metrics import (
     CaseResult,
     evaluate_cases,
     read_report,
     summarize_folds,
-    summary_markdown,
     write_report,
 )
-from scribmed.metrics.report import atomic_write_text
+
+if TYPE_CHECKING:
+    from scribmed.recipes.base import FoldModel, Recipe
+
+__all__ = ["FOLD_DONE", "merge_folds", "run_cross_validation", "run_fold", "write_fold_record"]
 
 log = logging.getLogger(__name__)
 
 FOLD_DONE = "fold.json"
-
-
-@dataclass
-class FoldModel:
-    """What a recipe's training returns: the checkpoint used for the test cases and how it was chosen."""
-
-    checkpoint: Path
-    policy: str  # "best" (by validation Dice) or "last"
-    sha256: str
-    extra: dict[str, Any]
-
-
-class Recipe:
-    """A trainable method: ``train`` a fold, then ``predict`` cases with the trained model.
-
-    Subclasses hold their own config; ``config_dict`` goes into ``run.json`` so that a rerun with
-    different settings is refused instead of mixing results.
-    """
-
-    name: str = "recipe"
-
-    def config_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def train(
-        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
-    ) -> FoldModel:
-        raise NotImplementedError
-
-    def predict(self, model: FoldModel, cases: Sequence[Case], out_dir: Path, progress: bool) -> list[Path]:
-        raise NotImplementedError
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -116,8 +90,35 @@ def _parse_folds(folds: Optional[Sequence[int]], num_folds: int) -> list[int]:
     return sorted(set(folds))
 
 
+def _predict_fold(
+    recipe: "Recipe", model: "FoldModel", cases: Sequence[Case], pred_dir: Path, progress: bool
+) -> dict[str, np.ndarray]:
+    """Predict each test case (kept in memory for evaluation) and write ``pred_dir/<case_id>.nii.gz``.
+
+    A prediction file left by an interrupted run is read back instead of recomputed.
+    """
+    from scribmed.data.nifti import read_label_nifti, write_prediction
+
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    predictions: dict[str, np.ndarray] = {}
+    iterator: Any = cases
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(cases, desc="predicting", unit="case")
+    for case in iterator:
+        path = pred_dir / f"{case.case_id}.nii.gz"
+        if path.exists():
+            predictions[case.case_id] = read_label_nifti(path, "prediction").array
+            continue
+        pred = np.asarray(recipe.predict_case(model, case), dtype=np.uint8)
+        write_prediction(path, pred, case.spacing, case.affine)
+        predictions[case.case_id] = pred
+    return predictions
+
+
 def run_fold(
-    recipe: Recipe,
+    recipe: "Recipe",
     dataset: Dataset,
     report: SplitReport,
     k: int,
@@ -125,7 +126,11 @@ def run_fold(
     progress: bool = True,
     n_overlays: int = 3,
 ) -> Optional[list[CaseResult]]:
-    """Train, predict and evaluate fold ``k`` (1-based); return its per-case results (None if empty)."""
+    """Train, predict and evaluate fold ``k`` (1-based); return its per-case results (None if empty).
+
+    The predictions are evaluated from memory (paired with the test cases by
+    :func:`scribmed.evaluation.pairing.paired_cases`) and written as NIfTI on each case's grid.
+    """
     fold_dir = out / f"fold_{k}"
     done = fold_dir / FOLD_DONE
     if done.exists():
@@ -140,25 +145,23 @@ def run_fold(
     test = [dataset[c] for c in ids["test"]]
     if not val:
         log.warning("fold %d has no validation patients: the last checkpoint is used", k)
+    unlabelled = [c.case_id for c in test if not c.has_label]
+    if unlabelled:
+        raise DataError(dataset.root, f"fold {k}: {len(unlabelled)} test cases have no reference label "
+                        f"({', '.join(unlabelled[:5])})")
     model = recipe.train(train, val, dataset.class_map, fold_dir / "train", progress)
-    preds = recipe.predict(model, test, fold_dir / "predictions", progress)
+    predictions = _predict_fold(recipe, model, test, fold_dir / "predictions", progress)
+    recipe.release(model)
 
-    from scribmed.data.nifti import read_label_nifti
+    from scribmed.evaluation.overlays import write_overlays
+    from scribmed.evaluation.pairing import paired_cases
 
-    def pairs():
-        for case, path in zip(test, preds):
-            yield case.case_id, read_label_nifti(path, "prediction").array, case.label, case.spacing
-
-    labelled = [c for c in test if c.has_label]
-    if len(labelled) != len(test):
-        raise DataError(dataset.root, f"fold {k}: {len(test) - len(labelled)} test cases have no reference label")
+    write_overlays(test[:n_overlays], [predictions[c.case_id] for c in test[:n_overlays]], dataset.class_map,
+                   fold_dir / "overlays")
     foreground = {i: n for i, n in dataset.class_map.names.items() if i != 0}
-    results = evaluate_cases(pairs(), foreground, progress=progress)
+    pairs = paired_cases(test, predictions, where=fold_dir / "predictions", release=False)
+    results = evaluate_cases(_Sized(pairs, len(test)), foreground, progress=progress)
     write_report(results, fold_dir / "evaluation", checkpoint=model.policy)
-
-    from scribmed.engine.overlays import write_overlays
-
-    write_overlays(test[:n_overlays], preds[:n_overlays], dataset.class_map, fold_dir / "overlays")
     write_fold_record(
         fold_dir, k, model.checkpoint, model.policy, model.sha256, {s: len(v) for s, v in ids.items()}, **model.extra
     )
@@ -167,26 +170,45 @@ def run_fold(
     return results
 
 
+class _Sized:
+    """An iterator with a known length, so the progress bar can show a total."""
+
+    def __init__(self, it: Any, n: int) -> None:
+        self._it, self._n = it, n
+
+    def __iter__(self) -> Any:
+        return iter(self._it)
+
+    def __len__(self) -> int:
+        return self._n
+
+
 def write_fold_record(
     fold_dir: Path,
     fold: int,
-    checkpoint: Path,
+    checkpoint: Optional[Path],
     policy: str,
-    sha256: str,
+    sha256: Optional[str],
     case_counts: dict[str, int],
     **extra: Any,
 ) -> Path:
     """Write ``fold_dir/fold.json``, the marker of a finished fold (written last, atomically).
 
-    It names the checkpoint used for the test cases, how it was chosen (``best``/``last``) and its
-    sha256; :func:`merge_folds` reads it, whoever wrote the fold (this runner or a bundle).
+    It names the checkpoint used for the test cases, how it was chosen (``best``/``last``, or
+    ``none`` for a method that learns nothing) and its sha256; :func:`merge_folds` reads it,
+    whoever wrote the fold (this runner or a bundle).
     """
-    if policy not in ("best", "last"):
-        raise ValueError(f"checkpoint policy must be 'best' or 'last', got {policy!r}")
-    fold_dir, checkpoint = Path(fold_dir), Path(checkpoint)
+    if policy not in ("best", "last", "none"):
+        raise ValueError(f"checkpoint policy must be 'best', 'last' or 'none', got {policy!r}")
+    fold_dir = Path(fold_dir)
+    if checkpoint is None:
+        where = None
+    else:
+        checkpoint = Path(checkpoint)
+        where = str(checkpoint.relative_to(fold_dir) if checkpoint.is_relative_to(fold_dir) else checkpoint)
     record = {
         "fold": int(fold),
-        "checkpoint": str(checkpoint.relative_to(fold_dir) if checkpoint.is_relative_to(fold_dir) else checkpoint),
+        "checkpoint": where,
         "checkpoint_policy": policy,
         "checkpoint_sha256": sha256,
         "cases": dict(case_counts),
@@ -217,46 +239,13 @@ def merge_folds(out: Path) -> Path:
     summary["run"] = run
     summary["folds_merged"] = [k for k, _ in finished]
     _write_json(out / "summary.json", summary)
+    from scribmed.evaluation.paper_table import cv_markdown
+
     atomic_write_text(out / "summary.md", cv_markdown(summary))
     from scribmed.metrics.report import plot_fold_boxplots
 
     plot_fold_boxplots(folds, out / "boxplot_folds.png")
     return out / "summary.json"
-
-
-def cv_markdown(summary: dict[str, Any]) -> str:
-    """The report: the papers' table (mean ± std over fold means), the pooled table, one line per fold."""
-    across = summary["across_folds"]
-    pooled = summary["pooled"]
-    units = pooled["hd95_units"]
-    run = summary.get("run", {})
-    lines = [
-        f"# Cross-validation: {run.get('recipe', '?')} on {run.get('layout', '?')} ({run.get('root', '?')})",
-        "",
-        f"Folds merged: {', '.join(str(k) for k in summary['folds_merged'])}. "
-        f"Checkpoint: {pooled.get('checkpoint', '?')} (selected on validation patients, never the test fold). "
-        f"HD95 {pooled['hd95_mode']} convention, {units}; empty-mask policy {pooled['empty_policy']}.",
-        "",
-        "## Per-fold mean of per-volume scores, mean ± std over folds (the papers' convention)",
-        "",
-        f"| class | Dice | HD95 ({units}) | ASD ({units}) |",
-        "|---|---|---|---|",
-    ]
-
-    def pm(stat: dict[str, Any], d: int) -> str:
-        if not stat or stat.get("n", 0) == 0 or stat["mean"] != stat["mean"]:
-            return "n/a"
-        return f"{stat['mean']:.{d}f} ± {stat['std']:.{d}f}"
-
-    for name, entry in across["classes"].items():
-        lines.append(f"| {name} | {pm(entry['dice'], 3)} | {pm(entry['hd95'], 2)} | {pm(entry['asd'], 2)} |")
-    ov = across["overall"]
-    lines.append(f"| **mean** | {pm(ov['dice'], 3)} | {pm(ov['hd95'], 2)} | {pm(ov['asd'], 2)} |")
-    lines += ["", "## Pooled out-of-fold cases (nnU-Net's convention)", "", summary_markdown(pooled).rstrip(), ""]
-    lines += ["## Per fold", "", f"| fold | cases | mean Dice | mean HD95 ({units}) |", "|---|---|---|---|"]
-    for name, s in summary["folds"].items():
-        lines.append(f"| {name} | {s['n_cases']} | {s['overall']['dice']:.3f} | {s['overall']['hd95']:.2f} |")
-    return "\n".join(lines) + "\n"
 
 
 def run_cross_validation(
@@ -273,7 +262,7 @@ def run_cross_validation(
     """Run the requested folds (1-based; default all) and merge what is finished.
 
     Args:
-        recipe: the method (e.g. :class:`scribmed.engine.recipes.DMPLSRecipe`).
+        recipe: the method, any :class:`scribmed.recipes.Recipe` (e.g. ``scribmed.recipes.build("dmpls")``).
         dataset: opened dataset (training cases need scribbles, test cases labels).
         split: a split JSON path, or ``"auto"`` for a seeded five-fold split by patient.
         out: run directory (created; a rerun skips finished folds and resumes unfinished ones).
@@ -290,6 +279,7 @@ def run_cross_validation(
         make_kfold_split(dataset.patients, k=5, seed=seed) if str(split) == "auto" else load_split(split)
     )
     report = validate_split(protocol, dataset, allow_missing=allow_missing)
+    recipe.prepare_run(out)
     record = {
         "recipe": recipe.name,
         "layout": dataset.layout,

@@ -27,7 +27,6 @@ from scribmed.engine import distributed as dist_utils
 from scribmed.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     capture_rng_state,
-    file_sha256,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -35,7 +34,7 @@ from scribmed.engine.checkpoint import (
 from scribmed.engine.config import TrainConfig
 from scribmed.engine.trainer import DMPLSTrainer
 from scribmed.engine.validation import VolumeDiceEvaluator
-from scribmed.metrics.report import atomic_write_bytes, atomic_write_text
+from scribmed.files import atomic_write_bytes, atomic_write_text, file_sha256
 
 __all__ = ["BEST_NAME", "CHECKSUMS_NAME", "CURVE_NAME", "HISTORY_NAME", "LAST_NAME", "RunRecorder", "check_resumable", "plot_training_curve", "run_or_resume"]
 

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from scribmed.data.case import Case, ClassMap
+from scribmed.engine.config import TrainConfig, TrainResult
 from scribmed.engine.slice_cache import SliceCache
 from scribmed.engine.trainer import DMPLSTrainer
-from scribmed.engine.config import TrainConfig, TrainResult
-from scribmed.engine.validation import VolumeDiceEvaluator
 from scribmed.engine.training import assemble_trainer, run_training
+from scribmed.engine.validation import VolumeDiceEvaluator
 from scribmed.losses.samsp import HEADS, SAMSPLoss
 from scribmed.networks.samsp_unet import SAMSPUNet
 

@@ -12,7 +12,15 @@ names (or ``from scribmed.metrics import *``) does.
 
 from typing import Any
 
-from scribmed.metrics.binary import SurfaceDistances, asd, assd, dc, hd, hd95, surface_distances
+from scribmed.metrics.binary import (
+    SurfaceDistances,
+    asd,
+    assd,
+    dc,
+    hd,
+    hd95,
+    surface_distances,
+)
 from scribmed.metrics.evaluator import (
     EMPTY_EVENTS,
     CaseResult,

@@ -33,11 +33,11 @@ from scipy import ndimage
 
 from scribmed.metrics.binary import (
     Spacing,
+    check_connectivity,
     diagonal,
     grown_union_box,
     normalize_spacing,
     surface_distances_in_box,
-    check_connectivity,
 )
 
 __all__ = [

@@ -39,8 +39,20 @@ import torch
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.metric import Cumulative
 
-from scribmed.metrics.binary import check_connectivity, dc, diagonal, normalize_spacing, surface_distances
-from scribmed.metrics.evaluator import EMPTY_EVENTS, EmptyPolicy, HD95Mode, apply_empty_policy, empty_event
+from scribmed.metrics.binary import (
+    check_connectivity,
+    dc,
+    diagonal,
+    normalize_spacing,
+    surface_distances,
+)
+from scribmed.metrics.evaluator import (
+    EMPTY_EVENTS,
+    EmptyPolicy,
+    HD95Mode,
+    apply_empty_policy,
+    empty_event,
+)
 
 __all__ = ["ASDMetric", "DiceMetric", "EVENT_CODES", "HD95Metric", "MetricSummary"]
 
@@ -216,7 +228,9 @@ class _SegmentationMetric(CumulativeIterationMetric):
         aggregate_output: AggregateOutput = "summary",
     ) -> None:
         super().__init__()
-        if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2):
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2
+        ):
             raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}")
         if spatial_dims is not None and spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2, 3 or None (inferred), got {spatial_dims!r}")
@@ -374,7 +388,9 @@ class _SegmentationMetric(CumulativeIterationMetric):
             if spacing.ndim == 2:
                 items = [tuple(float(v) for v in row) for row in spacing]
             else:
-                raise ValueError(f"spacing must be one tuple or one tuple per item, got an array of shape {spacing.shape}")
+                raise ValueError(
+                    f"spacing must be one tuple or one tuple per item, got an array of shape {spacing.shape}"
+                )
         elif _is_number(spacing):
             return [float(spacing)] * n_items
         elif isinstance(spacing, Sequence) and not isinstance(spacing, str):
@@ -424,7 +440,12 @@ class _SegmentationMetric(CumulativeIterationMetric):
         raise NotImplementedError
 
     def _item(
-        self, pred: np.ndarray, ref: np.ndarray, spacing: Optional[tuple[float, ...]], indices: Sequence[int], num_classes: int
+        self,
+        pred: np.ndarray,
+        ref: np.ndarray,
+        spacing: Optional[tuple[float, ...]],
+        indices: Sequence[int],
+        num_classes: int,
     ) -> tuple[list[float], list[int]]:
         p_masks = self._masks(pred, "y_pred", indices, num_classes)
         r_masks = self._masks(ref, "y", indices, num_classes)

@@ -20,13 +20,18 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from scribmed.metrics.evaluator import EMPTY_EVENTS, CaseResult, ClassResult, EmptyPolicy
+from scribmed.files import atomic_write_bytes, atomic_write_text
+from scribmed.metrics.evaluator import (
+    EMPTY_EVENTS,
+    CaseResult,
+    ClassResult,
+    EmptyPolicy,
+)
 
 __all__ = [
     "CSV_COLUMNS",
@@ -48,39 +53,6 @@ CSV_COLUMNS: tuple[str, ...] = ("case", "class", "dice", "hd95", "asd", "empty",
 STD_DDOF = 0
 
 PathLike = Union[str, os.PathLike]
-
-
-# --------------------------------------------------------------------------------------------
-# atomic writes
-# --------------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; reports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------------

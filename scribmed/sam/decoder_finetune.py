@@ -46,7 +46,7 @@ import torch
 
 from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
-from scribmed.data.files import atomic_output
+from scribmed.files import atomic_output
 from scribmed.losses.sam_finetune import SamFinetuneLoss
 from scribmed.networks.sam_backends import read_state_dict
 from scribmed.sam.merge import default_merge_priority, merge_logits

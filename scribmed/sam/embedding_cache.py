@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 import torch
+
+from scribmed.files import atomic_output, atomic_write_text
 
 PathLike = Union[str, Path]
 _DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -189,10 +189,7 @@ class EmbeddingCache:
         if image.ndim != 3 or image.shape[0] == 0:
             raise ValueError(f"case {case.case_id}: expected an image (slices, H, W), got shape {image.shape}")
         n = image.shape[0]
-        fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{path.stem}.", suffix=".tmp.npy")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with atomic_output(path) as tmp:
             out = np.lib.format.open_memmap(
                 tmp, mode="w+", dtype=_DTYPES[self.dtype], shape=(n, *self.backend.embedding_shape)
             )
@@ -213,10 +210,6 @@ class EmbeddingCache:
                 self.slices_encoded += int(block.shape[0])
             out.flush()
             del out
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         self._remove_stale(case.case_id, keep=path)
         self._update_index(case.case_id, path, n, desc)
 
@@ -240,25 +233,12 @@ class EmbeddingCache:
             "embedding_shape": list(self.backend.embedding_shape),
             "cases": dict(sorted(entries.items())),
         }
-        _atomic_write_text(self.directory / INDEX_NAME, json.dumps(doc, indent=1))
+        atomic_write_text(self.directory / INDEX_NAME, json.dumps(doc, indent=1))
 
 
 def _safe(text: str) -> str:
     """A file-name-safe version of ``text`` (keeps letters, digits, ``._-``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip(".") or "_"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = ["EmbeddingCache"]

@@ -35,12 +35,12 @@ from typing import Any, Optional, Sequence, Union
 from scribmed.data.case import Case
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.files import atomic_output, file_sha256
 from scribmed.data.splits import carve_validation, natural_key
+from scribmed.files import atomic_output, file_sha256
 from scribmed.sam.embedding_cache import EmbeddingCache
 from scribmed.sam.pseudo_labels import (
-    PromptConfig,
     ZERO_SHOT_PROMPTS,
+    PromptConfig,
     default_merge_priority,
     generate_pseudo_labels,
     load_pseudo_labels,

@@ -9,6 +9,10 @@ from scribmed.transforms.augment import (
     rot90_flip,
     rotate_slices,
 )
+from scribmed.transforms.intensity import (
+    ScaleIntensityPercentile,
+    ScaleIntensityPercentiled,
+)
 from scribmed.transforms.prompts import (
     CARDIAC_NEGATIVE_PRIORITY,
     PAD_LABEL,
@@ -26,8 +30,12 @@ from scribmed.transforms.prompts import (
     scribble_points,
     to_input_frame,
 )
-from scribmed.transforms.intensity import ScaleIntensityPercentile, ScaleIntensityPercentiled
-from scribmed.transforms.resize import ResizeSlice, ResizeSliced, resize_back, resize_slices
+from scribmed.transforms.resize import (
+    ResizeSlice,
+    ResizeSliced,
+    resize_back,
+    resize_slices,
+)
 
 __all__ = [
     "CARDIAC_NEGATIVE_PRIORITY",

@@ -19,7 +19,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
-from monai.transforms import ScaleIntensityRangePercentiles, ScaleIntensityRangePercentilesd
+from monai.transforms import (
+    ScaleIntensityRangePercentiles,
+    ScaleIntensityRangePercentilesd,
+)
 
 from scribmed.data.errors import DataError
 

@@ -28,7 +28,7 @@ from typing import Any, Hashable, Literal, Mapping, Sequence
 
 import numpy as np
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable, Transform
+from monai.transforms import MapTransform, Randomizable
 from monai.utils import convert_to_numpy
 from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix

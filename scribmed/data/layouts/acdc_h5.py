@@ -22,7 +22,6 @@ import numpy as np
 from scribmed.data.case import CARDIAC, Case, CaseArrays, ClassMap
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.nifti import atomic_output
 from scribmed.data.validation import (
     READ_ERRORS,
     as_integer_labels,
@@ -31,6 +30,7 @@ from scribmed.data.validation import (
     read_error,
     spacing_option,
 )
+from scribmed.files import atomic_output
 
 NAME = "acdc-h5"
 VOLUMES_DIR = "ACDC_training_volumes"

@@ -19,8 +19,8 @@ No spacing is stored; pass ``spacing=(dz, dy, dx)`` for mm.
 from __future__ import annotations
 
 import io
-import zipfile
 import re
+import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,8 +30,13 @@ import numpy as np
 from scribmed.data.case import ABDOMINAL, Case, CaseArrays, ClassMap
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.nifti import atomic_output
-from scribmed.data.validation import READ_ERRORS, as_integer_labels, read_error, spacing_option
+from scribmed.data.validation import (
+    READ_ERRORS,
+    as_integer_labels,
+    read_error,
+    spacing_option,
+)
+from scribmed.files import atomic_output
 
 NAME = "chaos-npz"
 _SLICE_RE = re.compile(r"^(?P<case>.+?)[_\-](?P<slice>\d+)$")

@@ -27,8 +27,9 @@ import numpy as np
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.nifti import atomic_output, load_nifti_case, strip_nifti_suffix, write_nifti
+from scribmed.data.nifti import load_nifti_case, strip_nifti_suffix, write_nifti
 from scribmed.data.validation import check_shapes
+from scribmed.files import atomic_output
 
 NAME = "generic"
 IMAGES, LABELS, SCRIBBLES = "imagesTr", "labelsTr", "scribblesTr"

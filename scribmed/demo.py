@@ -14,7 +14,7 @@ Run folder::
     out/split.json         the seeded k-fold split by patient every recipe uses
     out/sam_embeddings/    LiteMedSAM embeddings, computed once per slice for all folds
     out/samsp/, out/dmpls/ one cross-validation run per recipe (see scribmed.engine.cross_validation)
-    out/baseline/          nearest-scribble predictions and their evaluation
+    out/baseline/          the nearest-scribble recipe's cross-validation run (no learning)
     out/summary.md         the comparison table (pooled out-of-fold Dice and HD95 per class)
     out/summary.json       the same numbers
 """
@@ -25,24 +25,20 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from scribmed import recipes as recipe_registry
 from scribmed.data.layouts import open_dataset
-from scribmed.data.nifti import write_prediction
 from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.data.splits import make_kfold_split, save_split
-from scribmed.engine.comparison import comparison_markdown, comparison_row
 from scribmed.engine.cross_validation import run_cross_validation
-from scribmed.engine.evaluate_folder import evaluate_folder
-from scribmed.engine.recipes import RECIPES, build_recipe
-from scribmed.engine.scribble_baseline import nearest_scribble_prediction
-from scribmed.metrics.report import atomic_write_text
+from scribmed.evaluation.comparison import comparison_markdown, comparison_row
+from scribmed.files import atomic_write_text
 
-__all__ = ["DEMO_RECIPES", "run_demo"]
+__all__ = ["BASELINE", "DEMO_RECIPES", "run_demo"]
 
 #: Recipes the demo runs by default, in table order.
 DEMO_RECIPES: tuple[str, ...] = ("samsp", "dmpls")
-
-_TITLES = {"samsp": "SAM-SP (LiteMedSAM rounds + aligned segmentor)", "dmpls": "DMPLS",
-           "baseline": "nearest scribble (no learning)"}
+#: The no-learning floor every demo table ends with.
+BASELINE = "nearest"
 
 
 def run_demo(
@@ -67,7 +63,8 @@ def run_demo(
         patients: phantom patients.
         seed: phantom, split and training seed.
         iterations, size, batch_size: segmentor budget per fold (the same for every recipe).
-        recipes: any of ``"samsp"``, ``"dmpls"``.
+        recipes: registered recipe names (:func:`scribmed.recipes.names`); each gets the options
+            below that it takes (:meth:`~scribmed.recipes.base.Recipe.option_names`).
         rounds, sam_epochs: SAM-SP decoder fine-tuning rounds and epochs per round.
         slices: short-axis slices per phantom volume (min, max); SAM encodes each slice once.
         frames: cardiac phases per patient (``("ED",)`` or ``("ED", "ES")``); one keeps the SAM
@@ -75,9 +72,10 @@ def run_demo(
         folds: cross-validation folds (by patient, seeded).
         progress: tqdm bars.
     """
-    unknown = [r for r in recipes if r not in RECIPES]
+    known = recipe_registry.names()
+    unknown = [r for r in recipes if r not in known]
     if unknown or not recipes:
-        raise ValueError(f"recipes must be a non-empty subset of {sorted(RECIPES)}, got {list(recipes)}")
+        raise ValueError(f"recipes must be a non-empty subset of {known}, got {list(recipes)}")
     out = Path(out)
     root = write_phantom_dataset("cardiac", "acdc-h5", out / "data", n_patients=patients, seed=seed,
                                  slices=tuple(slices), frames=tuple(frames))
@@ -85,27 +83,19 @@ def run_demo(
     split_file = out / "split.json"
     if not split_file.exists():
         save_split(make_kfold_split(dataset.patients, k=folds, seed=seed, name=f"demo_{folds}fold"), split_file)
-    common = dict(iterations=iterations, size=size, batch_size=batch_size, val_interval=max(1, iterations // 3),
-                  seed=seed, device="auto")
+    options = dict(iterations=iterations, size=size, batch_size=batch_size, val_interval=max(1, iterations // 3),
+                   seed=seed, device="auto", rounds=rounds, sam_epochs=sam_epochs,
+                   sam_cache=str(out / "sam_embeddings"))
     summaries: dict[str, dict[str, Any]] = {}
-    for name in recipes:
-        extra = (dict(rounds=rounds, sam_epochs=sam_epochs, sam_cache=str(out / "sam_embeddings"))
-                 if name == "samsp" else {})
-        recipe = build_recipe(name, **common, **extra)
-        summary_path = run_cross_validation(recipe, dataset, split_file, out / name, progress=progress)
+    titles: dict[str, str] = {}
+    # the floor last: nearest-scribble labels, no learning, scored on the same out-of-fold cases
+    for name in [*recipes, *([BASELINE] if BASELINE not in recipes else [])]:
+        cls = recipe_registry.get(name)
+        recipe = cls.from_options(**{k: v for k, v in options.items() if k in cls.option_names()})
+        run_dir = out / ("baseline" if name == BASELINE else name)
+        summary_path = run_cross_validation(recipe, dataset, split_file, run_dir, progress=progress)
         summaries[name] = json.loads(summary_path.read_text())
-
-    # the floor: nearest-scribble labels, no learning, scored on the same out-of-fold cases
-    pred_dir = out / "baseline" / "predictions"
-    for case in dataset:
-        target = pred_dir / f"{case.case_id}.nii.gz"
-        if not target.exists():
-            write_prediction(target, nearest_scribble_prediction(case.scribble, dataset.class_map.ignore_index), case.spacing)
-        case.release()
-    baseline = evaluate_folder(
-        pred_dir, root, "acdc-h5", out / "baseline" / "evaluation", progress=False, checkpoint="none (no learning)"
-    )
-    summaries["baseline"] = json.loads(baseline.read_text())
+        titles[name] = cls.title or name
 
     rows = [comparison_row(name, s) for name, s in summaries.items()]
     setup = (f"{patients} cardiac phantom patients ({len(frames)} frame(s), {slices[0]}-{slices[1]} slices), "
@@ -113,7 +103,7 @@ def run_demo(
              f"every recipe trains {iterations} iterations per fold at {size}x{size}, batch {batch_size}"
              + (f"; SAM-SP: LiteMedSAM zero-shot pseudo labels, then {rounds} decoder fine-tuning round(s) of "
                 f"{sam_epochs} epoch(s)" if "samsp" in recipes else "") + ".")
-    text = "# scribmed demo\n\n" + setup + "\n\n" + comparison_markdown(rows, _TITLES) + (
+    text = "# scribmed demo\n\n" + setup + "\n\n" + comparison_markdown(rows, titles) + (
         "\nEach patient is tested once, by the fold that did not train on it. Per-recipe reports: "
         "`<recipe>/summary.md` (mean ± std over folds, per fold, box plots, overlays).\n")
     atomic_write_text(out / "summary.json", json.dumps({"setup": setup, "rows": rows}, indent=1) + "\n")

@@ -18,9 +18,11 @@ import torch
 
 from scribmed.data.case import Case
 from scribmed.data.errors import DataError
-from scribmed.data.splits import SPLITS_DIR, fold_cases, resolve_split
-from scribmed.engine.checkpoint import file_sha256, load_checkpoint
+from scribmed.data.splits import fold_cases, resolve_split
+from scribmed.engine.checkpoint import load_checkpoint
 from scribmed.engine.seeding import loader_generator, loss_generator
+from scribmed.files import file_sha256
+from scribmed.shipped import shipped_dir
 
 __all__ = [
     "BUNDLES_DIR",
@@ -40,8 +42,8 @@ __all__ = [
     "write_fold_record",
 ]
 
-#: The bundles shipped with the scribmed source tree (``<repo>/bundles``).
-BUNDLES_DIR = SPLITS_DIR.parent / "bundles"
+#: The bundles shipped with scribmed (inside the installed package, or ``<repo>/bundles``).
+BUNDLES_DIR = shipped_dir("bundles")
 
 _SUBSETS = ("train", "val", "test")
 
@@ -52,11 +54,11 @@ def bundle_dir(name: str) -> str:
     A copied bundle passes ``--bundle_root`` instead.
 
     Raises:
-        DataError: no such bundle in the scribmed source tree.
+        DataError: no such shipped bundle.
     """
     path = BUNDLES_DIR / name
     if not (path / "configs").is_dir():
-        raise DataError(path, "bundle not found in the scribmed source tree; pass --bundle_root <bundle folder>")
+        raise DataError(path, "no such shipped bundle (see `scribmed bundle list`); pass --bundle_root <bundle folder>")
     return str(path)
 
 
@@ -241,7 +243,7 @@ def samsp_pseudo_labels(
     """SAM pseudo labels of a fold's training cases: the ``samsp`` recipe's rounds, in ``out_dir/sam``.
 
     Runs (or resumes: finished rounds are skipped) exactly the pseudo-label stage of
-    :meth:`scribmed.engine.recipes.SAMSPRecipe.pseudo_labels` —
+    :meth:`scribmed.recipes.samsp.SAMSPRecipe.pseudo_labels` —
     :func:`scribmed.sam.rounds.run_pseudo_label_rounds` on the fold's training patients, with its
     validation patients selecting each round's decoder, the test patients never used — then
     :func:`scribmed.sam.pseudo_labels.load_pseudo_labels` of the last round. A bundle run and
@@ -253,7 +255,7 @@ def samsp_pseudo_labels(
         fold_cases: :func:`fold_case_lists` of the fold (``train`` prompted, ``val`` selects).
         out_dir: the fold's run folder (the rounds go to ``out_dir/sam``).
         backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir: the SAM stage
-            (:class:`scribmed.engine.recipes.SamStageConfig`; ``cache_dir`` ``None``:
+            (:class:`scribmed.recipes.samsp.SamStageConfig`; ``cache_dir`` ``None``:
             ``out_dir/sam/embeddings``).
         seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
         progress: tqdm bars.
@@ -270,8 +272,8 @@ def samsp_pseudo_labels(
     import logging
 
     from scribmed.engine import distributed as dist_utils
-    from scribmed.engine.recipes import SAMSPRecipe, SamStageConfig, require_scribbled
     from scribmed.engine.samsp_trainer import SAMSPTrainConfig
+    from scribmed.recipes.samsp import SAMSPRecipe, SamStageConfig, require_scribbled
     from scribmed.sam.pseudo_labels import load_pseudo_labels
 
     train, val = list(fold_cases["train"]), list(fold_cases["val"])

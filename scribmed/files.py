@@ -1,8 +1,11 @@
 """Files the toolkit writes: atomic publication and content hashes (stdlib only, usable by every layer).
 
-Everything scribmed writes — datasets, predictions, pseudo labels, reports, checkpoints — goes
-through :func:`atomic_output`, so a crash never leaves a half-written file under its final name;
-:func:`file_sha256` identifies checkpoints and weight files in run records.
+Everything scribmed writes — datasets, predictions, pseudo labels, embeddings, reports, split
+files, checkpoints — goes through :func:`atomic_output` (or its byte/text shortcuts
+:func:`atomic_write_bytes` / :func:`atomic_write_text`), so a crash never leaves a half-written
+file under its final name, and every published file gets the usual ``0o666 & ~umask``
+permissions. :func:`file_sha256` identifies checkpoints and weight files in run records. The
+module imports only the standard library, so the :mod:`scribmed.metrics` leaf may use it too.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_output", "file_sha256"]
+__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "file_sha256"]
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
+def atomic_output(path: str | Path, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
     The temporary name keeps the file's suffixes (``.nii.gz``, ``.h5``, ``.npz``) so writers
@@ -26,6 +29,11 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     a crash never leaves a half-written file under the final name. The published file gets the
     usual permissions (``0o666 & ~umask``), not ``mkstemp``'s owner-only ``0o600``: results are
     meant to be shared.
+
+    Args:
+        path: the final file name.
+        fsync: flush the written file to disk before the rename (small records whose loss
+            after a power cut would matter, e.g. reports and indexes).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +43,9 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if fsync:
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -43,6 +54,19 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (fsynced), with umask permissions; returns ``path``."""
+    path = Path(path)
+    with atomic_output(path, fsync=True) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -9,7 +9,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from scribmed.data.case import Case, ClassMap
-from scribmed.metrics.report import atomic_write_bytes
+from scribmed.files import atomic_write_bytes
+
+__all__ = ["write_overlay", "write_overlays"]
 
 # fixed colours per class index (background transparent), readable in print and for colour-blind readers
 _COLOURS = np.array(
@@ -63,13 +65,20 @@ def write_overlay(case: Case, prediction: np.ndarray, class_map: ClassMap, path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def write_overlays(cases: Sequence[Case], predictions: Sequence[Path], class_map: ClassMap, out_dir: Path) -> list[Path]:
-    """Overlay PNGs ``<out_dir>/<case_id>.png`` for the given cases and their prediction files."""
+def write_overlays(
+    cases: Sequence[Case], predictions: Sequence[np.ndarray | Path], class_map: ClassMap, out_dir: Path
+) -> list[Path]:
+    """Overlay PNGs ``<out_dir>/<case_id>.png`` for the given cases and their predictions (arrays or NIfTI files)."""
     from scribmed.data.nifti import read_label_nifti
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
-        write_overlay(case, read_label_nifti(pred, "prediction").array, class_map, out_dir / f"{case.case_id}.png")
+        write_overlay(
+            case,
+            pred if isinstance(pred, np.ndarray) else read_label_nifti(pred, "prediction").array,
+            class_map,
+            out_dir / f"{case.case_id}.png",
+        )
         for case, pred in zip(cases, predictions)
     ]

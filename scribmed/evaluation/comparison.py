@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from scribmed.data.errors import DataError
-from scribmed.metrics.report import atomic_write_text
+from scribmed.files import atomic_write_text
 
 __all__ = ["comparison_markdown", "comparison_row", "compare_runs", "evaluated_cases"]
 

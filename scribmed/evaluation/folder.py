@@ -1,5 +1,7 @@
 """Evaluate a folder of NIfTI predictions against a dataset's reference labels (``scribmed evaluate``).
 
+Predictions are paired with references by :func:`scribmed.evaluation.pairing.paired_cases`.
+
 Predictions are ``<pred_dir>/<case_id>.nii.gz`` in scribmed's NIfTI convention (what
 :func:`scribmed.data.nifti.write_prediction` writes), so they read back on the reference grid.
 Spacing comes from the reference dataset (mm), or from ``spacing=`` for layouts that store none;
@@ -9,15 +11,15 @@ otherwise HD95/ASD are in pixels and the report says so.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from scribmed.data.case import CARDIAC, ClassMap
-from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import NIFTI_SUFFIXES, read_label_nifti, strip_nifti_suffix
+from scribmed.evaluation.pairing import paired_cases
 from scribmed.metrics import CaseResult, EmptyPolicy, evaluate_cases, write_report
 
 
@@ -40,33 +42,6 @@ def _label_folder_dataset(ref_dir: Path, class_map: ClassMap) -> list[tuple[str,
     if not items:
         raise DataError(ref_dir, f"no NIfTI label files ({', '.join(NIFTI_SUFFIXES)}) found")
     return items  # type: ignore[return-value]
-
-
-def _pairs_from_dataset(
-    dataset: Dataset, preds: dict[str, Path], allow_missing: bool, spacing: Optional[Sequence[float]]
-) -> Iterator[tuple[str, np.ndarray, np.ndarray, Optional[Sequence[float]]]]:
-    labelled = [c for c in dataset if c.has_label]
-    if not labelled:
-        raise DataError(dataset.root, f"no case of this {dataset.layout} dataset has a reference label")
-    missing = [c.case_id for c in labelled if c.case_id not in preds]
-    if missing and not allow_missing:
-        head = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise DataError(
-            next(iter(preds.values())).parent if preds else dataset.root,
-            f"no prediction for {len(missing)} of {len(labelled)} labelled cases ({head}); "
-            "use --allow-missing to evaluate the others",
-        )
-    for case in labelled:
-        if case.case_id not in preds:
-            continue
-        pred = read_label_nifti(preds[case.case_id], "prediction").array
-        ref = case.label
-        if pred.shape != ref.shape:
-            raise DataError(
-                preds[case.case_id], f"prediction shape {pred.shape} differs from the reference's {ref.shape}"
-            )
-        yield case.case_id, pred, ref, spacing if spacing is not None else case.spacing
-        case.release()
 
 
 def evaluate_folder(
@@ -107,29 +82,16 @@ def evaluate_folder(
 
     if layout == "generic" and ref_root.is_dir() and not (ref_root / "imagesTr").is_dir():
         cmap = class_map or CARDIAC
-        items = _label_folder_dataset(ref_root, cmap)
-        missing = [cid for cid, _ in items if cid not in preds]
-        if missing and not allow_missing:
-            raise DataError(pred_dir, f"no prediction for {len(missing)} reference files ({', '.join(missing[:5])})")
-
-        def pairs():
-            for cid, path in items:
-                if cid not in preds:
-                    continue
-                ref = read_label_nifti(path, "reference")
-                pred = read_label_nifti(preds[cid], "prediction").array
-                if pred.shape != ref.array.shape:
-                    raise DataError(preds[cid], f"prediction shape {pred.shape} differs from the reference's {ref.array.shape}")
-                yield cid, pred, ref.array, spacing if spacing is not None else ref.spacing
-
-        source = pairs()
-        n_total = sum(cid in preds for cid, _ in items)
+        references = [_FolderReference(cid, path) for cid, path in _label_folder_dataset(ref_root, cmap)]
     else:
         options = {"spacing": tuple(spacing)} if spacing is not None and layout in ("acdc-h5", "chaos-npz") else {}
         dataset = open_dataset(layout, ref_root, **options)
         cmap = class_map or dataset.class_map
-        source = _pairs_from_dataset(dataset, preds, allow_missing, spacing)
-        n_total = sum(c.has_label and c.case_id in preds for c in dataset)
+        references = [c for c in dataset if c.has_label]
+        if not references:
+            raise DataError(dataset.root, f"no case of this {dataset.layout} dataset has a reference label")
+    n_total = sum(r.case_id in preds for r in references)
+    source = paired_cases(references, preds, spacing=spacing, allow_missing=allow_missing, where=pred_dir)
 
     foreground = {k: v for k, v in cmap.names.items() if k != 0}
     results: list[CaseResult] = evaluate_cases(
@@ -137,6 +99,32 @@ def evaluate_folder(
     )
     paths = write_report(results, out_dir, checkpoint=checkpoint)
     return paths["summary"]
+
+
+class _FolderReference:
+    """A reference label file of a plain folder, read when first needed (satisfies ``ReferenceCase``)."""
+
+    has_label = True
+
+    def __init__(self, case_id: str, path: Path) -> None:
+        self.case_id, self.source = case_id, path
+        self._image = None
+
+    def _read(self):
+        if self._image is None:
+            self._image = read_label_nifti(self.source, "reference")
+        return self._image
+
+    @property
+    def label(self) -> np.ndarray:
+        return self._read().array
+
+    @property
+    def spacing(self):
+        return self._read().spacing
+
+    def release(self) -> None:
+        self._image = None
 
 
 class _Sized:

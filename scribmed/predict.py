@@ -1,0 +1,75 @@
+"""``scribmed predict``: apply a trained checkpoint to images without labels (nnU-Net's ``predict``).
+
+The checkpoint names its recipe, config and class map, so nothing but the file is needed: the
+recipe is rebuilt with :meth:`scribmed.recipes.base.Recipe.from_checkpoint`, every case of the
+input folder is predicted slice-wise and written as ``<out>/<case_id>.nii.gz`` on the case's own
+grid (its spacing and affine). Outputs already present are kept, so a killed run resumes; the
+input folder is never written to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional, Sequence
+
+from scribmed.data.errors import DataError
+
+__all__ = ["predict_folder"]
+
+
+def predict_folder(
+    checkpoint: str | Path,
+    input_root: str | Path,
+    layout: str,
+    out_dir: str | Path,
+    device: str = "auto",
+    spacing: Optional[Sequence[float]] = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Predict every case of ``input_root`` (read with ``layout``) with ``checkpoint``.
+
+    Returns:
+        The written (or already present) prediction paths, in dataset order.
+
+    Raises:
+        DataError: an unreadable or foreign checkpoint, an input whose class map or channel
+            count does not fit it, or an output folder inside the input folder.
+    """
+    from scribmed import recipes
+    from scribmed.data.layouts import open_dataset
+    from scribmed.data.nifti import write_prediction
+    from scribmed.engine.checkpoint import load_checkpoint
+
+    checkpoint, input_root, out_dir = Path(checkpoint), Path(input_root), Path(out_dir)
+    name = load_checkpoint(checkpoint).get("recipe")
+    if not isinstance(name, str) or name not in recipes.names():
+        raise DataError(checkpoint, f"not a scribmed training checkpoint (recipe {name!r}; known: "
+                        f"{', '.join(recipes.names())})")
+    recipe, model, class_map = recipes.get(name).from_checkpoint(checkpoint)
+    if hasattr(recipe.config, "device"):
+        recipe.config = dataclasses.replace(recipe.config, device=device)
+    options = {"spacing": tuple(spacing)} if spacing is not None else {}
+    dataset = open_dataset(layout, input_root, **options)
+    if {int(k): v for k, v in dataset.class_map.names.items()} != class_map["names"]:
+        raise DataError(input_root, f"class map {dict(dataset.class_map.names)} of this {layout} dataset does not fit "
+                        f"the checkpoint's {class_map['names']}")
+    resolved_out, resolved_in = out_dir.resolve(), input_root.resolve()
+    if resolved_out == resolved_in or resolved_in in resolved_out.parents:
+        raise DataError(out_dir, "the output folder lies inside the input dataset; choose a folder outside it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = list(dataset)
+    iterator = cases
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(cases, desc="predicting", unit="case")
+    paths: list[Path] = []
+    for case in iterator:
+        path = out_dir / f"{case.case_id}.nii.gz"
+        paths.append(path)
+        if not path.exists():
+            write_prediction(path, recipe.predict_case(model, case), case.spacing, case.affine)
+        case.release()
+    recipe.release(model)
+    return paths

@@ -1,0 +1,159 @@
+"""The contract every recipe implements, so the CV runner, the CLI and the demo need no list of methods.
+
+A recipe is a trainable method with a config dataclass (defaults from its paper). It
+
+* ``train``\\ s one fold on the fold's training cases, selecting on its validation cases (never the
+  test cases), and returns a :class:`FoldModel` (the checkpoint used and how it was chosen);
+* ``predict_case``\\ s one case with that model: a ``(slices, H, W)`` uint8 label map on the case's
+  own grid;
+* rebuilds itself and its model from a checkpoint it wrote (:meth:`Recipe.from_checkpoint`, for
+  ``scribmed predict``).
+
+Class attributes name it (``name``, ``title``), give its config class (``config_cls``) and the
+CLI options it takes. :meth:`Recipe.from_options` builds it from option names (CLI flags or
+``--set key=value``); options it does not know are an error naming the ones it does. Recipes may
+add their own CLI flags with :meth:`Recipe.add_arguments`. Register a new one with
+:func:`scribmed.recipes.register` (or the ``scribmed.recipes`` entry-point group); ``docs/recipes.md``
+shows a complete minimal recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+
+import numpy as np
+
+from scribmed.data.case import Case, ClassMap
+
+__all__ = ["FoldModel", "NoConfig", "Recipe"]
+
+
+@dataclass
+class FoldModel:
+    """What a recipe's training returns: the model used for the test cases and how it was chosen.
+
+    Attributes:
+        checkpoint: the checkpoint file (``None`` for a method that learns nothing).
+        policy: ``"best"`` (by validation score), ``"last"`` or ``"none"`` (nothing to select).
+        sha256: the checkpoint's checksum (recorded in ``fold.json``).
+        extra: facts recorded in ``fold.json`` (classes, best validation Dice, iterations, ...).
+    """
+
+    checkpoint: Optional[Path]
+    policy: str
+    sha256: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    POLICIES: ClassVar[tuple[str, ...]] = ("best", "last", "none")
+
+    def __post_init__(self) -> None:
+        if self.policy not in self.POLICIES:
+            raise ValueError(f"checkpoint policy must be one of {self.POLICIES}, got {self.policy!r}")
+
+
+@dataclass
+class NoConfig:
+    """The config of a recipe without hyper-parameters."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "NoConfig":
+        if data:
+            raise ValueError(f"unknown options {sorted(data)}; this recipe takes none")
+        return cls()
+
+
+class Recipe:
+    """Base class of scribmed's recipes (see the module docstring for the contract).
+
+    Attributes:
+        name: registry name (``scribmed cv --recipe NAME``).
+        title: how tables and reports name it.
+        config_cls: its config dataclass (``to_dict`` / ``from_dict``; defaults from the paper).
+        option_aliases: CLI option name -> config field, where they differ (e.g. ``val_interval``).
+        volatile: config fields that do not change results (left out of ``run.json``).
+    """
+
+    name: ClassVar[str] = "recipe"
+    title: ClassVar[str] = ""
+    config_cls: ClassVar[type] = NoConfig
+    option_aliases: ClassVar[Mapping[str, str]] = {}
+    volatile: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.config_cls()
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        """Every option :meth:`from_options` accepts (config fields and their CLI aliases)."""
+        fields = {f.name for f in dataclasses.fields(cls.config_cls)} if dataclasses.is_dataclass(cls.config_cls) else set()
+        return fields | set(cls.option_aliases)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "Recipe":
+        """The recipe with its paper defaults overridden by ``options`` (``None`` values are ignored).
+
+        Raises:
+            ValueError: an option this recipe does not take (the message lists the valid ones).
+        """
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(given) - cls.option_names())
+        if unknown:
+            valid = ", ".join(sorted(cls.option_names())) or "none"
+            raise ValueError(f"recipe {cls.name!r} does not take {', '.join(unknown)} (its options: {valid})")
+        fields = {cls.option_aliases.get(k, k): v for k, v in given.items()}
+        defaults = cls.config_cls().to_dict()
+        return cls(cls.config_cls.from_dict({**defaults, **fields}))
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> list[str]:
+        """Add this recipe's own CLI flags to ``parser`` (``scribmed cv``); return their ``dest`` names.
+
+        The default adds none: common training flags (``--iterations`` ...) and ``--set key=value``
+        reach :meth:`from_options` without it.
+        """
+        return []
+
+    # -- the contract --------------------------------------------------------------------
+
+    def config_dict(self) -> dict[str, Any]:
+        """The result-affecting config, stored in ``run.json`` (a rerun with other settings is refused)."""
+        d = dict(self.config.to_dict())
+        for key in self.volatile:
+            d.pop(key, None)
+        return d
+
+    def prepare_run(self, out: Path) -> None:
+        """Called once by the CV runner with the run directory before any fold (default: nothing).
+
+        E.g. SAM-SP points its embedding cache at ``out/sam_embeddings`` so every fold shares it.
+        """
+
+    def train(
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
+    ) -> FoldModel:
+        """Train on ``train``, select on ``val`` (never the test cases), write into ``out_dir``."""
+        raise NotImplementedError(f"{type(self).__name__}.train")
+
+    def predict_case(self, model: FoldModel, case: Case) -> np.ndarray:
+        """``(slices, H, W)`` uint8 label map of ``case`` on its own grid."""
+        raise NotImplementedError(f"{type(self).__name__}.predict_case")
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Path) -> tuple["Recipe", FoldModel, dict[str, Any]]:
+        """``(recipe with the checkpoint's config, its model, the checkpoint's class map)`` (``scribmed predict``).
+
+        The class map is ``{"names": {index: name}, "ignore_index": int}``.
+        """
+        raise NotImplementedError(f"recipe {cls.name!r} has no checkpoints to load")
+
+    def release(self, model: FoldModel) -> None:
+        """Free what predicting kept in memory (e.g. the network) after a fold."""

@@ -1,0 +1,106 @@
+"""Shared part of the recipes whose fold model is one 2D network checkpoint, predicted slice-wise.
+
+DMPLS and SAM-SP both train a network with :mod:`scribmed.engine`'s trainer, keep ``best.pt``
+(by validation Dice) or ``last.pt`` and predict each test volume slice by slice at the network
+size, resized back to the case's grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+
+from scribmed.data.case import Case, ClassMap
+from scribmed.data.errors import DataError
+from scribmed.engine.checkpoint import load_checkpoint
+from scribmed.engine.config import TrainConfig, TrainResult
+from scribmed.engine.inference import predict_volume
+from scribmed.files import file_sha256
+from scribmed.recipes.base import FoldModel, Recipe
+
+__all__ = ["SegmentorRecipe"]
+
+# settings that do not change results (may differ between reruns of one CV run)
+_VOLATILE = ("num_workers", "device", "progress", "val_batch_size")
+
+
+class SegmentorRecipe(Recipe):
+    """A recipe whose model is one network built as ``network_cls(in_channels, num_classes, **config.network_kwargs())``.
+
+    In eval mode the network returns the logits used for prediction. Subclasses set
+    :attr:`network_cls` and :attr:`config_cls` and implement ``train``.
+    """
+
+    network_cls: ClassVar[type[torch.nn.Module]]
+    config_cls: ClassVar[type] = TrainConfig
+    option_aliases: ClassVar[dict[str, str]] = {"val_interval": "epoch_length"}
+    volatile: ClassVar[tuple[str, ...]] = _VOLATILE
+    config: TrainConfig
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self._network: Optional[tuple[Path, torch.nn.Module]] = None
+
+    def fold_model(self, result: TrainResult, class_map: ClassMap, **extra: Any) -> FoldModel:
+        """The fold's model: ``best.pt`` when there was validation, else ``last.pt``."""
+        policy = "best" if result.best_checkpoint is not None else "last"
+        ckpt = result.checkpoint(policy)
+        return FoldModel(
+            checkpoint=ckpt,
+            policy=policy,
+            sha256=result.checksums.get(policy) or file_sha256(ckpt),
+            extra={
+                "num_classes": class_map.num_classes,
+                "best_val_dice": result.best_metric,
+                "best_iteration": result.best_iteration,
+                "iterations": result.iterations,
+                **extra,
+            },
+        )
+
+    def network(self, model: FoldModel) -> torch.nn.Module:
+        """The trained network of ``model`` (built and loaded once, kept until :meth:`release`)."""
+        if self._network is None or self._network[0] != model.checkpoint:
+            from scribmed.engine.checkpoint import load_network_weights
+            from scribmed.engine.device import resolve_device
+
+            net = self.network_cls(
+                in_channels=self.config.in_channels, num_classes=model.extra["num_classes"],
+                **self.config.network_kwargs(),
+            )
+            load_network_weights(net, model.checkpoint)
+            self._network = (model.checkpoint, net.to(resolve_device(self.config.device)).eval())
+        return self._network[1]
+
+    def predict_case(self, model: FoldModel, case: Case) -> np.ndarray:
+        image = np.asarray(case.image)
+        channels = 1 if image.ndim == 3 else image.shape[1]
+        if channels != self.config.in_channels:
+            raise DataError(case.source, f"image has {channels} channel(s) but the model was trained on "
+                            f"{self.config.in_channels}")
+        return predict_volume(
+            self.network(model), image, size=self.config.size, batch_size=self.config.val_batch_size,
+            device=self.config.device, amp=self.config.amp, image_mode=self.config.image_interp,
+        )
+
+    def release(self, model: FoldModel) -> None:
+        self._network = None
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Path) -> tuple["SegmentorRecipe", FoldModel, dict[str, Any]]:
+        checkpoint = Path(checkpoint)
+        ckpt = load_checkpoint(checkpoint)
+        if ckpt.get("recipe") != cls.name:
+            raise DataError(checkpoint, f"not a {cls.name} checkpoint (recipe {ckpt.get('recipe')!r})")
+        stored = dict(ckpt.get("config") or {})
+        known = {k: v for k, v in stored.items() if k in cls.config_cls().to_dict()}
+        recipe = cls(cls.config_cls.from_dict({**cls.config_cls().to_dict(), **known, "progress": False}))
+        class_map = ckpt.get("class_map") or {}
+        names = {int(k): v for k, v in (class_map.get("names") or {}).items()}
+        if not names:
+            raise DataError(checkpoint, "checkpoint records no class map")
+        model = FoldModel(checkpoint, "last", file_sha256(checkpoint), {"num_classes": len(names)})
+        return recipe, model, {"names": names, "ignore_index": class_map.get("ignore_index")}
