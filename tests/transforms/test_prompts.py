@@ -303,7 +303,7 @@ def test_sesam_pointsd_determinism_and_output():
 
 
 def test_docs_example_runs():
-    text = (Path(__file__).resolve().parents[1] / "docs" / "prompts.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "prompts.md").read_text()
     scope: dict = {}
     exec(compile(re.findall(r"```python\n(.*?)```", text, re.S)[0], "docs/prompts.md", "exec"), scope)
     assert scope["prompts"]["classes"] == [1, 2, 3] and scope["prompts"]["negative_sources"] == [2, 1, 2]

@@ -18,7 +18,7 @@ from scribmed.data.phantoms import generate_cardiac
 from scribmed.networks.sam_backends import SamBackend, build_sam_backend, pad_points
 from scribmed.sam import EmbeddingCache
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class TinyEncoder(nn.Module):
@@ -98,7 +98,7 @@ def test_second_process_reads_the_files(tmp_path):
     cache = EmbeddingCache(tmp_path / "cache", fake_backend(), progress=False)
     cache.get(case)
     script = f"""
-import sys; sys.path.insert(0, {str(REPO / 'tests')!r}); sys.path.insert(0, {str(REPO)!r})
+import sys; sys.path.insert(0, {str(REPO / 'tests' / 'sam')!r}); sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 from test_embedding_cache import fake_backend
 from scribmed.data.case import Case, CaseArrays

@@ -22,7 +22,7 @@ from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.files import file_sha256
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
 NAMES = ("dmpls_acdc", "dmpls_mscmr", "dmpls_chaos")
 TINY = ["--iterations", "4", "--val_interval", "2", "--batch_size", "2", "--size", "64", "--progress", "False"]
@@ -103,14 +103,6 @@ def test_bundle_files_and_metadata(name: str) -> None:
 # ------------------------------------------------------------------------- MONAI properties
 
 
-@pytest.fixture()
-def restore_torch_flags():
-    """The train config's ``initialize`` turns on deterministic algorithms; undo it after the test."""
-    det, warn, bench = (torch.are_deterministic_algorithms_enabled(),
-                        torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
-    yield
-    torch.use_deterministic_algorithms(det, warn_only=warn)
-    torch.backends.cudnn.benchmark = bench
 
 
 def _workflow(name: str, data: dict, tmp_path: Path, config: str, workflow_type: str, **extra):

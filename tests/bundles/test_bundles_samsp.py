@@ -1,6 +1,6 @@
 """The SAM-SP MONAI bundles (bundles/samsp_{acdc,mscmr,chaos}) on tiny phantoms with a fake SAM.
 
-SAM is replaced by ``fake_backend()`` of test_pseudo_labels (SAM's real prompt encoder, a small
+SAM is replaced by ``fake_backend()`` of tests/fakes.py (SAM's real prompt encoder, a small
 real mask decoder, a cheap encoder) by patching ``scribmed.networks.sam_backends.build_sam_backend``,
 so every workflow runs in-process through MONAI's ``ConfigWorkflow`` (what ``monai.bundle run``
 builds). The ACDC bundle runs its whole fold — SAM rounds, segmentor, evaluation, inference — and
@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_pseudo_labels import fake_backend
+from fakes import fake_backend
 
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.files import file_sha256
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
 NAMES = ("samsp_acdc", "samsp_mscmr", "samsp_chaos")
 FILES = ("LICENSE", "configs/metadata.json", "configs/train.yaml", "configs/inference.yaml",
@@ -77,23 +79,8 @@ def fake_sam(monkeypatch) -> list:
     return built
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is much faster on the shared 2-core machine (and deterministic)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture()
-def restore_torch_flags():
-    """The train config's ``initialize`` turns on deterministic algorithms; undo it after the test."""
-    det, warn, bench = (torch.are_deterministic_algorithms_enabled(),
-                        torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
-    yield
-    torch.use_deterministic_algorithms(det, warn_only=warn)
-    torch.backends.cudnn.benchmark = bench
 
 
 def _workflow(name: str, configs: str | list[str], workflow_type: str, data: dict, output_dir: Path, **over):
@@ -270,7 +257,7 @@ def test_torchrun_two_cpu_processes(data, tmp_path) -> None:
         "import json, os, sys\n"
         f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
         "import scribmed.networks.sam_backends as sb\n"
-        "from test_pseudo_labels import fake_backend\n"
+        "from fakes import fake_backend\n"
         "def build(name, checkpoint=None, device='cpu', **kw):\n"
         "    open(os.path.join(sys.argv[2], 'sam_built_by_rank_' + os.environ['RANK']), 'a').close()\n"
         "    return fake_backend()\n"

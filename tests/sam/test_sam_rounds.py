@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_pseudo_labels import DecodeSpy, fake_backend
+from fakes import DecodeSpy, fake_backend
 
 from scribmed.cli import main
 from scribmed.data.errors import DataError

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fakes import DecodeSpy, fake_backend  # noqa: E402
 from scipy.special import expit
-from torch import nn
 
 from scribmed.data.case import CARDIAC, Case, CaseArrays
 from scribmed.data.errors import DataError
 from scribmed.data.nifti import read_label_nifti
-from scribmed.networks.sam_backends import SamBackend, _prompt_encoder
+from scribmed.networks.sam_backends import SamBackend
 from scribmed.sam.embedding_cache import EmbeddingCache
 from scribmed.sam.pseudo_labels import (
     PromptConfig,
@@ -38,70 +38,6 @@ from scribmed.sam.quality import (
     read_quality,
 )
 from scribmed.transforms.prompts import scribble_points
-
-
-class TinyEncoder(nn.Module):
-    """(N, 3, 256, 256) -> (N, 256, 64, 64) by 4x average pooling and a 1x1 conv (deterministic)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 256, 1)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=gen))
-            self.conv.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(nn.functional.avg_pool2d(x, 4))
-
-
-def tiny_decoder() -> nn.Module:
-    from segment_anything.modeling import MaskDecoder, TwoWayTransformer
-
-    torch.manual_seed(0)
-    return MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=1, embedding_dim=256, mlp_dim=32, num_heads=2),
-        transformer_dim=256,
-        iou_head_depth=1,
-        iou_head_hidden_dim=16,
-    )
-
-
-def fake_backend() -> SamBackend:
-    """A SAM backend with SAM's real prompt encoder, a small real mask decoder and a cheap encoder."""
-    torch.manual_seed(0)
-    return SamBackend("fake", TinyEncoder(), _prompt_encoder(256), tiny_decoder(), 256, "minmax").eval()
-
-
-class DecodeSpy:
-    """Wraps ``backend.decode`` and records every call.
-
-    ``constant``: return that logit everywhere instead of decoding; ``blobs``: return cheap
-    prompt-dependent logits (positive within 12 px of a positive point, in the 256 frame).
-    """
-
-    def __init__(self, backend: SamBackend, constant: float | None = None, blobs: bool = False) -> None:
-        self.calls: list[dict] = []
-        self.original = backend.decode
-        self.constant = constant
-        self.blobs = blobs
-        backend.decode = self  # type: ignore[method-assign]
-
-    def __call__(self, embedding, point_coords=None, point_labels=None, boxes=None, mask_inputs=None,
-                 multimask_output=False):
-        self.calls.append({"coords": point_coords.clone(), "labels": point_labels.clone(),
-                           "boxes": boxes, "multimask": multimask_output})
-        if self.constant is not None:
-            k = point_coords.shape[0]
-            return torch.full((k, 1, 256, 256), self.constant), torch.ones(k, 1)
-        if self.blobs:
-            yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
-            grid = torch.stack([xx, yy], -1).reshape(1, -1, 1, 2)  # (1, 65536, 1, 2)
-            d = (grid - point_coords[:, None].float()).norm(dim=-1)  # (K, 65536, P)
-            d = torch.where(point_labels[:, None] == 1, d, torch.full_like(d, 1e3)).amin(-1)
-            return (6.0 - d / 2.0).reshape(-1, 1, 256, 256), torch.ones(point_coords.shape[0], 1)
-        return self.original(embedding, point_coords, point_labels, boxes, mask_inputs, multimask_output)
 
 
 def scribble_slice(h: int = 40, w: int = 56, classes=(1, 2, 3)) -> np.ndarray:

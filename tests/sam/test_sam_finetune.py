@@ -25,6 +25,8 @@ from scribmed.sam.decoder_finetune import (
     load_decoder,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DIM, GRID = 32, 16  # embedding (32, 16, 16): the real SAM modules at a tiny width
 
 
@@ -82,13 +84,6 @@ def pseudo(cases):
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The machine is shared: one intra-op thread is faster and deterministic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def state(module: nn.Module) -> dict[str, torch.Tensor]:
