@@ -7,15 +7,18 @@ phantoms. A few warm-up iterations are excluded. The time between ``GET_BATCH_ST
 ``GET_BATCH_COMPLETED`` is the data wait; ``ITERATION_STARTED``..``ITERATION_COMPLETED`` is the
 step (forward, loss, backward, SGD).
 
-With ``--reference`` it also times scribmed's step and a re-implementation of the reference
-code's step alternately on the same batches: identical network and optimiser, but its pseudo-label Dice one-hot encodes the
-``(B, 1, H, W)`` pseudo label into ``(B, C, 1, H, W)``, so every class term broadcasts to a
-``(B, B, H, W)`` product (the wasted work DESIGN section 6 mentions). That comparison is
-compute-only: the reference's per-sample HDF5 reading and scipy resizing are not included.
+With ``--reference`` it also times a re-implementation of the reference code's step and
+scribmed's steps in turn on the same batches. The reference step uses the reference network (the
+same U-Net with 1x1 conv + bilinear up-steps, as WSL4MIS runs it) and its pseudo-label Dice, which
+one-hot encodes the ``(B, 1, H, W)`` pseudo label into ``(B, C, 1, H, W)`` so every class term
+broadcasts to a ``(B, B, H, W)`` product (the wasted work DESIGN section 6 mentions). scribmed's
+steps: NCHW float32 (the default), channels-last (``--channels-last``), and channels-last with
+bfloat16 autocast. Compute only: the reference's per-sample HDF5 reading and scipy resizing are
+not included.
 
 Usage::
 
-    python benchmarks/train_speed.py [--iterations 5] [--warmup 1] [--cases 3] [--reference]
+    python benchmarks/train_speed.py [--iterations 5] [--warmup 1] [--cases 3] [--reference] [--variants ...]
 
 Prints a table and writes ``runs/bench/train_speed.json``.
 """
@@ -112,11 +115,24 @@ def _reference_dice_loss(probs: torch.Tensor, target_b1hw: torch.Tensor, n_class
     return loss / n_classes
 
 
-def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore_index: int) -> dict:
-    """Time scribmed's step and the reference-style step alternately on the same batches.
+def _reference_network(base: torch.nn.Module) -> torch.nn.Module:
+    """The reference code's network: the same U-Net, but every decoder up-step is 1x1 conv + bilinear."""
+    from scribmed.networks.unet_dual import DualBranchUNet
 
-    Each gets its own copy of the engine's network and optimiser; alternating the two makes the
-    ratio robust to other load on the machine. Compute only (forward, loss, backward, SGD).
+    torch.manual_seed(0)
+    return DualBranchUNet(base.in_channels, base.num_classes, upsample="bilinear")
+
+
+def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore_index: int,
+                           variants: tuple[str, ...]) -> dict:
+    """Time the reference-style step and scribmed's step(s) in turn on the same batches.
+
+    ``reference``: the reference network (bilinear up-steps), its loss with the ``(B, B, H, W)``
+    Dice broadcast, NCHW float32. ``scribmed``: scribmed's default network and loss, NCHW float32;
+    ``scribmed_cl``: the same in channels-last; ``scribmed_cl_bf16``: channels-last with bfloat16
+    autocast (CPUs with AMX/AVX512-BF16). Each gets its own network and optimiser; rotating the
+    order every iteration makes the ratios robust to other load. Compute only (forward, loss,
+    backward, SGD).
     """
     import copy
 
@@ -124,20 +140,27 @@ def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore
     from scribmed.losses.dmpls import DMPLSLoss
 
     base = unwrap_network(trainer.network)
-    nets = {name: copy.deepcopy(base).train() for name in ("scribmed", "reference")}
+    nets = {"reference": _reference_network(base).train()}
+    for name in variants:
+        nets[name] = copy.deepcopy(base).train()
+        if "_cl" in name:
+            nets[name] = nets[name].to(memory_format=torch.channels_last)
     opts = {n: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4) for n, m in nets.items()}
     dmpls = DMPLSLoss(n_classes, ignore_index, generator=torch.Generator().manual_seed(0))
     ce = torch.nn.CrossEntropyLoss(ignore_index=ignore_index)
     gen = torch.Generator().manual_seed(0)
 
-    def scribmed_step(x, s):
-        out1, out2 = nets["scribmed"](x)
-        loss, _ = dmpls(out1, out2, s)
-        opts["scribmed"].zero_grad(set_to_none=True)
+    def scribmed_step(name, x, s):
+        if "_cl" in name:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=name.endswith("bf16")):
+            out1, out2 = nets[name](x)
+        loss, _ = dmpls(out1.float(), out2.float(), s)
+        opts[name].zero_grad(set_to_none=True)
         loss.backward()
-        opts["scribmed"].step()
+        opts[name].step()
 
-    def reference_step(x, s):
+    def reference_step(name, x, s):
         out1, out2 = nets["reference"](x)
         p1, p2 = torch.softmax(out1, 1), torch.softmax(out2, 1)
         beta = torch.rand((), generator=gen).item()
@@ -151,13 +174,14 @@ def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore
         loss.backward()
         opts["reference"].step()
 
-    times: dict[str, list[float]] = {"scribmed": [], "reference": []}
+    order = [("reference", reference_step), *[(n, scribmed_step) for n in variants]]
+    times: dict[str, list[float]] = {name: [] for name, _ in order}
     for i, batch in enumerate(batches):
         x, s = batch["image"], batch["scribble"]
-        order = (("scribmed", scribmed_step), ("reference", reference_step))
-        for name, step in order if i % 2 == 0 else order[::-1]:
+        rotated = order[i % len(order):] + order[: i % len(order)]
+        for name, step in rotated:
             t0 = time.perf_counter()
-            step(x, s)
+            step(name, x, s)
             if x.is_cuda:
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t0)
@@ -176,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--reference", action="store_true", help="also time the reference-style step")
+    ap.add_argument("--variants", default="scribmed,scribmed_cl,scribmed_cl_bf16",
+                    help="scribmed steps timed against the reference (scribmed, scribmed_cl, scribmed_cl_bf16)")
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "train_speed.json")
     args = ap.parse_args(argv)
@@ -207,9 +233,10 @@ def main(argv: list[str] | None = None) -> dict:
             if len(batches) == total:
                 break
         trainer.sampler.set_epoch(sampler_epoch)
-        ref = time_steps_interleaved(trainer, batches, args.warmup, CARDIAC.num_classes, CARDIAC.ignore_index)
+        variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+        ref = time_steps_interleaved(trainer, batches, args.warmup, CARDIAC.num_classes, CARDIAC.ignore_index, variants)
         report["interleaved_steps"] = ref
-        report["step_speedup_vs_reference"] = ref["reference_step_s"] / ref["scribmed_step_s"]
+        report["speedup_vs_reference"] = {v: ref["reference_step_s"] / ref[f"{v}_step_s"] for v in variants}
 
     rows = [
         ("data", source),
@@ -223,11 +250,10 @@ def main(argv: list[str] | None = None) -> dict:
         ("data wait share", f"{100 * res['data_wait_share']:.2f} %"),
     ]
     if args.reference:
-        rows += [
-            ("interleaved: scribmed step (s)", f"{ref['scribmed_step_s']:.3f}"),
-            ("interleaved: reference-style step (s)", f"{ref['reference_step_s']:.3f}"),
-            ("step speed-up vs reference", f"{report['step_speedup_vs_reference']:.2f}x"),
-        ]
+        rows.append(("interleaved: reference-style step (s)", f"{ref['reference_step_s']:.3f}"))
+        for v in variants:
+            rows.append((f"interleaved: {v} step (s)", f"{ref[f'{v}_step_s']:.3f}  "
+                         f"({report['speedup_vs_reference'][v]:.2f}x the reference)"))
     width = max(len(r[0]) for r in rows)
     print("\nDMPLS training speed")
     for name, value in rows:

@@ -19,7 +19,7 @@ from scribmed.data.errors import DataError
 LAYOUT_NAMES = ("acdc-h5", "acdc-nifti", "mscmr", "chaos-npz", "generic")
 #: flags of ``scribmed cv`` that every training recipe's config takes (a recipe without them refuses them)
 TRAINING_FLAGS = ("iterations", "batch_size", "size", "device", "seed", "val_interval", "lr_horizon", "image_interp",
-                  "upsample")
+                  "upsample", "channels_last")
 
 
 def _key_value(text: str) -> dict[str, object]:
@@ -384,6 +384,8 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
     cv.add_argument("--upsample", choices=("transpose", "bilinear"),
                     help="U-Net decoder up-steps: transpose (2x2 transposed conv, the paper) or bilinear "
                     "(1x1 conv + bilinear, what the reference code runs)")
+    cv.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
+                    help="train in the NHWC memory format (faster on CPUs; another reproducible dropout draw than NCHW)")
     cv.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     cv.add_argument("--seed", type=int, help="training seed")
     cv.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")

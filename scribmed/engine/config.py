@@ -37,6 +37,9 @@ class TrainConfig:
             ``"bilinear"`` (default) or ``"nearest"`` (what WSL4MIS does); labels are always nearest.
         upsample: the U-Net decoder's up-steps, ``"transpose"`` (DESIGN §4.1) or ``"bilinear"``
             (1x1 conv + bilinear, what the WSL4MIS code runs).
+        channels_last: train in the NHWC memory format (faster convolutions on CPUs). The
+            forward pass equals NCHW's to float rounding; dropout masks are drawn in memory order,
+            so the run is another reproducible random draw than the NCHW run with the same seed.
         lam: weight of the pseudo-label Dice term.
         seed: seeds weights, sampling, augmentation and the loss's alpha draws.
         epoch_length: iterations between validations/checkpoints (one engine epoch).
@@ -60,6 +63,7 @@ class TrainConfig:
     lr_horizon: Optional[int] = None
     image_interp: str = "bilinear"
     upsample: str = "transpose"
+    channels_last: bool = False
     lam: float = 0.5
     seed: int = 0
     epoch_length: int = 100
@@ -75,7 +79,7 @@ class TrainConfig:
     #: fields that change the result; a resumed run must agree on them.
     RESULT_FIELDS = (
         "iterations", "batch_size", "size", "lr", "momentum", "weight_decay", "poly_power",
-        "lr_horizon", "image_interp", "upsample", "lam", "seed", "epoch_length", "in_channels", "augment",
+        "lr_horizon", "image_interp", "upsample", "channels_last", "lam", "seed", "epoch_length", "in_channels", "augment",
     )  # fmt: skip
 
     def __post_init__(self) -> None:

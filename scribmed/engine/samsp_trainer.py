@@ -49,7 +49,7 @@ class SAMSPTrainConfig(TrainConfig):
 
     RESULT_FIELDS = (
         "iterations", "batch_size", "size", "lr", "momentum", "weight_decay", "poly_power",
-        "lr_horizon", "image_interp", "upsample",
+        "lr_horizon", "image_interp", "upsample", "channels_last",
         "seed", "epoch_length", "in_channels", "augment", "align_weight", "temperature",
     )  # fmt: skip
 

@@ -56,6 +56,10 @@ class DMPLSTrainer(SupervisedTrainer):
         epoch_length: iterations per engine epoch.
         base_lr, poly_power: poly schedule.
         lr_horizon: iterations over which the poly decay reaches zero (``None``: ``iterations``).
+        channels_last: run convolutions in the channels-last (NHWC) memory format; on CPUs
+            oneDNN's NHWC kernels are faster (``benchmarks/train_speed.py``). The forward pass
+            equals NCHW's to float rounding, but dropout masks are drawn in memory order, so an
+            NHWC run is another (equally seeded, reproducible) random draw than an NCHW run.
         amp: AMP with GradScaler (use only on CUDA).
         train_handlers: extra MONAI/ignite handlers.
     """
@@ -75,6 +79,7 @@ class DMPLSTrainer(SupervisedTrainer):
         amp: bool = False,
         train_handlers: Sequence | None = None,
         lr_horizon: Optional[int] = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__(
             device=device,
@@ -97,6 +102,9 @@ class DMPLSTrainer(SupervisedTrainer):
         self.base_lr = float(base_lr)
         self.poly_power = float(poly_power)
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
+        self.channels_last = bool(channels_last)
+        if self.channels_last and not isinstance(network, torch.nn.parallel.DistributedDataParallel):
+            network.to(memory_format=torch.channels_last)  # a DDP-wrapped network is converted before wrapping
         self.add_event_handler(Events.EPOCH_STARTED, self._set_sampler_epoch)
         self.add_event_handler(Events.ITERATION_STARTED, self._set_lr)
         self.add_event_handler(Events.ITERATION_COMPLETED, self._stop_at_budget)
@@ -130,6 +138,8 @@ class DMPLSTrainer(SupervisedTrainer):
             k: v.to(dev, non_blocking=engine.non_blocking) for k, v in batchdata.items() if isinstance(v, torch.Tensor)
         }
         images = batch["image"]
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         engine.state.output = {Keys.IMAGE: images, Keys.LABEL: batch["scribble"]}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)

@@ -112,6 +112,8 @@ def assemble_trainer(
 
     torch.manual_seed(config.seed)
     network = make_network().to(device)
+    if config.channels_last:
+        network = network.to(memory_format=torch.channels_last)
     divisor = getattr(network, "divisor", 1)
     if config.size[0] % divisor or config.size[1] % divisor:
         raise ValueError(f"config.size {config.size} must be divisible by {divisor}")
@@ -163,6 +165,7 @@ def assemble_trainer(
         poly_power=config.poly_power,
         amp=use_amp,
         lr_horizon=config.decay_iterations,
+        channels_last=config.channels_last,
     )
     evaluator = None
     if val_cases:
