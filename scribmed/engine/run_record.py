@@ -316,8 +316,8 @@ def check_resumable(ckpt: Mapping[str, Any], path: Path, config: TrainConfig, cl
     """Raise ``DataError`` unless ``ckpt`` was written with the same result-affecting config and class map."""
     stored = ckpt.get("config") or {}
     current = config.to_dict()
-    # checkpoints written before a field existed ran with that field's default
-    defaults = type(config)().to_dict()
+    # checkpoints written before a field existed ran with its legacy value (else today's default)
+    defaults = {**type(config)().to_dict(), **getattr(type(config), "LEGACY_DEFAULTS", {})}
     diff = [
         f"{k}: {stored.get(k, defaults[k])!r} -> {current[k]!r}"
         for k in type(config).RESULT_FIELDS

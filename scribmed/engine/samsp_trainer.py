@@ -46,6 +46,8 @@ class SAMSPTrainConfig(TrainConfig):
 
     align_weight: float = 1.0
     temperature: float = 1.0
+    #: SAM-SP keeps the transposed-conv up-steps its measured numbers were obtained with
+    upsample: str = "transpose"
 
     RESULT_FIELDS = (
         "iterations", "batch_size", "size", "lr", "momentum", "weight_decay", "poly_power",

@@ -95,7 +95,8 @@ class SegmentorRecipe(Recipe):
         ckpt = load_checkpoint(checkpoint)
         if ckpt.get("recipe") != cls.name:
             raise DataError(checkpoint, f"not a {cls.name} checkpoint (recipe {ckpt.get('recipe')!r})")
-        stored = dict(ckpt.get("config") or {})
+        # fields a checkpoint predates ran with their legacy value (e.g. transposed-conv up-steps)
+        stored = {**getattr(cls.config_cls, "LEGACY_DEFAULTS", {}), **dict(ckpt.get("config") or {})}
         known = {k: v for k, v in stored.items() if k in cls.config_cls().to_dict()}
         recipe = cls(cls.config_cls.from_dict({**cls.config_cls().to_dict(), **known, "progress": False}))
         class_map = ckpt.get("class_map") or {}

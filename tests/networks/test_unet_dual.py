@@ -16,11 +16,12 @@ def _conv_block_params(cin: int, cout: int) -> int:
     return (cin * cout * 9 + cout) + 2 * cout + (cout * cout * 9 + cout) + 2 * cout
 
 
-def _expected_params(in_ch: int, num_classes: int, feats: tuple[int, ...]) -> int:
+def _expected_params(in_ch: int, num_classes: int, feats: tuple[int, ...], upsample: str = "bilinear") -> int:
     enc = sum(_conv_block_params(cin, cout) for cin, cout in zip((in_ch, *feats[:-1]), feats))
     dec = 0
     for deep, skip in zip(feats[:0:-1], feats[-2::-1]):
-        dec += deep * skip * 4 + skip  # 2x2 transposed conv
+        # 2x2 transposed conv, or a 1x1 conv before bilinear upsampling (no parameters)
+        dec += deep * skip * (4 if upsample == "transpose" else 1) + skip
         dec += _conv_block_params(2 * skip, skip)
     dec += feats[0] * num_classes * 9 + num_classes  # 3x3 output conv
     return enc + 2 * dec
@@ -28,7 +29,9 @@ def _expected_params(in_ch: int, num_classes: int, feats: tuple[int, ...]) -> in
 
 def test_parameter_count_matches_the_described_architecture() -> None:
     net = DualBranchUNet()
-    assert sum(p.numel() for p in net.parameters()) == _expected_params(1, 4, FEATURES)
+    assert sum(p.numel() for p in net.parameters()) == _expected_params(1, 4, FEATURES) == 2_447_064
+    transpose = DualBranchUNet(upsample="transpose")
+    assert sum(p.numel() for p in transpose.parameters()) == _expected_params(1, 4, FEATURES, "transpose") == 2_708_184
     assert sum(p.numel() for p in net.main_decoder.parameters()) == sum(
         p.numel() for p in net.aux_decoder.parameters()
     )
