@@ -164,3 +164,21 @@ def test_split_naming_absent_patients(phantom, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     tested = sum(s["n_cases"] for s in summary["folds"].values())
     assert tested == len(ds)  # every present patient tested once; folds left empty are skipped
+
+
+def test_fold_is_scored_from_the_predictions_in_memory(phantom, tmp_path, monkeypatch):
+    """The runner never reads back the NIfTI it just wrote; a rerun after a crash reads what exists."""
+    import scribmed.data.nifti as nifti
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the CV runner read a prediction file back")
+
+    monkeypatch.setattr(nifti, "read_label_nifti", no_reading)
+    ds = open_dataset("acdc-h5", phantom)
+    run_cross_validation(build("nearest"), ds, "auto", tmp_path / "run", folds=[1], progress=False, merge=False)
+    fold = tmp_path / "run" / "fold_1"
+    monkeypatch.undo()
+    preds = sorted(p.name for p in (fold / "predictions").glob("*.nii.gz"))
+    assert preds and json.loads((fold / "fold.json").read_text())["checkpoint_policy"] == "none"
+    rows = (fold / "evaluation" / "per_case.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * len(preds)  # header + one row per case and foreground class
