@@ -5,11 +5,13 @@ Each *variant* is a set of DMPLS config overrides. For every (variant, seed) the
 001-020, all 40 volumes; train = the fold's present training patients; the checkpoint is selected
 on the fold's present validation patients, never the test fold), at batch 12 and 256x256, and
 collects the test Dice / HD95 per class. Finished runs are skipped on a rerun, so a killed sweep
-resumes. One factor differs from ``baseline`` per variant (``parity`` combines the chosen ones).
+resumes. One factor differs from ``baseline`` (the defaults before the parity study) per variant;
+``lr_horizon+bilinear_up`` is the parity configuration.
 
 Usage::
 
-    python benchmarks/dmpls_parity.py --variants baseline,lr_horizon --seeds 0 --iterations 120
+    python benchmarks/dmpls_parity.py --variants baseline,lr_horizon,bilinear_up,nearest --seeds 0
+    python benchmarks/dmpls_parity.py --variants lr_horizon+bilinear_up --seeds 0,1,2   # the parity run
     python benchmarks/dmpls_parity.py --table     # print the table of every finished run
 
 Writes ``runs/parity/<variant>_it<N>_s<seed>/`` (a CV run directory) and
@@ -34,13 +36,16 @@ sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "ACDC"
 SPLIT = REPO / "data_splits" / "acdc_5fold.json"
 
-#: one factor changed from scribmed's defaults per variant
+#: one factor changed per variant from scribmed's defaults before the parity study (transposed-conv
+#: up-steps, lr decaying to 0 over the run, bilinear images); ``lr_horizon+bilinear_up`` is today's
+#: default recipe with the paper's schedule (``--lr-horizon 60000``), the parity configuration
+_BEFORE = {"upsample": "transpose"}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline": {},
-    "lr_horizon": {"lr_horizon": 60000},
-    "nearest": {"image_interp": "nearest"},
+    "baseline": {**_BEFORE},
+    "lr_horizon": {**_BEFORE, "lr_horizon": 60000},
+    "nearest": {**_BEFORE, "image_interp": "nearest"},
     "bilinear_up": {"upsample": "bilinear"},
-    "no_augment": {"augment": False},
+    "no_augment": {**_BEFORE, "augment": False},
     "lr_horizon+bilinear_up": {"lr_horizon": 60000, "upsample": "bilinear"},
 }
 

@@ -239,3 +239,14 @@ def test_demo_with_samsp_fake_sam(tmp_path, monkeypatch, capsys):
     for k in range(1, 4):
         quality = json.loads((tmp_path / "demo" / "samsp" / f"fold_{k}" / "train" / "sam" / "quality.json").read_text())
         assert [e["round"] for e in quality["rounds"]] == [0, 1]
+
+
+def test_cv_refuses_another_recipes_flags_and_takes_set(phantom_h5, tmp_path, capsys):
+    argv = ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(phantom_h5), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--rounds", "1"]) == 1
+    assert "--rounds (--recipe samsp) do not apply to --recipe dmpls" in capsys.readouterr().err
+    assert main([*argv, "--set", "lam_typo=1"]) == 1
+    assert "recipe 'dmpls' does not take lam_typo" in capsys.readouterr().err
+    assert main(["cv", "--recipe", "nearest", "--layout", "acdc-h5", "--root", str(phantom_h5),
+                 "--out", str(tmp_path / "n"), "--iterations", "3"]) == 1
+    assert "recipe 'nearest' does not take iterations" in capsys.readouterr().err
