@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -30,7 +31,11 @@ def _run(cmd: list, cwd: Path, timeout: int = 900) -> subprocess.CompletedProces
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", base / "dist", REPO],
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    source = base / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", base / "dist", source],
          cwd=base)
     wheel = next((base / "dist").glob("scribmed-*.whl"))
     venv = base / "venv"
