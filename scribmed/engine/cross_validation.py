@@ -129,7 +129,7 @@ def run_fold(
     """Train, predict and evaluate fold ``k`` (1-based); return its per-case results (None if empty).
 
     The predictions are evaluated from memory (paired with the test cases by
-    :func:`scribmed.evaluation.pairing.paired_cases`) and written as NIfTI on each case's grid.
+    :func:`scribmed.evaluation.pairing.PairedCases`) and written as NIfTI on each case's grid.
     """
     fold_dir = out / f"fold_{k}"
     done = fold_dir / FOLD_DONE
@@ -154,13 +154,13 @@ def run_fold(
     recipe.release(model)
 
     from scribmed.evaluation.overlays import write_overlays
-    from scribmed.evaluation.pairing import paired_cases
+    from scribmed.evaluation.pairing import PairedCases
 
     write_overlays(test[:n_overlays], [predictions[c.case_id] for c in test[:n_overlays]], dataset.class_map,
                    fold_dir / "overlays")
     foreground = {i: n for i, n in dataset.class_map.names.items() if i != 0}
-    pairs = paired_cases(test, predictions, where=fold_dir / "predictions", release=False)
-    results = evaluate_cases(_Sized(pairs, len(test)), foreground, progress=progress)
+    pairs = PairedCases(test, predictions, where=fold_dir / "predictions", release=False)
+    results = evaluate_cases(pairs, foreground, progress=progress)
     write_report(results, fold_dir / "evaluation", checkpoint=model.policy)
     write_fold_record(
         fold_dir, k, model.checkpoint, model.policy, model.sha256, {s: len(v) for s, v in ids.items()}, **model.extra
@@ -168,19 +168,6 @@ def run_fold(
     for c in (*train, *val, *test):
         c.release()
     return results
-
-
-class _Sized:
-    """An iterator with a known length, so the progress bar can show a total."""
-
-    def __init__(self, it: Any, n: int) -> None:
-        self._it, self._n = it, n
-
-    def __iter__(self) -> Any:
-        return iter(self._it)
-
-    def __len__(self) -> int:
-        return self._n
 
 
 def write_fold_record(

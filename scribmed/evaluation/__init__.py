@@ -1,6 +1,6 @@
 """Evaluation of predictions: pairing with references, folder evaluation, run comparison, overlays, the paper table.
 
-* :func:`~scribmed.evaluation.pairing.paired_cases` — the one generator that pairs predictions
+* :func:`~scribmed.evaluation.pairing.PairedCases` — the one generator that pairs predictions
   with reference cases (id, shape and spacing checks), used by the CV runner, ``scribmed evaluate``
   and the bundles' evaluate workflow.
 * :func:`~scribmed.evaluation.folder.evaluate_folder` — ``scribmed evaluate``.
@@ -11,6 +11,6 @@
 The metrics themselves live in :mod:`scribmed.metrics` (a leaf package usable alone).
 """
 
-from scribmed.evaluation.pairing import Pair, Reference, paired_cases
+from scribmed.evaluation.pairing import Pair, PairedCases, Reference
 
-__all__ = ["Pair", "Reference", "paired_cases"]
+__all__ = ["Pair", "Reference", "PairedCases"]

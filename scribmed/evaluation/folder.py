@@ -1,6 +1,6 @@
 """Evaluate a folder of NIfTI predictions against a dataset's reference labels (``scribmed evaluate``).
 
-Predictions are paired with references by :func:`scribmed.evaluation.pairing.paired_cases`.
+Predictions are paired with references by :func:`scribmed.evaluation.pairing.PairedCases`.
 
 Predictions are ``<pred_dir>/<case_id>.nii.gz`` in scribmed's NIfTI convention (what
 :func:`scribmed.data.nifti.write_prediction` writes), so they read back on the reference grid.
@@ -13,13 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from scribmed.data.case import CARDIAC, ClassMap
 from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
-from scribmed.data.nifti import NIFTI_SUFFIXES, read_label_nifti, strip_nifti_suffix
-from scribmed.evaluation.pairing import paired_cases
+from scribmed.data.nifti import NIFTI_SUFFIXES, strip_nifti_suffix
+from scribmed.evaluation.pairing import PairedCases, Reference
 from scribmed.metrics import CaseResult, EmptyPolicy, evaluate_cases, write_report
 
 
@@ -82,7 +80,7 @@ def evaluate_folder(
 
     if layout == "generic" and ref_root.is_dir() and not (ref_root / "imagesTr").is_dir():
         cmap = class_map or CARDIAC
-        references = [_FolderReference(cid, path) for cid, path in _label_folder_dataset(ref_root, cmap)]
+        references = [Reference.from_file(cid, path) for cid, path in _label_folder_dataset(ref_root, cmap)]
     else:
         options = {"spacing": tuple(spacing)} if spacing is not None and layout in ("acdc-h5", "chaos-npz") else {}
         dataset = open_dataset(layout, ref_root, **options)
@@ -90,51 +88,11 @@ def evaluate_folder(
         references = [c for c in dataset if c.has_label]
         if not references:
             raise DataError(dataset.root, f"no case of this {dataset.layout} dataset has a reference label")
-    n_total = sum(r.case_id in preds for r in references)
-    source = paired_cases(references, preds, spacing=spacing, allow_missing=allow_missing, where=pred_dir)
+    pairs = PairedCases(references, preds, spacing=spacing, allow_missing=allow_missing, where=pred_dir)
 
     foreground = {k: v for k, v in cmap.names.items() if k != 0}
     results: list[CaseResult] = evaluate_cases(
-        _Sized(source, n_total), foreground, hd95_mode=hd95_mode, empty_policy=policy, progress=progress
+        pairs, foreground, hd95_mode=hd95_mode, empty_policy=policy, progress=progress
     )
     paths = write_report(results, out_dir, checkpoint=checkpoint)
     return paths["summary"]
-
-
-class _FolderReference:
-    """A reference label file of a plain folder, read when first needed (satisfies ``ReferenceCase``)."""
-
-    has_label = True
-
-    def __init__(self, case_id: str, path: Path) -> None:
-        self.case_id, self.source = case_id, path
-        self._image = None
-
-    def _read(self):
-        if self._image is None:
-            self._image = read_label_nifti(self.source, "reference")
-        return self._image
-
-    @property
-    def label(self) -> np.ndarray:
-        return self._read().array
-
-    @property
-    def spacing(self):
-        return self._read().spacing
-
-    def release(self) -> None:
-        self._image = None
-
-
-class _Sized:
-    """An iterator with a known length, so the progress bar can show a total."""
-
-    def __init__(self, it, n: int) -> None:
-        self._it, self._n = it, n
-
-    def __iter__(self):
-        return iter(self._it)
-
-    def __len__(self) -> int:
-        return self._n
