@@ -132,6 +132,16 @@ class TrainConfig:
             d["size"] = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
         return cls(**d)
 
+    @classmethod
+    def stored_dict(cls, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """A config dict as recorded in a checkpoint, completed to every field of today's config.
+
+        Fields the record predates take their :attr:`LEGACY_DEFAULTS` value (what such runs used),
+        others today's default; keys this config no longer has are dropped.
+        """
+        full = {**cls().to_dict(), **cls.LEGACY_DEFAULTS}
+        return {**full, **{k: v for k, v in stored.items() if k in full}}
+
     @property
     def decay_iterations(self) -> int:
         """Length of the poly decay: ``lr_horizon`` or, when unset, the run's ``iterations``."""

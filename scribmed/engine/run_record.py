@@ -314,15 +314,9 @@ def plot_training_curve(history: Mapping[str, Any] | str | Path, png_path: str |
 
 def check_resumable(ckpt: Mapping[str, Any], path: Path, config: TrainConfig, class_map: ClassMap) -> None:
     """Raise ``DataError`` unless ``ckpt`` was written with the same result-affecting config and class map."""
-    stored = ckpt.get("config") or {}
+    stored = type(config).stored_dict(ckpt.get("config") or {})
     current = config.to_dict()
-    # checkpoints written before a field existed ran with its legacy value (else today's default)
-    defaults = {**type(config)().to_dict(), **getattr(type(config), "LEGACY_DEFAULTS", {})}
-    diff = [
-        f"{k}: {stored.get(k, defaults[k])!r} -> {current[k]!r}"
-        for k in type(config).RESULT_FIELDS
-        if stored.get(k, defaults[k]) != current[k]
-    ]
+    diff = [f"{k}: {stored[k]!r} -> {current[k]!r}" for k in type(config).RESULT_FIELDS if stored[k] != current[k]]
     if diff:
         raise DataError(path, "cannot resume, the configuration changed (" + "; ".join(diff) + ")")
     cm = ckpt.get("class_map") or {}

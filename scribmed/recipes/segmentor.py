@@ -95,10 +95,8 @@ class SegmentorRecipe(Recipe):
         ckpt = load_checkpoint(checkpoint)
         if ckpt.get("recipe") != cls.name:
             raise DataError(checkpoint, f"not a {cls.name} checkpoint (recipe {ckpt.get('recipe')!r})")
-        # fields a checkpoint predates ran with their legacy value (e.g. transposed-conv up-steps)
-        stored = {**getattr(cls.config_cls, "LEGACY_DEFAULTS", {}), **dict(ckpt.get("config") or {})}
-        known = {k: v for k, v in stored.items() if k in cls.config_cls().to_dict()}
-        recipe = cls(cls.config_cls.from_dict({**cls.config_cls().to_dict(), **known, "progress": False}))
+        stored = cls.config_cls.stored_dict(ckpt.get("config") or {})
+        recipe = cls(cls.config_cls.from_dict({**stored, "progress": False}))
         class_map = ckpt.get("class_map") or {}
         names = {int(k): v for k, v in (class_map.get("names") or {}).items()}
         if not names:

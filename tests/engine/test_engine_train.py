@@ -301,3 +301,10 @@ def test_bilinear_upsampling_and_nearest_images_run_and_predict(cases, tmp_path)
     net.load_state_dict(weights(res.last_checkpoint))
     with pytest.raises(RuntimeError):
         DualBranchUNet(upsample="transpose").load_state_dict(weights(res.last_checkpoint))
+
+
+def test_stored_config_of_an_older_checkpoint_takes_the_legacy_values():
+    stored = TrainConfig.stored_dict({"iterations": 5, "removed_field": 1})
+    assert stored["iterations"] == 5 and "removed_field" not in stored
+    assert stored["upsample"] == "transpose" and stored["lr_horizon"] is None and stored["channels_last"] is False
+    assert TrainConfig.stored_dict({"upsample": "bilinear"})["upsample"] == "bilinear"
