@@ -38,8 +38,8 @@ def predict_folder(
     """
     from scribmed import recipes
     from scribmed.data.layouts import open_dataset
-    from scribmed.data.nifti import write_prediction
     from scribmed.engine.checkpoint import load_checkpoint
+    from scribmed.engine.inference import predict_to_folder
 
     checkpoint, input_root, out_dir = Path(checkpoint), Path(input_root), Path(out_dir)
     name = load_checkpoint(checkpoint).get("recipe")
@@ -57,19 +57,10 @@ def predict_folder(
     resolved_out, resolved_in = out_dir.resolve(), input_root.resolve()
     if resolved_out == resolved_in or resolved_in in resolved_out.parents:
         raise DataError(out_dir, "the output folder lies inside the input dataset; choose a folder outside it")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cases = list(dataset)
-    iterator = cases
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(cases, desc="predicting", unit="case")
     paths: list[Path] = []
-    for case in iterator:
-        path = out_dir / f"{case.case_id}.nii.gz"
+    for case, path, _ in predict_to_folder(list(dataset), lambda c: recipe.predict_case(model, c), out_dir,
+                                           progress=progress):
         paths.append(path)
-        if not path.exists():
-            write_prediction(path, recipe.predict_case(model, case), case.spacing, case.affine)
         case.release()
     recipe.release(model)
     return paths

@@ -97,23 +97,13 @@ def _predict_fold(
 
     A prediction file left by an interrupted run is read back instead of recomputed.
     """
-    from scribmed.data.nifti import read_label_nifti, write_prediction
+    from scribmed.data.nifti import read_label_nifti
+    from scribmed.engine.inference import predict_to_folder
 
-    pred_dir.mkdir(parents=True, exist_ok=True)
     predictions: dict[str, np.ndarray] = {}
-    iterator: Any = cases
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(cases, desc="predicting", unit="case")
-    for case in iterator:
-        path = pred_dir / f"{case.case_id}.nii.gz"
-        if path.exists():
-            predictions[case.case_id] = read_label_nifti(path, "prediction").array
-            continue
-        pred = np.asarray(recipe.predict_case(model, case), dtype=np.uint8)
-        write_prediction(path, pred, case.spacing, case.affine)
-        predictions[case.case_id] = pred
+    for case, path, pred in predict_to_folder(cases, lambda c: recipe.predict_case(model, c), pred_dir,
+                                              progress=progress):
+        predictions[case.case_id] = pred if pred is not None else read_label_nifti(path, "prediction").array
     return predictions
 
 

@@ -9,7 +9,7 @@ nearest neighbour, so metrics are computed at the original resolution (DESIGN §
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from scribmed.data.errors import DataError
 from scribmed.engine.device import amp_enabled, resolve_device
 from scribmed.transforms.resize import resize_back, resize_slices
 
-__all__ = ["predict_cases", "predict_volume", "unwrap_network"]
+__all__ = ["predict_cases", "predict_to_folder", "predict_volume", "unwrap_network"]
 
 
 def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
@@ -126,25 +126,49 @@ def predict_cases(
     Raises:
         DataError: ``out_dir`` exists and is not a folder; a case cannot be read.
     """
+    def predict(case: Case) -> np.ndarray:
+        return predict_volume(
+            network, case.image, size=size, batch_size=batch_size, device=device, amp=amp, image_mode=image_mode
+        )
+
+    return [path for _, path, _ in predict_to_folder(cases, predict, out_dir, overwrite=overwrite, progress=progress)]
+
+
+def predict_to_folder(
+    cases: Sequence[Case],
+    predict: Callable[[Case], np.ndarray],
+    out_dir: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Iterator[tuple[Case, Path, Optional[np.ndarray]]]:
+    """Write ``predict(case)`` as ``<out_dir>/<case_id>.nii.gz`` on each case's grid, case by case.
+
+    The one writing loop behind :func:`predict_cases`, the CV runner and ``scribmed predict``:
+    files carry the case's spacing and affine and are written atomically; a file that already
+    exists is kept (unless ``overwrite``), so an interrupted run resumes.
+
+    Yields:
+        ``(case, path, prediction)``; ``prediction`` is ``None`` when an existing file was kept.
+
+    Raises:
+        DataError: ``out_dir`` exists and is not a folder; a case cannot be read.
+    """
     from scribmed.data.nifti import write_prediction
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(out_dir, "prediction output path exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
-    iterator = cases
+    iterator: Iterable[Case] = cases
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(cases, desc="predicting", unit="case")
     for case in iterator:
         path = out_dir / f"{case.case_id}.nii.gz"
-        paths.append(path)
         if path.exists() and not overwrite:
+            yield case, path, None
             continue
-        pred = predict_volume(
-            network, case.image, size=size, batch_size=batch_size, device=device, amp=amp, image_mode=image_mode
-        )
+        pred = np.asarray(predict(case), dtype=np.uint8)
         write_prediction(path, pred, case.spacing, case.affine)
-    return paths
+        yield case, path, pred
