@@ -125,6 +125,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-5, help="decoder AdamW learning rate")
+    ap.add_argument("--encoder-runtime", default="auto", choices=("auto", "torch", "openvino", "onnxruntime"),
+                    help="image encoder runtime (default auto, as scribmed)")
+    ap.add_argument("--loss-resolution", default="low", choices=("low", "full"),
+                    help="decoder fine-tuning loss resolution (default low, as scribmed)")
     ap.add_argument("--cache", type=Path, default=REPO / "runs" / "bench" / "embeddings")
     ap.add_argument("--run-dir", type=Path, default=REPO / "runs" / "bench" / "pseudo_label_rounds")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "pseudo_labels.json")
@@ -133,11 +137,12 @@ def main() -> None:
     dataset = open_dataset("acdc-h5", args.data)
     held = [pid(int(n)) for n in args.patients.split(",")]
     cases = dataset.cases_of(held)
-    backend = build_sam_backend("lite_medsam")
+    backend = build_sam_backend("lite_medsam", encoder_runtime=args.encoder_runtime)
     cache = EmbeddingCache(args.cache, backend, progress=False)
     report: dict = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
+        "encoder_runtime": backend.encoder_runtime, "loss_resolution": args.loss_resolution,
         "held_out": held, "cases": [c.case_id for c in cases], "n_points": args.n_points,
         "zero_shot": [], "design_zero_shot_square": DESIGN_ZERO_SHOT,
     }
@@ -180,7 +185,8 @@ def main() -> None:
             train_patients=[pid(int(n)) for n in args.train.split(",")],
             val_patients=[pid(int(n)) for n in args.val.split(",")],
             eval_patients=held,
-            finetune_config=FinetuneConfig(epochs=args.epochs, lr=args.lr, progress=False),
+            finetune_config=FinetuneConfig(epochs=args.epochs, lr=args.lr, loss_resolution=args.loss_resolution,
+                                           progress=False),
             cache_dir=args.cache, progress=False,
         )
         rows = []

@@ -1,19 +1,26 @@
-"""SAM speed on real ACDC slices with LiteMedSAM: cached embeddings vs recomputing them; batched decoding.
+"""SAM on the CPU, side by side: encoder runtimes, fine-tuning loss resolution, the embedding cache, batched decoding.
 
-For a few slices that have scribbles of all three classes (``../shared/data/ACDC`` read with the
-``acdc-h5`` layout, or ``--data``), with 10 positive points per class spread over the class
-scribble, it times:
+Real slices with scribbles of all three classes, LiteMedSAM, 10 positive points per class:
+ACDC (``acdc-h5``, slices of at most 256 px) and MSCMR (``mscmr``, 480-512 px), from
+``../shared/data`` (or ``--acdc`` / ``--mscmr``). Everything is measured interleaved, slice by
+slice, so load changes on a shared machine hit every variant alike:
 
-* (a) a fine-tuning-like step per slice: mask-decoder forward for the 3 classes in one batched
-  call + BCE loss on the scribble pixels + backward + AdamW step, embedding read from an
-  :class:`~scribmed.sam.EmbeddingCache` (float16 memmap);
-* (b) the same step plus preprocessing and encoding the slice with LiteMedSAM's encoder (what a
-  pipeline without the cache pays every epoch); prints (b)/(a);
-* (c) decoder inference (no grad) per slice: 3 classes in one call vs one call per class.
+1. **Encoder**: preprocessing + image encoder per slice with PyTorch (today's path), OpenVINO
+   and ONNX Runtime (compiled once, cached by weight hash; export time reported apart), their
+   speed-ups over PyTorch, and the largest relative error ``max |x - torch| / max |torch|`` of
+   their embeddings on these slices.
+2. **Fine-tuning step** (decoder forward for the 3 classes in one call + the round's loss, partial
+   CE on the scribble + 0.5 soft Dice against the label, + backward + AdamW), embedding from the
+   cache: loss on the logits upsampled to the slice (``full``, today's path) vs on the decoder's
+   256x256 logits (``low``, the default), per dataset; and the same decoder in a SAM ViT frame
+   (``S = 1024``, where full resolution upsamples 4x further; random embedding, timing only).
+3. **Cache**: the fine-tuning step plus encoding (what a pipeline without the cache pays every
+   epoch) over the step alone.
+4. **Decoding**: the 3 classes of a slice in one decoder call vs one call per class.
 
-Prints a table and writes JSON (default ``runs/bench/sam_speed.json``).
+Prints tables and writes JSON (default ``runs/bench/sam_speed.json``).
 
-    python benchmarks/sam_speed.py [--data DIR] [--slices 6] [--repeats 2] [--out FILE]
+    python benchmarks/sam_speed.py [--slices 4] [--repeats 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -36,19 +43,23 @@ sys.path.insert(0, str(REPO))
 
 from scribmed.data.case import Case, CaseArrays  # noqa: E402
 from scribmed.data.layouts import open_dataset  # noqa: E402
+from scribmed.losses.sam_finetune import SamFinetuneLoss  # noqa: E402
+from scribmed.networks.encoder_runtime import relative_error, runtime_available  # noqa: E402
 from scribmed.networks.sam_backends import build_sam_backend, pad_points  # noqa: E402
 from scribmed.sam import EmbeddingCache  # noqa: E402
+from scribmed.sam.decoder_finetune import slice_loss  # noqa: E402
+from scribmed.sam.finetune_prompts import _SlicePrompt  # noqa: E402
 
 CLASSES = (1, 2, 3)
+SHARED = REPO.parent / "shared" / "data"
 
 
-def pick_slices(root: Path, n: int) -> list[tuple[object, int]]:
-    """``n`` (case, z) pairs whose slice has scribbles of every foreground class, over several cases."""
-    ds = open_dataset("acdc-h5", root)
-    cases = list(ds)
-    out: list[tuple[object, int]] = []
+def pick_slices(layout: str, root: Path, n: int) -> list[tuple[Case, int]]:
+    """``n`` (case, z) pairs whose slice has scribbles of every foreground class, from different cases."""
+    cases = [c for c in open_dataset(layout, root) if c.has_scribble]
+    out: list[tuple[Case, int]] = []
     for case in cases[:: max(1, len(cases) // n)]:
-        scr = case.scribble
+        scr = np.asarray(case.scribble)
         good = [z for z in range(scr.shape[0]) if all((scr[z] == k).any() for k in CLASSES)]
         if good:
             out.append((case, good[len(good) // 2]))
@@ -57,131 +68,184 @@ def pick_slices(root: Path, n: int) -> list[tuple[object, int]]:
     return out
 
 
-def prompts_for(backend, scribble: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """10 positives per class over its scribble pixels (S frame) + per-class scribble targets (256x256)."""
-    hw = scribble.shape
-    sets, targets = [], []
+def slice_prompt(backend, scribble: np.ndarray) -> _SlicePrompt:
+    """10 positives per class spread over its scribble pixels, in the backend's input frame."""
+    sets = []
     for k in CLASSES:
         rows, cols = np.nonzero(scribble == k)
         pick = np.linspace(0, len(rows) - 1, 10).round().astype(int)
         xy = np.stack([cols[pick], rows[pick]], 1).astype(np.float32)
-        sets.append((backend.to_input_coords(xy, hw), np.ones(10)))
-        targets.append(scribble == k)
+        sets.append((backend.to_input_coords(xy, scribble.shape), np.ones(10)))
     coords, labels = pad_points(sets)
-    return coords, labels, torch.from_numpy(np.stack(targets)[:, None].astype(np.float32))
+    return _SlicePrompt(0, 0, list(CLASSES), coords, labels)
 
 
-def step(backend, opt, emb, coords, labels, target, hw, scribble_mask) -> float:
-    low, _ = backend.decode(emb, coords, labels)
-    logits = backend.postprocess(low, hw)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=scribble_mask)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return float(loss.detach())
+def mean(xs: list[float]) -> float:
+    return float(np.mean(xs)) if xs else float("nan")
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ACDC")
-    ap.add_argument("--slices", type=int, default=6)
-    ap.add_argument("--repeats", type=int, default=2, help="passes over the slices for (a)/(b) and (c)")
+    ap.add_argument("--acdc", type=Path, default=SHARED / "ACDC")
+    ap.add_argument("--mscmr", type=Path, default=SHARED / "MSCMR")
+    ap.add_argument("--slices", type=int, default=4, help="slices per dataset")
+    ap.add_argument("--repeats", type=int, default=3, help="passes over the slices")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "sam_speed.json")
     args = ap.parse_args(argv)
-    if not (args.data / "ACDC_training_volumes").is_dir():
-        sys.exit(f"{args.data}: ACDC_training_volumes/ not found (pass --data)")
+    datasets = [(name, layout, root) for name, layout, root in (("ACDC", "acdc-h5", args.acdc),
+                                                                 ("MSCMR", "mscmr", args.mscmr)) if root.is_dir()]
+    if not datasets:
+        sys.exit(f"neither {args.acdc} nor {args.mscmr} exists (pass --acdc / --mscmr)")
+    runtimes = [r for r in ("openvino", "onnxruntime") if runtime_available(r)]
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        backend = build_sam_backend("lite_medsam")
-    picks = pick_slices(args.data, args.slices)
+        torch_backend = build_sam_backend("lite_medsam")
+        export_s, compiled = {}, {}
+        with tempfile.TemporaryDirectory() as enc_cache:
+            for r in runtimes:  # a fresh cache folder: the export itself is timed once
+                t0 = time.perf_counter()
+                compiled[r] = build_sam_backend("lite_medsam", encoder_runtime=r, encoder_cache=enc_cache)
+                export_s[r] = time.perf_counter() - t0
     items = []
-    for case, z in picks:
-        scr = np.asarray(case.scribble[z])
-        coords, labels, target = prompts_for(backend, scr)
-        labelled = torch.from_numpy(np.isin(scr, (0, *CLASSES)).astype(np.float32))[None, None].expand_as(target)
-        img = np.asarray(case.image[z : z + 1])
-        one = Case(f"{case.case_id}_z{z}", case.patient_id, Path("<memory>"), loader=lambda a=CaseArrays(img): a)
-        items.append((one, 0, img, coords, labels, target, labelled.contiguous()))
-    print(f"{len(items)} ACDC slices: " + ", ".join(c.case_id for c, *_ in items))
+    for name, layout, root in datasets:
+        for case, z in pick_slices(layout, root, args.slices):
+            scr = np.asarray(case.scribble[z]).astype(np.int64)
+            img = np.asarray(case.image[z : z + 1])
+            one = Case(f"{case.case_id}_z{z}", case.patient_id, Path("<memory>"), loader=lambda a=CaseArrays(img): a)
+            # the Dice term's dense target: the label, or (unlabelled MSCMR training subjects) the
+            # scribble with unlabeled pixels as background; only the timing is measured here
+            label = np.asarray(case.label[z]).astype(np.int64) if case.has_label else np.where(scr == 4, 0, scr)
+            items.append({"dataset": name, "case": one, "image": img, "scribble": scr, "label": label,
+                          "prompt": slice_prompt(torch_backend, scr)})
+    print(f"{len(items)} slices: " + ", ".join(f"{it['case'].case_id} {it['image'].shape[1:]}" for it in items))
 
+    # 1. encoder runtimes, interleaved per slice
+    enc = {r: [] for r in ["torch", *runtimes]}
+    errors = {r: 0.0 for r in runtimes}
+    for it in items[:1]:  # warm-up
+        for b in [torch_backend, *compiled.values()]:
+            b.encode(b.preprocess(it["image"]))
+    for _ in range(args.repeats):
+        for it in items:
+            t0 = time.perf_counter()
+            ref = torch_backend.encode(torch_backend.preprocess(it["image"]))
+            enc["torch"].append(time.perf_counter() - t0)
+            for r, b in compiled.items():
+                t0 = time.perf_counter()
+                got = b.encode(b.preprocess(it["image"]))
+                enc[r].append(time.perf_counter() - t0)
+                errors[r] = max(errors[r], relative_error(got.numpy(), ref.numpy()))
+    t_enc = {r: mean(v) for r, v in enc.items()}
+
+    # 2./3./4. fine-tuning steps and decoding on cached embeddings (PyTorch-encoded)
+    loss_fn = SamFinetuneLoss(4, ce_weight=1.0, dice_weight=0.5)
+    step_s: dict[tuple[str, str], list[float]] = {}
+    recompute: list[float] = []
+    one_call, per_class = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        cache = EmbeddingCache(tmp, backend, progress=False)
-        t0 = time.perf_counter()
-        embs = {}
-        for case, z, *_ in items:
-            embs[(case.case_id, z)] = cache.slice(case, z)  # one-slice cases: encoded once, not timed below
-        t_fill = time.perf_counter() - t0
-        opt = torch.optim.AdamW(backend.mask_decoder.parameters(), lr=5e-5, weight_decay=1e-4)
-        backend.train()
-        for case, z, img, coords, labels, target, m in items[:1]:  # warm-up
-            step(backend, opt, cache.slice(case, z), coords, labels, target, img.shape[1:], m)
+        cache = EmbeddingCache(tmp, torch_backend, progress=False)
+        for it in items:
+            cache.slice(it["case"], 0)
+        opt = torch.optim.AdamW(torch_backend.mask_decoder.parameters(), lr=5e-5, weight_decay=1e-4)
+        torch_backend.train()
 
-        # (a) vs (b), interleaved per slice so that load changes on a shared machine hit both alike
-        calls0 = backend.encoder_calls
-        t_a, t_b, t_enc = [], [], []
+        def step(it, resolution, embedding=None) -> None:
+            emb = cache.slice(it["case"], 0) if embedding is None else embedding
+            loss = slice_loss(torch_backend, emb, it["prompt"], it["scribble"], it["label"], loss_fn, resolution)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        # the same decoder in a SAM ViT frame (S = 1024: full resolution upsamples 4x more);
+        # random weights and embedding, timing only
+        torch.manual_seed(0)
+        vit = build_sam_backend("vit_b", random_init=True,
+                                encoder_config={"embed_dim": 48, "depth": 1, "num_heads": 2, "global_attn_indexes": (0,)})
+        vit.mask_decoder.load_state_dict(torch_backend.mask_decoder.state_dict())
+        vit.train()
+        vit_opt = torch.optim.AdamW(vit.mask_decoder.parameters(), lr=5e-5, weight_decay=1e-4)
+        vit_emb = torch.randn((1, 256, 64, 64), generator=torch.Generator().manual_seed(0)) * 0.1
+        for it in items:
+            it["vit_prompt"] = slice_prompt(vit, it["scribble"])
+
+        def vit_step(it, resolution) -> None:
+            loss = slice_loss(vit, vit_emb, it["vit_prompt"], it["scribble"], it["label"], loss_fn, resolution)
+            vit_opt.zero_grad()
+            loss.backward()
+            vit_opt.step()
+
+        for resolution in ("full", "low"):
+            step(items[0], resolution)  # warm-up
+            vit_step(items[0], resolution)
         for _ in range(args.repeats):
-            for case, z, img, coords, labels, target, m in items:
+            for it in items:
+                for resolution in ("full", "low"):
+                    t0 = time.perf_counter()
+                    step(it, resolution)
+                    step_s.setdefault((it["dataset"], resolution), []).append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    vit_step(it, resolution)
+                    step_s.setdefault((f"{it['dataset']} in a ViT frame (S=1024)", resolution), []).append(
+                        time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                step(backend, opt, cache.slice(case, z), coords, labels, target, img.shape[1:], m)
-                t_a.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                emb = backend.encode(backend.preprocess(img))
-                t_enc.append(time.perf_counter() - t0)
-                step(backend, opt, emb, coords, labels, target, img.shape[1:], m)
-                t_b.append(time.perf_counter() - t0)
-        assert backend.encoder_calls - calls0 == args.repeats * len(items)
-        t_cached, t_recompute, t_encoder = (float(np.mean(t)) for t in (t_a, t_b, t_enc))
-        backend.eval()
-
-        # (c) decoder inference: batched vs one class at a time (interleaved)
-        t_c1, t_c3 = [], []
+                step(it, "low", torch_backend.encode(torch_backend.preprocess(it["image"])))
+                recompute.append(time.perf_counter() - t0)
+        torch_backend.eval()
         with torch.no_grad():
             for _ in range(args.repeats):
-                for case, z, img, coords, labels, *_ in items:
+                for it in items:
+                    emb, sp = cache.slice(it["case"], 0), it["prompt"]
                     t0 = time.perf_counter()
-                    backend.decode(embs[(case.case_id, z)], coords, labels)
-                    t_c1.append(time.perf_counter() - t0)
+                    torch_backend.decode(emb, sp.coords, sp.labels)
+                    one_call.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     for k in range(len(CLASSES)):
-                        backend.decode(embs[(case.case_id, z)], coords[k : k + 1], labels[k : k + 1])
-                    t_c3.append(time.perf_counter() - t0)
-        t_batched, t_single = float(np.mean(t_c1)), float(np.mean(t_c3))
-        stats = cache.stats()
+                        torch_backend.decode(emb, sp.coords[k : k + 1], sp.labels[k : k + 1])
+                    per_class.append(time.perf_counter() - t0)
 
+    steps = {f"{d}/{r}": mean(v) for (d, r), v in step_s.items()}
+    groups = list(dict.fromkeys(d for d, _ in step_s))
+    low_all = mean([x for (d, r), v in step_s.items() if r == "low" and "ViT" not in d for x in v])
+    full_all = mean([x for (d, r), v in step_s.items() if r == "full" and "ViT" not in d for x in v])
     result = {
-        "backend": backend.name,
-        "cache_key": backend.cache_key,
-        "slices": [c.case_id for c, *_ in items],
-        "classes_per_slice": len(CLASSES),
-        "points_per_class": 10,
-        "cache_fill_s_total": t_fill,
-        "cache_stats": stats,
-        "finetune_step_cached_s_per_slice": t_cached,
-        "finetune_step_recompute_s_per_slice": t_recompute,
-        "encoder_s_per_slice": t_encoder,
-        "recompute_over_cached": t_recompute / t_cached,
-        "decode_batched_s_per_slice": t_batched,
-        "decode_one_class_at_a_time_s_per_slice": t_single,
-        "decoder_slices_per_s_batched": 1.0 / t_batched,
-        "decoder_slices_per_s_single": 1.0 / t_single,
-        "batched_speedup": t_single / t_batched,
+        "backend": torch_backend.name,
+        "slices": [{"case": it["case"].case_id, "dataset": it["dataset"], "hw": list(it["image"].shape[1:])}
+                   for it in items],
+        "repeats": args.repeats,
+        "encoder_s_per_slice": t_enc,
+        "encoder_speedup_over_torch": {r: t_enc["torch"] / t_enc[r] for r in runtimes},
+        "encoder_max_rel_error": errors,
+        "encoder_export_s": export_s,
+        "finetune_step_s_per_slice": steps,
+        "finetune_step_full_over_low": {d: steps[f"{d}/full"] / steps[f"{d}/low"] for d in groups},
+        "finetune_step_full_over_low_all": full_all / low_all,
+        "finetune_step_plus_torch_encoder_s_per_slice": mean(recompute),
+        "cache_saves": mean(recompute) / low_all,
+        "decode_one_call_s_per_slice": mean(one_call),
+        "decode_per_class_s_per_slice": mean(per_class),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
         "platform": platform.platform(),
         "torch": torch.__version__,
     }
-    rows = [
-        ("(a) fine-tune step, cached embedding", f"{t_cached:.3f} s/slice"),
-        ("(b) same + LiteMedSAM encoder", f"{t_recompute:.3f} s/slice"),
-        ("    of which encoder", f"{t_encoder:.3f} s/slice"),
-        ("    (b) / (a)", f"{t_recompute / t_cached:.2f}x"),
-        ("(c) decode 3 classes, one call", f"{t_batched:.3f} s/slice  ({1 / t_batched:.2f} slices/s)"),
-        ("    decode one class at a time", f"{t_single:.3f} s/slice  ({1 / t_single:.2f} slices/s)"),
-        ("    batched speed-up", f"{t_single / t_batched:.2f}x"),
-    ]
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print("\n| encoder (preprocess + encode) | s/slice | vs PyTorch | max rel. error | export (once) |")
+    print("|---|---|---|---|---|")
+    print(f"| PyTorch (today's path) | {t_enc['torch']:.3f} | 1.00x | - | - |")
+    for r in runtimes:
+        print(f"| {r} | {t_enc[r]:.3f} | **{t_enc['torch'] / t_enc[r]:.2f}x** | {errors[r]:.1e} | {export_s[r]:.1f} s |")
+    print("\n| fine-tuning step, cached embedding | full resolution (today's path) | 256² (default) | full / 256² |")
+    print("|---|---|---|---|")
+    for d in groups:
+        if f"{d}/low" in steps:
+            print(f"| {d} | {steps[f'{d}/full']:.3f} s/slice | {steps[f'{d}/low']:.3f} s/slice | "
+                  f"**{steps[f'{d}/full'] / steps[f'{d}/low']:.2f}x** |")
+    print(f"| all slices, LiteMedSAM | {full_all:.3f} s/slice | {low_all:.3f} s/slice | **{full_all / low_all:.2f}x** |")
+    print(f"\nstep + PyTorch encoder {mean(recompute):.3f} s/slice = {mean(recompute) / low_all:.2f}x the cached step")
+    print(f"decoding 3 classes: one call {mean(one_call):.3f} s/slice, one call per class {mean(per_class):.3f} s/slice "
+          f"({mean(per_class) / mean(one_call):.2f}x)")
+    print(f"load average {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} torch threads")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_name(f".{args.out.name}.tmp")
     tmp_out.write_text(json.dumps(result, indent=2))

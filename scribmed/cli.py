@@ -266,11 +266,13 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
         from scribmed.sam.decoder_finetune import FinetuneConfig
 
         finetune = FinetuneConfig(epochs=args.epochs, lr=args.lr, n_points=args.n_points,
-                                  negatives=finetuned.negatives, progress=not args.quiet)
+                                  negatives=finetuned.negatives, loss_resolution=args.loss_resolution,
+                                  progress=not args.quiet)
     result = run_pseudo_label_rounds(
         args.backend, dataset, args.out, rounds=args.rounds, train_patients=train, val_patients=val,
         zero_shot_prompts=zero_shot, finetuned_prompts=finetuned, finetune_config=finetune,
         checkpoint=args.checkpoint, device=args.device, cache_dir=args.cache, progress=not args.quiet,
+        encoder_runtime=args.encoder_runtime,
     )
     names = [dataset.class_map.names[k] for k in dataset.class_map.foreground]
     if result.quality["rounds"]:
@@ -482,6 +484,12 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
     pl.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per round (default 2)")
     pl.add_argument("--lr", type=float, default=5e-5, help="decoder AdamW learning rate (default 5e-5)")
     pl.add_argument("--cache", type=Path, help="embedding cache folder to share across runs (default OUT/embeddings)")
+    pl.add_argument("--encoder-runtime", dest="encoder_runtime", default="auto",
+                    choices=("auto", "torch", "openvino", "onnxruntime"),
+                    help="runtime of SAM's image encoder: auto (default: OpenVINO on the CPU when installed), torch, "
+                    "openvino, onnxruntime")
+    pl.add_argument("--loss-resolution", dest="loss_resolution", default="low", choices=("low", "full"),
+                    help="decoder fine-tuning loss on the decoder's 256x256 logits (low, default) or on the slice (full)")
     pl.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")
     pl.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
     add_common(pl)

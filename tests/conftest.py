@@ -53,3 +53,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _encoder_cache(tmp_path_factory):
+    """Compiled SAM encoders go to a session folder, never the user's ``~/.cache`` (unless SCRIBMED_CACHE is set)."""
+    import os
+
+    if os.environ.get("SCRIBMED_CACHE"):
+        yield
+        return
+    os.environ["SCRIBMED_CACHE"] = str(tmp_path_factory.mktemp("scribmed_cache"))
+    yield
+    os.environ.pop("SCRIBMED_CACHE", None)

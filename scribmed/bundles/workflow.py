@@ -239,6 +239,8 @@ def samsp_pseudo_labels(
     cache_dir: Optional[str | Path] = None,
     seed: int = 0,
     progress: bool = True,
+    encoder_runtime: str = "auto",
+    loss_resolution: str = "low",
 ) -> dict[str, Any]:
     """SAM pseudo labels of a fold's training cases: the ``samsp`` recipe's rounds, in ``out_dir/sam``.
 
@@ -254,7 +256,8 @@ def samsp_pseudo_labels(
         dataset: the opened dataset (gives the class map).
         fold_cases: :func:`fold_case_lists` of the fold (``train`` prompted, ``val`` selects).
         out_dir: the fold's run folder (the rounds go to ``out_dir/sam``).
-        backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir: the SAM stage
+        backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
+            loss_resolution: the SAM stage
             (:class:`scribmed.recipes.samsp.SamStageConfig`; ``cache_dir`` ``None``:
             ``out_dir/sam/embeddings``).
         seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
@@ -281,7 +284,8 @@ def samsp_pseudo_labels(
     sam = SamStageConfig(
         backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),
         epochs=int(epochs), lr=float(lr), n_points=int(n_points), device=str(device),
-        cache_dir=None if cache_dir is None else str(cache_dir),
+        cache_dir=None if cache_dir is None else str(cache_dir), encoder_runtime=str(encoder_runtime),
+        loss_resolution=str(loss_resolution),
     )
     recipe = SAMSPRecipe(SAMSPTrainConfig(seed=int(seed), progress=bool(progress)), sam)
     out = Path(out_dir)

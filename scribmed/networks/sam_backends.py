@@ -27,6 +27,7 @@ re-exported here, so ``scribmed.networks.sam_backends`` stays the one import pat
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -37,6 +38,14 @@ from torch import nn
 
 from scribmed.data.errors import DataError
 from scribmed.files import file_sha256
+from scribmed.networks.encoder_runtime import (
+    DEFAULT_TOLERANCE,
+    ENCODER_RUNTIMES,
+    CompiledEncoder,
+    compile_encoder,
+    encoder_cache_dir,
+    resolve_runtime,
+)
 from scribmed.networks.sam_architectures import COMPONENTS as COMPONENTS
 from scribmed.networks.sam_architectures import (
     EMBED_DIM,
@@ -93,6 +102,8 @@ class SamBackend(nn.Module):
             LiteMedSAM with a decoder-only checkpoint this is the packaged file), or a hash of
             the encoder's parameters when randomly initialised. Embeddings depend only on it.
         encoder_calls: number of slices passed through the image encoder so far.
+        encoder_runtime: ``"torch"`` (default) or the compiled runtime :meth:`use_encoder_runtime`
+            switched to (``"openvino"`` / ``"onnxruntime"``); part of :attr:`cache_key`.
     """
 
     def __init__(
@@ -121,6 +132,7 @@ class SamBackend(nn.Module):
         self.checkpoint_path = None if checkpoint_path is None else str(checkpoint_path)
         self._encoder_sha256 = encoder_sha256
         self.encoder_calls = 0
+        self._compiled: Optional[CompiledEncoder] = None
         self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
         self.image_encoder.eval()
@@ -146,11 +158,58 @@ class SamBackend(nn.Module):
         return f"{self.normalisation}{self.input_size}v{PREPROCESS_VERSION}"
 
     @property
-    def cache_key(self) -> str:
-        """``<name>-<encoder weights sha[:16]>-<preprocessing id>``: what embeddings depend on."""
+    def weights_id(self) -> str:
+        """``<name>-<encoder weights sha[:16]>``: names the encoder's weights."""
         sha = self.encoder_sha256
         short = sha[:23] if sha.startswith("random-") else sha[:16]
-        return f"{self.name}-{short}-{self.preprocess_id}"
+        return f"{self.name}-{short}"
+
+    @property
+    def cache_key(self) -> str:
+        """``<name>-<encoder weights sha[:16]>-<preprocessing id>[-<runtime>]``: what embeddings depend on.
+
+        A compiled encoder runtime agrees with PyTorch to 1e-3 relative, not bit for bit, so its
+        embeddings are keyed apart from PyTorch's.
+        """
+        key = f"{self.weights_id}-{self.preprocess_id}"
+        return key if self._compiled is None else f"{key}-{self._compiled.runtime}"
+
+    @property
+    def encoder_runtime(self) -> str:
+        return "torch" if self._compiled is None else self._compiled.runtime
+
+    @property
+    def compiled_encoder(self) -> Optional[CompiledEncoder]:
+        """The compiled encoder in use, or ``None`` (PyTorch)."""
+        return self._compiled
+
+    def use_encoder_runtime(
+        self,
+        runtime: str = "auto",
+        cache_dir: Optional[PathLike] = None,
+        *,
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> "SamBackend":
+        """Run the image encoder with ``runtime`` from now on (see :mod:`scribmed.networks.encoder_runtime`).
+
+        ``auto`` picks OpenVINO on the CPU when installed, else PyTorch. The first call for a set
+        of weights exports and checks the encoder (seconds; LiteMedSAM about 10 s), later calls
+        load the cached export from ``cache_dir`` (default :func:`encoder_cache_dir`). A failed
+        ``auto`` export warns and keeps PyTorch; an explicitly asked runtime raises. Returns ``self``.
+        """
+        chosen = resolve_runtime(runtime, self.device)
+        if chosen == "torch":
+            self._compiled = None
+            return self
+        try:
+            self._compiled = compile_encoder(self.image_encoder, self.input_size, self.weights_id, chosen,
+                                             cache_dir, tolerance=tolerance)
+        except Exception as exc:
+            if runtime != "auto":
+                raise
+            warnings.warn(f"{self.name}: {chosen} encoder unavailable ({exc}); encoding with PyTorch", stacklevel=2)
+            self._compiled = None
+        return self
 
     def train(self, mode: bool = True) -> "SamBackend":
         """Like ``nn.Module.train`` but the frozen image encoder always stays in eval mode."""
@@ -225,8 +284,14 @@ class SamBackend(nn.Module):
             raise ValueError(
                 f"{self.name} expects images (N, 3, {self.input_size}, {self.input_size}), got {tuple(images.shape)}"
             )
-        self.image_encoder.eval()
-        out = self.image_encoder(images.to(self.device, torch.float32))
+        if self._compiled is not None:
+            if self.device.type != "cpu":
+                raise ValueError(f"the {self._compiled.runtime} encoder runs on the CPU; the backend moved to "
+                                 f"{self.device}: call use_encoder_runtime('torch') first")
+            out = self._compiled(images)
+        else:
+            self.image_encoder.eval()
+            out = self.image_encoder(images.to(self.device, torch.float32))
         self.encoder_calls += int(images.shape[0])
         return out
 
@@ -360,6 +425,8 @@ def build_sam_backend(
     *,
     encoder_config: Optional[Mapping[str, Any]] = None,
     random_init: bool = False,
+    encoder_runtime: str = "torch",
+    encoder_cache: Optional[PathLike] = None,
 ) -> SamBackend:
     """Build a backend by name and load its weights.
 
@@ -378,6 +445,9 @@ def build_sam_backend(
         random_init: ViT backends only: build with random weights and no checkpoint. Only tests
             ask for this; without it a ViT backend without ``checkpoint`` is an error, so a
             forgotten ``--sam-checkpoint`` never runs SAM on random weights.
+        encoder_runtime: ``"torch"`` (default here), ``"openvino"``, ``"onnxruntime"`` or
+            ``"auto"`` (the CLI's and recipes' default): see :meth:`SamBackend.use_encoder_runtime`.
+        encoder_cache: folder of compiled encoders (default :func:`encoder_cache_dir`).
 
     Raises:
         ValueError: unknown ``name``; a ViT/MedSAM backend without ``checkpoint`` and without
@@ -429,15 +499,18 @@ def build_sam_backend(
             backend.checkpoint_sha256 = backend._encoder_sha256 = file_sha256(checkpoint)
             backend.checkpoint_path = str(checkpoint)
     backend.image_encoder.requires_grad_(False)
-    return backend.to(device).eval()
+    backend = backend.to(device).eval()
+    return backend.use_encoder_runtime(encoder_runtime, encoder_cache)
 
 
 __all__ = [
     "BACKENDS",
+    "ENCODER_RUNTIMES",
     "PREPROCESS_VERSION",
     "SamBackend",
     "VIT_CONFIGS",
     "build_sam_backend",
+    "encoder_cache_dir",
     "file_sha256",
     "lite_medsam_checkpoint",
     "pad_points",

@@ -70,8 +70,11 @@ from scribmed.sam.finetune_config import FinetuneConfig, FinetuneResult
 from scribmed.sam.finetune_prompts import (
     _case_prompts,
     _decode_slice,
+    _decode_slice_low,
     _prompter,
     _SlicePrompt,
+    resize_label_nearest,
+    resize_scribble,
 )
 from scribmed.sam.merge import default_merge_priority
 from scribmed.sam.pseudo_labels import case_scribble
@@ -87,6 +90,7 @@ __all__ = [
     "load_decoder",
     "predict_case",
     "save_decoder",
+    "slice_loss",
     "validation_dice",
 ]
 
@@ -96,6 +100,40 @@ PathLike = Union[str, Path]
 # ------------------------------------------------------------------------------------------
 # training
 # ------------------------------------------------------------------------------------------
+
+
+def slice_loss(
+    backend: Any,
+    embedding: torch.Tensor,
+    sp: _SlicePrompt,
+    scribble: np.ndarray,
+    pseudo_label: Optional[np.ndarray],
+    loss_fn: SamFinetuneLoss,
+    resolution: str = "low",
+) -> torch.Tensor:
+    """The fine-tuning loss of one slice (all its prompted classes from one batched decoder call).
+
+    ``resolution="low"``: on the decoder's low-resolution logits, cropped to the image, against
+    ``scribble`` / ``pseudo_label`` ``(H, W)`` resized to that frame; ``"full"``: on the logits
+    upsampled to ``(H, W)``.
+    """
+    hw = (int(scribble.shape[0]), int(scribble.shape[1]))
+    if resolution == "low":
+        logits = _decode_slice_low(backend, embedding, sp, hw)
+        frame = (int(logits.shape[-2]), int(logits.shape[-1]))
+        scribble = resize_scribble(scribble, frame, loss_fn.ignore_index)
+        pseudo_label = None if pseudo_label is None else resize_label_nearest(pseudo_label, frame)
+    elif resolution == "full":
+        logits = _decode_slice(backend, embedding, sp, hw)
+    else:
+        raise ValueError(f"resolution must be 'low' or 'full', got {resolution!r}")
+    dev = logits.device
+    return loss_fn(
+        logits,
+        torch.from_numpy(scribble.astype(np.int64)).to(dev),
+        sp.classes,
+        None if pseudo_label is None else torch.from_numpy(pseudo_label.astype(np.int64)).to(dev),
+    )
 
 
 def _train_epoch(
@@ -120,22 +158,14 @@ def _train_epoch(
 
         bar = tqdm(total=len(order), desc=f"decoder epoch {epoch}", unit="slice", leave=False)
     total, terms, n = 0.0, {}, 0
-    dev = backend.device
     for chunk in chunks:
         optimizer.zero_grad(set_to_none=True)
         for i in chunk:
             sp = items[int(i)]
             case = cases[sp.case_index]
             scribble = scribbles[sp.case_index][sp.z]
-            hw = (int(scribble.shape[0]), int(scribble.shape[1]))
-            logits = _decode_slice(backend, cache.slice(case, sp.z), sp, hw)
-            pl = pls[sp.case_index]
-            loss = loss_fn(
-                logits,
-                torch.from_numpy(scribble.astype(np.int64)).to(dev),
-                sp.classes,
-                None if pl is None else torch.from_numpy(pl[sp.z].astype(np.int64)).to(dev),
-            )
+            pl = None if pls[sp.case_index] is None else pls[sp.case_index][sp.z]
+            loss = slice_loss(backend, cache.slice(case, sp.z), sp, scribble, pl, loss_fn, config.loss_resolution)
             (loss / len(chunk)).backward()
             total += float(loss.detach())
             for name, value in loss_fn.last.items():
@@ -252,7 +282,10 @@ def finetune_decoder(
     completed = -1  # last finished epoch (0 = starting decoder validated)
     if resume and last_path.is_file():
         ckpt = _read_checkpoint(last_path)
-        if ckpt.get("identity") != identity:
+        stored = dict(ckpt.get("identity") or {})
+        if isinstance(stored.get("config"), dict):
+            stored["config"] = FinetuneConfig.complete_legacy(stored["config"])
+        if stored != identity:
             raise ValueError(
                 f"{last_path}: written by a run with other cases, backend or settings; "
                 "use another out_dir or resume=False to start over"

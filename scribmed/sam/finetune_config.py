@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 _NEGATIVES = ("neighbour", "background", "none")
+LOSS_RESOLUTIONS = ("low", "full")
+#: values of fields added after runs were first recorded (what those runs used)
+LEGACY_VALUES = {"loss_resolution": "full"}
 
 
 @dataclass
@@ -32,6 +35,11 @@ class FinetuneConfig:
         batch_slices: slices per optimizer step (gradients averaged over them); all classes of
             a slice always go through one batched decoder call.
         validate_initial: validate the starting decoder as epoch 0 (it can then be selected).
+        loss_resolution: ``"low"`` (default): the loss is computed on the decoder's own 256x256
+            low-resolution logits (cropped to the image, padding excluded) against the scribble
+            and pseudo label resized to that frame (nearest; no scribble pixel is dropped);
+            ``"full"``: the logits are upsampled to the slice and the loss computed there (slower
+            on large slices; what runs before this option used).
         progress: tqdm bars.
     """
 
@@ -47,6 +55,7 @@ class FinetuneConfig:
     ce_weight: float = 1.0
     iou_weight: float = 0.0
     validate_initial: bool = True
+    loss_resolution: str = "low"
 
     def __post_init__(self) -> None:
         if int(self.epochs) < 0:
@@ -59,6 +68,8 @@ class FinetuneConfig:
             raise ValueError(f"n_points must be >= 1, got {self.n_points}")
         if self.negatives not in _NEGATIVES:
             raise ValueError(f"negatives must be one of {_NEGATIVES}, got {self.negatives!r}")
+        if self.loss_resolution not in LOSS_RESOLUTIONS:
+            raise ValueError(f"loss_resolution must be one of {LOSS_RESOLUTIONS}, got {self.loss_resolution!r}")
         if int(self.batch_slices) < 1:
             raise ValueError(f"batch_slices must be >= 1, got {self.batch_slices}")
         for name in ("ce_weight", "dice_weight", "iou_weight"):
@@ -77,6 +88,11 @@ class FinetuneConfig:
         if unknown:
             raise ValueError(f"unknown FinetuneConfig keys {unknown}; known: {sorted(known)}")
         return cls(**dict(data))
+
+    @staticmethod
+    def complete_legacy(data: Mapping[str, Any]) -> dict[str, Any]:
+        """A recorded config dict with the fields it predates filled in as those runs used them."""
+        return {**LEGACY_VALUES, **dict(data)}
 
     def training_identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the interrupted one (not epochs/progress)."""
@@ -108,6 +124,7 @@ class FinetuneResult:
 
 
 __all__ = [
+    "LOSS_RESOLUTIONS",
     "FinetuneConfig",
     "FinetuneResult",
 ]

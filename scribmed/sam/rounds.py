@@ -173,10 +173,19 @@ def _check_run_record(out: Path, record: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         raise DataError(path, "unreadable run record; delete the run folder or choose another --out") from None
+    if isinstance(old.get("finetune"), dict):
+        from scribmed.sam.finetune_config import FinetuneConfig
+
+        old = {**old, "finetune": FinetuneConfig.complete_legacy(old["finetune"])}
     differ = [k for k in ("backend", "encoder_cache_key", "selection", "zero_shot_prompts", "finetuned_prompts",
                           "finetune", "merge_priority") if old.get(k) != record.get(k)]
     if differ:
-        raise DataError(path, f"run folder was made with other settings ({', '.join(differ)} differ); "
+        hint = ""
+        if "encoder_cache_key" in differ:
+            key = str(old.get("encoder_cache_key", ""))
+            was = next((r for r in ("openvino", "onnxruntime") if key.endswith("-" + r)), "torch")
+            hint = f" (its encoder ran with the {was} runtime: --sam-encoder-runtime {was} resumes it)"
+        raise DataError(path, f"run folder was made with other settings ({', '.join(differ)} differ){hint}; "
                         "choose another --out or delete it")
     if int(record["rounds"]) > int(old.get("rounds", 0)):
         _atomic_json(path, {**old, "rounds": record["rounds"]})
@@ -199,6 +208,8 @@ def run_pseudo_label_rounds(
     device: str = "cpu",
     cache_dir: Optional[PathLike] = None,
     progress: bool = True,
+    encoder_runtime: str = "auto",
+    encoder_cache: Optional[PathLike] = None,
 ) -> RoundsResult:
     """Zero-shot pseudo labels (round 0) and ``rounds`` rounds of decoder fine-tuning + regeneration.
 
@@ -218,6 +229,10 @@ def run_pseudo_label_rounds(
         device: where the backend runs.
         cache_dir: embedding cache root (default ``out_dir/embeddings``); share one across runs.
         progress: tqdm bars.
+        encoder_runtime: when ``backend`` is a name: ``auto`` (OpenVINO on the CPU when
+            installed), ``torch``, ``openvino`` or ``onnxruntime``
+            (:mod:`scribmed.networks.encoder_runtime`); part of the embeddings' cache key.
+        encoder_cache: folder of compiled encoders (default ``encoder_cache_dir()``).
 
     Returns:
         :class:`RoundsResult`.
@@ -233,7 +248,8 @@ def run_pseudo_label_rounds(
     if isinstance(backend, str):
         from scribmed.networks.sam_backends import build_sam_backend
 
-        backend = build_sam_backend(backend, checkpoint=checkpoint, device=device)
+        backend = build_sam_backend(backend, checkpoint=checkpoint, device=device,
+                                    encoder_runtime=encoder_runtime, encoder_cache=encoder_cache)
     class_map = dataset.class_map
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -272,3 +272,75 @@ def test_validation_case_without_scribble_is_prompted_from_its_label(tmp_path, c
     bare.has_label = False
     with pytest.raises(DataError, match="neither a scribble nor a label"):
         validation_scribble(bare, CARDIAC)
+
+
+# --- the loss at the decoder's low resolution (default) vs the slice's full resolution ---------
+
+
+def test_loss_resolution_low_uses_the_decoder_frame_and_full_the_slice(tmp_path, cases, pseudo, monkeypatch):
+    shapes: list[tuple[int, ...]] = []
+    real = dft.SamFinetuneLoss.forward
+
+    def spy(self, logits, scribble, classes, pseudo_label=None):
+        shapes.append((tuple(logits.shape[1:]), tuple(scribble.shape), tuple(pseudo_label.shape)))
+        return real(self, logits, scribble, classes, pseudo_label)
+
+    monkeypatch.setattr(dft.SamFinetuneLoss, "forward", spy)
+    _, low = run(tmp_path, cases, pseudo, "low", epochs=2)
+    # fake backend: S = 256, logits 64x64; a 48x56 slice is 219x256 in S, so 55x64 in the logits
+    assert set(shapes) == {((55, 64), (55, 64), (55, 64))}
+    shapes.clear()
+    _, full = run(tmp_path, cases, pseudo, "full", epochs=2, loss_resolution="full")
+    assert set(shapes) == {((48, 56), (48, 56), (48, 56))}
+    for result in (low, full):
+        assert result.history[2]["train_loss"] < result.history[1]["train_loss"]
+    assert low.history[1]["train_loss"] != full.history[1]["train_loss"]
+    assert FinetuneConfig().loss_resolution == "low"
+    with pytest.raises(ValueError, match="loss_resolution must be one of"):
+        FinetuneConfig(loss_resolution="half")
+
+
+def test_low_res_frame_of_real_geometries():
+    from scribmed.sam.finetune_prompts import low_res_hw
+
+    class Geometry:
+        def __init__(self, s):
+            self.input_size = s
+
+        resized_hw = SamBackend.resized_hw
+
+    assert low_res_hw(Geometry(256), (216, 256)) == (216, 256)  # LiteMedSAM, ACDC-sized: 1:1
+    assert low_res_hw(Geometry(256), (428, 512)) == (214, 256)
+    assert low_res_hw(Geometry(1024), (512, 512)) == (256, 256)  # SAM ViT: S / 4
+    assert low_res_hw(Geometry(1024), (154, 224)) == (176, 256)
+
+
+def test_resize_scribble_keeps_every_drawn_class():
+    from scribmed.sam.finetune_prompts import resize_label_nearest, resize_scribble
+
+    ignore = CARDIAC.ignore_index
+    scribble = np.full((100, 120), ignore, np.int64)
+    scribble[10, 5:115] = 0  # 1-pixel lines, on rows and columns nearest-neighbour halving skips
+    scribble[30, 20:60] = 1
+    scribble[40:90, 70] = 2
+    scribble[55, 80:83] = 3
+    small = resize_scribble(scribble, (50, 60), ignore)
+    assert small.shape == (50, 60)
+    assert set(np.unique(small)) == {0, 1, 2, 3, ignore}
+    assert not {0, 1, 2} & set(np.unique(resize_label_nearest(scribble, (50, 60))))  # plain nearest loses them
+    assert (small[15, 10:30] == 1).all() and (small[20:45, 35] == 2).all()
+    assert resize_scribble(scribble, (100, 120), ignore) is scribble
+    big = resize_scribble(scribble, (200, 240), ignore)
+    assert (big[60:62, 40:120] == 1).all() and (big == 1).sum() == 160
+
+
+def test_runs_recorded_before_loss_resolution_resume_as_full(tmp_path, cases, pseudo):
+    run(tmp_path, cases, pseudo, "old", epochs=1, loss_resolution="full")
+    last = decoder_state_path(tmp_path / "old", "last")
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    del ckpt["identity"]["config"]["loss_resolution"]  # as written before the option existed
+    torch.save(ckpt, last)
+    with pytest.raises(ValueError, match="other cases, backend or settings"):
+        run(tmp_path, cases, pseudo, "old", epochs=2)
+    _, result = run(tmp_path, cases, pseudo, "old", epochs=2, loss_resolution="full")
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
