@@ -47,6 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bilinear_up": {"upsample": "bilinear"},
     "no_augment": {**_BEFORE, "augment": False},
     "lr_horizon+bilinear_up": {"lr_horizon": 60000, "upsample": "bilinear"},
+    "lr_horizon+bilinear_up+channels_last": {"lr_horizon": 60000, "upsample": "bilinear", "channels_last": True},
 }
 
 REFERENCE = {120: {"RV": 0.151, "Myo": 0.234, "LV": 0.232, "mean": 0.205}}
