@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from scribmed.data.errors import DataError
+from scribmed.data.layouts import LAYOUTS
 
-LAYOUT_NAMES = ("acdc-h5", "acdc-nifti", "mscmr", "chaos-npz", "generic")
+LAYOUT_NAMES = tuple(LAYOUTS)  # from the registry: a new layout needs no CLI edit
 #: flags of ``scribmed cv`` that every training recipe's config takes (a recipe without them refuses them)
 TRAINING_FLAGS = ("iterations", "batch_size", "size", "device", "seed", "val_interval", "lr_horizon", "image_interp",
                   "upsample", "channels_last")

@@ -16,6 +16,7 @@ from scribmed.data.phantoms import (
     write_phantom_dataset,
 )
 from scribmed.data.scribble_synthesis import (
+    ABDOMINAL_STYLE,
     ScribbleStyle,
     scribble_stats,
     synthesize_scribbles,
@@ -44,6 +45,7 @@ __all__ = [
     "Dataset",
     "Fold",
     "PhantomCase",
+    "ABDOMINAL_STYLE",
     "ScribbleStyle",
     "Split",
     "SplitError",

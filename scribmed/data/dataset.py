@@ -29,6 +29,9 @@ class Dataset:
         meta: per-case metadata by case id, e.g. ``{"subset": "train", "files": {...}}``.
         problems: issues found while listing (e.g. a label without an image); ``validate()``
             raises the first one.
+        provenance: where parts of the data came from when not from the release itself, e.g.
+            ``{"scribbles": {"synthetic": True, "seed": 0, ...}}`` for synthesised scribbles;
+            ``scribmed cv`` records it in ``run.json`` and its reports.
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class Dataset:
         spacing_unit: SpacingUnit = "none",
         meta: Optional[Mapping[str, dict[str, Any]]] = None,
         problems: Sequence[DataError] = (),
+        provenance: Optional[Mapping[str, Any]] = None,
     ) -> None:
         if spacing_unit not in ("mm", "none"):
             raise ValueError(f"spacing_unit must be 'mm' or 'none', got {spacing_unit!r}")
@@ -59,6 +63,7 @@ class Dataset:
         meta = dict(meta or {})
         self.meta: dict[str, dict[str, Any]] = {c.case_id: dict(meta.get(c.case_id, {})) for c in self.cases}
         self.problems: list[DataError] = list(problems)
+        self.provenance: dict[str, Any] = dict(provenance or {})
 
     # -- container protocol -------------------------------------------------------------
     def __len__(self) -> int:
@@ -134,6 +139,7 @@ class Dataset:
             self.spacing_unit,
             {i: self.meta[i] for i in ids},
             [],
+            self.provenance,
         )
 
     # -- reporting ----------------------------------------------------------------------
@@ -147,6 +153,7 @@ class Dataset:
             "with_label": sum(1 for c in self.cases if c.has_label),
             "with_scribble": sum(1 for c in self.cases if c.has_scribble),
             "spacing": self.spacing_unit,
+            **({"provenance": self.provenance} if self.provenance else {}),
         }
 
     def validate(self, progress: bool = True) -> None:

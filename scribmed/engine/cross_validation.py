@@ -151,7 +151,7 @@ def run_fold(
     foreground = {i: n for i, n in dataset.class_map.names.items() if i != 0}
     pairs = PairedCases(test, predictions, where=fold_dir / "predictions", release=False)
     results = evaluate_cases(pairs, foreground, progress=progress)
-    write_report(results, fold_dir / "evaluation", checkpoint=model.policy)
+    write_report(results, fold_dir / "evaluation", checkpoint=model.policy, provenance=dataset.provenance)
     write_fold_record(
         fold_dir, k, model.checkpoint, model.policy, model.sha256, {s: len(v) for s, v in ids.items()}, **model.extra
     )
@@ -266,6 +266,8 @@ def run_cross_validation(
         "missing_patients_dropped": report.missing,
         "config": recipe.config_dict(),
     }
+    if dataset.provenance:  # e.g. synthesised scribbles: said in run.json and every report
+        record["provenance"] = dataset.provenance
     _check_run_record(out, record)
     split_file = out / "split.json"
     if not split_file.exists():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scribmed.metrics.report import summary_markdown
+from scribmed.metrics.report import provenance_lines, summary_markdown
 
 __all__ = ["cv_markdown"]
 
@@ -22,6 +22,7 @@ def cv_markdown(summary: dict[str, Any]) -> str:
         f"Checkpoint: {pooled.get('checkpoint', '?')} (selected on validation patients, never the test fold). "
         f"HD95 {pooled['hd95_mode']} convention, {units}; empty-mask policy {pooled['empty_policy']}.",
         "",
+        *provenance_lines(run.get("provenance")),
         "## Per-fold mean of per-volume scores, mean ± std over folds (the papers' convention)",
         "",
         f"| class | Dice | HD95 ({units}) | ASD ({units}) |",

@@ -171,6 +171,21 @@ def _pm(stat: Mapping[str, Any], digits: int) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
+def provenance_lines(provenance: Any) -> list[str]:
+    """Markdown lines saying which inputs were synthesised (empty when none), for every report."""
+    if not provenance:
+        return []
+    lines = []
+    scribbles = provenance.get("scribbles") if isinstance(provenance, dict) else None
+    if scribbles and scribbles.get("synthetic"):
+        lines.append(f"**Scribbles: synthetic**, synthesised from the full labels ({scribbles.get('method', '?')}, "
+                     f"{scribbles.get('style', '?')}, seed {scribbles.get('seed', '?')}); not annotator scribbles.")
+    others = sorted(k for k in provenance if k != "scribbles")
+    if others:
+        lines.append("Provenance: " + "; ".join(f"{k}: {provenance[k]}" for k in others) + ".")
+    return [*lines, ""] if lines else []
+
+
 def summary_markdown(summary: Mapping[str, Any], digits: int = 3, hd_digits: int = 2) -> str:
     """A paper-style table: ``class | Dice (mean ± std) | HD95 <units> (mean ± std) | n``.
 
@@ -179,6 +194,7 @@ def summary_markdown(summary: Mapping[str, Any], digits: int = 3, hd_digits: int
     """
     units = summary["hd95_units"]
     lines = [
+        *provenance_lines(summary.get("provenance")),
         f"| class | Dice (mean ± std) | HD95 {units} (mean ± std) | n |",
         "|---|---|---|---|",
     ]
@@ -358,8 +374,12 @@ def write_report(
     out_dir: PathLike,
     plot: bool = True,
     checkpoint: Optional[str] = None,
+    provenance: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Path]:
     """Write ``per_case.csv``, ``summary.json``, ``summary.md`` and ``boxplot.png`` into ``out_dir``.
+
+    ``provenance`` (e.g. the dataset's synthesised-scribble record) goes into ``summary.json`` and
+    is stated at the top of ``summary.md``.
 
     Returns:
         ``{"per_case", "summary", "markdown", "plot"}`` → written paths (no ``plot`` if disabled).
@@ -367,6 +387,8 @@ def write_report(
     cases = list(cases)
     out_dir = Path(out_dir)
     summary = summarize(cases, checkpoint)
+    if provenance:
+        summary["provenance"] = dict(provenance)
     paths = {
         "per_case": write_per_case_csv(cases, out_dir / "per_case.csv"),
         "summary": write_summary_json(summary, out_dir / "summary.json"),

@@ -14,7 +14,14 @@ from typing import Any, Callable, Iterable, Mapping, Union
 from scribmed.data.case import Case
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.layouts import acdc_h5, acdc_nifti, chaos_npz, generic, mscmr
+from scribmed.data.layouts import (
+    acdc_h5,
+    acdc_nifti,
+    chaos_npz,
+    chaos_t2_nifti,
+    generic,
+    mscmr,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,7 @@ class Layout:
 
 LAYOUTS: dict[str, Layout] = {
     m.NAME: Layout(m.NAME, m.read_dataset, m.write_case, (m.__doc__ or "").strip().splitlines()[0])
-    for m in (acdc_h5, acdc_nifti, mscmr, chaos_npz, generic)
+    for m in (acdc_h5, acdc_nifti, mscmr, chaos_npz, chaos_t2_nifti, generic)
 }
 
 
@@ -48,7 +55,7 @@ def open_dataset(layout: str, root: str | Path, **options: Any) -> Dataset:
 
     Args:
         layout: one of ``LAYOUTS`` (``acdc-h5``, ``acdc-nifti``, ``mscmr``, ``chaos-npz``,
-            ``generic``).
+            ``chaos-t2-nifti``, ``generic``).
         root: the dataset folder as distributed.
         **options: layout options, e.g. ``spacing=(dz, dy, dx)`` (mm) for ``acdc-h5`` and
             ``chaos-npz``, ``class_map=`` for any layout (required by ``generic`` when its

@@ -11,7 +11,7 @@ from scribmed.data.phantoms.phantom_case import PhantomCase
 KINDS = ("cardiac", "abdominal")
 LAYOUTS_BY_KIND = {
     "cardiac": ("acdc-h5", "acdc-nifti", "mscmr", "generic"),
-    "abdominal": ("chaos-npz", "generic"),
+    "abdominal": ("chaos-npz", "chaos-t2-nifti", "generic"),
 }
 
 

@@ -98,7 +98,7 @@ def write_phantom_dataset(
     Args:
         kind: ``"cardiac"`` or ``"abdominal"``.
         layout: ``acdc-h5``, ``acdc-nifti``, ``mscmr``, ``generic`` (cardiac) or ``chaos-npz``,
-            ``generic`` (abdominal).
+            ``chaos-t2-nifti`` (T2 only; the reader synthesises the scribbles), ``generic`` (abdominal).
         out: dataset root to create (for ``acdc-h5`` it holds ``ACDC_training_volumes/``).
         n_patients: number of patients.
         seed: base seed.
@@ -147,7 +147,11 @@ def write_phantom_dataset(
             opts.setdefault("patient_ids", [p for p, _ in pairs])
         cases = generate_cardiac(n_patients, seed, **opts)
     else:
-        cases = generate_abdominal(n_patients, seed, **gen_kwargs)
+        opts = dict(gen_kwargs)
+        if layout == "chaos-t2-nifti":  # one T2 volume per patient, no scribble stored (the reader synthesises)
+            opts.setdefault("modalities", ("T2",))
+            opts["scribbles"] = False
+        cases = generate_abdominal(n_patients, seed, **opts)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
