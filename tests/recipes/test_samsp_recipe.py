@@ -132,6 +132,14 @@ def test_build_recipe_routes_flags():
     assert (r.sam.rounds, r.sam.lr, r.sam.epochs, r.sam.n_points, r.sam.cache_dir) == (1, 1e-4, 3, 5, "/tmp/x")
     d = r.config_dict()
     assert "cache_dir" not in d["sam"] and "device" not in d["segmentor"] and d["sam"]["backend"] == "lite_medsam"
+    assert (r.sam.encoder_runtime, r.sam.loss_resolution) == ("auto", "low")  # the defaults
+    r = build("samsp", sam_encoder_runtime="onnxruntime", sam_loss_resolution="full")
+    assert (r.sam.encoder_runtime, r.sam.loss_resolution) == ("onnxruntime", "full")
+    assert r.config_dict()["sam"]["encoder_runtime"] == "onnxruntime"  # changes embeddings: recorded
+    with pytest.raises(ValueError, match="encoder_runtime must be one of"):
+        build("samsp", sam_encoder_runtime="tensorrt")
+    with pytest.raises(ValueError, match="loss_resolution must be one of"):
+        build("samsp", sam_loss_resolution="half")
     assert isinstance(build("dmpls", iterations=3), DMPLSRecipe)
     with pytest.raises(ValueError, match="recipe 'dmpls' does not take rounds"):
         build("dmpls", rounds=1)
@@ -195,6 +203,8 @@ def test_samsp_fold_with_lite_medsam(phantom, split_file, tmp_path):
     quality = json.loads((tmp_path / "cv" / "fold_1" / "train" / "sam" / "quality.json").read_text())
     r0 = quality["rounds"][0]
     assert r0["round"] == 0 and r0["cases"] == 2
+    record = json.loads((tmp_path / "cv" / "fold_1" / "train" / "sam" / "run.json").read_text())
+    assert record["encoder_cache_key"].endswith("-openvino")  # auto: OpenVINO on the CPU
     assert r0["prompts"] == ZERO_SHOT_PROMPTS.to_dict()
     # the packaged weights ran: masks overlap both ventricles (measured RV 0.44, LV 0.42 on these
     # 48x48 phantoms; real-data quality is checked in test_pseudo_labels and benchmarks/)

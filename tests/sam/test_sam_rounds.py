@@ -170,3 +170,24 @@ def test_cli_pseudolabel_help():
     with pytest.raises(SystemExit) as exc:
         main(["pseudolabel", "--help"])
     assert exc.value.code == 0
+
+
+def test_run_folder_of_another_encoder_runtime_says_which_flag_resumes_it(tmp_path):
+    import json
+
+    from scribmed.sam.rounds import RUN_RECORD, _check_run_record
+
+    record = {"backend": "lite_medsam", "encoder_cache_key": "lite_medsam-79d8-minmax256v1-openvino",
+              "selection": {}, "rounds": 1, "zero_shot_prompts": {}, "finetuned_prompts": None,
+              "finetune": {"lr": 1e-4}, "merge_priority": None}
+    _check_run_record(tmp_path, record)
+    # a record written before loss_resolution existed resumes as loss_resolution "full"
+    old = json.loads((tmp_path / RUN_RECORD).read_text())
+    assert old["finetune"] == {"lr": 1e-4}
+    _check_run_record(tmp_path, {**record, "finetune": {"lr": 1e-4, "loss_resolution": "full"}})
+    with pytest.raises(DataError, match="finetune differ"):
+        _check_run_record(tmp_path, {**record, "finetune": {"lr": 1e-4, "loss_resolution": "low"}})
+    with pytest.raises(DataError, match=r"encoder_cache_key differ\) \(its encoder ran with the openvino runtime: "
+                                        r"--sam-encoder-runtime openvino resumes it\)"):
+        _check_run_record(tmp_path, {**record, "encoder_cache_key": "lite_medsam-79d8-minmax256v1",
+                                     "finetune": {"lr": 1e-4, "loss_resolution": "full"}})
