@@ -1,4 +1,4 @@
-"""Dataset readers (one per public layout), splits, phantoms and scribble synthesis.
+"""Dataset readers (one per public layout), splits, phantoms, scribble synthesis and weak labels.
 
 Arrays are ``(slices, H, W)`` with spacing ``(dz, dy, dx)`` in mm (or ``None``); see
 :mod:`scribmed.data.case` and ``docs/data.md``.
@@ -32,6 +32,21 @@ from scribmed.data.splits import (
     resolve_split,
     save_split,
     validate_split,
+)
+from scribmed.data.weak_conversion import (
+    assign_supervision,
+    boxes_from_label,
+    make_weak_dataset,
+    points_from_label,
+)
+from scribmed.data.weak_labels import (
+    SUPERVISION_TYPES,
+    PointSet,
+    WeakLabel,
+    read_supervision,
+    read_weak_label,
+    write_supervision,
+    write_weak_label,
 )
 
 __all__ = [
@@ -67,4 +82,15 @@ __all__ = [
     "read_label_nifti",
     "write_dataset",
     "write_prediction",
+    "SUPERVISION_TYPES",
+    "PointSet",
+    "WeakLabel",
+    "assign_supervision",
+    "boxes_from_label",
+    "make_weak_dataset",
+    "points_from_label",
+    "read_supervision",
+    "read_weak_label",
+    "write_supervision",
+    "write_weak_label",
 ]

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # weak_labels imports ClassMap from here
+    from scribmed.data.weak_labels import WeakLabel
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class Case:
         patient_id: frames/phases of one patient share it; splits are by patient.
         source: the main file (or folder) this case comes from, for error messages.
         has_label / has_scribble: known without loading (from the file listing).
+        supervision: the case's training supervision stated by the dataset (``"full"``,
+            ``"box"``, ``"point"``, ``"scribble"``, ``"none"``; see
+            :mod:`scribmed.data.weak_labels`), ``None`` when the dataset states none.
+        weak_loader: reads the case's box/point :class:`~scribmed.data.weak_labels.WeakLabel`
+            (``None`` when it has none); :attr:`weak` calls it once and caches the result.
     """
 
     case_id: str
@@ -70,6 +78,9 @@ class Case:
     has_label: bool = False
     has_scribble: bool = False
     _cache: Optional[CaseArrays] = field(default=None, repr=False)
+    supervision: Optional[str] = None
+    weak_loader: Optional[Callable[[], "WeakLabel"]] = field(default=None, repr=False)
+    _weak: Optional["WeakLabel"] = field(default=None, repr=False)
 
     def load(self) -> CaseArrays:
         if self._cache is None:
@@ -99,6 +110,21 @@ class Case:
     @property
     def affine(self) -> Optional[np.ndarray]:
         return self.load().affine
+
+    @property
+    def has_weak(self) -> bool:
+        """Whether the case has a box/point weak label (known without reading it)."""
+        return self.weak_loader is not None
+
+    @property
+    def weak(self) -> Optional["WeakLabel"]:
+        """The box/point weak label, read on first access and cached (``None`` when there is none).
+
+        :meth:`release` keeps it: it is small.
+        """
+        if self._weak is None and self.weak_loader is not None:
+            self._weak = self.weak_loader()
+        return self._weak
 
 
 def patients_of(cases: Sequence[Case]) -> list[str]:

@@ -153,16 +153,29 @@ class Dataset:
             "with_label": sum(1 for c in self.cases if c.has_label),
             "with_scribble": sum(1 for c in self.cases if c.has_scribble),
             "spacing": self.spacing_unit,
+            **self._supervision_summary(),
             **({"provenance": self.provenance} if self.provenance else {}),
         }
+
+    def _supervision_summary(self) -> dict[str, Any]:
+        """``with_weak`` and per-type ``supervision`` counts, only when the dataset has them."""
+        out: dict[str, Any] = {}
+        weak = sum(1 for c in self.cases if c.has_weak)
+        if weak:
+            out["with_weak"] = weak
+        stated = [c.supervision for c in self.cases if c.supervision is not None]
+        if stated:
+            out["supervision"] = {k: stated.count(k) for k in sorted(set(stated))}
+        return out
 
     def validate(self, progress: bool = True) -> None:
         """Load every case once and check it; raise the first problem as :class:`DataError`.
 
         Checks: files readable, required keys, shapes agree, header spacings agree, labels in
         the class map, scribbles in the class map or the ignore value, finite image, spacing
-        present when ``spacing_unit == "mm"``, label/scribble presence as listed. Cases that
-        were not cached before are released afterwards, so memory stays at one case.
+        present when ``spacing_unit == "mm"``, label/scribble presence as listed, weak labels
+        (boxes/points) inside the image grid and the class map. Cases that were not cached
+        before are released afterwards, so memory stays at one case.
         """
         if self.problems:
             raise self.problems[0]
@@ -191,6 +204,11 @@ class Dataset:
                     if arrays.spacing is None:
                         raise DataError(case.source, "no voxel spacing although the dataset is in mm")
                     check_spacing_values(case.source, arrays.spacing)
+                if case.has_weak:
+                    from scribmed.data.weak_labels import check_weak_label
+
+                    weak_source = files.get("weak", case.source)
+                    check_weak_label(case.weak, weak_source, self.class_map, arrays.image.shape)
             finally:
                 if not was_cached:
                     case.release()

@@ -125,6 +125,14 @@ def read_nifti_spacing(path: str | Path) -> tuple[float, float, float]:
     return _spacing_of(_load(Path(path)))
 
 
+def read_nifti_shape(path: str | Path) -> tuple[int, int, int]:
+    """Header shape in scribmed order ``(slices, H, W)`` without reading the voxel data."""
+    shape = [int(s) for s in _load(Path(path)).shape[:3]]
+    if len(shape) == 2:
+        shape.append(1)
+    return (shape[2], shape[1], shape[0])
+
+
 def default_affine(spacing: Optional[Sequence[float]]) -> np.ndarray:
     """Diagonal (x, y, z) affine for scribmed spacing ``(dz, dy, dx)`` (1 mm when ``None``)."""
     dz, dy, dx = (1.0, 1.0, 1.0) if spacing is None else (float(s) for s in spacing)

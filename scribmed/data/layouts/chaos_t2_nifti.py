@@ -75,7 +75,10 @@ def _load(image: Path, label: Path, class_map: ClassMap, scribbles: ScribbleMode
                         f"({', '.join(f'{k} {n}' for k, n in class_map.names.items())})")
     scribble = None
     if scribbles == "synthetic":
-        from scribmed.data.scribble_synthesis import ABDOMINAL_STYLE, synthesize_scribbles  # skimage: on use
+        from scribmed.data.scribble_synthesis import (  # skimage: on use
+            ABDOMINAL_STYLE,
+            synthesize_scribbles,
+        )
 
         scribble = synthesize_scribbles(
             lab, class_map, seed=scribble_seed_of(seed, case_id), style=ABDOMINAL_STYLE,
