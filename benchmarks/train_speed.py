@@ -128,8 +128,9 @@ def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore
     """Time the reference-style step and scribmed's step(s) in turn on the same batches.
 
     ``reference``: the reference network (bilinear up-steps), its loss with the ``(B, B, H, W)``
-    Dice broadcast, NCHW float32. ``scribmed``: scribmed's default network and loss, NCHW float32;
-    ``scribmed_cl``: the same in channels-last; ``scribmed_cl_bf16``: channels-last with bfloat16
+    Dice broadcast, NCHW float32. ``scribmed``: scribmed's network and loss, NCHW float32 (the default
+    before channels-last; ``--no-channels-last``); ``scribmed_cl``: the same in channels-last (the
+    DMPLS default); ``scribmed_cl_bf16``: channels-last with bfloat16
     autocast (CPUs with AMX/AVX512-BF16). Each gets its own network and optimiser; rotating the
     order every iteration makes the ratios robust to other load. Compute only (forward, loss,
     backward, SGD).

@@ -458,7 +458,8 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
                     help="U-Net decoder up-steps: transpose (2x2 transposed conv, the paper) or bilinear "
                     "(1x1 conv + bilinear, what the reference code runs)")
     cv.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
-                    help="train in the NHWC memory format (faster on CPUs; another reproducible dropout draw than NCHW)")
+                    help="NHWC memory format (DMPLS default: 1.29x faster on a CPU; --no-channels-last: NCHW, "
+                    "another reproducible dropout draw; SAM-SP's segmentor defaults to NCHW)")
     cv.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     cv.add_argument("--seed", type=int, help="training seed")
     cv.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")

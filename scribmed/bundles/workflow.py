@@ -136,6 +136,11 @@ def reseed_rank(network: torch.nn.Module, seed: int) -> torch.nn.Module:
     return network
 
 
+def memory_format(network: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    """``network`` in the channels-last memory format when asked (before a DDP wrap, which cannot convert)."""
+    return network.to(memory_format=torch.channels_last) if channels_last else network
+
+
 def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
     """A :class:`~scribmed.engine.trainer.DMPLSTrainer` with MONAI's ``max_epochs`` bundle property.
 

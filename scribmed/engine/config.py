@@ -39,9 +39,10 @@ class TrainConfig:
             the WSL4MIS code that produced the paper's numbers runs; measured to learn much faster
             at short budgets, docs/recipes.md) or ``"transpose"`` (2x2 transposed conv as the
             paper's text and DESIGN §4.1 describe it).
-        channels_last: train in the NHWC memory format (faster convolutions on CPUs). The
-            forward pass equals NCHW's to float rounding; dropout masks are drawn in memory order,
-            so the run is another reproducible random draw than the NCHW run with the same seed.
+        channels_last: train in the NHWC memory format (default: 1.29x faster than NCHW per
+            iteration on a 2-core CPU, docs/recipes.md). The forward pass equals NCHW's to float
+            rounding; dropout masks are drawn in memory order, so the run is another reproducible
+            random draw than the NCHW run with the same seed (``False``: NCHW, as before).
         lam: weight of the pseudo-label Dice term.
         seed: seeds weights, sampling, augmentation and the loss's alpha draws.
         epoch_length: iterations between validations/checkpoints (one engine epoch).
@@ -65,7 +66,7 @@ class TrainConfig:
     lr_horizon: Optional[int] = None
     image_interp: str = "bilinear"
     upsample: str = "bilinear"
-    channels_last: bool = False
+    channels_last: bool = True
     lam: float = 0.5
     seed: int = 0
     epoch_length: int = 100

@@ -48,6 +48,8 @@ class SAMSPTrainConfig(TrainConfig):
     temperature: float = 1.0
     #: SAM-SP keeps the transposed-conv up-steps its measured numbers were obtained with
     upsample: str = "transpose"
+    #: and the NCHW memory format (channels-last was measured for DMPLS only)
+    channels_last: bool = False
 
     RESULT_FIELDS = (
         "iterations", "batch_size", "size", "lr", "momentum", "weight_decay", "poly_power",
