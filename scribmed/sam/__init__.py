@@ -16,6 +16,15 @@ from scribmed.sam.decoder_finetune import (
     validation_dice,
 )
 from scribmed.sam.embedding_cache import EmbeddingCache
+from scribmed.sam.mask_selection import (
+    SELECTION_RULES,
+    MaskSelection,
+    MaskSelectionConfig,
+    MaskSelector,
+    gather_masks,
+    mask_stats,
+    select_masks,
+)
 from scribmed.sam.merge import (
     CARDIAC_MERGE_PRIORITY,
     default_merge_priority,
@@ -27,6 +36,7 @@ from scribmed.sam.merge import (
 )
 from scribmed.sam.pseudo_labels import (
     PromptConfig,
+    decode_prompt_dict,
     generate_case,
     generate_pseudo_labels,
     slice_logits,
@@ -59,4 +69,12 @@ __all__ = [
     "merge_volume_logits",
     "merge_volume_masks",
     "paint_order",
+    "SELECTION_RULES",
+    "MaskSelection",
+    "MaskSelectionConfig",
+    "MaskSelector",
+    "decode_prompt_dict",
+    "gather_masks",
+    "mask_stats",
+    "select_masks",
 ]

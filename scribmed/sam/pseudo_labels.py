@@ -50,6 +50,7 @@ __all__ = [
     "case_scribble",
     "ZERO_SHOT_PROMPTS",
     "confidence_path",
+    "decode_prompt_dict",
     "decode_prompts",
     "default_merge_priority",
     "generate_case",
@@ -156,8 +157,8 @@ FINETUNED_PROMPTS = PromptConfig(negatives="neighbour")
 def decode_prompts(
     backend: Any,
     embedding: torch.Tensor,
-    point_coords: torch.Tensor,
-    point_labels: torch.Tensor,
+    point_coords: Optional[torch.Tensor],
+    point_labels: Optional[torch.Tensor],
     hw: tuple[int, int],
     boxes: Optional[torch.Tensor] = None,
     multimask: bool = False,
@@ -165,9 +166,10 @@ def decode_prompts(
     """Logits ``(K, H, W)`` of K prompt sets (the classes of one slice) from one batched decoder call.
 
     Differentiable (decoder fine-tuning trains through it). Prompts are in SAM's input frame
-    (``point_coords (K, P, 2)``, ``point_labels (K, P)``, ``boxes (K, 4)``); with ``multimask``
-    each set keeps SAM's candidate with the highest predicted IoU. The low-resolution logits are
-    resized to the slice's own ``hw``.
+    (``point_coords (K, P, 2)``, ``point_labels (K, P)``, ``boxes (K, 4)``); points and boxes
+    together go to SAM's prompt encoder in the same call. Box-only rows give points ``None`` or
+    ``P = 0`` (both decode the same). With ``multimask`` each set keeps SAM's candidate with the
+    highest predicted IoU. The low-resolution logits are resized to the slice's own ``hw``.
     """
     low_res, iou = backend.decode(
         embedding, point_coords=point_coords, point_labels=point_labels, boxes=boxes, multimask_output=multimask
@@ -176,6 +178,33 @@ def decode_prompts(
         best = iou.argmax(dim=1)
         low_res = low_res[torch.arange(low_res.shape[0], device=low_res.device), best][:, None]
     return backend.postprocess(low_res, hw)[:, 0]
+
+
+def decode_prompt_dict(
+    backend: Any, embedding: torch.Tensor, prompts: Mapping[str, Any], multimask: bool = False
+) -> torch.Tensor:
+    """Logits ``(K, H, W)`` of a prompt dict in ScribblePromptsd's format, via :func:`decode_prompts`.
+
+    Works for every prompt transform that writes that format (scribbles, and
+    :mod:`scribmed.transforms.weak_prompts`' boxes, points and full masks): all rows in one
+    batched decoder call, points and boxes together; coordinates must already be in SAM's input
+    frame (the transform's ``input_size`` = ``backend.input_size``). ``K = 0`` returns an empty
+    ``(0, H, W)`` tensor without calling the decoder. Differentiable.
+    """
+    hw = (int(prompts["original_size"][0]), int(prompts["original_size"][1]))
+    k = len(prompts["classes"])
+    if k == 0:
+        return torch.zeros((0, *hw), dtype=torch.float32)
+    boxes = None if prompts.get("boxes") is None else torch.from_numpy(np.asarray(prompts["boxes"], np.float32))
+    return decode_prompts(
+        backend,
+        embedding,
+        torch.from_numpy(np.asarray(prompts["point_coords"], np.float32)),
+        torch.from_numpy(np.asarray(prompts["point_labels"]).astype(np.int64)),
+        hw,
+        boxes=boxes,
+        multimask=multimask,
+    )
 
 
 @torch.no_grad()
@@ -210,23 +239,12 @@ def slice_logits(
         scribble = scribble[0]
     if scribble.ndim != 2:
         raise ValueError(f"scribble must be one slice (H, W), got shape {scribble.shape}")
-    hw = (int(scribble.shape[0]), int(scribble.shape[1]))
     prompter = prompter or config.prompter(class_map, backend.input_size)
     p = prompter.prompts(scribble)
     classes: list[int] = p["classes"]
     if not classes:
         return {}
-    boxes = None if p["boxes"] is None else torch.from_numpy(np.asarray(p["boxes"], np.float32))
-    full = decode_prompts(
-        backend,
-        embedding,
-        torch.from_numpy(p["point_coords"]),
-        torch.from_numpy(p["point_labels"].astype(np.int64)),
-        hw,
-        boxes=boxes,
-        multimask=config.multimask,
-    )
-    out = full.float().cpu().numpy()
+    out = decode_prompt_dict(backend, embedding, p, multimask=config.multimask).float().cpu().numpy()
     return {int(k): np.ascontiguousarray(out[i], dtype=np.float32) for i, k in enumerate(classes)}
 
 

@@ -9,6 +9,11 @@ from scribmed.transforms.augment import (
     rot90_flip,
     rotate_slices,
 )
+from scribmed.transforms.instance_split import (
+    SplitInstances,
+    SplitInstancesd,
+    split_instances,
+)
 from scribmed.transforms.intensity import (
     ScaleIntensityPercentile,
     ScaleIntensityPercentiled,
@@ -36,6 +41,18 @@ from scribmed.transforms.resize import (
     resize_back,
     resize_slices,
 )
+from scribmed.transforms.weak_prompts import (
+    PROMPT_SUPERVISION_TYPES,
+    BoxPromptsd,
+    MaskPromptsd,
+    PointPromptsd,
+    WeakPromptsd,
+    box_prompts,
+    empty_prompts,
+    mask_prompts,
+    merge_class_rows,
+    point_prompts,
+)
 
 __all__ = [
     "CARDIAC_NEGATIVE_PRIORITY",
@@ -53,6 +70,19 @@ __all__ = [
     "scribble_box",
     "scribble_points",
     "to_input_frame",
+    "PROMPT_SUPERVISION_TYPES",
+    "BoxPromptsd",
+    "MaskPromptsd",
+    "PointPromptsd",
+    "WeakPromptsd",
+    "box_prompts",
+    "empty_prompts",
+    "mask_prompts",
+    "merge_class_rows",
+    "point_prompts",
+    "SplitInstances",
+    "SplitInstancesd",
+    "split_instances",
     "DMPLSAugmentd",
     "RandRot90Flip",
     "RandRot90Flipd",

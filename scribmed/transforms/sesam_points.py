@@ -14,6 +14,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 from scipy import ndimage as ndi
 
+from scribmed.transforms.instance_split import split_instances
 from scribmed.transforms.prompt_frame import InputSize, to_input_frame
 from scribmed.transforms.prompt_packing import PAD_LABEL, _output_keys, _pack
 from scribmed.transforms.prompt_points import _as_slice, _xy
@@ -46,15 +47,15 @@ def instance_points(
 
     Returns:
         ``(points, instance)``: float32 ``(N, 2)`` ``(x, y)`` points and int64 ``(N,)`` instance
-        number (1-based, raster order of the instances' first pixels).
+        number (1-based, raster order of the instances' first pixels, as
+        :func:`~scribmed.transforms.instance_split.split_instances` numbers them).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
     gen = _rng(rng)
-    m = _as_slice(mask_2d, "mask").astype(bool)
-    labels, count = ndi.label(m, structure=ndi.generate_binary_structure(2, connectivity))
+    labels, _ = split_instances(mask_2d, connectivity)
     pts, inst = [], []
     for i, box in enumerate(ndi.find_objects(labels), start=1):
         local = labels[box] == i
