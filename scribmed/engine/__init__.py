@@ -3,7 +3,8 @@
 Modules: ``config`` (TrainConfig), ``trainer`` (the training loop), ``validation``,
 ``run_record`` (checkpoints, history, resume), ``training`` (builders), ``samsp_trainer``,
 ``slice_cache`` and ``sampling`` (the data pipeline), ``inference``, ``checkpoint``,
-``cross_validation``, ``distributed``, ``device``, ``seeding``. Names are imported lazily
+``cross_validation``, ``distributed``, ``device``, ``seeding``, ``ema_teacher`` (an EMA teacher
+and the SeSAM objective). Names are imported lazily
 (PEP 562) so that light modules do not pull in MONAI's engines and the networks.
 """
 
@@ -26,6 +27,9 @@ _EXPORTS = {
     "predict_cases": "scribmed.engine.inference",
     "DMPLSTrainer": "scribmed.engine.trainer",
     "RunRecorder": "scribmed.engine.run_record",
+    "EMATeacher": "scribmed.engine.ema_teacher",
+    "SeSAMConfig": "scribmed.engine.ema_teacher",
+    "SeSAMObjective": "scribmed.engine.ema_teacher",
     "assemble_trainer": "scribmed.engine.training",
     "run_cross_validation": "scribmed.engine.cross_validation",
     "merge_folds": "scribmed.engine.cross_validation",

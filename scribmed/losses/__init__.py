@@ -1,6 +1,18 @@
 """Losses: plain torch modules (no engine imports)."""
 
+from scribmed.losses.box_projection import (
+    BoxProjectionLoss,
+    box_masks_from_weak,
+    box_projection_loss,
+)
 from scribmed.losses.dmpls import DMPLSLoss
+from scribmed.losses.mask_dice_ce import MaskDiceCELoss, mask_dice_ce_loss
+from scribmed.losses.mixed_supervision import (
+    CombinedTargets,
+    MixedSupervisionLoss,
+    combine_targets,
+    supervision_codes,
+)
 from scribmed.losses.partial_ce import PartialCrossEntropy, partial_cross_entropy
 from scribmed.losses.pseudo_label_dice import (
     SoftDiceLoss,
@@ -21,13 +33,21 @@ from scribmed.losses.semantic_alignment import (
 )
 
 __all__ = [
+    "BoxProjectionLoss",
+    "CombinedTargets",
     "DMPLSLoss",
+    "MaskDiceCELoss",
+    "MixedSupervisionLoss",
     "PartialCrossEntropy",
     "SAMSPLoss",
     "SemanticAlignmentLoss",
     "SamFinetuneLoss",
     "SoftDiceLoss",
+    "box_masks_from_weak",
+    "box_projection_loss",
     "class_prototypes",
+    "combine_targets",
+    "mask_dice_ce_loss",
     "mixed_pseudo_label",
     "partial_cross_entropy",
     "scribble_binary_targets",
@@ -35,4 +55,5 @@ __all__ = [
     "soft_binary_dice_loss",
     "soft_binary_iou_loss",
     "soft_dice_loss",
+    "supervision_codes",
 ]
