@@ -143,9 +143,9 @@ def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore
     base = unwrap_network(trainer.network)
     nets = {"reference": _reference_network(base).train()}
     for name in variants:
-        nets[name] = copy.deepcopy(base).train()
-        if "_cl" in name:
-            nets[name] = nets[name].to(memory_format=torch.channels_last)
+        nets[name] = copy.deepcopy(base).train()  # the trainer's network may already be channels-last
+        fmt = torch.channels_last if "_cl" in name else torch.contiguous_format
+        nets[name] = nets[name].to(memory_format=fmt)
     opts = {n: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4) for n, m in nets.items()}
     dmpls = DMPLSLoss(n_classes, ignore_index, generator=torch.Generator().manual_seed(0))
     ce = torch.nn.CrossEntropyLoss(ignore_index=ignore_index)
