@@ -50,7 +50,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from scribmed.data.case import ClassMap
-from scribmed.data.weak_labels import Box, PointSet, WeakLabel
+from scribmed.data.weak_labels import SUPERVISION_TYPES, Box, PointSet, WeakLabel
 from scribmed.transforms.prompt_boxes import mask_box
 from scribmed.transforms.prompt_frame import (
     InputSize,
@@ -74,8 +74,8 @@ __all__ = [
     "point_prompts",
 ]
 
-#: Supervision types :class:`WeakPromptsd` prompts from (``"none"`` gives no rows).
-PROMPT_SUPERVISION_TYPES = ("full", "box", "point", "scribble", "none")
+#: Supervision types :class:`WeakPromptsd` prompts from (``"none"`` gives no rows): all of them.
+PROMPT_SUPERVISION_TYPES = SUPERVISION_TYPES
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,11 +299,24 @@ def _weak_slice(d: Mapping[Hashable, Any], weak: Any, slice_key: str | None, kin
 
 
 class _WeakMap(MapTransform):
-    """Shared init of the weak-label dictionary transforms (one output key per key)."""
+    """Shared init of the weak-label dictionary transforms (one output key per key; the classes,
+    SAM frame and region flag every one of them takes)."""
 
-    def __init__(self, keys: KeysCollection, output_key: str | Sequence[str], allow_missing_keys: bool) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_key: str | Sequence[str],
+        allow_missing_keys: bool,
+        class_map: ClassMap | None,
+        classes: Sequence[int] | None,
+        input_size: InputSize | None,
+        regions: bool,
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.output_keys = _output_keys(self.keys, output_key)
+        self.classes = _foreground(class_map, classes)
+        self.input_size = input_size
+        self.regions = bool(regions)
 
     def prompts(self, d: Mapping[Hashable, Any], value: Any) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
@@ -343,11 +356,8 @@ class BoxPromptsd(_WeakMap):
         output_key: str | Sequence[str] = "prompts",
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, output_key, allow_missing_keys)
-        self.classes = _foreground(class_map, classes)
+        super().__init__(keys, output_key, allow_missing_keys, class_map, classes, input_size, regions)
         self.margin = int(margin)
-        self.input_size = input_size
-        self.regions = bool(regions)
         self.slice_key = slice_key
 
     def prompts(self, d: Mapping[Hashable, Any], value: Any) -> dict[str, Any]:
@@ -380,11 +390,8 @@ class PointPromptsd(_WeakMap):
         output_key: str | Sequence[str] = "prompts",
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, output_key, allow_missing_keys)
-        self.classes = _foreground(class_map, classes)
+        super().__init__(keys, output_key, allow_missing_keys, class_map, classes, input_size, regions)
         self.negatives = bool(negatives)
-        self.input_size = input_size
-        self.regions = bool(regions)
         self.slice_key = slice_key
 
     def prompts(self, d: Mapping[Hashable, Any], value: Any) -> dict[str, Any]:
@@ -416,15 +423,12 @@ class MaskPromptsd(_WeakMap):
         output_key: str | Sequence[str] = "prompts",
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, output_key, allow_missing_keys)
         if points_mode not in ("skeleton", "pixels"):
             raise ValueError(f"points_mode must be 'skeleton' or 'pixels', got {points_mode!r}")
-        self.classes = _foreground(class_map, classes)
+        super().__init__(keys, output_key, allow_missing_keys, class_map, classes, input_size, regions)
         self.n_points = int(n_points)
         self.box_margin = int(box_margin)
         self.points_mode: PointMode = points_mode
-        self.input_size = input_size
-        self.regions = bool(regions)
 
     def prompts(self, d: Mapping[Hashable, Any], value: Any) -> dict[str, Any]:
         return mask_prompts(value, self.classes, self.n_points, self.box_margin, self.points_mode,
