@@ -290,7 +290,8 @@ def compile_encoder(
             with torch.no_grad():
                 _export(encoder, example, runtime, tmp_stem)
                 expected = encoder(example).numpy()
-            actual = _load(runtime, tmp_stem, threads)(example.numpy())
+            run_one = _load(runtime, tmp_stem, threads)  # held in memory: stays valid after the files move
+            actual = run_one(example.numpy())
             error = relative_error(actual, expected)
             if not error <= tolerance:
                 raise RuntimeError(
@@ -307,6 +308,5 @@ def compile_encoder(
             "tolerance": float(tolerance), "files": [p.name for p in _model_files(stem, runtime)],
         }
         atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        run_one = _load(runtime, stem, threads)
     return CompiledEncoder(runtime, _model_files(stem, runtime)[0], int(input_size),
                            float(record["max_rel_error"]), threads, run_one)

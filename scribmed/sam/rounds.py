@@ -183,7 +183,9 @@ def _check_run_record(out: Path, record: dict[str, Any]) -> None:
         hint = ""
         if "encoder_cache_key" in differ:
             key = str(old.get("encoder_cache_key", ""))
-            was = next((r for r in ("openvino", "onnxruntime") if key.endswith("-" + r)), "torch")
+            from scribmed.networks.encoder_runtime import ENCODER_RUNTIMES
+
+            was = next((r for r in ENCODER_RUNTIMES if key.endswith("-" + r)), "torch")
             hint = f" (its encoder ran with the {was} runtime: --sam-encoder-runtime {was} resumes it)"
         raise DataError(path, f"run folder was made with other settings ({', '.join(differ)} differ){hint}; "
                         "choose another --out or delete it")
