@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from scribmed.data.errors import DataError
 from scribmed.data.layouts import LAYOUTS
@@ -165,6 +165,35 @@ def _fold_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"folds must be comma-separated numbers like 1,3, got {text!r}")
 
 
+def _apply_supervision(args: argparse.Namespace, dataset) -> Optional[dict]:
+    """``--supervision FILE`` / ``--supervision-mix MIX`` applied to the opened dataset; its run.json record."""
+    if args.supervision is None and args.supervision_mix is None:
+        if args.simulate_weak:
+            raise DataError(None, "--simulate-weak needs --supervision FILE or --supervision-mix MIX")
+        return None
+    from scribmed.data.supervision_assignment import apply_supervision, mix_assignment
+
+    if args.supervision is not None and args.supervision_mix is not None:
+        raise DataError(args.supervision, "give --supervision FILE or --supervision-mix MIX, not both")
+    if args.supervision is not None:
+        from scribmed.data.weak_labels import read_supervision
+
+        assignment = read_supervision(args.supervision, [c.case_id for c in dataset.cases])
+        source = str(Path(args.supervision).resolve())
+        simulate = bool(args.simulate_weak)
+    else:
+        from scribmed.data.supervision_mix import parse_mix
+
+        try:
+            mix = parse_mix(args.supervision_mix)
+        except ValueError as err:
+            raise DataError(None, f"--supervision-mix: {err}") from None
+        assignment = mix_assignment(dataset, mix, args.supervision_seed)
+        source = f"mix {args.supervision_mix} over patients, seed {args.supervision_seed}"
+        simulate = True  # a mix on a dataset is a simulation by definition
+    return apply_supervision(dataset, assignment, simulate=simulate, seed=args.supervision_seed, source=source)
+
+
 def cmd_cv(args: argparse.Namespace) -> int:
     from scribmed.engine.cross_validation import merge_folds, run_cross_validation
 
@@ -191,6 +220,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     cls = recipes.get(args.recipe)
     dataset = _open(args)
+    supervision = _apply_supervision(args, dataset)
     own = set(getattr(args, "_recipe_flags", {}).get(args.recipe, ()))
     foreign = [
         f"--{dest.replace('_', '-')} (--recipe {owner})"
@@ -205,7 +235,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     folds = [args.fold] if args.fold is not None else args.folds
     summary = run_cross_validation(
         recipe, dataset, args.split, args.out, folds=folds, allow_missing=args.allow_missing,
-        progress=not args.quiet, merge=not args.no_merge,
+        progress=not args.quiet, merge=not args.no_merge, supervision=supervision,
     )
     if summary is not None:
         print((summary.parent / "summary.md").read_text())
@@ -465,6 +495,16 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
     cv.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")
     cv.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
     cv.add_argument("--no-merge", action="store_true", help="do not write the across-fold summary")
+    cv.add_argument("--supervision", type=Path, metavar="FILE",
+                    help="supervision.json manifest (case id -> full/box/point/scribble/none) applied to the "
+                    "dataset; recorded in run.json (recipes refuse types they cannot train from)")
+    cv.add_argument("--supervision-mix", dest="supervision_mix", metavar="MIX",
+                    help="simulate a supervision mix over the patients, e.g. full=0.1,box=0.3,point=0.3,"
+                    "scribble=0.3 (boxes and points from the labels, as 'scribmed weak make')")
+    cv.add_argument("--supervision-seed", dest="supervision_seed", type=int, default=0,
+                    help="seed of --supervision-mix and of simulated weak labels (default 0)")
+    cv.add_argument("--simulate-weak", dest="simulate_weak", action="store_true",
+                    help="with --supervision: simulate box/point labels the dataset lacks from its full labels")
     cv.add_argument("--set", dest="set", action=_MergeSet, type=_key_value, metavar="KEY=VALUE",
                     help="override any field of the recipe's config (repeatable), e.g. --set lam=0.3")
     if recipe_flags:  # importing every recipe (torch, MONAI) only when `cv` is the command

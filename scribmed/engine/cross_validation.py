@@ -139,6 +139,7 @@ def run_fold(
     if unlabelled:
         raise DataError(dataset.root, f"fold {k}: {len(unlabelled)} test cases have no reference label "
                         f"({', '.join(unlabelled[:5])})")
+    recipe.check_supervision(train)
     model = recipe.train(train, val, dataset.class_map, fold_dir / "train", progress)
     predictions = _predict_fold(recipe, model, test, fold_dir / "predictions", progress)
     recipe.release(model)
@@ -235,6 +236,7 @@ def run_cross_validation(
     seed: int = 0,
     progress: bool = True,
     merge: bool = True,
+    supervision: Optional[dict[str, Any]] = None,
 ) -> Optional[Path]:
     """Run the requested folds (1-based; default all) and merge what is finished.
 
@@ -247,6 +249,8 @@ def run_cross_validation(
         allow_missing: drop split patients the dataset lacks instead of failing.
         seed: seed of ``auto`` splits.
         merge: write the across-fold summary afterwards.
+        supervision: the record of the supervision assignment applied to ``dataset``
+            (:func:`scribmed.data.supervision_assignment.apply_supervision`), kept in ``run.json``.
 
     Returns:
         ``summary.json`` when merged, else None.
@@ -268,6 +272,8 @@ def run_cross_validation(
     }
     if dataset.provenance:  # e.g. synthesised scribbles: said in run.json and every report
         record["provenance"] = dataset.provenance
+    if supervision is not None:  # absent without an assignment: earlier run records stay valid
+        record["supervision"] = supervision
     _check_run_record(out, record)
     split_file = out / "split.json"
     if not split_file.exists():

@@ -114,7 +114,7 @@ class SliceTrainingDataset(Dataset):
         extra_keys: Sequence[str] = (),
     ) -> None:
         for key in (target_key, *extra_keys):
-            if getattr(cache, key, None) is None:
+            if cache.array(key) is None:
                 raise ValueError(f"the slice cache holds no {key!r} array")
         if target_key in extra_keys:
             raise ValueError(f"{target_key!r} is both the target and an extra key")
@@ -145,7 +145,7 @@ class SliceTrainingDataset(Dataset):
         idx = self.slice_index(epoch, position)
         item: dict[Hashable, Any] = {"image": self.cache.image[idx].copy()}
         for key in (self.target_key, *self.extra_keys):
-            item[key] = getattr(self.cache, key)[idx][None].copy()
+            item[key] = self.cache.array(key)[idx][None].copy()
         if self.transform is not None:
             if hasattr(self.transform, "set_random_state"):
                 self.transform.set_random_state(seed=derive_seed(self.seed, _AUG_TAG, epoch, position))

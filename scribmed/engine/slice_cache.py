@@ -36,6 +36,9 @@ class SliceCache:
         scribble / label / pseudo: ``(N, h, w)`` uint8, or ``None`` when not cached.
         index: ``(case_id, slice_index)`` of each of the N slices, in case order.
         size: ``(h, w)`` the slices were resized to.
+        extras: further ``(N, h, w)`` uint8 label-like arrays by name (e.g. mixed supervision's
+            weak target, box masks, SAM pseudo label), read with :meth:`array`.
+        codes: optional ``(N,)`` int64 per-slice integer (e.g. the case's supervision type code).
     """
 
     image: np.ndarray
@@ -44,6 +47,8 @@ class SliceCache:
     scribble: Optional[np.ndarray] = None
     label: Optional[np.ndarray] = None
     pseudo: Optional[np.ndarray] = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    codes: Optional[np.ndarray] = None
     _by_case: dict[str, range] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +59,13 @@ class SliceCache:
             arr = getattr(self, key)
             if arr is not None and arr.shape[0] != n:
                 raise ValueError(f"{key} holds {arr.shape[0]} slices but the index has {n}")
+        for key, arr in self.extras.items():
+            if key in _LABEL_KEYS or key == "image":
+                raise ValueError(f"extra array {key!r} shadows a built-in cache array")
+            if arr.shape[0] != n:
+                raise ValueError(f"extra {key!r} holds {arr.shape[0]} slices but the index has {n}")
+        if self.codes is not None and self.codes.shape != (n,):
+            raise ValueError(f"codes have shape {self.codes.shape}, expected ({n},)")
         if not self._by_case:
             start = 0
             while start < n:
@@ -81,7 +93,14 @@ class SliceCache:
 
     def nbytes(self) -> int:
         """Memory held by the arrays, in bytes."""
-        return sum(a.nbytes for a in (self.image, self.scribble, self.label, self.pseudo) if a is not None)
+        arrays = (self.image, self.scribble, self.label, self.pseudo, self.codes, *self.extras.values())
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def array(self, key: str) -> Optional[np.ndarray]:
+        """The per-slice array ``key``: ``image``, ``scribble``, ``label``, ``pseudo`` or an extra (``None`` if absent)."""
+        if key in ("image", *_LABEL_KEYS):
+            return getattr(self, key)
+        return self.extras.get(key)
 
     @classmethod
     def from_cases(
@@ -93,6 +112,10 @@ class SliceCache:
         progress: bool = True,
         release: bool = False,
         image_mode: str = "bilinear",
+        extras: Optional[Mapping[str, Mapping[str, np.ndarray]]] = None,
+        sparse: Sequence[str] = (),
+        ignore_index: Optional[int] = None,
+        codes: Optional[Mapping[str, int]] = None,
     ) -> "SliceCache":
         """Load each case once and resize all its slices.
 
@@ -107,6 +130,12 @@ class SliceCache:
             release: drop each case's loaded arrays after caching (saves memory when the
                 cases are not needed again).
             image_mode: image resizing, ``"bilinear"`` (antialiased) or ``"nearest"`` (WSL4MIS).
+            extras: ``{name: {case_id: (slices, H, W) integer map}}`` for every case, cached
+                nearest-resized as :attr:`extras` (values 0..255).
+            sparse: extras that are sparse annotations (ignore value where unlabelled): resized
+                so that no labelled pixel is lost when a slice shrinks
+                (:func:`scribmed.transforms.sparse_resize.resize_scribble`); needs ``ignore_index``.
+            codes: ``{case_id: int}``: every slice of the case gets the case's code in :attr:`codes`.
 
         Returns:
             The cache.
@@ -125,6 +154,13 @@ class SliceCache:
         images: list[np.ndarray] = []
         labels: dict[str, list[np.ndarray]] = {k: [] for k in label_keys}
         pseudos: list[np.ndarray] = []
+        extra_maps = dict(extras or {})
+        if set(sparse) - set(extra_maps):
+            raise ValueError(f"sparse names {sorted(set(sparse) - set(extra_maps))} are not extras")
+        if sparse and ignore_index is None:
+            raise ValueError("sparse extras need ignore_index")
+        extra_rows: dict[str, list[np.ndarray]] = {k: [] for k in extra_maps}
+        code_rows: list[np.ndarray] = []
         index: list[tuple[str, int]] = []
         iterator = cases
         if progress:
@@ -148,6 +184,18 @@ class SliceCache:
                 if case.case_id not in pseudo:
                     raise DataError(case.source, f"no pseudo label given for case {case.case_id}")
                 pseudos.append(_resize_label(case, "pseudo label", pseudo[case.case_id], n_slices, spatial, hw))
+            for name, maps in extra_maps.items():
+                if case.case_id not in maps:
+                    raise DataError(case.source, f"no {name} map given for case {case.case_id}")
+                if name in sparse:
+                    extra_rows[name].append(_resize_sparse(case, name, maps[case.case_id], n_slices, spatial, hw,
+                                                           int(ignore_index)))  # type: ignore[arg-type]
+                else:
+                    extra_rows[name].append(_resize_label(case, name, maps[case.case_id], n_slices, spatial, hw))
+            if codes is not None:
+                if case.case_id not in codes:
+                    raise DataError(case.source, f"no code given for case {case.case_id}")
+                code_rows.append(np.full(n_slices, int(codes[case.case_id]), dtype=np.int64))
             index.extend((case.case_id, z) for z in range(n_slices))
             if release:
                 case.release()
@@ -158,6 +206,8 @@ class SliceCache:
             scribble=np.concatenate(labels["scribble"]) if "scribble" in labels else None,
             label=np.concatenate(labels["label"]) if "label" in labels else None,
             pseudo=np.concatenate(pseudos) if pseudo is not None else None,
+            extras={k: np.concatenate(v) for k, v in extra_rows.items()},
+            codes=np.concatenate(code_rows) if codes is not None else None,
         )
 
 
@@ -170,3 +220,19 @@ def _resize_label(
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise DataError(case.source, f"{what} values must lie in 0..255, got {arr.min()}..{arr.max()}")
     return np.ascontiguousarray(resize_slices(arr.astype(np.uint8, copy=False), hw, "nearest"))
+
+
+def _resize_sparse(
+    case: Case, what: str, arr: np.ndarray, n_slices: int, spatial: tuple[int, ...], hw: tuple[int, int],
+    ignore_index: int,
+) -> np.ndarray:
+    """A sparse map resized slice by slice without losing a labelled pixel (values 0..255)."""
+    from scribmed.transforms.sparse_resize import resize_scribble
+
+    arr = np.asarray(arr)
+    if arr.shape != (n_slices, *spatial):
+        raise DataError(case.source, f"{what} shape {arr.shape} differs from the image's {(n_slices, *spatial)}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise DataError(case.source, f"{what} values must lie in 0..255, got {arr.min()}..{arr.max()}")
+    lab = arr.astype(np.uint8, copy=False)
+    return np.ascontiguousarray(np.stack([resize_scribble(lab[z], hw, ignore_index) for z in range(n_slices)]))

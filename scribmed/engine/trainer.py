@@ -113,6 +113,8 @@ class DMPLSTrainer(SupervisedTrainer):
     recipe: str = "dmpls"
     #: scalar loss terms :meth:`compute_loss` logs besides the total (averaged per epoch in history).
     loss_terms: tuple[str, ...] = ("pce", "dice")
+    #: the batch key of the sparse training target (the engine output's label).
+    target_key: str = "scribble"
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -140,7 +142,7 @@ class DMPLSTrainer(SupervisedTrainer):
         images = batch["image"]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: batch["scribble"]}
+        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: batch[self.target_key]}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.scaler is not None):

@@ -49,6 +49,9 @@ def assemble_trainer(
     trainer_cls: type[DMPLSTrainer],
     cache: Optional[SliceCache] = None,
     pseudo: Optional[Mapping[str, np.ndarray]] = None,
+    target_key: str = "scribble",
+    extra_keys: Optional[Sequence[str]] = None,
+    sparse_keys: Sequence[str] = (),
 ) -> tuple[DMPLSTrainer, Optional[VolumeDiceEvaluator]]:
     """Assemble a recipe's trainer: network, seeded data pipeline, SGD, evaluator and recorder.
 
@@ -72,6 +75,11 @@ def assemble_trainer(
         cache: a pre-built :class:`SliceCache` of ``train_cases`` (built here when ``None``).
         pseudo: pseudo labels by case id, ``(S, H, W)`` on each case's grid; when given, every
             batch also carries ``"pseudo"`` (augmented with the same spatial draw).
+        target_key: the cache array batches carry as the sparse training target (``"scribble"``;
+            padded with the ignore value by rotations).
+        extra_keys: further cache arrays every batch carries, moved with the image (default
+            ``("pseudo",)`` when ``pseudo`` is given, else none; e.g. a prebuilt cache's extras).
+        sparse_keys: extras that, like the target, are padded with the ignore value (others with 0).
 
     Returns:
         ``(trainer, evaluator)``; ``trainer.recorder`` is the attached :class:`RunRecorder`.
@@ -127,19 +135,23 @@ def assemble_trainer(
     optimizer = torch.optim.SGD(
         network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    extra_keys = ("pseudo",) if pseudo is not None else ()
+    if extra_keys is None:
+        extra_keys = ("pseudo",) if pseudo is not None else ()
+    extra_keys = tuple(extra_keys)
+    if set(sparse_keys) - set(extra_keys):
+        raise ValueError(f"sparse_keys {sorted(set(sparse_keys) - set(extra_keys))} are not extra_keys")
     transform = (
         DMPLSAugmentd(
-            keys=("image", "scribble", *extra_keys),
-            label_keys=extra_keys,
-            scribble_keys=("scribble",),
+            keys=("image", target_key, *extra_keys),
+            label_keys=tuple(k for k in extra_keys if k not in sparse_keys),
+            scribble_keys=(target_key, *sparse_keys),
             ignore_index=class_map.ignore_index,
         )
         if config.augment
         else None
     )
     dataset = SliceTrainingDataset(
-        cache, seed=config.seed, transform=transform, target_key="scribble", extra_keys=extra_keys
+        cache, seed=config.seed, transform=transform, target_key=target_key, extra_keys=extra_keys
     )
     sampler = EpochSeededSampler(config.epoch_length, config.batch_size, rank=rank, world_size=world)
     loader = DataLoader(

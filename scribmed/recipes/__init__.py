@@ -2,6 +2,7 @@
 
 * ``dmpls`` (:mod:`scribmed.recipes.dmpls`) — dual-branch U-Net, dynamically mixed pseudo labels.
 * ``samsp`` (:mod:`scribmed.recipes.samsp`) — SAM pseudo-label rounds, then the aligned segmentor.
+* ``mixsup`` (:mod:`scribmed.recipes.mixsup`) — SAM pseudo labels from any weak label, SeSAM objective.
 * ``nearest`` (:mod:`scribmed.recipes.nearest`) — nearest-scribble baseline (no learning).
 
 The registry maps names to classes: :func:`get`, :func:`names`, :func:`register`. Built-in
@@ -25,6 +26,7 @@ _REGISTRY: dict[str, Union[str, type[Recipe]]] = {
     "dmpls": "scribmed.recipes.dmpls:DMPLSRecipe",
     "samsp": "scribmed.recipes.samsp:SAMSPRecipe",
     "nearest": "scribmed.recipes.nearest:NearestScribbleRecipe",
+    "mixsup": "scribmed.recipes.mixsup:MixSupRecipe",
 }
 _ENTRY_POINTS_LOADED = False
 

@@ -78,6 +78,8 @@ class Recipe:
         config_cls: its config dataclass (``to_dict`` / ``from_dict``; defaults from the paper).
         option_aliases: CLI option name -> config field, where they differ (e.g. ``val_interval``).
         volatile: config fields that do not change results (left out of ``run.json``).
+        supervision_types: the training supervision it can learn from (a case stating another
+            type, e.g. through ``scribmed cv --supervision``, is refused before training).
     """
 
     name: ClassVar[str] = "recipe"
@@ -85,6 +87,7 @@ class Recipe:
     config_cls: ClassVar[type] = NoConfig
     option_aliases: ClassVar[Mapping[str, str]] = {}
     volatile: ClassVar[tuple[str, ...]] = ()
+    supervision_types: ClassVar[tuple[str, ...]] = ("scribble",)
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.config_cls()
@@ -130,6 +133,20 @@ class Recipe:
         for key in self.volatile:
             d.pop(key, None)
         return d
+
+    def check_supervision(self, train: Sequence[Case]) -> None:
+        """Refuse training cases whose stated supervision this recipe cannot use.
+
+        Raises:
+            DataError: naming the first cases and their types.
+        """
+        from scribmed.data.errors import DataError
+
+        bad = [c for c in train if c.supervision is not None and c.supervision not in self.supervision_types]
+        if bad:
+            shown = ", ".join(f"{c.case_id} ({c.supervision})" for c in bad[:5])
+            raise DataError(bad[0].source, f"recipe {self.name!r} trains on {', '.join(self.supervision_types)} "
+                            f"supervision only; {len(bad)} training case(s) state another: {shown}")
 
     def prepare_run(self, out: Path) -> None:
         """Called once by the CV runner with the run directory before any fold (default: nothing).

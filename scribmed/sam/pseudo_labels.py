@@ -275,6 +275,7 @@ def generate_case(
     class_map: ClassMap,
     config: Optional[PromptConfig] = None,
     merge_priority: Optional[Sequence[int]] = None,
+    weak: Optional[Any] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pseudo label and confidence maps of one case.
 
@@ -286,6 +287,9 @@ def generate_case(
         config: prompt settings (default :data:`ZERO_SHOT_PROMPTS`).
         merge_priority: paint order for overlaps, later wins (default
             :func:`default_merge_priority`: LV > RV > Myo for cardiac).
+        weak: a :class:`~scribmed.sam.weak_prompting.WeakPromptConfig`: prompt the case from its
+            own supervision (``case.supervision``: box, point, full or scribble; scribble cases
+            take exactly the path without ``weak``). ``None``: the case's scribble.
 
     Returns:
         ``(label uint8 (S, H, W), confidence float16 (C, S, H, W))`` with ``C`` = largest class
@@ -296,21 +300,49 @@ def generate_case(
         DataError: the case has no scribble, or its scribble and image disagree in shape.
     """
     config = config or ZERO_SHOT_PROMPTS
-    scribble = case_scribble(case)
-    shape = scribble.shape
+    num_classes = max(class_map.names) + 1
+    kind = "scribble"
+    if weak is not None:
+        from scribmed.sam.weak_prompting import case_supervision, case_target
+
+        kind = case_supervision(case)
+        if kind == "none":
+            raise DataError(case.source, f"case {case.case_id} is unlabeled (supervision none): nothing to prompt")
+        if kind == "full" and weak.full_from_label:
+            return _label_as_pseudo(case_target(case, class_map, "full"), num_classes)
+    target = case_scribble(case) if kind == "scribble" else case_target(case, class_map, kind)
+    shape = target.shape
     priority = default_merge_priority(class_map) if merge_priority is None else tuple(merge_priority)
     prompter = config.prompter(class_map, backend.input_size)
+    weak_prompter = None
+    if kind != "scribble":
+        from scribmed.sam.weak_prompting import WeakPrompter
+
+        weak_prompter = WeakPrompter(class_map, backend.input_size, prompter, weak, multimask=config.multimask)
     was_training = backend.training
     backend.eval()
     try:
         per_slice = []
-        for z in range(scribble.shape[0]):
+        for z in range(shape[0]):
             emb = cache.slice(case, z)
-            per_slice.append(slice_logits(backend, emb, scribble[z], class_map, config, prompter=prompter))
+            if weak_prompter is None:
+                per_slice.append(slice_logits(backend, emb, target[z], class_map, config, prompter=prompter))
+                continue
+            with torch.no_grad():
+                rows = weak_prompter.decode(backend, emb, weak_prompter.slice_prompts(case, kind, target, z), kind)
+            per_slice.append({k: np.ascontiguousarray(v.float().cpu().numpy(), dtype=np.float32)
+                              for k, v in rows.items()})
     finally:
         backend.train(was_training)
-    num_classes = max(class_map.names) + 1
     return merge_volume_logits(per_slice, priority, shape[1:], threshold=config.threshold, num_classes=num_classes)
+
+
+def _label_as_pseudo(label: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A full label as ``(pseudo label, one-hot confidence)``, the format of :func:`generate_case`."""
+    confidence = np.zeros((num_classes, *label.shape), dtype=np.float16)
+    for k in range(num_classes):
+        confidence[k] = label == k
+    return label.astype(np.uint8), confidence
 
 
 def label_path(out_dir: PathLike, case_id: str) -> Path:
@@ -323,8 +355,9 @@ def confidence_path(out_dir: PathLike, case_id: str) -> Path:
     return Path(out_dir) / f"{case_id}_confidence.npz"
 
 
-def _meta(backend: Any, config: PromptConfig, priority: Optional[Sequence[int]], decoder: Optional[str]) -> dict:
-    return {
+def _meta(backend: Any, config: PromptConfig, priority: Optional[Sequence[int]], decoder: Optional[str],
+          weak: Optional[Any] = None) -> dict:
+    meta = {
         "backend": getattr(backend, "name", type(backend).__name__),
         "encoder_cache_key": getattr(backend, "cache_key", None),
         "decoder": decoder,
@@ -333,6 +366,9 @@ def _meta(backend: Any, config: PromptConfig, priority: Optional[Sequence[int]],
         "files": {"label": "<case_id>.nii.gz", "confidence": "<case_id>_confidence.npz (key 'confidence', "
                   "float16 (C, S, H, W))"},
     }
+    if weak is not None:  # absent for scribble-only runs: their records stay as before
+        meta["weak_prompts"] = weak.to_dict()
+    return meta
 
 
 def _check_meta(out_dir: Path, meta: dict) -> None:
@@ -344,7 +380,7 @@ def _check_meta(out_dir: Path, meta: dict) -> None:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         raise DataError(path, "unreadable pseudo-label record; delete the folder or choose another --out") from None
-    keys = ("backend", "encoder_cache_key", "decoder", "prompts", "merge_priority")
+    keys = ("backend", "encoder_cache_key", "decoder", "prompts", "merge_priority", "weak_prompts")
     differ = [k for k in keys if old.get(k) != meta.get(k)]
     if differ:
         raise DataError(
@@ -366,6 +402,7 @@ def generate_pseudo_labels(
     decoder: Optional[str] = None,
     progress: bool = True,
     release: bool = False,
+    weak: Optional[Any] = None,
 ) -> dict[str, Path]:
     """Write the pseudo label and confidence maps of every case; skip cases already written.
 
@@ -377,6 +414,7 @@ def generate_pseudo_labels(
             ``pseudo_labels.json``; resuming with other settings is refused.
         progress: tqdm bar over cases.
         release: drop each case's cached arrays after writing it (memory stays at one case).
+        weak: prompt each case from its own supervision (see :func:`generate_case`).
 
     Returns:
         ``{case_id: path of <case_id>.nii.gz}`` for every case (written now or before).
@@ -388,7 +426,7 @@ def generate_pseudo_labels(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     priority = default_merge_priority(class_map) if merge_priority is None else tuple(merge_priority)
-    meta = _meta(backend, config, priority, decoder)
+    meta = _meta(backend, config, priority, decoder, weak)
     _check_meta(out, meta)
     if not (out / META_NAME).is_file():
         with atomic_output(out / META_NAME) as tmp:
@@ -406,7 +444,7 @@ def generate_pseudo_labels(
             written[case.case_id] = lab_p
             continue
         was_cached = getattr(case, "_cache", None) is not None
-        label, confidence = generate_case(backend, cache, case, class_map, config, priority)
+        label, confidence = generate_case(backend, cache, case, class_map, config, priority, weak=weak)
         with atomic_output(conf_p) as tmp:
             np.savez_compressed(tmp, confidence=confidence.astype(np.float16))
         write_prediction(lab_p, label, case.spacing, case.affine)  # atomic; written last = the marker

@@ -100,6 +100,7 @@ def select_round_cases(
     eval_patients: Sequence[str] = (),
     need_val: bool = True,
     seed: int = 0,
+    weak: bool = False,
 ) -> RoundSelection:
     """Resolve the patients of a pseudo-label run.
 
@@ -113,6 +114,8 @@ def select_round_cases(
         eval_patients: also get pseudo labels (scored when labelled) but are never trained on.
         need_val: fine-tuning rounds will run, so validation patients are required.
         seed: seed of the validation carve.
+        weak: cases are prompted from their own supervision (any type but ``none``), not only
+            from scribbles.
 
     Raises:
         DataError: unknown patients, overlapping roles, no scribbled training case, or
@@ -126,7 +129,7 @@ def select_round_cases(
     val = _ordered(val_patients or ())
     ev = _ordered(eval_patients)
     if train_patients is None:
-        scribbled = {c.patient_id for c in dataset.cases if c.has_scribble}
+        scribbled = {c.patient_id for c in dataset.cases if _promptable(c, weak)}
         train = _ordered([p for p in dataset.patients if p in scribbled and p not in set(val) | set(ev)])
     else:
         train = _ordered(train_patients)
@@ -149,13 +152,23 @@ def select_round_cases(
         unlabelled = [p for p in val if not any(c.has_label for c in dataset.cases_of([p]))]
         if unlabelled:
             raise DataError(dataset.root, f"validation patients without ground truth: {', '.join(unlabelled[:10])}")
-    if not any(c.has_scribble for c in dataset.cases_of(train)):
-        raise DataError(dataset.root, "no training case with a scribble: nothing to prompt SAM with")
+    if not any(_promptable(c, weak) for c in dataset.cases_of(train)):
+        what = "a weak label" if weak else "a scribble"
+        raise DataError(dataset.root, f"no training case with {what}: nothing to prompt SAM with")
     return RoundSelection(train, val, ev)
 
 
-def _scribbled(dataset: Dataset, patients: Sequence[str]) -> list[Case]:
-    return [c for c in dataset.cases_of(patients) if c.has_scribble]
+def _promptable(case: Case, weak: bool) -> bool:
+    """Whether the rounds prompt ``case``: it has a scribble, or (``weak``) any supervision but ``none``."""
+    if not weak:
+        return case.has_scribble
+    from scribmed.sam.weak_prompting import case_supervision
+
+    return case_supervision(case) != "none"
+
+
+def _scribbled(dataset: Dataset, patients: Sequence[str], weak: bool = False) -> list[Case]:
+    return [c for c in dataset.cases_of(patients) if _promptable(c, weak)]
 
 
 def _atomic_json(path: Path, doc: Any) -> None:
@@ -178,7 +191,8 @@ def _check_run_record(out: Path, record: dict[str, Any]) -> None:
 
         old = {**old, "finetune": FinetuneConfig.complete_legacy(old["finetune"])}
     differ = [k for k in ("backend", "encoder_cache_key", "selection", "zero_shot_prompts", "finetuned_prompts",
-                          "finetune", "merge_priority") if old.get(k) != record.get(k)]
+                          "finetune", "merge_priority", "weak_prompts", "supervision")
+              if old.get(k) != record.get(k)]
     if differ:
         hint = ""
         if "encoder_cache_key" in differ:
@@ -212,6 +226,7 @@ def run_pseudo_label_rounds(
     progress: bool = True,
     encoder_runtime: str = "auto",
     encoder_cache: Optional[PathLike] = None,
+    weak_prompts: Optional[Any] = None,
 ) -> RoundsResult:
     """Zero-shot pseudo labels (round 0) and ``rounds`` rounds of decoder fine-tuning + regeneration.
 
@@ -235,6 +250,11 @@ def run_pseudo_label_rounds(
             installed), ``torch``, ``openvino`` or ``onnxruntime``
             (:mod:`scribmed.networks.encoder_runtime`); part of the embeddings' cache key.
         encoder_cache: folder of compiled encoders (default ``encoder_cache_dir()``).
+        weak_prompts: a :class:`~scribmed.sam.weak_prompting.WeakPromptConfig`: every case is
+            prompted and fine-tuned on from its own supervision (``case.supervision``; cases of
+            type ``none`` get no pseudo label). Scribble cases follow exactly the path they take
+            without it, so a scribble-only dataset gives SAM-SP's pseudo labels. ``None``:
+            scribbles only (SAM-SP).
 
     Returns:
         :class:`RoundsResult`.
@@ -255,7 +275,9 @@ def run_pseudo_label_rounds(
     class_map = dataset.class_map
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    selection = select_round_cases(dataset, train_patients, val_patients, eval_patients, need_val=rounds > 0)
+    weak = weak_prompts is not None
+    selection = select_round_cases(dataset, train_patients, val_patients, eval_patients, need_val=rounds > 0,
+                                   weak=weak)
     ft_cfg = finetune_config
     if ft_cfg is None and rounds > 0:
         from scribmed.sam.decoder_finetune import FinetuneConfig
@@ -265,6 +287,15 @@ def run_pseudo_label_rounds(
     if finetuned_prompts is None and ft_cfg is not None:
         finetuned_prompts = PromptConfig(n_points=int(ft_cfg.n_points), negatives=str(ft_cfg.negatives))
     priority = default_merge_priority(class_map) if merge_priority is None else tuple(int(k) for k in merge_priority)
+    train_cases = _scribbled(dataset, selection.train, weak)
+    eval_cases = _scribbled(dataset, selection.eval, weak)
+    extra: dict[str, Any] = {}
+    if weak:  # absent for scribble-only runs: their records stay as before
+        from scribmed.sam.weak_prompting import case_supervision
+
+        extra = {"weak_prompts": weak_prompts.to_dict(),
+                 "supervision": {c.case_id: case_supervision(c) for c in dataset.cases_of(
+                     [*selection.train, *selection.val, *selection.eval])}}
     _check_run_record(out, {
         "backend": backend.name,
         "encoder_cache_key": backend.cache_key,
@@ -276,12 +307,11 @@ def run_pseudo_label_rounds(
         "finetuned_prompts": None if finetuned_prompts is None else finetuned_prompts.to_dict(),
         "finetune": None if ft_cfg is None else {k: v for k, v in ft_cfg.to_dict().items() if k != "progress"},
         "merge_priority": None if priority is None else list(priority),
+        **extra,
     })
 
     cache = EmbeddingCache(cache_dir if cache_dir is not None else out / "embeddings", backend, progress=progress)
     encoded_before = cache.slices_encoded
-    train_cases = _scribbled(dataset, selection.train)
-    eval_cases = _scribbled(dataset, selection.eval)
     label_cases = train_cases + eval_cases
     val_cases = [c for c in dataset.cases_of(selection.val) if c.has_label]
     train_ids = {c.case_id for c in train_cases}
@@ -322,7 +352,8 @@ def run_pseudo_label_rounds(
                 loaded = previous
             pseudo = load_pseudo_labels(round_dirs[r - 1], [c.case_id for c in train_cases])
             result = finetune_decoder(
-                backend, cache, train_cases, val_cases, pseudo, class_map, ft_cfg, rdir / "decoder", resume=True
+                backend, cache, train_cases, val_cases, pseudo, class_map, ft_cfg, rdir / "decoder", resume=True,
+                weak=weak_prompts,
             )
             best = Path(result.best_path)
             load_decoder(backend, best)
@@ -338,6 +369,7 @@ def run_pseudo_label_rounds(
             })
         generate_pseudo_labels(
             backend, cache, label_cases, class_map, rdir, config, priority, decoder=decoder_id, progress=progress,
+            weak=weak_prompts,
         )
         info["prompts"] = config.to_dict()
         info["cases"] = [c.case_id for c in label_cases]
