@@ -103,8 +103,11 @@ class MixSupTrainer(DMPLSTrainer):
     loss_terms = ("weak", "sam", "teacher")
     target_key = "weak"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, slice_cache: Optional[SliceCache] = None, **kwargs: Any) -> None:
+        """``DMPLSTrainer``'s arguments; ``slice_cache``: the :func:`mixsup_cache` the loader draws
+        from (its per-slice supervision codes route the loss; :func:`assemble_trainer` sets it)."""
         super().__init__(*args, **kwargs)
+        self.slice_cache = slice_cache
         objective: SeSAMObjective = self.loss_function  # type: ignore[assignment]
         if objective.teacher is None:
             objective.bind_student(self.network)  # before a resume loads the teacher's state

@@ -108,25 +108,38 @@ class MixSupRecipe(SAMSPRecipe):
         d = super().config_dict()
         return {**d, "weak_prompts": self.weak.to_dict()}
 
-    def train(
+    def sam_stage(
         self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
-    ) -> FoldModel:
-        self.check_supervision(train)
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+        """The fold's SAM pseudo labels from each training case's own supervision (run or resumed in ``out_dir/sam``).
+
+        Returns:
+            ``(pseudo labels by case id (every case but the unlabeled ones), last round's quality
+            {"round", "dice", "sam_stage"}, supervision by case id)``. When every labelled training
+            case is fully labelled the labels are the pseudo labels and SAM is not run.
+
+        Raises:
+            DataError: every training case is unlabeled; a case lacks what its type needs.
+        """
         supervision = {c.case_id: case_supervision(c) for c in train}
         labelled = [c for c in train if supervision[c.case_id] != "none"]
         if not labelled:
             raise DataError(train[0].source if train else None, "every training case is unlabeled (supervision none)")
-        counts = {t: list(supervision.values()).count(t) for t in SUPERVISION_TYPES}
         if all(supervision[c.case_id] == "full" for c in labelled) and self.weak.full_from_label:
             pseudo = {c.case_id: case_target(c, class_map, "full") for c in labelled}
-            quality: dict[str, Any] = {"round": None, "dice": None}
-            sam_stage = "skipped: every labelled training case is fully labelled"
-        else:
-            pseudo, quality = self.pseudo_labels(train, val, class_map, Path(out_dir), progress,
-                                                 weak_prompts=self.weak)
-            sam_stage = "rounds"
+            return pseudo, {"round": None, "dice": None,
+                            "sam_stage": "skipped: every labelled training case is fully labelled"}, supervision
+        pseudo, quality = self.pseudo_labels(train, val, class_map, Path(out_dir), progress, weak_prompts=self.weak)
+        return pseudo, {**quality, "sam_stage": "rounds"}, supervision
+
+    def train(
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
+    ) -> FoldModel:
+        self.check_supervision(train)
+        pseudo, quality, supervision = self.sam_stage(train, val, class_map, Path(out_dir), progress)
+        counts = {t: list(supervision.values()).count(t) for t in SUPERVISION_TYPES}
         cfg = MixSupTrainConfig.from_dict({**self.config.to_dict(), "progress": progress and self.config.progress})
         result = train_mixsup(train, val, class_map, Path(out_dir) / "segmentor", supervision, pseudo, cfg,
                               resume=True)
-        return self.fold_model(result, class_map, supervision=counts, sam_stage=sam_stage,
+        return self.fold_model(result, class_map, supervision=counts, sam_stage=quality["sam_stage"],
                                pseudo_label_round=quality["round"], pseudo_label_dice=quality["dice"])
