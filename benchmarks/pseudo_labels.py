@@ -20,10 +20,21 @@ training patients 021-026 (as §4.3), validation patient 027, the held-out patie
 reports the held-out Dice after each round and checks the last round against DESIGN §4.3's
 fine-tuned rows.
 
+Point-prompt ablation (``--point-ablation``, SeSAM's Table 4 on medical data): pseudo-label Dice
+from **simulated point labels** (``--ablation-points`` per class and slice, drawn from the full
+labels by :func:`scribmed.data.weak_conversion.points_from_label`, seeded per case as ``scribmed weak
+make`` seeds them) on held-out ACDC patients (``--patients``) and CHAOS T2 patients
+(``--chaos-patients``, default fold 1's test patients present; scribbles are not used), for every
+point sampling (centre-weighted, uniform random, boundary, SeSAM's skeleton grid) x mask
+selection among SAM's three candidates (SAM's predicted IoU, uniform random, SeSAM's
+coverage/compatibility rule), zero-shot LiteMedSAM. One table (mean foreground Dice, pooled over
+slices) plus per-class JSON in ``runs/bench/point_ablation.{md,json}``.
+
 Embeddings are cached under ``runs/bench/embeddings`` so reruns skip the encoder. Prints a table
 and writes JSON (default ``runs/bench/pseudo_labels.json``).
 
     python benchmarks/pseudo_labels.py [--data DIR] [--patients 1,2,3] [--finetune --rounds 2 --epochs 2]
+    python benchmarks/pseudo_labels.py --point-ablation
 """
 
 from __future__ import annotations
@@ -107,6 +118,60 @@ def zero_shot(dataset, cases: list[Case], backend, cache: EmbeddingCache, geomet
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+POINT_MODES = ("center", "random", "boundary", "skeleton")
+SELECTIONS = ("score", "random", "sesam")
+
+
+def point_ablation(args: argparse.Namespace, backend, cache: EmbeddingCache) -> dict:
+    """Pseudo-label Dice of point prompts: point sampling x mask selection, on ACDC and CHAOS T2 (see the module docstring)."""
+    from scribmed.data.weak_conversion import case_rng, points_from_label
+    from scribmed.sam.weak_prompting import WeakPromptConfig
+
+    sets = [("ACDC", open_dataset("acdc-h5", args.data), [pid(int(n)) for n in args.patients.split(",")])]
+    if args.chaos_data.is_dir():
+        chaos = open_dataset("chaos-t2-nifti", args.chaos_data)
+        wanted = [f"patient{int(n):02d}" for n in args.chaos_patients.split(",")]
+        sets.append(("CHAOS T2", chaos, [p for p in wanted if p in set(chaos.patients)]))
+    else:
+        print(f"(CHAOS T2 not found at {args.chaos_data}: ACDC only)")
+    report: dict = {"points_per_class": args.ablation_points, "seed": 0, "prompts": "zero-shot, points only",
+                    "rows": []}
+    for name, dataset, patients in sets:
+        cases = dataset.cases_of(patients)
+        for mode in POINT_MODES:
+            for case in cases:
+                weak = points_from_label(np.asarray(case.label), dataset.class_map, args.ablation_points, mode,
+                                         case_rng(0, case.case_id), case_id=case.case_id)
+                case.supervision, case.weak_loader, case._weak = "point", (lambda w=weak: w), None
+            for rule in SELECTIONS:
+                t0 = time.perf_counter()
+                config = WeakPromptConfig(selection=rule)
+                pairs = [(generate_case(backend, cache, c, dataset.class_map, ZERO_SHOT_PROMPTS, weak=config)[0],
+                          c.label) for c in cases]
+                s = dice_summary(pairs, dataset.class_map)
+                fg = [v for v in s.pooled.values() if v is not None]
+                row = {"dataset": name, "patients": patients, "point_mode": mode, "selection": rule,
+                       "dice": s.pooled, "mean": float(np.mean(fg)) if fg else None,
+                       "cases": s.cases, "seconds": round(time.perf_counter() - t0, 1)}
+                report["rows"].append(row)
+                print(f"{name} {mode:>8} {rule:>6}: mean {fmt(row['mean'])} "
+                      + " ".join(f"{k} {fmt(v)}" for k, v in s.pooled.items()), flush=True)
+    lines = [f"Zero-shot LiteMedSAM from {args.ablation_points} simulated points per class and slice "
+             "(mean foreground Dice, pooled over slices)", "",
+             "| point sampling | " + " | ".join(f"{n}: {r}" for n, _, _ in sets for r in SELECTIONS) + " |",
+             "|---|" + "---|" * (len(sets) * len(SELECTIONS))]
+    for mode in POINT_MODES:
+        cells = []
+        for n, _, _ in sets:
+            for r in SELECTIONS:
+                row = next(x for x in report["rows"] if (x["dataset"], x["point_mode"], x["selection"]) == (n, mode, r))
+                cells.append(fmt(row["mean"]))
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    lines += ["", "Patients: " + "; ".join(f"{n} {', '.join(p)}" for n, _, p in sets) + "."]
+    report["table"] = "\n".join(lines) + "\n"
+    return report
+
+
 def fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
@@ -132,7 +197,22 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=REPO / "runs" / "bench" / "embeddings")
     ap.add_argument("--run-dir", type=Path, default=REPO / "runs" / "bench" / "pseudo_label_rounds")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "pseudo_labels.json")
+    ap.add_argument("--point-ablation", action="store_true",
+                    help="only the point sampling x mask selection table (SeSAM Table 4 analogue)")
+    ap.add_argument("--ablation-points", type=int, default=5, help="simulated points per class and slice")
+    ap.add_argument("--chaos-data", type=Path, default=REPO.parent / "shared" / "data" / "CHAOS_T2")
+    ap.add_argument("--chaos-patients", default="5,13,21", help="CHAOS T2 patient numbers (fold 1 test)")
+    ap.add_argument("--ablation-out", type=Path, default=REPO / "runs" / "bench" / "point_ablation.json")
     args = ap.parse_args()
+    if args.point_ablation:
+        backend = build_sam_backend("lite_medsam", encoder_runtime=args.encoder_runtime)
+        report = point_ablation(args, backend, EmbeddingCache(args.cache, backend, progress=False))
+        args.ablation_out.parent.mkdir(parents=True, exist_ok=True)
+        args.ablation_out.write_text(json.dumps(report, indent=1))
+        args.ablation_out.with_suffix(".md").write_text(report["table"])
+        print("\n" + report["table"])
+        print(f"written: {args.ablation_out}")
+        return
 
     dataset = open_dataset("acdc-h5", args.data)
     held = [pid(int(n)) for n in args.patients.split(",")]
