@@ -167,31 +167,10 @@ def _fold_list(text: str) -> list[int]:
 
 def _apply_supervision(args: argparse.Namespace, dataset) -> Optional[dict]:
     """``--supervision FILE`` / ``--supervision-mix MIX`` applied to the opened dataset; its run.json record."""
-    if args.supervision is None and args.supervision_mix is None:
-        if args.simulate_weak:
-            raise DataError(None, "--simulate-weak needs --supervision FILE or --supervision-mix MIX")
-        return None
-    from scribmed.data.supervision_assignment import apply_supervision, mix_assignment
+    from scribmed.data.supervision_assignment import apply_supervision_source
 
-    if args.supervision is not None and args.supervision_mix is not None:
-        raise DataError(args.supervision, "give --supervision FILE or --supervision-mix MIX, not both")
-    if args.supervision is not None:
-        from scribmed.data.weak_labels import read_supervision
-
-        assignment = read_supervision(args.supervision, [c.case_id for c in dataset.cases])
-        source = str(Path(args.supervision).resolve())
-        simulate = bool(args.simulate_weak)
-    else:
-        from scribmed.data.supervision_mix import parse_mix
-
-        try:
-            mix = parse_mix(args.supervision_mix)
-        except ValueError as err:
-            raise DataError(None, f"--supervision-mix: {err}") from None
-        assignment = mix_assignment(dataset, mix, args.supervision_seed)
-        source = f"mix {args.supervision_mix} over patients, seed {args.supervision_seed}"
-        simulate = True  # a mix on a dataset is a simulation by definition
-    return apply_supervision(dataset, assignment, simulate=simulate, seed=args.supervision_seed, source=source)
+    return apply_supervision_source(dataset, args.supervision, args.supervision_mix, args.supervision_seed,
+                                    bool(args.simulate_weak))
 
 
 def cmd_cv(args: argparse.Namespace) -> int:

@@ -34,11 +34,14 @@ __all__ = [
     "load_weights",
     "loader_generator",
     "loss_generator",
+    "mixsup_stage",
+    "mixsup_trainer",
     "reseed_rank",
     "run_training",
     "samsp_pseudo_labels",
     "samsp_trainer",
     "select_cases",
+    "supervised_dataset",
     "write_fold_record",
 ]
 
@@ -305,3 +308,154 @@ def samsp_pseudo_labels(
     if not main:
         pseudo = load_pseudo_labels(out / "sam" / f"round_{int(rounds)}", [c.case_id for c in train])
     return pseudo
+
+
+# ----------------------------------------------------------------------------- mixsup bundles
+
+
+def supervised_dataset(
+    dataset: Any,
+    supervision_file: Optional[str | Path] = None,
+    supervision_mix: Optional[str] = None,
+    seed: int = 0,
+    simulate_weak: bool = False,
+) -> Any:
+    """``dataset`` with each case's supervision set, as ``scribmed cv --supervision`` / ``--supervision-mix``.
+
+    :func:`scribmed.data.supervision_assignment.apply_supervision_source`, as ``scribmed cv`` applies it: a ``supervision.json`` manifest
+    (``simulate_weak``: box/point labels the dataset lacks are simulated from its full labels) or a
+    mix over the patients (``"full=0.1,box=0.3,point=0.3,scribble=0.3"``, seeded by ``seed``;
+    a mix is always simulated) is applied in place with
+    :func:`scribmed.data.supervision_assignment.apply_supervision`, so a bundle fold and a
+    ``scribmed cv`` fold train on the same assignment. Both ``None``: the dataset as opened (its
+    own ``supervision.json`` for the generic layout, else every case by its scribble).
+
+    Returns:
+        ``dataset`` (the same object).
+
+    Raises:
+        DataError: both a manifest and a mix; ``simulate_weak`` without either; a bad mix or
+            manifest; a case its type cannot be satisfied for.
+    """
+    import logging
+
+    from scribmed.data.supervision_assignment import apply_supervision_source
+
+    record = apply_supervision_source(dataset, supervision_file, supervision_mix, int(seed), bool(simulate_weak),
+                                      names=("supervision_file", "supervision_mix", "simulate_weak"))
+    if record is not None:
+        logging.getLogger(__name__).info("supervision from %s: %s", record["source"], record["cases"])
+    return dataset
+
+
+def mixsup_stage(
+    dataset: Any,
+    fold_cases: dict[str, list[Case]],
+    out_dir: str | Path,
+    backend: str = "lite_medsam",
+    checkpoint: Optional[str | Path] = None,
+    rounds: int = 2,
+    epochs: int = 2,
+    lr: float = 5e-5,
+    n_points: int = 10,
+    device: str = "auto",
+    cache_dir: Optional[str | Path] = None,
+    seed: int = 0,
+    progress: bool = True,
+    encoder_runtime: str = "auto",
+    loss_resolution: str = "low",
+    box_margin: int = 0,
+    selection: str = "sesam",
+    min_coverage: float = 0.3,
+    min_compatibility: float = 0.7,
+) -> dict[str, Any]:
+    """The ``mixsup`` recipe's SAM stage of a fold, in ``out_dir/sam``: pseudo labels from each case's own label.
+
+    Runs (or resumes: finished rounds are skipped) exactly
+    :meth:`scribmed.recipes.mixsup.MixSupRecipe.sam_stage`: SAM-SP's rounds on the fold's training
+    patients with every case prompted from its own supervision (box, points, full mask or
+    scribble; ``none`` cases not at all), the decoder of each round selected on the fold's
+    validation patients, the test patients never used; SAM is skipped when every labelled
+    training case is fully labelled (the labels are the pseudo labels). A bundle run and
+    ``scribmed cv --recipe mixsup`` therefore write the same ``sam/`` folder. Under DDP rank 0 runs
+    the rounds while the other ranks wait, then they read the finished last round.
+
+    Args:
+        dataset: the opened dataset with its supervision set (:func:`supervised_dataset`).
+        fold_cases: :func:`fold_case_lists` of the fold (``train`` prompted, ``val`` selects).
+        out_dir: the fold's run folder (the rounds go to ``out_dir/sam``).
+        backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
+            loss_resolution: the SAM stage (:class:`scribmed.recipes.samsp.SamStageConfig`;
+            ``cache_dir`` ``None``: ``out_dir/sam/embeddings``).
+        seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
+        progress: tqdm bars.
+        box_margin, selection, min_coverage, min_compatibility: the weak prompts
+            (:class:`scribmed.sam.weak_prompting.WeakPromptConfig`; other fields at their defaults).
+
+    Returns:
+        ``{"pseudo": {case_id: uint8 (S, H, W)} for every training case but the unlabeled ones,
+        "supervision": {case_id: type} for every training case}``.
+
+    Raises:
+        DataError: every training case is unlabeled; a case lacks what its type needs; a ``sam/``
+            folder made with other settings; a bad SAM checkpoint.
+    """
+    import logging
+
+    from scribmed.engine import distributed as dist_utils
+    from scribmed.engine.mixsup_trainer import MixSupTrainConfig
+    from scribmed.recipes.mixsup import MixSupRecipe
+    from scribmed.recipes.samsp import SamStageConfig
+    from scribmed.sam.pseudo_labels import load_pseudo_labels
+    from scribmed.sam.weak_prompting import WeakPromptConfig, case_supervision
+
+    train, val = list(fold_cases["train"]), list(fold_cases["val"])
+    sam = SamStageConfig(
+        backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),
+        epochs=int(epochs), lr=float(lr), n_points=int(n_points), device=str(device),
+        cache_dir=None if cache_dir is None else str(cache_dir), encoder_runtime=str(encoder_runtime),
+        loss_resolution=str(loss_resolution),
+    )
+    weak = WeakPromptConfig.from_dict({
+        **WeakPromptConfig().to_dict(), "box_margin": int(box_margin), "selection": str(selection),
+        "min_coverage": float(min_coverage), "min_compatibility": float(min_compatibility),
+    })
+    recipe = MixSupRecipe(MixSupTrainConfig(seed=int(seed), progress=bool(progress)), sam, weak)
+    recipe.check_supervision(train)  # on every rank, before rank 0 starts the rounds
+    supervision = {c.case_id: case_supervision(c) for c in train}
+    labelled = [c for c in train if supervision[c.case_id] != "none"]
+    if not labelled:
+        raise DataError(train[0].source if train else None, "every training case is unlabeled (supervision none)")
+    skips_sam = weak.full_from_label and all(supervision[c.case_id] == "full" for c in labelled)
+    out = Path(out_dir)
+    main = dist_utils.is_main_process()
+    if main or skips_sam:  # no SAM run when it is skipped: every rank takes the labels itself
+        pseudo, quality, supervision = recipe.sam_stage(train, val, dataset.class_map, out, bool(progress))
+        if main:
+            logging.getLogger(__name__).info(
+                "SAM stage (%s) of %d training cases %s: pseudo labels of %d, round %s (Dice on labelled "
+                "training cases: %s)", quality.get("sam_stage"), len(train),
+                {t: list(supervision.values()).count(t) for t in sorted(set(supervision.values()))},
+                len(pseudo), quality.get("round"), quality.get("dice"),
+            )
+    dist_utils.barrier()
+    if not main and not skips_sam:
+        pseudo = load_pseudo_labels(out / "sam" / f"round_{int(rounds)}", [c.case_id for c in labelled])
+    return {"pseudo": pseudo, "supervision": supervision}
+
+
+def mixsup_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
+    """A :class:`~scribmed.engine.mixsup_trainer.MixSupTrainer` with MONAI's ``max_epochs`` bundle property.
+
+    The mixsup counterpart of :func:`dmpls_trainer` (same iteration budget and checks); pass the
+    :func:`~scribmed.engine.mixsup_trainer.mixsup_cache` the loader draws from as ``slice_cache``
+    (its per-slice supervision codes route the loss); batches must carry ``weak``, ``full``,
+    ``box_bits`` and ``sam``.
+
+    Raises:
+        ValueError: ``max_epochs`` disagrees with ``iterations`` and ``epoch_length``.
+    """
+    from scribmed.engine.mixsup_trainer import MixSupTrainer
+
+    _check_max_epochs(max_epochs, iterations, epoch_length)
+    return MixSupTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from scribmed.data.case import Case
@@ -31,7 +32,7 @@ from scribmed.data.weak_conversion import (
 )
 from scribmed.data.weak_labels import SUPERVISION_TYPES, WEAK_FILE_TYPES
 
-__all__ = ["apply_supervision", "mix_assignment"]
+__all__ = ["apply_supervision", "apply_supervision_source", "mix_assignment"]
 
 
 def mix_assignment(dataset: Dataset, mix: Mapping[str, float], seed: int = 0) -> dict[str, str]:
@@ -127,3 +128,49 @@ def apply_supervision(
         record["simulated_weak_labels"] = {"cases": len(simulated), "seed": int(seed), **options,
                                            "method": "scribmed.data.weak_conversion (as scribmed weak make)"}
     return record
+
+
+def apply_supervision_source(
+    dataset: Dataset,
+    manifest: Optional[str | Path] = None,
+    mix: Optional[str] = None,
+    seed: int = 0,
+    simulate: bool = False,
+    names: tuple[str, str, str] = ("--supervision", "--supervision-mix", "--simulate-weak"),
+) -> Optional[dict[str, Any]]:
+    """A manifest file or a mix text applied to ``dataset`` (``scribmed cv`` and the bundles); its record, or ``None``.
+
+    Args:
+        dataset: the opened dataset (changed in place).
+        manifest: a ``supervision.json`` path; box/point cases without a file are simulated only
+            with ``simulate``.
+        mix: ``"full=0.1,box=0.3,..."`` over the patients; its boxes and points are always simulated.
+        seed: seed of the mix and of the simulation.
+        simulate: see ``manifest``.
+        names: how the caller calls the manifest, mix and simulate options (for the error messages).
+
+    Raises:
+        DataError: both given; ``simulate`` without either; a bad mix or manifest; an unsatisfiable case.
+    """
+    from scribmed.data.supervision_mix import parse_mix
+    from scribmed.data.weak_labels import read_supervision
+
+    man_name, mix_name, sim_name = names
+    if manifest is None and mix is None:
+        if simulate:
+            raise DataError(None, f"{sim_name} needs {man_name} or {mix_name}")
+        return None
+    if manifest is not None and mix is not None:
+        raise DataError(manifest, f"give {man_name} or {mix_name}, not both")
+    if manifest is not None:
+        assignment = read_supervision(manifest, [c.case_id for c in dataset.cases])
+        source = str(Path(manifest).resolve())
+    else:
+        try:
+            shares = parse_mix(str(mix))
+        except ValueError as err:
+            raise DataError(None, f"{mix_name}: {err}") from None
+        assignment = mix_assignment(dataset, shares, int(seed))
+        source = f"mix {mix} over patients, seed {int(seed)}"
+        simulate = True  # a mix on a dataset is a simulation by definition
+    return apply_supervision(dataset, assignment, simulate=bool(simulate), seed=int(seed), source=source)

@@ -11,7 +11,8 @@ from scribmed.cli import main
 from scribmed.data.errors import DataError
 from scribmed.shipped import shipped_dir
 
-SHIPPED = {"dmpls_acdc", "dmpls_mscmr", "dmpls_chaos", "samsp_acdc", "samsp_mscmr", "samsp_chaos"}
+SHIPPED = {"dmpls_acdc", "dmpls_mscmr", "dmpls_chaos", "samsp_acdc", "samsp_mscmr", "samsp_chaos",
+           "mixsup_acdc", "mixsup_chaos"}
 
 
 def test_list_names_every_shipped_bundle(capsys):
