@@ -144,6 +144,21 @@ def cost_of(name: str, args: argparse.Namespace, costs: dict[str, float]) -> dic
     return {"units": units, "cases": cases, "seconds": seconds, "hours": seconds / 3600.0}
 
 
+def pseudo_label_by_type(run: Path, fold: int) -> dict[str, Any]:
+    """Mean over cases of the per-case mean foreground Dice of the last round's pseudo labels, by supervision type."""
+    sam = run / f"fold_{fold}" / "train" / "sam"
+    if not (sam / "quality.json").exists() or not (sam / "run.json").exists():
+        return {}
+    last = json.loads((sam / "quality.json").read_text())["rounds"][-1]
+    kinds = json.loads((sam / "run.json").read_text()).get("supervision") or {}
+    groups: dict[str, list[float]] = {}
+    for cid, per_class in last["per_case"].items():
+        values = [v for v in per_class.values() if v is not None]
+        if cid in kinds and values:
+            groups.setdefault(kinds[cid], []).append(sum(values) / len(values))
+    return {k: {"dice": sum(v) / len(v), "cases": len(v)} for k, v in sorted(groups.items())}
+
+
 def collect(args: argparse.Namespace, costs: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
     for name in CONFIGS:
@@ -161,9 +176,10 @@ def collect(args: argparse.Namespace, costs: dict[str, float]) -> list[dict[str,
             cost_file.write_text(json.dumps({"cost_seconds": costs, "cost": cost}, indent=1))
         row = {"config": name, "recipe": CONFIGS[name][0], "mix": CONFIGS[name][1], "n_cases": s["n_cases"],
                **{c: e["dice"]["mean"] for c, e in s["classes"].items()},
-               "mean": s["overall"]["dice"], "hd95": s["overall"]["hd95"],
+               "mean": s["overall"]["dice"], "hd95": s["overall"]["hd95"], "hd95_units": s.get("hd95_units"),
                "checkpoint": f"{fold['checkpoint_policy']}@{fold.get('best_iteration')}",
-               "pseudo_label_dice": fold.get("pseudo_label_dice"), "annotation": cost}
+               "pseudo_label_dice": fold.get("pseudo_label_dice"),
+               "pseudo_label_by_type": pseudo_label_by_type(run, args.fold), "annotation": cost}
         rows.append(row)
     return rows
 
@@ -174,13 +190,14 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, costs: dict[str,
         f"batch 12, 256x256, seed {args.seed}, lr horizon {args.lr_horizon}, SAM rounds {args.rounds}.",
         "",
         "| configuration | recipe | supervision (train patients) | annotation (h) | RV | Myo | LV | mean Dice | "
-        "mean HD95 (mm) | SAM pseudo-label Dice (train) | checkpoint |",
+        f"mean HD95 ({rows[0].get('hd95_units', '?') if rows else '?'}) | SAM pseudo-label Dice (train, by type) | "
+        "checkpoint |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         sup = ", ".join(f"{t} {n}" for t, n in r["annotation"]["cases"].items() if n)
-        pl = r.get("pseudo_label_dice") or {}
-        pl_text = f"{sum(pl.values()) / len(pl):.3f}" if pl else "-"
+        by_type = r.get("pseudo_label_by_type") or {}
+        pl_text = ", ".join(f"{t} {e['dice']:.3f}" for t, e in by_type.items()) or "-"
         hd = "n/a" if r["hd95"] is None else f"{r['hd95']:.2f}"
         lines.append(f"| {r['config']} | {r['recipe']} | {sup} | {r['annotation']['hours']:.2f} | {r['RV']:.3f} | "
                      f"{r['Myo']:.3f} | {r['LV']:.3f} | **{r['mean']:.3f}** | {hd} | {pl_text} | {r['checkpoint']} |")

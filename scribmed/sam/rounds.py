@@ -313,6 +313,7 @@ def run_pseudo_label_rounds(
     cache = EmbeddingCache(cache_dir if cache_dir is not None else out / "embeddings", backend, progress=progress)
     encoded_before = cache.slices_encoded
     label_cases = train_cases + eval_cases
+    by_type = extra.get("supervision")  # mixed supervision: quality per type too
     val_cases = [c for c in dataset.cases_of(selection.val) if c.has_label]
     train_ids = {c.case_id for c in train_cases}
     refs_cache: dict[str, Any] = {}
@@ -335,7 +336,7 @@ def run_pseudo_label_rounds(
             done = json.loads(marker.read_text())
             decoders.append(None if done.get("decoder") is None else out / done["decoder"])
             if not any(int(e.get("round", -1)) == r for e in read_quality(out / QUALITY)["rounds"]):
-                _score_round(out, r, rdir, label_cases, refs(), train_ids, class_map, done)
+                _score_round(out, r, rdir, label_cases, refs(), train_ids, class_map, done, by_type)
             continue
         info: dict[str, Any] = {"round": r, "started": time.time()}
         decoder_id: Optional[str] = None
@@ -374,7 +375,7 @@ def run_pseudo_label_rounds(
         info["prompts"] = config.to_dict()
         info["cases"] = [c.case_id for c in label_cases]
         info["finished"] = time.time()
-        _score_round(out, r, rdir, label_cases, refs(), train_ids, class_map, info)
+        _score_round(out, r, rdir, label_cases, refs(), train_ids, class_map, info, by_type)
         _atomic_json(marker, info)
     quality = read_quality(out / QUALITY)
     return RoundsResult(out, quality, round_dirs, decoders, selection, cache.slices_encoded - encoded_before)
@@ -400,8 +401,10 @@ def _score_round(
     train_ids: set[str],
     class_map: Any,
     info: dict[str, Any],
+    by_type: Optional[dict[str, str]] = None,
 ) -> None:
-    """Append round ``r``'s quality over the cases with ground truth (also per subset)."""
+    """Append round ``r``'s quality over the cases with ground truth (also per subset, and per
+    supervision type when ``by_type`` maps case ids to types)."""
     ids = [c.case_id for c in cases if c.case_id in refs]
     preds = load_pseudo_labels(rdir, ids)
     extra: dict[str, Any] = {"prompts": info.get("prompts")}
@@ -415,4 +418,10 @@ def _score_round(
             if sel:
                 part = quality_entry(r, {i: preds[i] for i in sel}, refs, class_map)
                 extra["dice_by_subset"][name] = {"dice": part["dice"], "cases": part["cases"]}
+    if by_type:
+        extra["dice_by_supervision"] = {}
+        for kind in sorted({by_type[i] for i in ids if i in by_type}):
+            sel = [i for i in ids if by_type.get(i) == kind]
+            part = quality_entry(r, {i: preds[i] for i in sel}, refs, class_map)
+            extra["dice_by_supervision"][kind] = {"dice": part["dice"], "cases": part["cases"]}
     append_round(out / QUALITY, quality_entry(r, preds, refs, class_map, **extra))

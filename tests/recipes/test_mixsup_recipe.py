@@ -138,6 +138,9 @@ def test_weak_rounds_prompt_every_type(weak_root, tmp_path):
     res = run_pseudo_label_rounds(backend, ds, tmp_path / "r", rounds=0, progress=False,
                                   train_patients=[c.patient_id for c in ds.cases], weak_prompts=WeakPromptConfig())
     pseudo = load_pseudo_labels(res.round_dirs[0], list(kinds))
+    by_type = res.quality["rounds"][0]["dice_by_supervision"]  # quality per supervision type
+    assert set(by_type) == set(kinds.values()) and sum(e["cases"] for e in by_type.values()) == len(kinds)
+    assert by_type["full"]["dice"] == {"RV": 1.0, "Myo": 1.0, "LV": 1.0}
     for case in ds.cases:
         if kinds[case.case_id] == "full":  # the label is its own pseudo label, SAM is not asked
             assert np.array_equal(pseudo[case.case_id], case.label)
