@@ -109,7 +109,7 @@ def run_config(name: str, args: argparse.Namespace) -> Path:
                                    val_interval=min(args.val_interval, args.iterations),
                                    lr_horizon=args.lr_horizon)
     if recipe_name == "mixsup":
-        options.update(rounds=args.rounds, sam_epochs=args.sam_epochs, sam_cache=args.out / "sam_embeddings")
+        options.update(rounds=args.rounds, sam_epochs=args.sam_epochs, sam_cache=args.sam_cache or args.out / "sam_embeddings")
     recipe = build(recipe_name, **options)
     dataset = open_dataset("acdc-h5", args.root)
     text = ",".join(f"{k}={v}" for k, v in mix.items())
@@ -255,6 +255,8 @@ def main() -> int:
     ap.add_argument("--cost", help="override seconds per unit, e.g. full=60,scribble=15")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "annotation_cost")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sam-cache", dest="sam_cache", type=Path,
+                    help="SAM embedding cache (default OUT/sam_embeddings; share it between sweeps: it never changes results)")
     ap.add_argument("--table", action="store_true", help="only write the table and plot of finished runs")
     args = ap.parse_args()
     if not args.root.is_dir():
