@@ -206,8 +206,9 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, costs: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -219,9 +220,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.annotate(r["config"], (r["annotation"]["hours"], r["mean"]), textcoords="offset points", xytext=(4, 4),
                     fontsize=8)
     ax.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("annotation time of the training patients (hours, log scale)")
     ax.set_ylabel("mean test Dice (RV, Myo, LV)")
-    ax.set_title("ACDC fold 1: Dice vs annotation cost", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     for suffix in (".png", ".pdf"):
         fig.savefig(path.with_suffix(suffix), dpi=150)
@@ -279,7 +283,8 @@ def main() -> int:
     (args.out / "annotation_cost.json").write_text(json.dumps({"rows": rows, "cost_seconds": costs,
                                                                "cost_units": COST_UNITS}, indent=1))
     if rows:
-        plot(rows, args.out / "annotation_cost.png")
+        plot(rows, args.out / "annotation_cost.png",
+             f"ACDC fold {args.fold}, {args.iterations} iterations: Dice vs annotation cost")
     print(text)
     return 0
 
