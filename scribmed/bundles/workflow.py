@@ -233,6 +233,21 @@ def samsp_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
     return SAMSPTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
 
 
+def _sam_stage_config(
+    backend: str, checkpoint: Optional[str | Path], rounds: int, epochs: int, lr: float, n_points: int,
+    device: str, cache_dir: Optional[str | Path], encoder_runtime: str, loss_resolution: str,
+) -> Any:
+    """The :class:`~scribmed.recipes.samsp.SamStageConfig` of a bundle's SAM keys (samsp and mixsup bundles)."""
+    from scribmed.recipes.samsp import SamStageConfig
+
+    return SamStageConfig(
+        backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),
+        epochs=int(epochs), lr=float(lr), n_points=int(n_points), device=str(device),
+        cache_dir=None if cache_dir is None else str(cache_dir), encoder_runtime=str(encoder_runtime),
+        loss_resolution=str(loss_resolution),
+    )
+
+
 def samsp_pseudo_labels(
     dataset: Any,
     fold_cases: dict[str, list[Case]],
@@ -284,17 +299,13 @@ def samsp_pseudo_labels(
 
     from scribmed.engine import distributed as dist_utils
     from scribmed.engine.samsp_trainer import SAMSPTrainConfig
-    from scribmed.recipes.samsp import SAMSPRecipe, SamStageConfig, require_scribbled
+    from scribmed.recipes.samsp import SAMSPRecipe, require_scribbled
     from scribmed.sam.pseudo_labels import load_pseudo_labels
 
     train, val = list(fold_cases["train"]), list(fold_cases["val"])
     require_scribbled(train)  # on every rank, before rank 0 starts the rounds
-    sam = SamStageConfig(
-        backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),
-        epochs=int(epochs), lr=float(lr), n_points=int(n_points), device=str(device),
-        cache_dir=None if cache_dir is None else str(cache_dir), encoder_runtime=str(encoder_runtime),
-        loss_resolution=str(loss_resolution),
-    )
+    sam = _sam_stage_config(backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
+                            loss_resolution)
     recipe = SAMSPRecipe(SAMSPTrainConfig(seed=int(seed), progress=bool(progress)), sam)
     out = Path(out_dir)
     main = dist_utils.is_main_process()
@@ -405,17 +416,12 @@ def mixsup_stage(
     from scribmed.engine import distributed as dist_utils
     from scribmed.engine.mixsup_trainer import MixSupTrainConfig
     from scribmed.recipes.mixsup import MixSupRecipe
-    from scribmed.recipes.samsp import SamStageConfig
     from scribmed.sam.pseudo_labels import load_pseudo_labels
     from scribmed.sam.weak_prompting import WeakPromptConfig, case_supervision
 
     train, val = list(fold_cases["train"]), list(fold_cases["val"])
-    sam = SamStageConfig(
-        backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),
-        epochs=int(epochs), lr=float(lr), n_points=int(n_points), device=str(device),
-        cache_dir=None if cache_dir is None else str(cache_dir), encoder_runtime=str(encoder_runtime),
-        loss_resolution=str(loss_resolution),
-    )
+    sam = _sam_stage_config(backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
+                            loss_resolution)
     weak = WeakPromptConfig.from_dict({
         **WeakPromptConfig().to_dict(), "box_margin": int(box_margin), "selection": str(selection),
         "min_coverage": float(min_coverage), "min_compatibility": float(min_compatibility),

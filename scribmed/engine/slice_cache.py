@@ -211,15 +211,21 @@ class SliceCache:
         )
 
 
-def _resize_label(
-    case: Case, what: str, arr: np.ndarray, n_slices: int, spatial: tuple[int, ...], hw: tuple[int, int]
-) -> np.ndarray:
+def _checked_uint8(case: Case, what: str, arr: np.ndarray, n_slices: int, spatial: tuple[int, ...]) -> np.ndarray:
+    """``arr`` as uint8 after checking it has the image's shape and values in 0..255."""
     arr = np.asarray(arr)
     if arr.shape != (n_slices, *spatial):
         raise DataError(case.source, f"{what} shape {arr.shape} differs from the image's {(n_slices, *spatial)}")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise DataError(case.source, f"{what} values must lie in 0..255, got {arr.min()}..{arr.max()}")
-    return np.ascontiguousarray(resize_slices(arr.astype(np.uint8, copy=False), hw, "nearest"))
+    return arr.astype(np.uint8, copy=False)
+
+
+def _resize_label(
+    case: Case, what: str, arr: np.ndarray, n_slices: int, spatial: tuple[int, ...], hw: tuple[int, int]
+) -> np.ndarray:
+    lab = _checked_uint8(case, what, arr, n_slices, spatial)
+    return np.ascontiguousarray(resize_slices(lab, hw, "nearest"))
 
 
 def _resize_sparse(
@@ -229,10 +235,5 @@ def _resize_sparse(
     """A sparse map resized slice by slice without losing a labelled pixel (values 0..255)."""
     from scribmed.transforms.sparse_resize import resize_scribble
 
-    arr = np.asarray(arr)
-    if arr.shape != (n_slices, *spatial):
-        raise DataError(case.source, f"{what} shape {arr.shape} differs from the image's {(n_slices, *spatial)}")
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise DataError(case.source, f"{what} values must lie in 0..255, got {arr.min()}..{arr.max()}")
-    lab = arr.astype(np.uint8, copy=False)
+    lab = _checked_uint8(case, what, arr, n_slices, spatial)
     return np.ascontiguousarray(np.stack([resize_scribble(lab[z], hw, ignore_index) for z in range(n_slices)]))
