@@ -417,7 +417,7 @@ def mixsup_stage(
     from scribmed.engine.mixsup_trainer import MixSupTrainConfig
     from scribmed.recipes.mixsup import MixSupRecipe
     from scribmed.sam.pseudo_labels import load_pseudo_labels
-    from scribmed.sam.weak_prompting import WeakPromptConfig, case_supervision
+    from scribmed.sam.weak_prompting import WeakPromptConfig
 
     train, val = list(fold_cases["train"]), list(fold_cases["val"])
     sam = _sam_stage_config(backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
@@ -428,11 +428,7 @@ def mixsup_stage(
     })
     recipe = MixSupRecipe(MixSupTrainConfig(seed=int(seed), progress=bool(progress)), sam, weak)
     recipe.check_supervision(train)  # on every rank, before rank 0 starts the rounds
-    supervision = {c.case_id: case_supervision(c) for c in train}
-    labelled = [c for c in train if supervision[c.case_id] != "none"]
-    if not labelled:
-        raise DataError(train[0].source if train else None, "every training case is unlabeled (supervision none)")
-    skips_sam = weak.full_from_label and all(supervision[c.case_id] == "full" for c in labelled)
+    supervision, labelled, skips_sam = recipe.plan_sam_stage(train)
     out = Path(out_dir)
     main = dist_utils.is_main_process()
     if main or skips_sam:  # no SAM run when it is skipped: every rank takes the labels itself

@@ -166,7 +166,7 @@ def mixsup_cache(
     Only the view a case's type allows is read: the scribble of scribble cases, the points of
     point cases, the boxes of box cases, the label of full cases only.
     """
-    from scribmed.sam.weak_prompting import case_target
+    from scribmed.sam.weak_prompting import case_shape, case_target
 
     if class_map.num_classes > 8:
         raise ValueError(f"box bit masks hold at most 8 classes, the class map has {class_map.num_classes}")
@@ -178,11 +178,13 @@ def mixsup_cache(
         kind = supervision[case.case_id]
         if kind not in SUPERVISION_TYPES:
             raise DataError(case.source, f"case {case.case_id}: unknown supervision {kind!r}")
-        target = case_target(case, class_map, kind)
-        empty = np.full(target.shape, ignore, dtype=np.uint8)
+        # box and unlabeled cases have no per-pixel target here (boxes train through their bit masks)
+        target = case_target(case, class_map, kind) if kind in ("scribble", "point", "full") else None
+        shape = target.shape if target is not None else case_shape(case)
+        empty = np.full(shape, ignore, dtype=np.uint8)
         weak[case.case_id] = target.astype(np.uint8) if kind in ("scribble", "point") else empty
         extras["full"][case.case_id] = target.astype(np.uint8) if kind == "full" else empty
-        bits = np.zeros(target.shape, dtype=np.uint8)
+        bits = np.zeros(shape, dtype=np.uint8)
         if kind == "box":
             w = case.weak
             for z, per_class in w.boxes.items():

@@ -108,6 +108,21 @@ class MixSupRecipe(SAMSPRecipe):
         d = super().config_dict()
         return {**d, "weak_prompts": self.weak.to_dict()}
 
+    def plan_sam_stage(self, train: Sequence[Case]) -> tuple[dict[str, str], list[Case], bool]:
+        """``(supervision by case id, the labelled cases, whether SAM is skipped)`` of a fold's training cases.
+
+        SAM is skipped when every labelled case is fully labelled (``full_from_label``).
+
+        Raises:
+            DataError: every training case is unlabeled; a case lacks what its type needs.
+        """
+        supervision = {c.case_id: case_supervision(c) for c in train}
+        labelled = [c for c in train if supervision[c.case_id] != "none"]
+        if not labelled:
+            raise DataError(train[0].source if train else None, "every training case is unlabeled (supervision none)")
+        skips = self.weak.full_from_label and all(supervision[c.case_id] == "full" for c in labelled)
+        return supervision, labelled, bool(skips)
+
     def sam_stage(
         self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
@@ -121,11 +136,8 @@ class MixSupRecipe(SAMSPRecipe):
         Raises:
             DataError: every training case is unlabeled; a case lacks what its type needs.
         """
-        supervision = {c.case_id: case_supervision(c) for c in train}
-        labelled = [c for c in train if supervision[c.case_id] != "none"]
-        if not labelled:
-            raise DataError(train[0].source if train else None, "every training case is unlabeled (supervision none)")
-        if all(supervision[c.case_id] == "full" for c in labelled) and self.weak.full_from_label:
+        supervision, labelled, skips_sam = self.plan_sam_stage(train)
+        if skips_sam:
             pseudo = {c.case_id: case_target(c, class_map, "full") for c in labelled}
             return pseudo, {"round": None, "dice": None,
                             "sam_stage": "skipped: every labelled training case is fully labelled"}, supervision

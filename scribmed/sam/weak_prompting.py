@@ -39,6 +39,7 @@ from scribmed.transforms.weak_prompts import WeakPromptsd, merge_class_rows
 __all__ = [
     "WeakPromptConfig",
     "WeakPrompter",
+    "case_shape",
     "case_supervision",
     "case_target",
     "merge_rows",
@@ -112,7 +113,8 @@ def case_supervision(case: Any) -> str:
     return kind
 
 
-def _volume_shape(case: Any) -> tuple[int, int, int]:
+def case_shape(case: Any) -> tuple[int, int, int]:
+    """The case's ``(S, H, W)`` (a 2D image is one slice; channels of a 4D image dropped)."""
     shape = tuple(int(s) for s in np.shape(case.image))
     if len(shape) == 2:
         return (1, *shape)  # type: ignore[return-value]
@@ -132,7 +134,7 @@ def case_target(case: Any, class_map: ClassMap, kind: Optional[str] = None) -> n
 
     kind = kind or case_supervision(case)
     ignore = int(class_map.ignore_index)
-    shape = _volume_shape(case)
+    shape = case_shape(case)
     if kind == "scribble":
         return case_scribble(case).astype(np.int64)
     if kind == "full":
