@@ -6,10 +6,12 @@ STAMP := $(VENV)/.scribmed-installed
 
 .PHONY: install demo test bench clean
 
+# sam2 ships as an sdist that builds against torch: PIP_CONSTRAINT makes its build use the local torch,
+# SAM2_BUILD_CUDA=0 skips its optional CUDA extension (video post-processing only).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	SAM2_BUILD_CUDA=0 PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
