@@ -29,6 +29,12 @@ def mscmr_root() -> Path:
     return _need(SHARED_DATA / "MSCMR")
 
 
+@pytest.fixture(scope="session")
+def dsb_root() -> Path:
+    """The DSB2018 nuclei folder (holds stage1_test/)."""
+    return _need(SHARED_DATA / "DSB2018")
+
+
 @pytest.fixture()
 def restore_torch_flags():
     """Training workflows turn on deterministic algorithms; undo it after the test."""

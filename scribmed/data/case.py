@@ -4,7 +4,9 @@ Array convention (all readers, all layouts): arrays are ``(slices, H, W)``, slic
 and ``spacing`` is given in the same axis order, in mm (``None`` when the layout stores none).
 NIfTI files store ``(x, y, z)``; readers reverse the axes (``data.transpose(2, 1, 0)``) and the
 zooms, and writers do the inverse, so a prediction written by scribmed reads back on the
-reference's grid. 2D images are ``(1, H, W)``.
+reference's grid. 2D images are ``(1, H, W)``; multi-channel images (RGB microscopy) are
+``(slices, C, H, W)``. Instance maps (``CaseArrays.instance``) are ``(slices, H, W)`` int32 with 0 =
+background and ``k > 0`` = instance ``k``.
 """
 
 from __future__ import annotations
@@ -46,13 +48,18 @@ ABDOMINAL = ClassMap(
 
 @dataclass
 class CaseArrays:
-    """What a loader returns. ``affine`` is the NIfTI (x, y, z) affine when the source had one."""
+    """What a loader returns. ``affine`` is the NIfTI (x, y, z) affine when the source had one.
+
+    ``instance`` is an instance map ``(slices, H, W)`` int32 (0 background, ``k`` = instance ``k``)
+    for layouts that store instances (e.g. ``dsb2018``), else ``None``.
+    """
 
     image: np.ndarray
     label: Optional[np.ndarray] = None
     scribble: Optional[np.ndarray] = None
     spacing: Optional[tuple[float, ...]] = None
     affine: Optional[np.ndarray] = None
+    instance: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -63,7 +70,7 @@ class Case:
         case_id: unique id within the dataset (also the file stem of its prediction).
         patient_id: frames/phases of one patient share it; splits are by patient.
         source: the main file (or folder) this case comes from, for error messages.
-        has_label / has_scribble: known without loading (from the file listing).
+        has_label / has_scribble / has_instance: known without loading (from the file listing).
         supervision: the case's training supervision stated by the dataset (``"full"``,
             ``"box"``, ``"point"``, ``"scribble"``, ``"none"``; see
             :mod:`scribmed.data.weak_labels`), ``None`` when the dataset states none.
@@ -77,6 +84,7 @@ class Case:
     loader: Callable[[], CaseArrays] = field(repr=False)
     has_label: bool = False
     has_scribble: bool = False
+    has_instance: bool = False
     _cache: Optional[CaseArrays] = field(default=None, repr=False)
     supervision: Optional[str] = None
     weak_loader: Optional[Callable[[], "WeakLabel"]] = field(default=None, repr=False)
@@ -102,6 +110,10 @@ class Case:
     @property
     def scribble(self) -> Optional[np.ndarray]:
         return self.load().scribble
+
+    @property
+    def instance(self) -> Optional[np.ndarray]:
+        return self.load().instance
 
     @property
     def spacing(self) -> Optional[tuple[float, ...]]:

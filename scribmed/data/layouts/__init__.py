@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
@@ -19,6 +20,7 @@ from scribmed.data.layouts import (
     acdc_nifti,
     chaos_npz,
     chaos_t2_nifti,
+    dsb2018,
     generic,
     mscmr,
 )
@@ -36,7 +38,7 @@ class Layout:
 
 LAYOUTS: dict[str, Layout] = {
     m.NAME: Layout(m.NAME, m.read_dataset, m.write_case, (m.__doc__ or "").strip().splitlines()[0])
-    for m in (acdc_h5, acdc_nifti, mscmr, chaos_npz, chaos_t2_nifti, generic)
+    for m in (acdc_h5, acdc_nifti, mscmr, chaos_npz, chaos_t2_nifti, generic, dsb2018)
 }
 
 
@@ -55,11 +57,11 @@ def open_dataset(layout: str, root: str | Path, **options: Any) -> Dataset:
 
     Args:
         layout: one of ``LAYOUTS`` (``acdc-h5``, ``acdc-nifti``, ``mscmr``, ``chaos-npz``,
-            ``chaos-t2-nifti``, ``generic``).
+            ``chaos-t2-nifti``, ``generic``, ``dsb2018``).
         root: the dataset folder as distributed.
         **options: layout options, e.g. ``spacing=(dz, dy, dx)`` (mm) for ``acdc-h5`` and
             ``chaos-npz``, ``class_map=`` for any layout (required by ``generic`` when its
-            dataset.json names no classes).
+            dataset.json names no classes), ``channels=1|3`` for ``dsb2018``.
 
     Raises:
         DataError: unknown layout, missing root, or a folder that does not match the layout.
@@ -80,7 +82,13 @@ def open_dataset(layout: str, root: str | Path, **options: Any) -> Dataset:
 
 CaseLike = Union[Case, Mapping[str, Any]]
 
-_CASE_FIELDS = ("image", "label", "scribble", "spacing", "affine")
+_CASE_FIELDS = ("image", "label", "scribble", "spacing", "affine", "instance")
+
+
+def _takes(write_case: Callable[..., Path], name: str) -> bool:
+    """Whether a layout's ``write_case`` has a parameter ``name`` (or ``**kwargs``)."""
+    params = inspect.signature(write_case).parameters.values()
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def write_dataset(layout: str, root: str | Path, cases: Iterable[CaseLike], **options: Any) -> list[str]:
@@ -90,8 +98,10 @@ def write_dataset(layout: str, root: str | Path, cases: Iterable[CaseLike], **op
         layout: layout name.
         root: destination folder (created).
         cases: :class:`Case` objects (loaded here) or mappings with ``case_id``, ``patient_id``,
-            ``image`` and optional ``label``, ``scribble``, ``spacing``, ``affine`` plus any
-            per-case layout option (e.g. ``subset`` for mscmr).
+            ``image`` and optional ``label``, ``scribble``, ``spacing``, ``affine``, ``instance``
+            plus any per-case layout option (e.g. ``subset`` for mscmr). A Case's instance map
+            is passed only to layouts that store instances (``dsb2018``); the others keep its
+            semantic label.
         **options: layout options applied to every case (e.g. ``class_map=`` for generic,
             ``subset=`` for mscmr); per-case values override them.
     """
@@ -103,6 +113,8 @@ def write_dataset(layout: str, root: str | Path, cases: Iterable[CaseLike], **op
         if isinstance(item, Case):
             arrays = item.load()
             fields: dict[str, Any] = {k: getattr(arrays, k) for k in _CASE_FIELDS}
+            if fields["instance"] is None or not _takes(spec.write_case, "instance"):
+                del fields["instance"]
             fields.update(case_id=item.case_id, patient_id=item.patient_id)
         else:
             fields = dict(item)

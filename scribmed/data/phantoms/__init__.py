@@ -32,6 +32,7 @@ Modules: :mod:`~scribmed.data.phantoms.cardiac` and :mod:`~scribmed.data.phantom
 from scribmed.data.phantoms.abdominal import generate_abdominal
 from scribmed.data.phantoms.cardiac import generate_cardiac
 from scribmed.data.phantoms.kinds import KINDS, LAYOUTS_BY_KIND, phantom_cases
+from scribmed.data.phantoms.nuclei import make_nuclei_image, write_nuclei_dataset
 from scribmed.data.phantoms.phantom_case import PhantomCase
 from scribmed.data.phantoms.writer import MARKER as MARKER
 from scribmed.data.phantoms.writer import mscmr_subsets, write_phantom_dataset
@@ -40,6 +41,8 @@ __all__ = [
     "PhantomCase",
     "generate_cardiac",
     "generate_abdominal",
+    "make_nuclei_image",
+    "write_nuclei_dataset",
     "phantom_cases",
     "write_phantom_dataset",
     "mscmr_subsets",
