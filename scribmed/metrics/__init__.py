@@ -1,5 +1,8 @@
 """Dice / HD95 / ASD: fast, medpy-exact binary metrics, a per-case evaluator and reports.
 
+Instance metrics of integer instance maps (DSB 2018 score, F1, AJI, AJI+, PQ) and their
+evaluator live in :mod:`scribmed.metrics.instance` and :mod:`scribmed.metrics.instance_report`.
+
 A leaf package: it imports only numpy, scipy and the standard library (matplotlib lazily for
 plots, tqdm optionally for progress bars), so ``from scribmed.metrics import dc, hd95, asd``
 works as a faster ``medpy.metric.binary`` anywhere.
@@ -32,6 +35,29 @@ from scribmed.metrics.evaluator import (
     evaluate_case,
     evaluate_cases,
 )
+from scribmed.metrics.instance import (
+    DSB_THRESHOLDS,
+    OverlapTable,
+    aji,
+    aji_plus,
+    dsb_score,
+    f1,
+    overlap_table,
+    panoptic_quality,
+    panoptic_quality_parts,
+)
+from scribmed.metrics.instance_report import (
+    InstanceCaseResult,
+    evaluate_instance_case,
+    evaluate_instance_cases,
+    instance_cv_markdown,
+    instance_summary_markdown,
+    plot_instance_fold_boxplots,
+    read_instance_report,
+    summarize_instance,
+    summarize_instance_folds,
+    write_instance_report,
+)
 from scribmed.metrics.report import (
     read_report,
     summarize,
@@ -49,29 +75,48 @@ _LAZY = {
 
 __all__ = [
     "ASDMetric",
-    "DiceMetric",
-    "EMPTY_EVENTS",
     "CaseResult",
     "ClassResult",
+    "DSB_THRESHOLDS",
+    "DiceMetric",
+    "EMPTY_EVENTS",
     "EmptyPolicy",
     "HD95Metric",
     "HD95Mode",
+    "InstanceCaseResult",
     "MetricSummary",
+    "OverlapTable",
     "SurfaceDistances",
+    "aji",
+    "aji_plus",
     "apply_empty_policy",
     "asd",
     "assd",
     "dc",
+    "dsb_score",
     "empty_event",
     "evaluate_case",
     "evaluate_cases",
+    "evaluate_instance_case",
+    "evaluate_instance_cases",
+    "f1",
     "hd",
     "hd95",
+    "instance_cv_markdown",
+    "instance_summary_markdown",
+    "overlap_table",
+    "panoptic_quality",
+    "panoptic_quality_parts",
+    "plot_instance_fold_boxplots",
+    "read_instance_report",
     "read_report",
     "summarize",
     "summarize_folds",
+    "summarize_instance",
+    "summarize_instance_folds",
     "summary_markdown",
     "surface_distances",
+    "write_instance_report",
     "write_report",
 ]
 
