@@ -25,11 +25,17 @@ from scribmed.losses.sam_finetune import (
     soft_binary_dice_loss,
     soft_binary_iou_loss,
 )
+from scribmed.losses.sam_min_cost import SAMMinCostLoss, sam_min_cost
 from scribmed.losses.samsp import SAMSPLoss
 from scribmed.losses.semantic_alignment import (
     SemanticAlignmentLoss,
     class_prototypes,
     semantic_alignment_loss,
+)
+from scribmed.losses.structural_distillation import (
+    StructuralDistillationLoss,
+    sample_query_pixels,
+    structural_distillation_loss,
 )
 
 __all__ = [
@@ -56,4 +62,9 @@ __all__ = [
     "soft_binary_iou_loss",
     "soft_dice_loss",
     "supervision_codes",
+    "SAMMinCostLoss",
+    "StructuralDistillationLoss",
+    "sam_min_cost",
+    "sample_query_pixels",
+    "structural_distillation_loss",
 ]

@@ -16,6 +16,13 @@ from scribmed.sam.decoder_finetune import (
     validation_dice,
 )
 from scribmed.sam.embedding_cache import EmbeddingCache
+from scribmed.sam.instance_prompting import (
+    InstancePrompting,
+    masks_to_instances,
+    prompt_instances,
+    refine_instances,
+    sesam_instance_prompts,
+)
 from scribmed.sam.mask_selection import (
     SELECTION_RULES,
     MaskSelection,
@@ -77,4 +84,9 @@ __all__ = [
     "gather_masks",
     "mask_stats",
     "select_masks",
+    "InstancePrompting",
+    "masks_to_instances",
+    "prompt_instances",
+    "refine_instances",
+    "sesam_instance_prompts",
 ]

@@ -9,6 +9,13 @@ from scribmed.transforms.augment import (
     rot90_flip,
     rotate_slices,
 )
+from scribmed.transforms.copy_paste import (
+    ARPCopyPaste,
+    ARPCopyPasted,
+    arp_copy_paste,
+    arp_draw,
+    paste_instances,
+)
 from scribmed.transforms.instance_split import (
     SplitInstances,
     SplitInstancesd,
@@ -40,6 +47,11 @@ from scribmed.transforms.resize import (
     ResizeSliced,
     resize_back,
     resize_slices,
+)
+from scribmed.transforms.stochastic_points import (
+    StochasticInstancePoints,
+    StochasticInstancePointsd,
+    sample_instance_points,
 )
 from scribmed.transforms.weak_prompts import (
     PROMPT_SUPERVISION_TYPES,
@@ -96,4 +108,12 @@ __all__ = [
     "resize_slices",
     "rot90_flip",
     "rotate_slices",
+    "ARPCopyPaste",
+    "ARPCopyPasted",
+    "arp_copy_paste",
+    "arp_draw",
+    "paste_instances",
+    "StochasticInstancePoints",
+    "StochasticInstancePointsd",
+    "sample_instance_points",
 ]
