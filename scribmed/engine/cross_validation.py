@@ -42,14 +42,9 @@ from scribmed.data.splits import (
     split_summary,
     validate_split,
 )
+from scribmed.engine.fold_evaluation import evaluation_for
 from scribmed.files import atomic_write_text
-from scribmed.metrics import (
-    CaseResult,
-    evaluate_cases,
-    read_report,
-    summarize_folds,
-    write_report,
-)
+from scribmed.metrics import CaseResult
 
 if TYPE_CHECKING:
     from scribmed.recipes.base import FoldModel, Recipe
@@ -91,7 +86,8 @@ def _parse_folds(folds: Optional[Sequence[int]], num_folds: int) -> list[int]:
 
 
 def _predict_fold(
-    recipe: "Recipe", model: "FoldModel", cases: Sequence[Case], pred_dir: Path, progress: bool
+    recipe: "Recipe", model: "FoldModel", cases: Sequence[Case], pred_dir: Path, progress: bool,
+    dtype: Any = np.uint8,
 ) -> dict[str, np.ndarray]:
     """Predict each test case (kept in memory for evaluation) and write ``pred_dir/<case_id>.nii.gz``.
 
@@ -102,7 +98,7 @@ def _predict_fold(
 
     predictions: dict[str, np.ndarray] = {}
     for case, path, pred in predict_to_folder(cases, lambda c: recipe.predict_case(model, c), pred_dir,
-                                              progress=progress):
+                                              progress=progress, dtype=dtype):
         predictions[case.case_id] = pred if pred is not None else read_label_nifti(path, "prediction").array
     return predictions
 
@@ -123,9 +119,10 @@ def run_fold(
     """
     fold_dir = out / f"fold_{k}"
     done = fold_dir / FOLD_DONE
+    evaluation = evaluation_for(getattr(recipe, "task", "semantic"))
     if done.exists():
         log.info("fold %d already finished, skipping", k)
-        return read_report(fold_dir / "evaluation")
+        return evaluation.read(fold_dir / "evaluation")
     ids = fold_cases(report.split, k - 1, dataset)
     if not ids["test"] or not ids["train"]:
         log.warning("fold %d has no %s cases in this dataset; skipped", k, "test" if not ids["test"] else "train")
@@ -135,24 +132,21 @@ def run_fold(
     test = [dataset[c] for c in ids["test"]]
     if not val:
         log.warning("fold %d has no validation patients: the last checkpoint is used", k)
-    unlabelled = [c.case_id for c in test if not c.has_label]
-    if unlabelled:
-        raise DataError(dataset.root, f"fold {k}: {len(unlabelled)} test cases have no reference label "
-                        f"({', '.join(unlabelled[:5])})")
+    evaluation.check_test_cases(test, dataset.root, k)
     recipe.check_supervision(train)
     model = recipe.train(train, val, dataset.class_map, fold_dir / "train", progress)
-    predictions = _predict_fold(recipe, model, test, fold_dir / "predictions", progress)
+    predictions = _predict_fold(recipe, model, test, fold_dir / "predictions", progress,
+                                dtype=evaluation.prediction_dtype)
     recipe.release(model)
 
     from scribmed.evaluation.overlays import write_overlays
-    from scribmed.evaluation.pairing import PairedCases
 
-    write_overlays(test[:n_overlays], [predictions[c.case_id] for c in test[:n_overlays]], dataset.class_map,
-                   fold_dir / "overlays")
-    foreground = {i: n for i, n in dataset.class_map.names.items() if i != 0}
-    pairs = PairedCases(test, predictions, where=fold_dir / "predictions", release=False)
-    results = evaluate_cases(pairs, foreground, progress=progress)
-    write_report(results, fold_dir / "evaluation", checkpoint=model.policy, provenance=dataset.provenance)
+    shown = [predictions[c.case_id] for c in test[:n_overlays]]
+    if evaluation.task == "instance":  # overlays show the predicted foreground
+        shown = [(np.asarray(p) > 0).astype(np.uint8) for p in shown]
+    write_overlays(test[:n_overlays], shown, dataset.class_map, fold_dir / "overlays")
+    results = evaluation.evaluate(test, predictions, dataset.class_map, fold_dir / "evaluation",
+                                  fold_dir / "predictions", model.policy, dataset.provenance, progress)
     write_fold_record(
         fold_dir, k, model.checkpoint, model.policy, model.sha256, {s: len(v) for s, v in ids.items()}, **model.extra
     )
@@ -209,20 +203,11 @@ def merge_folds(out: Path) -> Path:
     )
     if not finished:
         raise DataError(out, "no finished fold (fold_k/fold.json) to merge")
-    folds = {f"fold_{k}": read_report(p / "evaluation") for k, p in finished}
-    policies = sorted({json.loads((p / FOLD_DONE).read_text())["checkpoint_policy"] for _, p in finished})
-    policy = "/".join(policies)
-    summary = summarize_folds(folds, checkpoint=policy)
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-    summary["run"] = run
-    summary["folds_merged"] = [k for k, _ in finished]
-    _write_json(out / "summary.json", summary)
-    from scribmed.evaluation.paper_table import cv_markdown
-
-    atomic_write_text(out / "summary.md", cv_markdown(summary))
-    from scribmed.metrics.report import plot_fold_boxplots
-
-    plot_fold_boxplots(folds, out / "boxplot_folds.png")
+    evaluation = evaluation_for(run.get("task"))
+    folds = {f"fold_{k}": evaluation.read(p / "evaluation") for k, p in finished}
+    policies = sorted({json.loads((p / FOLD_DONE).read_text())["checkpoint_policy"] for _, p in finished})
+    evaluation.merge(folds, out, "/".join(policies), run)
     return out / "summary.json"
 
 
@@ -270,6 +255,9 @@ def run_cross_validation(
         "missing_patients_dropped": report.missing,
         "config": recipe.config_dict(),
     }
+    task = getattr(recipe, "task", "semantic")
+    if task != "semantic":  # absent for semantic recipes: earlier run records stay valid
+        record["task"] = task
     if dataset.provenance:  # e.g. synthesised scribbles: said in run.json and every report
         record["provenance"] = dataset.provenance
     if supervision is not None:  # absent without an assignment: earlier run records stay valid

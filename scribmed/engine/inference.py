@@ -9,7 +9,7 @@ nearest neighbour, so metrics are computed at the original resolution (DESIGN §
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -140,12 +140,16 @@ def predict_to_folder(
     out_dir: str | Path,
     overwrite: bool = False,
     progress: bool = True,
+    dtype: Any = np.uint8,
 ) -> Iterator[tuple[Case, Path, Optional[np.ndarray]]]:
     """Write ``predict(case)`` as ``<out_dir>/<case_id>.nii.gz`` on each case's grid, case by case.
 
     The one writing loop behind :func:`predict_cases`, the CV runner and ``scribmed predict``:
     files carry the case's spacing and affine and are written atomically; a file that already
     exists is kept (unless ``overwrite``), so an interrupted run resumes.
+
+    ``dtype`` is the integer type predictions are cast to: ``uint8`` for label maps, ``int32``
+    for instance maps (the file stores them compactly).
 
     Yields:
         ``(case, path, prediction)``; ``prediction`` is ``None`` when an existing file was kept.
@@ -169,6 +173,6 @@ def predict_to_folder(
         if path.exists() and not overwrite:
             yield case, path, None
             continue
-        pred = np.asarray(predict(case), dtype=np.uint8)
+        pred = np.asarray(predict(case), dtype=dtype)
         write_prediction(path, pred, case.spacing, case.affine)
         yield case, path, pred

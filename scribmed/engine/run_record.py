@@ -264,12 +264,19 @@ class RunRecorder:
         self.history["resumed_from"].append({"checkpoint": str(path), "sha256": digest, "iteration": iteration})
 
 
-def plot_training_curve(history: Mapping[str, Any] | str | Path, png_path: str | Path) -> Optional[Path]:
+def plot_training_curve(
+    history: Mapping[str, Any] | str | Path,
+    png_path: str | Path,
+    val_key: str = "val_mean_dice",
+    val_label: str = "validation mean foreground Dice",
+) -> Optional[Path]:
     """Plot loss terms and validation Dice against iterations into a PNG (matplotlib Agg).
 
     Args:
         history: a history dict or the path of ``history.json``.
         png_path: output PNG (written atomically).
+        val_key / val_label: the per-epoch validation score plotted on the right axis and its
+            name (instance recipes plot the DSB score).
 
     Returns:
         The PNG path, or ``None`` when the history has no epochs yet.
@@ -292,12 +299,12 @@ def plot_training_curve(history: Mapping[str, Any] | str | Path, png_path: str |
         ax.plot(its, vals, style, label=f"train {key}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
-    val = [np.nan if e.get("val_mean_dice") is None else e["val_mean_dice"] for e in epochs]
+    val = [np.nan if e.get(val_key) is None else e[val_key] for e in epochs]
     lines, labels = ax.get_legend_handles_labels()
     if not all(np.isnan(val)):
         ax2 = ax.twinx()
-        ax2.plot(its, val, "o-", color="tab:red", markersize=3, label="val mean Dice")
-        ax2.set_ylabel("validation mean foreground Dice")
+        ax2.plot(its, val, "o-", color="tab:red", markersize=3, label=val_label)
+        ax2.set_ylabel(val_label)
         ax2.set_ylim(0, 1)
         l2, lb2 = ax2.get_legend_handles_labels()
         lines, labels = lines + l2, labels + lb2

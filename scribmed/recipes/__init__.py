@@ -5,6 +5,15 @@
 * ``mixsup`` (:mod:`scribmed.recipes.mixsup`) — SAM pseudo labels from any weak label, SeSAM objective.
 * ``nearest`` (:mod:`scribmed.recipes.nearest`) — nearest-scribble baseline (no learning).
 
+Instance recipes (``task = "instance"``: instance maps, judged by DSB score / F1 / AJI / PQ):
+
+* ``contour_unet`` (:mod:`scribmed.recipes.instance_segmentor`) — the contour U-Net on simulated
+  weak labels without SAM (``weak=full``: the ceiling; ``weak=point``: the points-only floor).
+* ``sesam`` (:mod:`scribmed.recipes.sesam`) — SAM pseudo labels from instance-prior prompts + EMA teacher.
+* ``s4m`` (:mod:`scribmed.recipes.s4m`) — semi-supervised: teacher → SAM refinement → ARP → student with
+  structural distillation.
+* ``wish`` (:mod:`scribmed.recipes.wish`) — tags / points / boxes with the min-over-3 SAM mask cost.
+
 The registry maps names to classes: :func:`get`, :func:`names`, :func:`register`. Built-in
 recipes are imported on first use (importing this package pulls in no network code). Packages
 outside scribmed register theirs with :func:`register` or under the ``scribmed.recipes``
@@ -27,6 +36,10 @@ _REGISTRY: dict[str, Union[str, type[Recipe]]] = {
     "samsp": "scribmed.recipes.samsp:SAMSPRecipe",
     "nearest": "scribmed.recipes.nearest:NearestScribbleRecipe",
     "mixsup": "scribmed.recipes.mixsup:MixSupRecipe",
+    "contour_unet": "scribmed.recipes.instance_segmentor:InstanceSegmentorRecipe",
+    "sesam": "scribmed.recipes.sesam:SeSAMRecipe",
+    "s4m": "scribmed.recipes.s4m:S4MRecipe",
+    "wish": "scribmed.recipes.wish:WISHRecipe",
 }
 _ENTRY_POINTS_LOADED = False
 

@@ -80,6 +80,9 @@ class Recipe:
         volatile: config fields that do not change results (left out of ``run.json``).
         supervision_types: the training supervision it can learn from (a case stating another
             type, e.g. through ``scribmed cv --supervision``, is refused before training).
+        task: ``"semantic"`` (label maps, judged by Dice / HD95 / ASD per class) or ``"instance"``
+            (instance maps, judged by DSB score / F1 / AJI / PQ); the CV runner picks the
+            evaluation by it (:mod:`scribmed.engine.fold_evaluation`).
     """
 
     name: ClassVar[str] = "recipe"
@@ -88,6 +91,7 @@ class Recipe:
     option_aliases: ClassVar[Mapping[str, str]] = {}
     volatile: ClassVar[tuple[str, ...]] = ()
     supervision_types: ClassVar[tuple[str, ...]] = ("scribble",)
+    task: ClassVar[str] = "semantic"
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.config_cls()
@@ -161,7 +165,8 @@ class Recipe:
         raise NotImplementedError(f"{type(self).__name__}.train")
 
     def predict_case(self, model: FoldModel, case: Case) -> np.ndarray:
-        """``(slices, H, W)`` uint8 label map of ``case`` on its own grid."""
+        """``(slices, H, W)`` uint8 label map of ``case`` on its own grid (an int32 instance map,
+        0 = background, for ``task = "instance"``)."""
         raise NotImplementedError(f"{type(self).__name__}.predict_case")
 
     @classmethod

