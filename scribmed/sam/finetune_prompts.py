@@ -19,6 +19,7 @@ from scribmed.data.case import ClassMap
 from scribmed.networks.sam_backends import LOW_RES
 from scribmed.sam.finetune_config import FinetuneConfig
 from scribmed.sam.pseudo_labels import decode_prompts
+from scribmed.transforms.prompt_frame import InputSize
 from scribmed.transforms.prompts import ScribblePromptsd
 from scribmed.transforms.sparse_resize import resize_label_nearest, resize_scribble
 
@@ -71,13 +72,13 @@ def _merge(logits: torch.Tensor, sp: _SlicePrompt) -> torch.Tensor:
     return merge_rows(logits, sp.row_classes)[0]
 
 
-def _prompter(class_map: ClassMap, config: FinetuneConfig, input_size: int) -> ScribblePromptsd:
+def _prompter(class_map: ClassMap, config: FinetuneConfig, input_size: InputSize) -> ScribblePromptsd:
     return ScribblePromptsd(
         keys=("scribble",),
         class_map=class_map,
         n_points=int(config.n_points),
         negatives=config.negatives,  # type: ignore[arg-type]
-        input_size=int(input_size),
+        input_size=input_size if isinstance(input_size, tuple) else int(input_size),
     )
 
 

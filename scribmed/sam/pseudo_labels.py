@@ -38,6 +38,7 @@ from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
 from scribmed.data.nifti import read_label_nifti, write_prediction
 from scribmed.files import atomic_output
+from scribmed.networks.sam_backends import input_size_for_prompts
 from scribmed.sam.merge import default_merge_priority, merge_volume_logits
 from scribmed.transforms.prompts import ScribblePromptsd, default_negative_priority
 
@@ -129,8 +130,9 @@ class PromptConfig:
             d["priority"] = {int(k): tuple(v) for k, v in d["priority"].items()}
         return cls(**d)
 
-    def prompter(self, class_map: ClassMap, input_size: Optional[int]) -> ScribblePromptsd:
-        """The prompt transform this config describes, in SAM's input frame of side ``input_size``."""
+    def prompter(self, class_map: ClassMap, input_size: Optional[Union[int, tuple[int, int]]]) -> ScribblePromptsd:
+        """The prompt transform this config describes, in SAM's input frame (``input_size``: the backend's
+        :attr:`~scribmed.networks.sam_backends.SamBackend.prompt_input_size`; ``None`` keeps pixels)."""
         return ScribblePromptsd(
             keys=("scribble",),
             class_map=class_map,
@@ -188,7 +190,7 @@ def decode_prompt_dict(
     Works for every prompt transform that writes that format (scribbles, and
     :mod:`scribmed.transforms.weak_prompts`' boxes, points and full masks): all rows in one
     batched decoder call, points and boxes together; coordinates must already be in SAM's input
-    frame (the transform's ``input_size`` = ``backend.input_size``). ``K = 0`` returns an empty
+    frame (the transform's ``input_size`` = ``backend.prompt_input_size``). ``K = 0`` returns an empty
     ``(0, H, W)`` tensor without calling the decoder. Differentiable.
     """
     hw = (int(prompts["original_size"][0]), int(prompts["original_size"][1]))
@@ -221,12 +223,12 @@ def slice_logits(
 
     Args:
         backend: a :class:`~scribmed.networks.sam_backends.SamBackend`.
-        embedding: the slice's image embedding ``(1, 256, 64, 64)`` (e.g. ``cache.slice(case, z)``).
+        embedding: the slice's embedding ``(1, *backend.embedding_shape)`` (e.g. ``cache.slice(case, z)``).
         scribble_2d: ``(H, W)`` scribble (class values, background 0, ``class_map.ignore_index``
             unlabeled).
         class_map: the foreground classes to prompt.
         config: prompt settings (default :data:`ZERO_SHOT_PROMPTS`).
-        prompter: a prebuilt ``config.prompter(class_map, backend.input_size)`` (saves rebuilding
+        prompter: a prebuilt ``config.prompter(class_map, backend.prompt_input_size)`` (saves rebuilding
             it per slice).
 
     Returns:
@@ -239,7 +241,7 @@ def slice_logits(
         scribble = scribble[0]
     if scribble.ndim != 2:
         raise ValueError(f"scribble must be one slice (H, W), got shape {scribble.shape}")
-    prompter = prompter or config.prompter(class_map, backend.input_size)
+    prompter = prompter or config.prompter(class_map, input_size_for_prompts(backend))
     p = prompter.prompts(scribble)
     classes: list[int] = p["classes"]
     if not classes:
@@ -313,12 +315,13 @@ def generate_case(
     target = case_scribble(case) if kind == "scribble" else case_target(case, class_map, kind)
     shape = target.shape
     priority = default_merge_priority(class_map) if merge_priority is None else tuple(merge_priority)
-    prompter = config.prompter(class_map, backend.input_size)
+    prompter = config.prompter(class_map, input_size_for_prompts(backend))
     weak_prompter = None
     if kind != "scribble":
         from scribmed.sam.weak_prompting import WeakPrompter
 
-        weak_prompter = WeakPrompter(class_map, backend.input_size, prompter, weak, multimask=config.multimask)
+        weak_prompter = WeakPrompter(class_map, input_size_for_prompts(backend), prompter, weak,
+                                     multimask=config.multimask)
     was_training = backend.training
     backend.eval()
     try:

@@ -1,10 +1,12 @@
-"""SAM backends: LiteMedSAM weights and one encode/decode; ViT checkpoint loaders on small models."""
+"""SAM backends: LiteMedSAM weights and one encode/decode; ViT and SAM2 loaders and the shared interface on small models."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,10 +22,12 @@ from scribmed.data.errors import DataError
 from scribmed.data.phantoms import generate_cardiac
 from scribmed.networks.sam_backends import (
     BACKENDS,
+    SAM2_BACKENDS,
     VIT_CONFIGS,
     SamBackend,
     build_sam_backend,
     file_sha256,
+    input_size_for_prompts,
     lite_medsam_checkpoint,
     pad_points,
     read_state_dict,
@@ -32,6 +36,11 @@ from scribmed.networks.sam_backends import (
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # timm paths used by TinyViT
 
 SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,)}
+#: a tiny SAM2 (Hiera of 5 blocks, width 8; decoder width 32) at a 256 input: embeddings (128, 16, 16)
+TINY_SAM2 = {"embed_dim": 8, "num_heads": 1, "stages": (1, 1, 2, 1), "global_att_blocks": (3,),
+             "window_spec": (4, 4, 4, 2), "window_pos_embed_bkg_spatial_size": (4, 4), "d_model": 32, "image_size": 256}
+#: the small random models of the checkpoint backends the generic tests run on: name -> encoder_config
+SMALL_CONFIGS = {"vit_b": SMALL, "sam2.1_hiera_t": TINY_SAM2}
 
 
 def _points(mask: np.ndarray, n: int = 10) -> np.ndarray:
@@ -277,7 +286,228 @@ def test_vit_backend_without_checkpoint_is_an_error(name):
 
 
 def test_random_init_only_without_checkpoint(tmp_path):
-    with pytest.raises(ValueError, match="random_init applies to the ViT backends"):
+    with pytest.raises(ValueError, match="random_init applies to the ViT and SAM2 backends"):
         build_sam_backend("lite_medsam", random_init=True)
     with pytest.raises(ValueError, match="random_init applies"):
         build_sam_backend("vit_b", checkpoint=tmp_path / "x.pth", random_init=True)
+
+
+# ------------------------------------------------------------------------------------------
+# the shared interface, on a small random model of every checkpoint backend family
+# ------------------------------------------------------------------------------------------
+
+
+def _small(name: str, seed: int = 1) -> SamBackend:
+    if name in SAM2_BACKENDS:
+        pytest.importorskip("sam2")
+    torch.manual_seed(seed)
+    return build_sam_backend(name, encoder_config=SMALL_CONFIGS[name], random_init=True)
+
+
+@pytest.fixture(scope="module", params=sorted(SMALL_CONFIGS))
+def small(request):
+    """``(backend, slice (H, W), its label, embedding (1, *embedding_shape))`` of a small random model."""
+    backend = _small(request.param)
+    case = generate_cardiac(1, seed=3, size=(48, 64), slices=(3, 3), frames=("ED",))[0]
+    z = int(np.argmax([(np.unique(s) > 0).sum() for s in case.label]))
+    emb = backend.encode(backend.preprocess(case.image[z : z + 1]))
+    return backend, case.image[z], case.label[z], emb
+
+
+def _low_side(backend: SamBackend) -> int:
+    return getattr(backend, "low_res_size", 256)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_small_backend_builds_preprocesses_and_encodes(small):
+    backend, image, _, emb = small
+    s = backend.input_size
+    assert emb.shape == (1, *backend.embedding_shape) and backend.encoder_calls == 1
+    assert backend.checkpoint_sha256 is None and backend.encoder_sha256.startswith("random-")
+    assert not any(p.requires_grad for p in backend.image_encoder.parameters())
+    backend.train()
+    assert not backend.image_encoder.training and backend.mask_decoder.training
+    backend.eval()
+    x = backend.preprocess(np.stack([image, image[::-1]]))
+    assert x.shape == (2, 3, s, s) and x.dtype == torch.float32
+    rgb = np.random.default_rng(0).random((2, 3, 40, 60)).astype(np.float32)
+    assert backend.preprocess(rgb).shape == (2, 3, s, s)
+    assert torch.equal(backend.preprocess(np.repeat(image[None, None], 3, axis=1)), backend.preprocess(image[None]))
+    assert backend.encode(backend.preprocess(rgb)).shape == (2, *backend.embedding_shape)
+    assert backend.encoder_calls == 3
+    backend.encoder_calls = 1
+    with pytest.raises(ValueError, match=rf"expects images \(N, 3, {s}, {s}\)"):
+        backend.encode(torch.zeros(1, 3, s // 2, s // 2))
+    with pytest.raises(ValueError, match=r"grey slices \(N, H, W\) or RGB images \(N, 3, H, W\)"):
+        backend.preprocess(np.zeros((1, 4, 8, 8)))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_small_backend_decodes_points_boxes_masks(small):
+    backend, image, label, emb = small
+    hw, low = image.shape, _low_side(backend)
+    prompts = [(backend.to_input_coords(_points(label == k, 6), hw), np.ones(6)) for k in (1, 2, 3)]
+    coords, labels = pad_points(prompts)
+    rows, cols = np.nonzero(label > 0)
+    boxes = torch.tensor(backend.to_input_boxes(np.array([[cols.min(), rows.min(), cols.max(), rows.max()]] * 3,
+                                                         dtype=np.float32), hw), dtype=torch.float32)
+    with torch.no_grad():
+        for kwargs in ({"point_coords": coords, "point_labels": labels}, {"boxes": boxes},
+                       {"point_coords": coords, "point_labels": labels, "boxes": boxes}):
+            one, iou = backend.decode(emb, **kwargs)
+            assert one.shape == (3, 1, low, low) and iou.shape == (3, 1)
+            three, iou3 = backend.decode(emb[0], multimask_output=True, **kwargs)
+            assert three.shape == (3, 3, low, low) and iou3.shape == (3, 3)
+            assert backend.postprocess(three, hw).shape == (3, 3, *hw)
+        single, _ = backend.decode(emb, coords[1:2], labels[1:2])
+        batched, _ = backend.decode(emb, coords, labels)
+        torch.testing.assert_close(single, batched[1:2], atol=1e-4, rtol=1e-4)
+        masked, _ = backend.decode(emb, coords, labels, mask_inputs=batched)
+        assert masked.shape == (3, 1, low, low) and not torch.allclose(masked, batched)
+        only_masks, _ = backend.decode(emb, mask_inputs=batched)
+        assert only_masks.shape == (3, 1, low, low)
+    backend.mask_decoder.zero_grad()
+    backend.decode(emb, coords, labels)[0].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backend.mask_decoder.parameters())
+    backend.mask_decoder.zero_grad()
+    assert backend.encoder_calls == 1  # decoding never runs the encoder
+    c, h, w = backend.embedding_shape
+    with pytest.raises(ValueError, match=rf"embedding must be \(1, {c}, {h}, {w}\)"):
+        backend.decode(torch.zeros(1, c, h + 1, w), boxes=boxes)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        backend.decode(emb)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_small_backend_coordinates_and_prompt_frame(small):
+    backend, image, _, _ = small
+    hw, s = (40, 60), backend.input_size
+    xy = np.array([[0.0, 0.0], [59.0, 39.0], [30.0, 20.0]])
+    inp = backend.to_input_coords(xy, hw)
+    np.testing.assert_allclose(backend.from_input_coords(inp, hw), xy)
+    nh, nw = backend.resized_hw(hw)
+    np.testing.assert_allclose(inp, xy * np.array([nw / 60, nh / 40]))
+    if backend.name in SAM2_BACKENDS:  # SAM2: a square stretch
+        assert (nh, nw) == (s, s) and input_size_for_prompts(backend) == (s, s)
+    else:  # SAM: longest side, aspect kept
+        assert (nh, nw) == (int(40 * s / 60 + 0.5), s) and input_size_for_prompts(backend) == s
+    from scribmed.transforms.prompt_frame import to_input_frame
+
+    np.testing.assert_allclose(to_input_frame(xy, hw, backend.prompt_input_size), inp, rtol=1e-6)
+    ones = torch.ones(1, 1, _low_side(backend), _low_side(backend))
+    out = backend.postprocess(ones, hw)  # the content region only is kept and resized
+    assert out.shape == (1, 1, *hw) and torch.allclose(out, torch.ones_like(out))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_small_backend_checkpoint_round_trip_and_cache_key(tmp_path, small):
+    backend = small[0]
+    name = backend.name
+    path = tmp_path / "weights.pt"
+    torch.save({"model": backend.state_dict(), "epoch": 1}, path)  # plain tensors: weights_only-safe
+    loaded = build_sam_backend(name, checkpoint=path, encoder_config=SMALL_CONFIGS[name])
+    assert loaded.checkpoint_sha256 == file_sha256(path) == loaded.encoder_sha256
+    assert loaded.cache_key == f"{name}-{file_sha256(path)[:16]}-{backend.preprocess_id}"
+    for (k, a), b in zip(backend.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert backend.cache_key != _small(name, seed=2).cache_key  # other random weights, other key
+    assert backend.cache_key == _small(name, seed=1).cache_key
+    # a mis-shaped file of the same family
+    wider = {**SMALL_CONFIGS[name], "embed_dim": 16 if name in SAM2_BACKENDS else 48}
+    torch.save(build_sam_backend(name, encoder_config=wider, random_init=True).state_dict(), tmp_path / "wider.pt")
+    with pytest.raises(DataError, match=rf"wider\.pt: checkpoint does not match backend {re.escape(name)}: .*"
+                                        r"[1-9]\d* shape-mismatched keys; its image encoder looks like"):
+        build_sam_backend(name, tmp_path / "wider.pt", encoder_config=SMALL_CONFIGS[name])
+    (tmp_path / "text.pt").write_text("no\n")
+    with pytest.raises(DataError, match=r"text\.pt: not a PyTorch checkpoint"):
+        build_sam_backend(name, tmp_path / "text.pt", encoder_config=SMALL_CONFIGS[name])
+    torch.save({"cfg": SamBackend}, tmp_path / "code.pt")
+    with pytest.raises(DataError, match=r"code\.pt: .*refused by the safe loader"):
+        build_sam_backend(name, tmp_path / "code.pt", encoder_config=SMALL_CONFIGS[name])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_small_backend_decoder_file_loads_back(tmp_path, small):
+    from scribmed.sam.decoder_checkpoint import load_decoder, save_decoder
+
+    backend = small[0]
+    before = {k: v.clone() for k, v in backend.mask_decoder.state_dict().items()}
+    path = save_decoder(backend, tmp_path / "decoder_best.pt", epoch=1)
+    other = _small(backend.name, seed=7)
+    assert load_decoder(other, path)["epoch"] == 1
+    for k, v in other.mask_decoder.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_small_backend_embedding_cache_round_trip(tmp_path, small):
+    from scribmed.sam import EmbeddingCache
+
+    backend = small[0]
+    case = generate_cardiac(1, seed=5, size=(40, 56), slices=(2, 2), frames=("ED",))[0].to_case()
+    cache = EmbeddingCache(tmp_path / "cache", backend, progress=False)
+    calls = backend.encoder_calls
+    arr = cache.get(case)
+    assert arr.shape == (2, *backend.embedding_shape) and arr.dtype == np.float16
+    direct = backend.encode(backend.preprocess(case.image))
+    one = cache.slice(case, 1)
+    assert one.shape == (1, *backend.embedding_shape) and one.dtype == torch.float32
+    torch.testing.assert_close(one, direct[1:2], atol=5e-3, rtol=2e-3)  # float16 storage
+    again = EmbeddingCache(tmp_path / "cache", backend, progress=False)
+    again.get(case)
+    assert again.stats()["hits"] == 1 and backend.encoder_calls == calls + 4  # 2 cached + 2 direct, not more
+    rgb = SimpleNamespace(case_id="rgb", source=None,
+                          image=np.random.default_rng(0).integers(0, 256, (2, 3, 30, 40), dtype=np.uint8))
+    assert cache.get(rgb).shape == (2, *backend.embedding_shape)  # RGB cases (slices, 3, H, W) too
+    backend.encoder_calls = calls
+
+
+@pytest.mark.parametrize("name", ["lite_medsam", "vit_b", "sam2.1_hiera_t"])
+@pytest.mark.usefixtures("one_thread")
+def test_rgb_uint8_scaling_per_normalisation(name, request):
+    backend = request.getfixturevalue("lite")[0] if name == "lite_medsam" else _small(name)
+    s = backend.input_size
+    rgb = np.random.default_rng(1).integers(0, 256, (1, 3, s, s), dtype=np.uint8)  # no resize at S x S
+    x = backend.preprocess(rgb)
+    raw = torch.from_numpy(rgb.astype(np.float32))
+    expected = {
+        "minmax": raw / 255.0,
+        "sam": (raw - torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1))
+        / torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1),
+        "imagenet": (raw / 255.0 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    }[backend.normalisation]
+    torch.testing.assert_close(x, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(x[:, 0], x[:, 1])  # the colours are kept apart
+    # float RGB: min-max over all three channels together (colour balance kept)
+    f = np.stack([np.full((20, 20), 1.0), np.full((20, 20), 3.0), np.full((20, 20), 5.0)])[None]
+    plain = backend.preprocess(f)
+    zero = backend.preprocess(np.zeros((1, 20, 20)))  # what 0 and 1 become
+    full = backend.preprocess(np.ones((1, 3, 20, 20), dtype=np.uint8) * 255)
+    n = backend.resized_hw((20, 20))
+    torch.testing.assert_close(plain[0, 0, : n[0], : n[1]], zero[0, 0, : n[0], : n[1]])
+    torch.testing.assert_close(plain[0, 2, : n[0], : n[1]], full[0, 2, : n[0], : n[1]])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cli_and_recipe_accept_every_backend_name():
+    import argparse
+
+    from scribmed.cli import build_parser
+    from scribmed.recipes.samsp import add_sam_stage_arguments
+
+    def choices(parser: argparse.ArgumentParser, flag: str) -> tuple:
+        for action in parser._actions:
+            if flag in action.option_strings:
+                return tuple(action.choices)
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found = choices(sub, flag)
+                    if found:
+                        return found
+        return ()
+
+    assert choices(build_parser(), "--backend") == tuple(BACKENDS)
+    parser = argparse.ArgumentParser()
+    add_sam_stage_arguments(parser)
+    assert choices(parser, "--sam-backend") == tuple(BACKENDS)
