@@ -57,9 +57,12 @@ def predict_folder(
     resolved_out, resolved_in = out_dir.resolve(), input_root.resolve()
     if resolved_out == resolved_in or resolved_in in resolved_out.parents:
         raise DataError(out_dir, "the output folder lies inside the input dataset; choose a folder outside it")
+    from scribmed.engine.fold_evaluation import evaluation_for
+
+    dtype = evaluation_for(getattr(recipe, "task", "semantic")).prediction_dtype  # instance maps: int32
     paths: list[Path] = []
     for case, path, _ in predict_to_folder(list(dataset), lambda c: recipe.predict_case(model, c), out_dir,
-                                           progress=progress):
+                                           progress=progress, dtype=dtype):
         paths.append(path)
         case.release()
     recipe.release(model)

@@ -101,3 +101,19 @@ def test_recipe_options_are_validated():
     with pytest.raises(ValueError, match="labelled_fraction"):
         build("s4m", labelled_fraction=0)
     assert get("sesam").task == "instance" and get("dmpls").task == "semantic"
+
+
+def test_scribmed_predict_writes_instance_maps_beyond_255(nuclei, tmp_path, monkeypatch):
+    """``scribmed predict`` with an instance checkpoint keeps ids above 255 (int32 maps, not uint8)."""
+    from scribmed.predict import predict_folder
+    from scribmed.recipes.instance_segmentor import InstanceSegmentorRecipe
+
+    root, split, ids = nuclei
+    ds = open_dataset("dsb2018", root)
+    recipe = build("contour_unet", iterations=1, val_interval=1, batch_size=1, patch=32, features=[8, 16],
+                   device="cpu", progress=False)
+    model = recipe.train([ds[ids[0]]], [], ds.class_map, tmp_path / "train", progress=False)
+    many = np.arange(64 * 64, dtype=np.int32).reshape(1, 64, 64) % 300
+    monkeypatch.setattr(InstanceSegmentorRecipe, "predict_case", lambda self, m, c: many)
+    paths = predict_folder(model.checkpoint, root, "dsb2018", tmp_path / "pred", device="cpu", progress=False)
+    assert read_label_nifti(paths[0], "prediction").array.max() == 299
