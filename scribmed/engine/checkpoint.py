@@ -34,11 +34,15 @@ CHECKPOINT_FORMAT = "scribmed-checkpoint-v1"
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> str:
     """Write ``payload`` with ``torch.save`` to a temporary file, then rename it onto ``path``.
 
+    The same payload always gives the same bytes (and sha256): the archive does not carry the
+    temporary file's name.
+
     Returns:
         The sha256 of the written file.
     """
     with atomic_output(path) as tmp:
-        torch.save(dict(payload), tmp)
+        with open(tmp, "wb") as fh:  # to a file object: torch would record the temporary name in the archive
+            torch.save(dict(payload), fh)
         digest = file_sha256(tmp)
     return digest
 

@@ -122,3 +122,12 @@ def test_partial_contour_loss_precedence_and_gradient():
     mask = torch.ones(1, 4, 4, dtype=torch.bool)
     mask[0, 0, 0] = False
     assert parts["sam"] == pytest.approx(float(ce[mask].mean()), rel=1e-5)
+
+
+def test_checkpoint_bytes_are_reproducible(tmp_path):
+    """The same payload gives the same file (the archive does not record the temporary name)."""
+    from scribmed.engine.checkpoint import save_checkpoint
+
+    payload = {"network": {"w": torch.arange(6.0)}, "iteration": 3}
+    assert save_checkpoint(tmp_path / "a.pt", payload) == save_checkpoint(tmp_path / "b.pt", payload)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
