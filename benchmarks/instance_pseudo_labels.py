@@ -2,7 +2,9 @@
 
 For every image, every nucleus gets prompts from its simulated weak label (seeded, as the
 recipes draw them): its point(s), or K = 5 points drawn by SeSAM's skeleton-grid sampler from its
-stroke / coarse mask. SAM (LiteMedSAM by default) answers each nucleus with three candidate
+stroke / coarse mask, plus (unless ``--no-box``) the box of its clipped Voronoi cell
+(:mod:`scribmed.transforms.point_cells`). A point's weak region W is its cell; a stroke's or a
+coarse mask's W is its own pixels. SAM (LiteMedSAM by default) answers each nucleus with three candidate
 masks; the **same prompts and the same candidates** are then reduced to one mask per nucleus by
 
 * ``sesam``: SeSAM's rule (coverage |S∩W|/|W| >= 0.3 and compatibility |S∩W|/|S| >= 0.7
@@ -19,6 +21,7 @@ Usage::
 
     python benchmarks/instance_pseudo_labels.py                    # all 50 images, 4 weak kinds
     python benchmarks/instance_pseudo_labels.py --images 10 --kinds point
+    python benchmarks/instance_pseudo_labels.py --no-box            # points alone (LiteMedSAM: near useless)
 
 Writes ``<out>/instance_pseudo_labels.{json,md}``.
 """
@@ -61,14 +64,13 @@ def score(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
             "dice": 1.0 if d == 0 else float(2 * (p & r).sum() / d)}
 
 
-def pseudo_maps(stage: InstanceSamStage, case, weak, seed: int) -> dict[str, np.ndarray]:
+def pseudo_maps(stage: InstanceSamStage, case, weak, seed: int, prompt_box: bool) -> dict[str, np.ndarray]:
     """The pseudo instance map of each rule from the same prompts and SAM candidates."""
-    import torch
+    from scribmed.sam.instance_prompting import prompt_instances
 
-    backend = stage.backend
     hw = tuple(int(s) for s in weak.shape)
     rng = np.random.default_rng([seed, 0x5E5A, *[ord(c) for c in case.case_id[:16]]])
-    coords, labels, ids, regions = instance_prompts(weak, 5, rng)
+    coords, labels, ids, regions, boxes = instance_prompts(weak, 5, rng, prompt_box=prompt_box)
     if len(ids) == 0:
         return {r: np.zeros(hw, np.int32) for r in RULES}
     emb = stage.embedding(case)
@@ -76,11 +78,9 @@ def pseudo_maps(stage: InstanceSamStage, case, weak, seed: int) -> dict[str, np.
     scores = {r: [] for r in RULES}
     for lo in range(0, len(ids), CHUNK):
         sl = slice(lo, lo + CHUNK)
-        c = backend.to_input_coords(torch.as_tensor(coords[sl], dtype=torch.float32), hw)
-        with torch.no_grad():
-            low, iou = backend.decode(emb, c, torch.as_tensor(labels[sl]), multimask_output=True)
-            logits = backend.postprocess(low, hw).cpu().numpy()
-        iou = iou.cpu().numpy()
+        res = prompt_instances(stage.backend, emb, hw, point_coords=coords[sl], point_labels=labels[sl],
+                               boxes=None if boxes is None else boxes[sl], regions=regions[sl], rule="score")
+        logits, iou = np.asarray(res.candidates), np.asarray(res.iou)
         for rule in RULES:
             sel = select_masks(logits, regions[sl], iou, rule=rule, seed=seed)
             idx = np.asarray(sel.index)
@@ -95,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=0, help="first N images (0: all)")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"weak kinds, from {', '.join(KINDS)}")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-box", dest="no_box", action="store_true",
+                    help="points only (no clipped-Voronoi-cell box prompts)")
     ap.add_argument("--backend", default="lite_medsam")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--cache", type=Path, default=REPO / "runs" / "bench" / "dsb_sam_embeddings")
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
         inst = np.asarray(case.instance)[0]
         for kind in kinds:
             weak = make_instance_weak(inst, seed=args.seed, key=case.case_id, **KINDS[kind])
-            for rule, pred in pseudo_maps(stage, case, weak, args.seed).items():
+            for rule, pred in pseudo_maps(stage, case, weak, args.seed, not args.no_box).items():
                 per[kind][rule].append(score(pred, inst))
         case.release()
     rows = []
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
             vals = per[kind][rule]
             rows.append({"weak": kind, "rule": rule, "images": len(vals),
                          **{m: float(np.mean([v[m] for v in vals])) for m in ("dsb_score", "aji", "f1", "dice")}})
-    lines = [f"SAM pseudo labels on DSB2018 ({len(cases)} images, {args.backend}, seed {args.seed}); "
+    prompts = "points only" if args.no_box else "points + clipped-Voronoi-cell boxes"
+    lines = [f"SAM pseudo labels on DSB2018 ({len(cases)} images, {args.backend}, seed {args.seed}, {prompts}); "
              "same prompts and candidates per row group.", "",
              "| weak label | selection | DSB score | AJI | F1@0.5 | Dice |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -134,7 +137,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "instance_pseudo_labels.md").write_text(table)
     (args.out / "instance_pseudo_labels.json").write_text(json.dumps(
-        {"images": [c.case_id for c in cases], "backend": args.backend, "seed": args.seed, "rows": rows,
+        {"images": [c.case_id for c in cases], "backend": args.backend, "seed": args.seed, "prompts": prompts,
+         "rows": rows,
          "seconds": time.time() - t0,
          "command": "python benchmarks/instance_pseudo_labels.py " + " ".join(argv or sys.argv[1:])}, indent=2))
     return 0

@@ -6,7 +6,8 @@ A few training images are fully labelled (``labelled_fraction``, seeded); the re
    its own ``teacher/`` folder, selected on the validation images);
 2. **SAM refinement** of the teacher's instances on every unlabeled image: K = 3 points per
    instance drawn from the teacher's softmaxed foreground probability restricted to that
-   instance, SAM prompted, its best mask by predicted IoU (``selection="sesam"`` uses SeSAM's
+   instance (plus the instance's box, ``refine_box_margin``: LiteMedSAM is box-prompted), SAM
+   prompted, its best mask by predicted IoU (``selection="sesam"`` uses SeSAM's
    rule against the teacher's mask); the refined instances are the image's pseudo label
    (:func:`scribmed.sam.instance_prompting.refine_instances`), cached per image;
 3. **student**, started from the teacher: labelled targets + refined pseudo labels, with S4M's
@@ -61,6 +62,8 @@ class S4MConfig(SamInstanceConfig):
             ``weak_seed``; at least one image).
         teacher_iterations: iterations of the teacher stage (``None``: half of ``iterations``).
         refine_points: K points per instance for SAM (3).
+        refine_box_margin: also prompt with the teacher instance's box grown by this many pixels
+            (``None``: points only, as S4M with SAM 2; LiteMedSAM is a box-prompted model).
         selection: ``"score"`` (SAM's predicted IoU, S4M) or ``"sesam"``.
         distill_weight / distill_points: weight and P of the structural distillation (128).
         arp: copy-paste between the two images of each batch pair.
@@ -71,6 +74,7 @@ class S4MConfig(SamInstanceConfig):
     labelled_fraction: float = 0.25
     teacher_iterations: Optional[int] = None
     refine_points: int = 3
+    refine_box_margin: Optional[int] = 2
     selection: str = "score"
     distill_weight: float = 1.0
     distill_points: int = 128
@@ -233,7 +237,8 @@ class S4MRecipe(SamInstanceRecipe):
         rng = np.random.default_rng([cfg.weak_seed, 0x54F, *[ord(c) for c in case.case_id[:16]]])
         refined, _ = refine_instances(stage.backend, stage.embedding(case), tuple(image.shape[-2:]), inst,
                                       probs[1] + probs[2], k=cfg.refine_points, rule=cfg.selection, rng=rng,
-                                      min_size=cfg.sam_min_size)
+                                      min_size=cfg.sam_min_size, batch_size=32,
+                                      box_margin=cfg.refine_box_margin)
         return {"teacher": inst.astype(np.int32), "refined": np.asarray(refined, dtype=np.int32)}
 
     def train(self, train, val, class_map, out_dir, progress):

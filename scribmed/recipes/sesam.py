@@ -3,10 +3,13 @@
 Per training image, from its weak label (points by default; scribbles or coarse masks too):
 
 1. **prompts per instance**: the instance's own points, or K = 5 points drawn from its stroke /
-   coarse mask by SeSAM's skeleton-grid sampler (:func:`scribmed.sam.instance_prompting.sesam_instance_prompts`);
+   coarse mask by SeSAM's skeleton-grid sampler (:func:`scribmed.sam.instance_prompting.sesam_instance_prompts`),
+   plus the box of its clipped Voronoi cell (:mod:`scribmed.transforms.point_cells`: LiteMedSAM is
+   a box-prompted model; from a point alone its masks on nuclei are nearly useless);
 2. **SAM** answers each instance with three candidate masks; SeSAM's coverage / compatibility
-   rule against the instance's weak region picks one (``selection="score"`` takes SAM's
-   predicted IoU instead) and the chosen masks become a pseudo instance map
+   rule against the instance's weak region (a point's cell; a stroke's or coarse mask's pixels)
+   picks one (``selection="score"`` takes SAM's predicted IoU instead) and the chosen masks
+   become a pseudo instance map
    (:func:`~scribmed.sam.instance_prompting.masks_to_instances`), cached per image;
 3. **segmentor**: the contour U-Net with ``L = L_weak + 1.0 L_SAM + 0.01 L_pseudo``, each a
    partial cross-entropy on its own pixels with precedence weak > SAM > pseudo; the pseudo label
@@ -50,6 +53,8 @@ from scribmed.transforms.contour_targets import (
     instance_boundaries,
 )
 
+PROMPT_CHUNK = 32  # instances per decoder call
+
 __all__ = ["SeSAMInstanceConfig", "SeSAMInstanceLoss", "SeSAMRecipe", "sam_pseudo_instances", "sam_target"]
 
 
@@ -65,6 +70,8 @@ class SeSAMInstanceConfig(SamInstanceConfig):
         sam_weight / pseudo_weight: weights of the SAM and teacher terms (1.0 and 0.01).
         pseudo_threshold: teacher confidence a pixel needs (0.96).
         sam_band: pixels around SAM's outlines left unlabeled by the SAM term.
+        prompt_box: add each instance's clipped-Voronoi-cell box to its prompt
+            (:mod:`scribmed.transforms.point_cells`; LiteMedSAM answers boxes, not points).
     """
 
     use_sam: bool = True
@@ -76,6 +83,7 @@ class SeSAMInstanceConfig(SamInstanceConfig):
     pseudo_weight: float = 0.01
     pseudo_threshold: float = 0.96
     sam_band: int = 2
+    prompt_box: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,32 +91,39 @@ class SeSAMInstanceConfig(SamInstanceConfig):
             raise ValueError(f"selection must be 'sesam', 'score' or 'random', got {self.selection!r}")
 
 
-def instance_prompts(weak: Any, sam_points: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(coords (N, K, 2), labels (N, K), ids (N,), regions (N, H, W) bool)`` of a weak label.
+def instance_prompts(weak: Any, sam_points: int, rng: np.random.Generator, prompt_box: bool = True,
+                     max_radius: float = 60.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """``(coords (N, K, 2), labels (N, K), ids (N,), regions (N, H, W) bool, boxes (N, 4) or None)``.
 
-    Points prompt with themselves (their region is their pixels); strokes and coarse masks with
-    SeSAM's skeleton-grid sample of each instance's region.
+    Points prompt with themselves; strokes and coarse masks with SeSAM's skeleton-grid sample of
+    each instance's region. With ``prompt_box`` every instance also gets the box of its clipped
+    Voronoi cell (:func:`scribmed.transforms.point_cells.point_cells`, over its points or its
+    region's pixels): LiteMedSAM is a box-prompted model. The weak region ``W`` of the selection
+    rule is a point's cell, or a stroke's / coarse mask's own pixels.
     """
     from scribmed.sam.instance_prompting import sesam_instance_prompts
+    from scribmed.transforms.point_cells import point_cells
 
     h, w = (int(s) for s in weak.shape)
     if weak.kind == "point":
-        ids = np.array(sorted(weak.points), dtype=np.int64)
+        cells = point_cells(weak.points, (h, w), max_radius=max_radius)
+        ids = cells.ids
         k = max((len(np.asarray(weak.points[i]).reshape(-1, 2)) for i in ids), default=1)
         coords = np.zeros((len(ids), k, 2), np.float32)
         labels = -np.ones((len(ids), k), np.int64)
-        regions = np.zeros((len(ids), h, w), bool)
         for n, i in enumerate(ids):
-            xy = np.asarray(weak.points[i], np.float32).reshape(-1, 2)
+            xy = np.asarray(weak.points[int(i)], np.float32).reshape(-1, 2)
             coords[n, :len(xy)], labels[n, :len(xy)] = xy, 1
-            cols = np.clip(np.rint(xy[:, 0]).astype(int), 0, w - 1)
-            rows = np.clip(np.rint(xy[:, 1]).astype(int), 0, h - 1)
-            regions[n, rows, cols] = True
-        return coords, labels, ids, regions
+        return coords, labels, ids, cells.regions, cells.boxes if prompt_box else None
     region_map = np.asarray(weak.regions())
     coords, labels, ids = sesam_instance_prompts(region_map, k=sam_points, rng=rng)
+    ids = np.asarray(ids)
     regions = np.stack([region_map == i for i in ids]) if len(ids) else np.zeros((0, h, w), bool)
-    return coords, labels, np.asarray(ids), regions
+    boxes = None
+    if prompt_box and len(ids):
+        pixels = {int(i): np.stack(np.nonzero(region_map == i)[::-1], axis=1) for i in ids}
+        boxes = point_cells(pixels, (h, w), max_radius=max_radius).boxes
+    return coords, labels, ids, regions, boxes
 
 
 def sam_pseudo_instances(stage: InstanceSamStage, case: Case, weak: Any, cfg: SeSAMInstanceConfig,
@@ -118,16 +133,23 @@ def sam_pseudo_instances(stage: InstanceSamStage, case: Case, weak: Any, cfg: Se
 
     hw = tuple(int(s) for s in weak.shape)
     rng = np.random.default_rng([cfg.weak_seed, 0x5E5A, *[ord(c) for c in case.case_id[:16]]])
-    coords, labels, ids, regions = instance_prompts(weak, cfg.sam_points, rng)
+    coords, labels, ids, regions, boxes = instance_prompts(weak, cfg.sam_points, rng, cfg.prompt_box)
     if len(ids) == 0:
         return {"instances": np.zeros(hw, np.int32), "index": np.zeros(0, np.int64), "iou": np.zeros((0, 3), np.float32)}
-    result = prompt_instances(stage.backend, stage.embedding(case), hw, point_coords=coords, point_labels=labels,
-                              regions=regions, rule=selection or cfg.selection, min_coverage=cfg.min_coverage,
-                              min_compatibility=cfg.min_compatibility, seed=cfg.weak_seed)
-    index = np.asarray(result.index)
-    iou = np.asarray(result.iou, dtype=np.float32)
+    emb = stage.embedding(case)
+    masks, index, iou = [], [], []
+    for lo in range(0, len(ids), PROMPT_CHUNK):  # bounds the (n, 3, H, W) candidates on images with 300 nuclei
+        part = slice(lo, lo + PROMPT_CHUNK)
+        result = prompt_instances(stage.backend, emb, hw, point_coords=coords[part], point_labels=labels[part],
+                                  boxes=None if boxes is None else boxes[part], regions=regions[part],
+                                  rule=selection or cfg.selection, min_coverage=cfg.min_coverage,
+                                  min_compatibility=cfg.min_compatibility, seed=cfg.weak_seed, keep_candidates=False)
+        masks.append(np.asarray(result.masks))
+        index.append(np.asarray(result.index))
+        iou.append(np.asarray(result.iou, dtype=np.float32))
+    index, iou = np.concatenate(index), np.concatenate(iou)
     scores = iou[np.arange(len(index)), index]
-    instances = masks_to_instances(np.asarray(result.masks), scores, min_size=cfg.sam_min_size)
+    instances = masks_to_instances(np.concatenate(masks), scores, min_size=cfg.sam_min_size)
     return {"instances": instances.astype(np.int32), "index": index.astype(np.int64), "iou": iou}
 
 

@@ -4,7 +4,8 @@ Each training image carries one kind of label, assigned in the ratios of ``mix``
 (:func:`scribmed.data.instance_weak_labels.assign_weak_kinds`, seeded): an image-level **tag**
 (the nucleus count), one **point** per nucleus, or a **box** per nucleus.
 
-* SAM is prompted once per point / box and keeps all three of its candidate masks per instance
+* SAM is prompted once per point (with its clipped Voronoi cell's box, ``prompt_box``) / box and
+  keeps all three of its candidate masks per instance
   (cropped to the instance's window, cached per image).
 * The pseudo label of an instance is the candidate that best matches the current prediction:
   WISH's mask cost is the minimum over SAM's three candidates
@@ -59,6 +60,8 @@ class WISHConfig(SamInstanceConfig):
         sam_weight / pseudo_weight / pseudo_threshold: the SAM and teacher terms.
         sam_band: pixels around the pseudo outlines left unlabeled by the SAM term.
         reassign: re-choose each instance's candidate by the min-over-3 cost every validation.
+        prompt_box: point images also prompt with each point's clipped-Voronoi-cell box
+            (:mod:`scribmed.transforms.point_cells`).
     """
 
     mix: str = "tag:0.34,point:0.33,box:0.33"
@@ -67,6 +70,7 @@ class WISHConfig(SamInstanceConfig):
     pseudo_threshold: float = 0.96
     sam_band: int = 2
     reassign: bool = True
+    prompt_box: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -217,11 +221,13 @@ class WISHRecipe(SamInstanceRecipe):
         from scribmed.sam.instance_prompting import prompt_instances
 
         hw = tuple(int(s) for s in weak.shape)
-        if weak.kind == "point":
+        if weak.kind == "point":  # the point + its clipped Voronoi cell's box (LiteMedSAM is box-prompted)
+            from scribmed.transforms.point_cells import point_cells
+
             ids = sorted(weak.points)
             coords = np.stack([np.asarray(weak.points[i], np.float32).reshape(-1, 2)[:1] for i in ids]) if ids else None
             labels = np.ones((len(ids), 1), np.int64) if ids else None
-            boxes = None
+            boxes = point_cells(weak.points, hw).boxes if (ids and self.config.prompt_box) else None
         else:
             ids = sorted(weak.boxes)
             coords = labels = None

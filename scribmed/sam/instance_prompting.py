@@ -317,6 +317,7 @@ def refine_instances(
     min_coverage: float = 0.3,
     min_compatibility: float = 0.7,
     keep_ids: bool = True,
+    box_margin: Optional[int] = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """S4M's SAM refinement of a teacher's instance map.
 
@@ -338,6 +339,9 @@ def refine_instances(
         batch_size: prompt rows per decoder call.
         min_coverage, min_compatibility: ``"sesam"``'s thresholds.
         keep_ids: refined instances keep the teacher's ids (else ``1..n`` by score).
+        box_margin: also prompt with each teacher instance's bounding box grown by this many
+            pixels (``None``: points only, as S4M; box-trained backends such as LiteMedSAM answer
+            points alone poorly).
 
     Returns:
         ``(refined, stats)``: int32 ``(H, W)`` instance map and ``{"instances", "kept",
@@ -355,7 +359,14 @@ def refine_instances(
         return np.zeros((h, w), np.int32), {**stats, "kept": 0.0, "mean_iou": 0.0, "rows": 0.0, "fallback_rate": 0.0,
                                             "coverage": 0.0, "compatibility": 0.0}
     regions = inst[None] == ids[:, None, None]
-    res = prompt_instances(backend, embedding, (h, w), coords, labels, regions=regions, rule=rule,
+    boxes = None
+    if box_margin is not None:
+        m = int(box_margin)
+        boxes = np.zeros((ids.size, 4), np.float32)
+        for n, region in enumerate(regions):
+            ys, xs = np.nonzero(region)
+            boxes[n] = (max(xs.min() - m, 0), max(ys.min() - m, 0), min(xs.max() + m, w - 1), min(ys.max() + m, h - 1))
+    res = prompt_instances(backend, embedding, (h, w), coords, labels, boxes=boxes, regions=regions, rule=rule,
                            min_coverage=min_coverage, min_compatibility=min_compatibility,
                            batch_size=batch_size, seed=gen, keep_candidates=False)
     refined = masks_to_instances(res.masks, res.scores, ids if keep_ids else None, min_size)

@@ -190,3 +190,21 @@ def test_sesam_instance_prompts_per_region():
     assert c.shape == (0, 5, 2) and n.size == 0
     with pytest.raises(ValueError, match="k must"):
         sesam_instance_prompts(regions, k=0)
+
+
+def test_refine_instances_box_margin_adds_the_teacher_box():
+    """``box_margin``: each row also carries its teacher instance's box (grown, inside the image)."""
+    from fakes import DecodeSpy
+
+    teacher = np.zeros(HW, np.int32)
+    teacher[4:9, 4:9] = 3
+    prob = np.where(teacher > 0, 0.9, 0.0)
+    backend = fake_backend()
+    spy = DecodeSpy(backend)
+    refine_instances(backend, torch.randn(1, 256, 64, 64), HW, teacher, prob, rng=1, box_margin=2)
+    boxes = spy.calls[-1]["boxes"]
+    expected = backend.to_input_coords(torch.tensor([[[2.0, 2.0], [10.0, 10.0]]]), HW).reshape(1, 4)
+    torch.testing.assert_close(torch.as_tensor(boxes, dtype=torch.float32), expected.float())
+    spy.calls.clear()
+    refine_instances(backend, torch.randn(1, 256, 64, 64), HW, teacher, prob, rng=1)
+    assert spy.calls[-1]["boxes"] is None and spy.calls[-1]["coords"].shape[1] == 3
