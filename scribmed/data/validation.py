@@ -224,9 +224,15 @@ def check_arrays(
         label_path / scribble_path: the files those arrays came from, when separate.
     """
     image = arrays.image
-    check_volume_ndim(path, image, "image")
+    grid = image
+    if np.ndim(image) == 4:  # multi-channel images (slices, C, H, W), e.g. RGB microscopy: check per channel grid
+        if np.shape(image)[1] not in (1, 3, 4):
+            raise DataError(path, f"image has shape {np.shape(image)}: a 4D image must be (slices, C, H, W) with "
+                            "1, 3 or 4 channels")
+        grid = np.asarray(image)[:, 0]
+    check_volume_ndim(path, grid, "image")
     check_shapes(
-        path, image, arrays.label, arrays.scribble, label_path=label_path, scribble_path=scribble_path
+        path, grid, arrays.label, arrays.scribble, label_path=label_path, scribble_path=scribble_path
     )
     check_spacing_values(path, arrays.spacing)
     check_image_finite(path, image)

@@ -122,6 +122,7 @@ def test_channels(tmp_path: Path):
     assert colour["rgb"].image.shape == (1, 3, 20, 24) and colour["rgb"].image.dtype == np.float32
     assert np.abs(colour["rgb"].image - rgb).max() <= 0.5 / 255 + 1e-6
     assert np.array_equal(colour["rgb"].instance, _instances())
+    colour.validate()  # (slices, C, H, W) images pass the dataset checks (label on the per-channel grid)
     mono = open_dataset("dsb2018", tmp_path)
     stored = colour["rgb"].image[0]
     luma = sum(w * stored[c] for c, w in enumerate(LUMA_601))
