@@ -248,7 +248,15 @@ class InstanceSegmentorRecipe(Recipe):
         return FoldModel(ckpt, policy, result.checksums.get(policy) or file_sha256(ckpt), {
             "num_classes": class_map.num_classes, "best_val_dsb_score": result.best_metric,
             "best_iteration": result.best_iteration, "iterations": result.iterations,
+            "weak_labels": self.weak_provenance(),
         })
+
+    def weak_provenance(self) -> dict[str, Any]:
+        """How the training labels were made (``fold.json``): simulated from the instance masks."""
+        cfg = self.config
+        return {"simulated_from": "instance masks", "kind": cfg.weak, "seed": cfg.weak_seed,
+                **({"points_per_instance": cfg.points_per_instance, "point_mode": cfg.point_mode}
+                   if cfg.weak == "point" else {})}
 
     def init_state(self, out_dir: Path) -> Optional[Mapping[str, torch.Tensor]]:
         """Weights the student starts from (default: random)."""

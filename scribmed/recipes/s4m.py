@@ -245,6 +245,11 @@ class S4MRecipe(SamInstanceRecipe):
         self._val_items = [(c.case_id, normalise_image(c.image), case_instance(c)) for c in val]
         return super().train(train, val, class_map, out_dir, progress)
 
+    def weak_provenance(self) -> dict[str, Any]:
+        cfg = self.config
+        return {"simulated_from": "instance masks", "kind": "full on a labelled subset, none elsewhere",
+                "labelled_fraction": cfg.labelled_fraction, "seed": cfg.weak_seed}
+
     def init_state(self, out_dir: Path) -> Optional[Mapping[str, torch.Tensor]]:
         return getattr(self, "_teacher_state", None)
 

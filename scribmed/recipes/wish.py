@@ -257,6 +257,11 @@ class WISHRecipe(SamInstanceRecipe):
             sample.maps["sam"] = sam_target(build_instances(packed, index, self.config.sam_min_size),
                                             self.config.sam_band)
 
+    def weak_provenance(self) -> dict[str, Any]:
+        cfg = self.config
+        return {"simulated_from": "instance masks", "kind": "one per image", "mix": parse_mix(cfg.mix),
+                "seed": cfg.weak_seed}
+
     def objective(self) -> Any:
         cfg = self.config
         return SeSAMInstanceLoss(cfg.sam_weight, cfg.pseudo_weight, cfg.pseudo_threshold, cfg.boundary_weight)

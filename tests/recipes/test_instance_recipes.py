@@ -53,6 +53,7 @@ def test_instance_recipe_fold_through_cli(recipe, nuclei, fake_sam, tmp_path):
     fold = out / "fold_1"
     record = json.loads((fold / "fold.json").read_text())
     assert record["checkpoint_policy"] == "best" and record["cases"] == {"train": 5, "val": 1, "test": 2}
+    assert record["weak_labels"]["simulated_from"] == "instance masks"
     summary = json.loads((fold / "evaluation" / "summary.json").read_text())
     assert summary["task"] == "instance"
     cv = json.loads((out / "summary.json").read_text())
