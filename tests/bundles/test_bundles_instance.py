@@ -353,9 +353,16 @@ def test_nothing_is_written_inside_the_bundle_folders(trained) -> None:
 # ------------------------------------------------------------------------------- real data
 
 
+@pytest.fixture(scope="module")
+def real_sam_cache(tmp_path_factory):
+    """One LiteMedSAM embedding cache for the real-data bundle runs (each image encoded once)."""
+    return tmp_path_factory.mktemp("real_sam_cache")
+
+
 @pytest.mark.realdata
-def test_sesam_bundle_on_real_dsb2018(dsb_root, tmp_path, monkeypatch) -> None:
-    """sesam_dsb2018's train workflow on five real images (3 train, 1 val, 1 test) with the real LiteMedSAM."""
+@pytest.mark.parametrize("bundle", ["sesam_dsb2018", "s4m_dsb2018", "wish_dsb2018"])
+def test_bundle_on_real_dsb2018(bundle, dsb_root, real_sam_cache, tmp_path, monkeypatch) -> None:
+    """Each bundle's train workflow on five real images (3 train, 1 val, 1 test) with the real LiteMedSAM."""
     from PIL import Image
 
     folder = dsb_root / "stage1_test"
@@ -370,10 +377,12 @@ def test_sesam_bundle_on_real_dsb2018(dsb_root, tmp_path, monkeypatch) -> None:
     split.write_text(json.dumps({"name": "dsb_tiny", "unit": "patient",
                                  "folds": [{"train": ids[:3], "val": ids[3:4], "test": ids[4:5]}]}))
     monkeypatch.chdir(tmp_path)
-    wf = _workflow("sesam_dsb2018", "train.yaml", "train", dataset_dir=str(dsb_root), split_file=str(split),
-                   iterations=2, val_interval=1, batch_size=2, patch=64, device="cpu", progress=False)
+    extra = {"teacher_iterations": 1} if bundle == "s4m_dsb2018" else {}
+    wf = _workflow(bundle, "train.yaml", "train", dataset_dir=str(dsb_root), split_file=str(split),
+                   iterations=2, val_interval=1, batch_size=2, patch=64, device="cpu", progress=False,
+                   sam_cache=str(real_sam_cache), **extra)
     wf.run()
-    fold = tmp_path / "runs" / "sesam_dsb2018" / "fold_1"
+    fold = tmp_path / "runs" / bundle / "fold_1"
     record = json.loads((fold / "fold.json").read_text())
     assert record["cases"] == {"train": 3, "val": 1, "test": 1}
     summary = json.loads((fold / "evaluation" / "summary.json").read_text())
@@ -383,5 +392,5 @@ def test_sesam_bundle_on_real_dsb2018(dsb_root, tmp_path, monkeypatch) -> None:
     ref = open_dataset("dsb2018", dsb_root)[ids[4]].instance
     assert pred.shape == ref.shape and pred.min() >= 0
     quality = json.loads((fold / "train" / "sam" / "quality.json").read_text())
-    assert quality["n"] == 3 and all(0.0 <= v <= 1.0 for v in quality["mean"].values())
+    assert quality["n"] >= 1 and all(0.0 <= v <= 1.0 for v in quality["mean"].values())
     assert json.loads((fold.parent / "run.json").read_text())["config"]["sam_backend"] == "lite_medsam"
