@@ -7,8 +7,9 @@ A few training images are fully labelled (``labelled_fraction``, seeded); the re
 2. **SAM refinement** of the teacher's instances on every unlabeled image: K = 3 points per
    instance drawn from the teacher's softmaxed foreground probability restricted to that
    instance (plus the instance's box, ``refine_box_margin``: LiteMedSAM is box-prompted), SAM
-   prompted, its best mask by predicted IoU (``selection="sesam"`` uses SeSAM's
-   rule against the teacher's mask); the refined instances are the image's pseudo label
+   prompted, its best mask by predicted IoU (``selection="sesam"``: SeSAM's rule against the
+   teacher's mask), kept when it agrees with the teacher's mask (IoU >= ``refine_min_iou``, else
+   the teacher's mask stays); the refined instances are the image's pseudo label
    (:func:`scribmed.sam.instance_prompting.refine_instances`), cached per image;
 3. **student**, started from the teacher: labelled targets + refined pseudo labels, with S4M's
    ARP copy-paste between the two images of each pair in a batch (instances of B onto A and of A
@@ -50,7 +51,7 @@ from scribmed.sam.instance_stage import instance_quality, write_instance_quality
 from scribmed.transforms.contour_targets import IGNORE, contour_target
 from scribmed.transforms.instance_postprocess import instances_from_contours
 
-__all__ = ["S4MConfig", "S4MLoss", "S4MRecipe", "labelled_subset", "sam_feature_map"]
+__all__ = ["S4MConfig", "S4MLoss", "S4MRecipe", "gate_refinement", "labelled_subset", "sam_feature_map"]
 
 
 @dataclass
@@ -64,6 +65,10 @@ class S4MConfig(SamInstanceConfig):
         refine_points: K points per instance for SAM (3).
         refine_box_margin: also prompt with the teacher instance's box grown by this many pixels
             (``None``: points only, as S4M with SAM 2; LiteMedSAM is a box-prompted model).
+        refine_min_iou: keep SAM's refined mask of an instance only when its IoU with the
+            teacher's mask is at least this (else the teacher's mask stays; 0 keeps every
+            refinement, as S4M). Zero-shot LiteMedSAM's refinements of nuclei are mostly worse
+            than the teacher (measured on DSB2018 fold 1: DSB score 0.067 refined vs 0.260 teacher).
         selection: ``"score"`` (SAM's predicted IoU, S4M) or ``"sesam"``.
         distill_weight / distill_points: weight and P of the structural distillation (128).
         arp: copy-paste between the two images of each batch pair.
@@ -75,6 +80,7 @@ class S4MConfig(SamInstanceConfig):
     teacher_iterations: Optional[int] = None
     refine_points: int = 3
     refine_box_margin: Optional[int] = 2
+    refine_min_iou: float = 0.5
     selection: str = "score"
     distill_weight: float = 1.0
     distill_points: int = 128
@@ -93,6 +99,30 @@ def labelled_subset(case_ids: Sequence[str], fraction: float, seed: int) -> list
     n = max(1, int(round(fraction * len(ids))))
     order = np.random.default_rng([int(seed), 0x54D]).permutation(len(ids))
     return sorted(ids[i] for i in order[:n])
+
+
+def gate_refinement(teacher: np.ndarray, refined: np.ndarray, min_iou: float) -> np.ndarray:
+    """Keep each refined instance (same id as the teacher's) whose IoU with the teacher's mask is
+    >= ``min_iou``; the other instances take back the teacher's mask where no kept instance lies."""
+    from scipy import ndimage as ndi
+
+    out = refined.copy()
+    rejected = []
+    for i, box in enumerate(ndi.find_objects(teacher), start=1):
+        if box is None:
+            continue
+        rbox = ndi.find_objects((refined == i).astype(np.int8))
+        region = box if not rbox else tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
+                                             for a, b in zip(box, rbox[0]))
+        t, r = teacher[region] == i, refined[region] == i
+        union = int((t | r).sum())
+        if union == 0 or (t & r).sum() / union < min_iou:
+            rejected.append(i)
+    if rejected:
+        out[np.isin(out, rejected)] = 0
+        back = np.isin(teacher, rejected) & (out == 0)
+        out[back] = teacher[back]
+    return out
 
 
 def sam_feature_map(stage: Any, case: Case, hw: tuple[int, int]) -> np.ndarray:
@@ -239,7 +269,10 @@ class S4MRecipe(SamInstanceRecipe):
                                       probs[1] + probs[2], k=cfg.refine_points, rule=cfg.selection, rng=rng,
                                       min_size=cfg.sam_min_size, batch_size=32,
                                       box_margin=cfg.refine_box_margin)
-        return {"teacher": inst.astype(np.int32), "refined": np.asarray(refined, dtype=np.int32)}
+        refined = np.asarray(refined, dtype=np.int32)
+        if cfg.refine_min_iou > 0:
+            refined = gate_refinement(inst.astype(np.int32), refined, cfg.refine_min_iou)
+        return {"teacher": inst.astype(np.int32), "refined": refined}
 
     def train(self, train, val, class_map, out_dir, progress):
         self._val_items = [(c.case_id, normalise_image(c.image), case_instance(c)) for c in val]

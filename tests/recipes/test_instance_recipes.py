@@ -118,3 +118,17 @@ def test_scribmed_predict_writes_instance_maps_beyond_255(nuclei, tmp_path, monk
     monkeypatch.setattr(InstanceSegmentorRecipe, "predict_case", lambda self, m, c: many)
     paths = predict_folder(model.checkpoint, root, "dsb2018", tmp_path / "pred", device="cpu", progress=False)
     assert read_label_nifti(paths[0], "prediction").array.max() == 299
+
+
+def test_s4m_gate_keeps_refinements_that_agree_with_the_teacher():
+    from scribmed.recipes.s4m import gate_refinement
+
+    teacher = np.zeros((10, 10), np.int32)
+    teacher[1:5, 1:5], teacher[6:9, 6:9] = 1, 2
+    refined = np.zeros_like(teacher)
+    refined[1:5, 1:6] = 1          # IoU 16/20 = 0.8 with the teacher's nucleus 1: kept
+    refined[0:10, 6:10] = 2        # IoU 9/40 with nucleus 2: rejected, the teacher's mask comes back
+    out = gate_refinement(teacher, refined, 0.5)
+    assert (out[1:5, 1:6] == 1).all()
+    assert (out == 2).sum() == 9 and (out[6:9, 6:9] == 2).all()
+    np.testing.assert_array_equal(gate_refinement(teacher, refined, 0.0), refined)
