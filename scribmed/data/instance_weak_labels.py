@@ -47,7 +47,6 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from scribmed.data.errors import DataError
-from scribmed.data.supervision_mix import MIX_TOLERANCE
 from scribmed.data.validation import as_integer_labels
 from scribmed.data.weak_conversion import case_rng, jitter_box
 
@@ -463,28 +462,16 @@ def make_instance_weak(
 
 def check_kind_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
     """Ratios per kind in :data:`INSTANCE_WEAK_KINDS` order, checked: known kinds, finite, >= 0, sum 1 (1e-6)."""
-    unknown = sorted(set(ratios) - set(INSTANCE_WEAK_KINDS))
-    if unknown:
-        raise ValueError(f"unknown weak-label kind(s) {', '.join(unknown)} (known: {', '.join(INSTANCE_WEAK_KINDS)})")
-    out = {t: float(ratios[t]) for t in INSTANCE_WEAK_KINDS if t in ratios}
-    bad = [f"{t}={v}" for t, v in out.items() if not math.isfinite(v) or v < 0]
-    if bad:
-        raise ValueError(f"kind ratios must be finite and >= 0, got {', '.join(bad)}")
-    total = sum(out.values())
-    if abs(total - 1.0) > MIX_TOLERANCE:
-        raise ValueError(f"kind ratios must sum to 1 (within {MIX_TOLERANCE:g}), got {total:.6g}")
-    return out
+    from scribmed.data.supervision_mix import check_mix
+
+    return check_mix(ratios, INSTANCE_WEAK_KINDS, "weak-label kind")
 
 
 def kind_counts(n: int, ratios: Mapping[str, float]) -> dict[str, int]:
     """Images per kind out of ``n``: largest-remainder rounding of ``n * ratio`` (ties in kind order)."""
-    shares = check_kind_ratios(ratios)
-    exact = {t: n * s for t, s in shares.items()}
-    counts = {t: int(math.floor(v + 1e-9)) for t, v in exact.items()}
-    order = sorted(shares, key=lambda t: (-(exact[t] - counts[t]), INSTANCE_WEAK_KINDS.index(t)))
-    for t in order[: max(n - sum(counts.values()), 0)]:
-        counts[t] += 1
-    return counts
+    from scribmed.data.supervision_mix import mix_counts
+
+    return mix_counts(n, ratios, INSTANCE_WEAK_KINDS, "weak-label kind")
 
 
 def assign_weak_kinds(case_ids: Sequence[str], ratios: Mapping[str, float], seed: int = 0) -> dict[str, str]:

@@ -18,17 +18,21 @@ from scribmed.data.weak_labels import SUPERVISION_TYPES
 MIX_TOLERANCE = 1e-6
 
 
-def check_mix(mix: Mapping[str, float]) -> dict[str, float]:
-    """A supervision mix in :data:`SUPERVISION_TYPES` order, checked.
+def check_mix(mix: Mapping[str, float], kinds: Sequence[str] = SUPERVISION_TYPES,
+              what: str = "supervision type") -> dict[str, float]:
+    """A supervision mix in ``kinds`` order (default :data:`SUPERVISION_TYPES`), checked.
+
+    ``kinds`` / ``what`` let other mixes (e.g. the per-image weak-label kinds of the instance
+    recipes) share the checks and their messages.
 
     Raises:
         ValueError: an unknown type, a negative or non-finite share, or shares that do not sum
             to 1 within 1e-6.
     """
-    unknown = sorted(set(mix) - set(SUPERVISION_TYPES))
+    unknown = sorted(set(mix) - set(kinds))
     if unknown:
-        raise ValueError(f"unknown supervision type(s) {', '.join(unknown)} (known: {', '.join(SUPERVISION_TYPES)})")
-    out = {t: float(mix[t]) for t in SUPERVISION_TYPES if t in mix}
+        raise ValueError(f"unknown {what}(s) {', '.join(unknown)} (known: {', '.join(kinds)})")
+    out = {t: float(mix[t]) for t in kinds if t in mix}
     bad = [f"{t}={v}" for t, v in out.items() if not math.isfinite(v) or v < 0]
     if bad:
         raise ValueError(f"mix shares must be finite and >= 0, got {', '.join(bad)}")
@@ -59,17 +63,18 @@ def parse_mix(text: str) -> dict[str, float]:
     return check_mix(mix)
 
 
-def mix_counts(n: int, mix: Mapping[str, float]) -> dict[str, int]:
+def mix_counts(n: int, mix: Mapping[str, float], kinds: Sequence[str] = SUPERVISION_TYPES,
+               what: str = "supervision type") -> dict[str, int]:
     """How many of ``n`` units get each type: largest-remainder rounding of ``n * share``.
 
-    Floors first; the leftover units go to the largest fractional parts, ties in
-    :data:`SUPERVISION_TYPES` order. Counts sum to ``n``; types with share 0 get 0.
+    Floors first; the leftover units go to the largest fractional parts, ties in ``kinds`` order
+    (default :data:`SUPERVISION_TYPES`). Counts sum to ``n``; types with share 0 get 0.
     """
-    shares = check_mix(mix)
+    shares = check_mix(mix, kinds, what)
     exact = {t: n * s for t, s in shares.items()}
     counts = {t: int(math.floor(v + 1e-9)) for t, v in exact.items()}
     left = n - sum(counts.values())
-    order = sorted(shares, key=lambda t: (-(exact[t] - counts[t]), SUPERVISION_TYPES.index(t)))
+    order = sorted(shares, key=lambda t: (-(exact[t] - counts[t]), list(kinds).index(t)))
     for t in order[: max(left, 0)]:
         counts[t] += 1
     return counts
