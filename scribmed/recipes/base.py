@@ -29,7 +29,7 @@ import numpy as np
 
 from scribmed.data.case import Case, ClassMap
 
-__all__ = ["FoldModel", "NoConfig", "Recipe"]
+__all__ = ["FoldModel", "NoConfig", "Recipe", "checkpoint_model", "read_recipe_checkpoint"]
 
 
 @dataclass
@@ -179,3 +179,35 @@ class Recipe:
 
     def release(self, model: FoldModel) -> None:
         """Free what predicting kept in memory (e.g. the network) after a fold."""
+
+
+def read_recipe_checkpoint(checkpoint: Path, name: str) -> dict[str, Any]:
+    """Load a training checkpoint (``weights_only``) and check that recipe ``name`` wrote it.
+
+    Raises:
+        DataError: unreadable, or written by another recipe.
+    """
+    from scribmed.data.errors import DataError
+    from scribmed.engine.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(Path(checkpoint))
+    if ckpt.get("recipe") != name:
+        raise DataError(checkpoint, f"not a {name} checkpoint (recipe {ckpt.get('recipe')!r})")
+    return ckpt
+
+
+def checkpoint_model(checkpoint: Path, ckpt: Mapping[str, Any]) -> tuple[FoldModel, dict[str, Any]]:
+    """``(FoldModel of the file, its class map {"names": {index: name}, "ignore_index": int})``.
+
+    Raises:
+        DataError: the checkpoint records no class map.
+    """
+    from scribmed.data.errors import DataError
+    from scribmed.files import file_sha256
+
+    class_map = ckpt.get("class_map") or {}
+    names = {int(k): v for k, v in (class_map.get("names") or {}).items()}
+    if not names:
+        raise DataError(checkpoint, "checkpoint records no class map")
+    model = FoldModel(Path(checkpoint), "last", file_sha256(checkpoint), {"num_classes": len(names)})
+    return model, {"names": names, "ignore_index": class_map.get("ignore_index")}

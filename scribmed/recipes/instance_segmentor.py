@@ -40,7 +40,12 @@ from scribmed.engine.instance_trainer import (
     train_instance_segmentor,
 )
 from scribmed.files import file_sha256
-from scribmed.recipes.base import FoldModel, Recipe
+from scribmed.recipes.base import (
+    FoldModel,
+    Recipe,
+    checkpoint_model,
+    read_recipe_checkpoint,
+)
 from scribmed.transforms.contour_targets import IGNORE, contour_target
 from scribmed.transforms.instance_weak_targets import (
     box_target,
@@ -288,19 +293,10 @@ class InstanceSegmentorRecipe(Recipe):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path) -> tuple["InstanceSegmentorRecipe", FoldModel, dict[str, Any]]:
-        from scribmed.engine.checkpoint import load_checkpoint
-
         checkpoint = Path(checkpoint)
-        ckpt = load_checkpoint(checkpoint)
-        if ckpt.get("recipe") != cls.name:
-            raise DataError(checkpoint, f"not a {cls.name} checkpoint (recipe {ckpt.get('recipe')!r})")
-        recipe = cls.from_stored_config(ckpt.get("config") or {})
-        class_map = ckpt.get("class_map") or {}
-        names = {int(k): v for k, v in (class_map.get("names") or {}).items()}
-        if not names:
-            raise DataError(checkpoint, "checkpoint records no class map")
-        model = FoldModel(checkpoint, "last", file_sha256(checkpoint), {"num_classes": len(names)})
-        return recipe, model, {"names": names, "ignore_index": class_map.get("ignore_index")}
+        ckpt = read_recipe_checkpoint(checkpoint, cls.name)
+        model, class_map = checkpoint_model(checkpoint, ckpt)
+        return cls.from_stored_config(ckpt.get("config") or {}), model, class_map
 
     @classmethod
     def from_stored_config(cls, stored: Mapping[str, Any]) -> "InstanceSegmentorRecipe":

@@ -15,11 +15,15 @@ import torch
 
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.errors import DataError
-from scribmed.engine.checkpoint import load_checkpoint
 from scribmed.engine.config import TrainConfig, TrainResult
 from scribmed.engine.inference import predict_volume
 from scribmed.files import file_sha256
-from scribmed.recipes.base import FoldModel, Recipe
+from scribmed.recipes.base import (
+    FoldModel,
+    Recipe,
+    checkpoint_model,
+    read_recipe_checkpoint,
+)
 
 __all__ = ["SegmentorRecipe"]
 
@@ -92,14 +96,8 @@ class SegmentorRecipe(Recipe):
     @classmethod
     def from_checkpoint(cls, checkpoint: Path) -> tuple["SegmentorRecipe", FoldModel, dict[str, Any]]:
         checkpoint = Path(checkpoint)
-        ckpt = load_checkpoint(checkpoint)
-        if ckpt.get("recipe") != cls.name:
-            raise DataError(checkpoint, f"not a {cls.name} checkpoint (recipe {ckpt.get('recipe')!r})")
+        ckpt = read_recipe_checkpoint(checkpoint, cls.name)
         stored = cls.config_cls.stored_dict(ckpt.get("config") or {})
         recipe = cls(cls.config_cls.from_dict({**stored, "progress": False}))
-        class_map = ckpt.get("class_map") or {}
-        names = {int(k): v for k, v in (class_map.get("names") or {}).items()}
-        if not names:
-            raise DataError(checkpoint, "checkpoint records no class map")
-        model = FoldModel(checkpoint, "last", file_sha256(checkpoint), {"num_classes": len(names)})
-        return recipe, model, {"names": names, "ignore_index": class_map.get("ignore_index")}
+        model, class_map = checkpoint_model(checkpoint, ckpt)
+        return recipe, model, class_map
