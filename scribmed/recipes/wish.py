@@ -128,13 +128,13 @@ def pack_candidates(chunks: Sequence[tuple[np.ndarray, np.ndarray]], hw: tuple[i
             "m": np.asarray(m, np.int32)}
 
 
-def unpack_window(packed: Mapping[str, np.ndarray], i: int) -> np.ndarray:
-    """Instance ``i``'s candidates inside its window, ``(M, h, w)`` bool."""
+def windowed_candidates(packed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Every instance's candidates inside its window, ``(M, h, w)`` bool each (one pass over the pack)."""
     wins, m = packed["windows"], int(packed["m"])
     sizes = [(y1 - y0) * (x1 - x0) * m for y0, x0, y1, x1 in wins]
-    start = int(np.sum(sizes[:i]))
-    y0, x0, y1, x1 = wins[i]
-    return packed["flat"][start:start + sizes[i]].reshape(m, y1 - y0, x1 - x0)
+    ends = np.cumsum(sizes, dtype=np.int64)
+    return [packed["flat"][e - n:e].reshape(m, y1 - y0, x1 - x0)
+            for n, e, (y0, x0, y1, x1) in zip(sizes, ends, wins)]
 
 
 def build_instances(packed: Mapping[str, np.ndarray], index: np.ndarray, min_size: int) -> np.ndarray:
@@ -146,9 +146,9 @@ def build_instances(packed: Mapping[str, np.ndarray], index: np.ndarray, min_siz
     if n == 0:
         return np.zeros((h, w), np.int32)
     masks = np.zeros((n, h, w), bool)
-    for i, (y0, x0, y1, x1) in enumerate(packed["windows"]):
+    for i, ((y0, x0, y1, x1), cands) in enumerate(zip(packed["windows"], windowed_candidates(packed))):
         if y1 > y0:
-            masks[i, y0:y1, x0:x1] = unpack_window(packed, i)[int(index[i])]
+            masks[i, y0:y1, x0:x1] = cands[int(index[i])]
     scores = packed["iou"][np.arange(n), index]
     return masks_to_instances(masks, scores, min_size=min_size).astype(np.int32)
 
@@ -159,11 +159,11 @@ def choose_candidates(packed: Mapping[str, np.ndarray], fg_logit: np.ndarray) ->
 
     n = len(packed["windows"])
     index = np.zeros(n, np.int64)
-    for i, (y0, x0, y1, x1) in enumerate(packed["windows"]):
+    for i, ((y0, x0, y1, x1), window) in enumerate(zip(packed["windows"], windowed_candidates(packed))):
         if y1 <= y0:
             continue
         pred = torch.from_numpy(np.ascontiguousarray(fg_logit[y0:y1, x0:x1]))[None].float()
-        cands = torch.from_numpy(unpack_window(packed, i))[None].float()
+        cands = torch.from_numpy(window)[None].float()
         _, idx = sam_min_cost(pred, cands, cost="dice+bce")
         index[i] = int(idx[0])
     return index
