@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from scribmed.networks.unet_dual import UNetDecoder, UNetEncoder
+from scribmed.networks.unet_dual import UNetDecoder, UNetEncoder, check_unet_input
 
 __all__ = ["InstanceUNet"]
 
@@ -60,11 +60,7 @@ class InstanceUNet(nn.Module):
         return 2 ** (len(self.features) - 1)
 
     def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        d = self.divisor
-        if x.shape[-2] % d or x.shape[-1] % d:
-            raise ValueError(f"input spatial size {tuple(x.shape[-2:])} is not divisible by {d}")
+        check_unet_input(x, self.in_channels, self.divisor)
         return self.encoder(x)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["UPSAMPLE_MODES", "ConvBlock", "DualBranchUNet", "UNetDecoder", "UNetEncoder"]
+__all__ = ["UPSAMPLE_MODES", "ConvBlock", "DualBranchUNet", "UNetDecoder", "UNetEncoder", "check_unet_input"]
 
 
 class ConvBlock(nn.Sequential):
@@ -31,6 +31,14 @@ class ConvBlock(nn.Sequential):
             nn.BatchNorm2d(out_channels),
             nn.LeakyReLU(),
         )
+
+
+def check_unet_input(x: torch.Tensor, in_channels: int, divisor: int) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(B, in_channels, H, W)`` with H and W multiples of ``divisor``."""
+    if x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(f"expected input (B, {in_channels}, H, W), got {tuple(x.shape)}")
+    if x.shape[-2] % divisor or x.shape[-1] % divisor:
+        raise ValueError(f"input spatial size {tuple(x.shape[-2:])} is not divisible by {divisor}")
 
 
 class UNetEncoder(nn.Module):
@@ -169,11 +177,7 @@ class DualBranchUNet(nn.Module):
         return 2 ** (len(self.features) - 1)
 
     def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        d = self.divisor
-        if x.shape[-2] % d or x.shape[-1] % d:
-            raise ValueError(f"input spatial size {tuple(x.shape[-2:])} is not divisible by {d}")
+        check_unet_input(x, self.in_channels, self.divisor)
         return self.encoder(x)
 
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
