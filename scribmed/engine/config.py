@@ -46,9 +46,13 @@ class TrainConfig:
         lam: weight of the pseudo-label Dice term.
         seed: seeds weights, sampling, augmentation and the loss's alpha draws.
         epoch_length: iterations between validations/checkpoints (one engine epoch).
-        num_workers: DataLoader workers (results do not depend on it).
+        num_workers: DataLoader worker processes (results do not depend on it). ``None``
+            (default) or ``"auto"``: none on the CPU, ``min(4, cores)`` on CUDA (with pinned
+            memory and persistent workers; :func:`scribmed.engine.device.loader_options`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        amp: float16 autocast + GradScaler (CUDA only).
+        amp: mixed precision on CUDA (:func:`scribmed.engine.device.amp_policy`): ``True`` /
+            ``"auto"`` (default: bfloat16 where the GPU has it, else float16 + GradScaler),
+            ``"bf16"``, ``"fp16"``, ``False`` / ``"off"``. Always float32 on the CPU.
         in_channels: image channels.
         augment: DMPLS augmentation (rot90 + flip or a rotation within +-20 degrees).
         deterministic: ``torch.use_deterministic_algorithms`` (warn-only) during training.
@@ -70,9 +74,9 @@ class TrainConfig:
     lam: float = 0.5
     seed: int = 0
     epoch_length: int = 100
-    num_workers: int = 0
+    num_workers: Optional[int] = None
     device: str = "auto"
-    amp: bool = True
+    amp: bool | str = True
     in_channels: int = 1
     augment: bool = True
     deterministic: bool = True
@@ -95,8 +99,15 @@ class TrainConfig:
         for name in ("iterations", "batch_size", "epoch_length", "in_channels", "val_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"TrainConfig.num_workers must be >= 0, got {self.num_workers}")
+        if isinstance(self.num_workers, str) and self.num_workers.strip().lower() == "auto":
+            self.num_workers = None
+        if self.num_workers is not None:
+            self.num_workers = int(self.num_workers)
+            if self.num_workers < 0:
+                raise ValueError(f"TrainConfig.num_workers must be >= 0 or None (auto), got {self.num_workers}")
+        from scribmed.engine.device import amp_mode
+
+        amp_mode(self.amp)  # validates; the value is kept as given (it is part of run records)
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"TrainConfig.size must be two positive ints, got {self.size}")
         if self.augment and self.size[0] != self.size[1]:

@@ -1,14 +1,57 @@
-"""Device selection: one string (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``) to a ``torch.device``.
+"""Device selection and the mixed-precision (AMP) and data-loader policy of every trainer.
 
-Mixed precision (AMP) is used on CUDA only; on CPU autocast gives no speed-up for these
-networks and ``GradScaler`` is a no-op, so :func:`amp_enabled` turns it off there.
+:func:`resolve_device` turns one string (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``) into a
+``torch.device``.
+
+Mixed precision is one policy for the segmentors (training, validation, inference), SAM's image
+encoder and SAM mask-decoder fine-tuning: :func:`amp_policy` maps a device and a request to an
+:class:`AmpPolicy` whose :meth:`~AmpPolicy.autocast` and :meth:`~AmpPolicy.grad_scaler` every
+caller uses. Requests (``amp`` options; a bool is accepted as before):
+
+* ``"auto"`` / ``True`` (the default of the training configs): on CUDA bfloat16 when the GPU
+  computes it natively (``torch.cuda.is_bf16_supported``: Ampere and later), else float16 with a
+  ``GradScaler``;
+* ``"bf16"`` / ``"fp16"``: that type on CUDA (``"bf16"`` on a GPU without native bfloat16 is an
+  error);
+* ``"off"`` / ``False``: float32.
+
+On the CPU the policy is always float32, whatever was asked: autocast gives these networks no
+speed-up on the CPUs scribmed is measured on (``benchmarks/train_speed.py``), float16 has no
+CPU kernels worth using and ``GradScaler`` does nothing there, so a CPU run computes exactly what
+it computed before the option existed. float16 gets a ``GradScaler`` (its gradients underflow
+without loss scaling); bfloat16 has float32's range and needs none.
+
+:func:`loader_options` is the DataLoader policy: worker processes and pinned memory on CUDA,
+none on the CPU (the training datasets are keyed, so results never depend on it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any, ContextManager, Optional, Union
+
 import torch
 
-__all__ = ["amp_enabled", "resolve_device"]
+__all__ = [
+    "AMP_MODES",
+    "AmpPolicy",
+    "amp_dtype",
+    "amp_enabled",
+    "amp_mode",
+    "amp_policy",
+    "loader_options",
+    "resolve_device",
+]
+
+#: what an ``amp`` option may say (besides ``True`` = ``"auto"`` and ``False`` = ``"off"``)
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+_ALIASES = {"true": "auto", "on": "auto", "yes": "auto", "1": "auto", "false": "off", "no": "off", "0": "off",
+            "none": "off", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+AmpRequest = Union[bool, str, torch.dtype, None]
+#: DataLoader workers per process on CUDA when the config leaves it to scribmed
+CUDA_LOADER_WORKERS = 4
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -43,6 +86,126 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device("cuda", index)
 
 
-def amp_enabled(device: torch.device, requested: bool = True) -> bool:
-    """AMP (float16 autocast + GradScaler) only when requested and on CUDA."""
-    return bool(requested) and torch.device(device).type == "cuda"
+def amp_mode(requested: AmpRequest = True) -> str:
+    """The canonical mode of an ``amp`` request: ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"off"``.
+
+    ``True`` is ``"auto"``, ``False``/``None`` ``"off"``; ``torch.bfloat16`` / ``torch.float16`` and
+    the strings ``"true"``/``"false"``/``"bfloat16"``/``"float16"`` are accepted too.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if requested is None or isinstance(requested, bool):
+        return "auto" if requested else "off"
+    if isinstance(requested, torch.dtype):
+        if requested in (torch.bfloat16, torch.float16):
+            return "bf16" if requested == torch.bfloat16 else "fp16"
+        if requested == torch.float32:
+            return "off"
+    elif isinstance(requested, str):
+        mode = requested.strip().lower()
+        mode = _ALIASES.get(mode, mode)
+        if mode in AMP_MODES:
+            return mode
+    raise ValueError(f"amp must be one of {', '.join(AMP_MODES)} (or true/false), got {requested!r}")
+
+
+def _native_bf16() -> bool:
+    try:  # torch >= 2.3: do not count bfloat16 emulated on older GPUs
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # pragma: no cover - older torch
+        return bool(torch.cuda.is_bf16_supported())
+
+
+@dataclass(frozen=True)
+class AmpPolicy:
+    """What mixed precision does on one device: the autocast dtype (``None``: float32) and its scaler.
+
+    Attributes:
+        device_type: ``"cuda"`` or ``"cpu"``.
+        dtype: ``torch.bfloat16``, ``torch.float16`` or ``None`` (AMP off).
+    """
+
+    device_type: str
+    dtype: Optional[torch.dtype] = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None
+
+    @property
+    def name(self) -> str:
+        """``"bf16"``, ``"fp16"`` or ``"off"`` (e.g. for cache keys and reports)."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "off")  # type: ignore[arg-type]
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.dtype == torch.float16
+
+    def autocast(self) -> ContextManager[Any]:
+        """``torch.autocast`` in :attr:`dtype`; a no-op context when AMP is off (an outer autocast stays)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def grad_scaler(self) -> Optional["torch.amp.GradScaler"]:
+        """A fresh ``GradScaler`` for float16; ``None`` for bfloat16 and float32 (no loss scaling needed)."""
+        return torch.amp.GradScaler(self.device_type) if self.needs_scaler else None
+
+
+def amp_policy(device: Union[str, torch.device], requested: AmpRequest = True) -> AmpPolicy:
+    """The mixed-precision policy of ``requested`` (see the module docstring) on ``device``.
+
+    CPU: always float32 (no autocast, no scaler). CUDA: ``auto`` → bfloat16 where the GPU has it
+    natively, else float16 (+ ``GradScaler``); ``bf16`` / ``fp16`` as asked; ``off`` float32.
+
+    Raises:
+        ValueError: an unknown request, or ``"bf16"`` on a GPU without native bfloat16.
+    """
+    mode = amp_mode(requested)
+    dev = torch.device(device)
+    if dev.type != "cuda" or mode == "off":
+        return AmpPolicy(dev.type, None)
+    if mode == "fp16":
+        return AmpPolicy("cuda", torch.float16)
+    if mode == "bf16":
+        if not _native_bf16():
+            raise ValueError(f"amp 'bf16' asked for, but {dev} has no native bfloat16; use amp 'auto' or 'fp16'")
+        return AmpPolicy("cuda", torch.bfloat16)
+    return AmpPolicy("cuda", torch.bfloat16 if _native_bf16() else torch.float16)
+
+
+def amp_dtype(device: Union[str, torch.device], requested: AmpRequest = True) -> Optional[torch.dtype]:
+    """The autocast dtype of :func:`amp_policy` (``None``: AMP off, always so on the CPU)."""
+    return amp_policy(device, requested).dtype
+
+
+def amp_enabled(device: torch.device, requested: AmpRequest = True) -> bool:
+    """Whether :func:`amp_policy` autocasts on ``device`` (CUDA only)."""
+    return amp_policy(device, requested).enabled
+
+
+def loader_options(device: Union[str, torch.device], num_workers: Optional[int] = None,
+                   world_size: int = 1) -> dict[str, Any]:
+    """``num_workers`` / ``pin_memory`` / ``persistent_workers`` of a training DataLoader on ``device``.
+
+    ``num_workers=None`` (the configs' default, ``"auto"`` accepted): 0 on the CPU (the loader runs
+    in the training process, as always), on CUDA ``min(4, usable cores // world_size)`` worker
+    processes so batches are prepared while the GPU computes. An int is used as given. Memory is
+    pinned on CUDA; workers stay alive between engine epochs. The datasets draw every slice and
+    augmentation from its key, so the batches do not depend on any of this.
+    """
+    dev = torch.device(device)
+    if num_workers is None or (isinstance(num_workers, str) and num_workers.strip().lower() == "auto"):
+        if dev.type == "cuda":
+            try:
+                cores = len(os.sched_getaffinity(0))
+            except AttributeError:  # pragma: no cover - not Linux
+                cores = os.cpu_count() or 1
+            num_workers = min(CUDA_LOADER_WORKERS, cores // max(1, int(world_size)))
+        else:
+            num_workers = 0
+    workers = int(num_workers)
+    if workers < 0:
+        raise ValueError(f"num_workers must be >= 0 or None (auto), got {num_workers}")
+    return {"num_workers": workers, "pin_memory": dev.type == "cuda", "persistent_workers": workers > 0}

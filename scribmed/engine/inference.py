@@ -2,7 +2,7 @@
 
 Matches DMPLS evaluation: every 2D slice of a ``(slices, H, W)`` volume is resized to the
 network's input size with the same function the training cache used, the main head predicts
-(eval mode, no grad, AMP on CUDA), the argmax label map is resized back to ``(H, W)`` with
+(eval mode, no grad, mixed precision on CUDA by :func:`~scribmed.engine.device.amp_policy`), the argmax label map is resized back to ``(H, W)`` with
 nearest neighbour, so metrics are computed at the original resolution (DESIGN §5).
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from scribmed.data.case import Case
 from scribmed.data.errors import DataError
-from scribmed.engine.device import amp_enabled, resolve_device
+from scribmed.engine.device import AmpRequest, amp_policy, resolve_device
 from scribmed.transforms.resize import resize_back, resize_slices
 
 __all__ = ["predict_cases", "predict_to_folder", "predict_volume", "unwrap_network"]
@@ -41,7 +41,7 @@ def predict_volume(
     size: Sequence[int] = (256, 256),
     batch_size: int = 16,
     device: Optional[str | torch.device] = None,
-    amp: bool = True,
+    amp: AmpRequest = True,
     image_mode: str = "bilinear",
 ) -> np.ndarray:
     """Predict a label map for every slice of a volume.
@@ -55,7 +55,8 @@ def predict_volume(
         batch_size: slices per forward pass.
         device: where to compute (``"auto"``, ``"cpu"``, ``"cuda:N"``, ...); defaults to the
             network's device. The network is moved there if its parameters live elsewhere.
-        amp: float16 autocast when computing on CUDA (ignored on CPU).
+        amp: mixed precision on CUDA (``True``/``"auto"``: bfloat16 where supported, else
+            float16; ``"bf16"``, ``"fp16"``, ``False``/``"off"``); float32 on the CPU.
         image_mode: how slices are resized to ``size``, as in training (``"bilinear"`` or
             ``"nearest"``); the label map is resized back with nearest neighbour.
 
@@ -73,7 +74,7 @@ def predict_volume(
     dev = _network_device(net) if device is None else resolve_device(device)
     if _network_device(net) != dev:
         net.to(dev)
-    use_amp = amp_enabled(dev, amp)
+    policy = amp_policy(dev, amp)
     hw = (int(size[0]), int(size[1]))
     orig_hw = image.shape[-2:]
     out = np.empty((image.shape[0], *orig_hw), dtype=np.uint8)
@@ -83,7 +84,7 @@ def predict_volume(
         for start in range(0, image.shape[0], batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))
             x = resize_slices(chunk.to(dev, non_blocking=True), hw, image_mode)
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+            with policy.autocast():
                 logits = net(x)
             if isinstance(logits, (tuple, list)):
                 logits = logits[0]
@@ -101,7 +102,7 @@ def predict_cases(
     size: Sequence[int] = (256, 256),
     batch_size: int = 16,
     device: Optional[str | torch.device] = None,
-    amp: bool = True,
+    amp: AmpRequest = True,
     overwrite: bool = False,
     progress: bool = True,
     image_mode: str = "bilinear",

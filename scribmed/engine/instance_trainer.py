@@ -17,6 +17,10 @@ candidate masks, SAM features) and in their :class:`InstanceObjective`. The loop
   one would).
 
 Images are per-channel z-scored (:func:`normalise_image`) for training and prediction.
+
+``train_instance_segmentor(..., amp=...)`` runs the student's and teacher's forward passes under
+:func:`~scribmed.engine.device.amp_policy`'s autocast on CUDA (the objective on float32 logits,
+a ``GradScaler`` for float16, kept in ``last.pt``); off by default, always off on the CPU.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from scribmed.engine.checkpoint import (
     save_checkpoint,
 )
 from scribmed.engine.config import TrainResult
-from scribmed.engine.device import resolve_device
+from scribmed.engine.device import AmpRequest, amp_policy, resolve_device
 from scribmed.engine.ema_teacher import EMATeacher
 from scribmed.engine.sampling import derive_seed
 from scribmed.files import atomic_write_text
@@ -272,6 +276,7 @@ def train_instance_segmentor(
     mix: Optional[Callable[[list[dict[str, np.ndarray]], np.random.Generator], list[dict[str, np.ndarray]]]] = None,
     init_state: Optional[Mapping[str, torch.Tensor]] = None,
     refresh: Optional[Callable[[int, torch.nn.Module], None]] = None,
+    amp: AmpRequest = False,
 ) -> TrainResult:
     """Train the contour U-Net; returns the checkpoints written into ``out_dir``.
 
@@ -288,6 +293,8 @@ def train_instance_segmentor(
         refresh: called as ``refresh(iteration, student)`` after each validation's checkpoint (and
             when a run resumes), e.g. WISH re-choosing SAM candidates against the student; it may
             change the samples' maps in place.
+        amp: mixed precision on CUDA (``"auto"``/``True``, ``"bf16"``, ``"fp16"``,
+            ``False``/``"off"``, the default); float32 on the CPU whatever is asked.
 
     Raises:
         DataError: ``last.pt`` was written by another configuration.
@@ -303,6 +310,8 @@ def train_instance_segmentor(
         student.load_state_dict(init_state)
     teacher = EMATeacher(student, decay=cfg.ema_decay) if (objective.uses_teacher or cfg.predict_with == "teacher") else None
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    policy = amp_policy(device, amp)
+    scaler = policy.grad_scaler()  # float16 only
     history: dict[str, Any] = {"recipe": recipe, "epochs": [], "loss_terms": []}
     start, best, best_it = 0, None, None
     last, best_path = out_dir / "last.pt", out_dir / "best.pt"
@@ -314,6 +323,8 @@ def train_instance_segmentor(
             raise DataError(last, "written by another configuration of this recipe; use a new output folder")
         student.load_state_dict(ckpt["student"])
         opt.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         if teacher is not None and ckpt.get("teacher") is not None:
             teacher.load_state_dict(ckpt["teacher"])
         start, best, best_it = int(ckpt["iteration"]), ckpt.get("best_metric"), ckpt.get("best_iteration")
@@ -328,6 +339,7 @@ def train_instance_segmentor(
             "format": CHECKPOINT_FORMAT, "recipe": recipe, "record": stored, "config": stored.get("config"),
             "class_map": stored.get("class_map"), "network": chosen().state_dict(), "student": student.state_dict(),
             "teacher": None if teacher is None else teacher.state_dict(), "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
             "iteration": it, "best_metric": best, "best_iteration": best_it, "history": history,
         }
 
@@ -347,17 +359,25 @@ def train_instance_segmentor(
         student.train()
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, it)
-        if objective.uses_features:
-            logits, feats = student.forward_features(batch["image"])
-        else:
-            logits, feats = student(batch["image"]), None
-        t_probs = None
-        if objective.uses_teacher and teacher is not None:
-            t_probs = torch.softmax(teacher.logits(batch["image"]).float(), 1)
+        with policy.autocast():
+            if objective.uses_features:
+                logits, feats = student.forward_features(batch["image"])
+            else:
+                logits, feats = student(batch["image"]), None
+            t_probs = None
+            if objective.uses_teacher and teacher is not None:
+                t_probs = torch.softmax(teacher.logits(batch["image"]).float(), 1)
+        if policy.enabled:  # the objective in float32
+            logits, feats = logits.float(), None if feats is None else feats.float()
         loss, parts = objective(StudentOutput(logits, feats), batch, t_probs)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         if teacher is not None:
             teacher.update(student)
         for k, v in {"loss": float(loss.detach()), **parts}.items():

@@ -1,8 +1,9 @@
 """The training loop: DMPLS iterations on MONAI engines with an exact iteration budget and resumable state.
 
 :class:`DMPLSTrainer` is a ``monai.engines.SupervisedTrainer`` whose iteration runs both heads of
-the dual-branch U-Net, the :class:`~scribmed.losses.dmpls.DMPLSLoss` and an SGD step (AMP with a
-``GradScaler`` on CUDA), with the poly learning rate ``lr = base * (1 - it / total) ** power``
+the dual-branch U-Net, the :class:`~scribmed.losses.dmpls.DMPLSLoss` and an SGD step (on CUDA
+mixed precision by :func:`~scribmed.engine.device.amp_policy`: bfloat16, or float16 with a
+``GradScaler``), with the poly learning rate ``lr = base * (1 - it / total) ** power``
 set before every iteration (as WSL4MIS). An engine *epoch* is ``epoch_length`` iterations
 (the validation and checkpoint interval), ``max_epochs = ceil(iterations / epoch_length)`` and
 the run stops exactly at ``iterations``.
@@ -31,6 +32,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
 from scribmed.engine.config import poly_lr
+from scribmed.engine.device import AmpRequest, amp_enabled, amp_policy
 from scribmed.engine.inference import unwrap_network
 from scribmed.engine.sampling import EpochSeededSampler
 from scribmed.losses.dmpls import DMPLSLoss
@@ -60,7 +62,10 @@ class DMPLSTrainer(SupervisedTrainer):
             oneDNN's NHWC kernels are faster (``benchmarks/train_speed.py``). The forward pass
             equals NCHW's to float rounding, but dropout masks are drawn in memory order, so an
             NHWC run is another (equally seeded, reproducible) random draw than an NCHW run.
-        amp: AMP with GradScaler (use only on CUDA).
+        amp: the mixed-precision request (``True``/``"auto"``, ``"bf16"``, ``"fp16"``,
+            ``False``/``"off"``), resolved for ``device`` by
+            :func:`~scribmed.engine.device.amp_policy`: float32 on the CPU whatever is asked; a
+            ``GradScaler`` only for float16. :attr:`amp_policy` is the result.
         train_handlers: extra MONAI/ignite handlers.
     """
 
@@ -76,7 +81,7 @@ class DMPLSTrainer(SupervisedTrainer):
         epoch_length: int,
         base_lr: float,
         poly_power: float = 0.9,
-        amp: bool = False,
+        amp: AmpRequest = False,
         train_handlers: Sequence | None = None,
         lr_horizon: Optional[int] = None,
         channels_last: bool = False,
@@ -90,9 +95,10 @@ class DMPLSTrainer(SupervisedTrainer):
             loss_function=loss_function,
             epoch_length=epoch_length,
             train_handlers=train_handlers,
-            amp=amp,
+            amp=amp_enabled(device, amp),
             decollate=False,
             optim_set_to_none=True,
+            non_blocking=torch.device(device).type == "cuda",  # batches come from pinned memory there
         )
         self.sampler = sampler
         self.total_iterations = int(iterations)
@@ -101,7 +107,8 @@ class DMPLSTrainer(SupervisedTrainer):
             raise ValueError(f"lr_horizon ({self.lr_horizon}) must be >= iterations ({self.total_iterations})")
         self.base_lr = float(base_lr)
         self.poly_power = float(poly_power)
-        self.scaler = torch.amp.GradScaler("cuda") if amp else None
+        self.amp_policy = amp_policy(device, amp)
+        self.scaler = self.amp_policy.grad_scaler()
         self.channels_last = bool(channels_last)
         if self.channels_last and not isinstance(network, torch.nn.parallel.DistributedDataParallel):
             network.to(memory_format=torch.channels_last)  # a DDP-wrapped network is converted before wrapping
@@ -145,7 +152,7 @@ class DMPLSTrainer(SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: images, Keys.LABEL: batch[self.target_key]}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.scaler is not None):
+        with self.amp_policy.autocast():
             outputs = engine.network(images)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         loss, pred, parts = self.compute_loss(outputs, batch)

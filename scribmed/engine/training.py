@@ -19,7 +19,7 @@ from scribmed.data.case import Case, ClassMap
 from scribmed.data.errors import DataError
 from scribmed.engine import distributed as dist_utils
 from scribmed.engine.config import TrainConfig, TrainResult
-from scribmed.engine.device import amp_enabled, resolve_device
+from scribmed.engine.device import loader_options, resolve_device
 from scribmed.engine.inference import unwrap_network
 from scribmed.engine.run_record import BEST_NAME, LAST_NAME, RunRecorder, run_or_resume
 from scribmed.engine.sampling import EpochSeededSampler, SliceTrainingDataset
@@ -88,7 +88,6 @@ def assemble_trainer(
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
-    use_amp = amp_enabled(device, config.amp)
     if cache is None:
         cache = SliceCache.from_cases(
             train_cases,
@@ -158,8 +157,8 @@ def assemble_trainer(
         dataset,
         batch_size=config.batch_size,
         sampler=sampler,
-        num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
+        # workers + pinned memory on CUDA, none on the CPU (batches are keyed: results do not depend on it)
+        **loader_options(device, config.num_workers, world),
         drop_last=False,
         # the loader's own generator: creating iterators must not consume the global torch RNG
         generator=loader_generator(config.seed),
@@ -175,14 +174,14 @@ def assemble_trainer(
         epoch_length=config.epoch_length,
         base_lr=config.lr,
         poly_power=config.poly_power,
-        amp=use_amp,
+        amp=config.amp,
         lr_horizon=config.decay_iterations,
         channels_last=config.channels_last,
     )
     evaluator = None
     if val_cases:
         evaluator = VolumeDiceEvaluator(
-            device, val_cases, unwrap_network(network), class_map, config.size, config.val_batch_size, amp=use_amp,
+            device, val_cases, unwrap_network(network), class_map, config.size, config.val_batch_size, amp=config.amp,
             image_mode=config.image_interp,
         )
     trainer.recorder = RunRecorder(trainer, evaluator, Path(out_dir), config, class_map, progress=config.progress)

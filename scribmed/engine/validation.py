@@ -17,6 +17,7 @@ from monai.engines import SupervisedEvaluator
 
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.errors import DataError
+from scribmed.engine.device import AmpRequest, amp_enabled
 from scribmed.engine.inference import predict_volume
 from scribmed.metrics.binary import dc
 
@@ -64,7 +65,8 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
         class_map: classes; Dice is computed for its foreground labels.
         size: network input ``(h, w)``.
         batch_size: slices per forward pass.
-        amp: autocast on CUDA.
+        amp: the mixed-precision request of :func:`~scribmed.engine.device.amp_policy` (float32
+            on the CPU whatever is asked).
         image_mode: image resizing to ``size`` (``"bilinear"`` or ``"nearest"``), as in training.
     """
 
@@ -76,11 +78,12 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
         class_map: ClassMap,
         size: Sequence[int],
         batch_size: int = 16,
-        amp: bool = False,
+        amp: AmpRequest = False,
         image_mode: str = "bilinear",
     ) -> None:
         self.cases = list(cases)
         self.image_mode = image_mode
+        self.amp_request = amp
         self.class_map = class_map
         self.size = tuple(int(s) for s in size)
         self.batch_size = int(batch_size)
@@ -91,7 +94,7 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
             network=network,
             epoch_length=len(self.cases),
             key_val_metric={"val_mean_dice": self.metric},
-            amp=amp,
+            amp=amp_enabled(device, amp),
             decollate=False,
         )
 
@@ -102,7 +105,7 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
             raise DataError(case.source, f"validation case {case.case_id} has no label")
         pred = predict_volume(
             engine.network, case.image, size=self.size, batch_size=self.batch_size, device=engine.state.device,
-            amp=self.amp, image_mode=self.image_mode,
+            amp=self.amp_request, image_mode=self.image_mode,
         )
         if pred.shape != label.shape:
             raise DataError(case.source, f"label shape {label.shape} differs from the image's {pred.shape}")

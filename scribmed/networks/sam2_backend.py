@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scribmed.engine.device import AmpRequest
 from scribmed.files import file_sha256
 from scribmed.networks.encoder_runtime import DEFAULT_TOLERANCE, ENCODER_RUNTIMES
 from scribmed.networks.sam_architectures import (
@@ -295,6 +296,7 @@ def build_sam2_backend(
     random_init: bool = False,
     encoder_runtime: str = "torch",
     encoder_cache: Optional[PathLike] = None,
+    amp: AmpRequest = "off",
 ) -> Sam2Backend:
     """Build a SAM 2 / SAM 2.1 backend and load its weights (``build_sam_backend`` calls this for SAM2 names).
 
@@ -311,6 +313,8 @@ def build_sam2_backend(
         random_init: random weights without a checkpoint (tests only).
         encoder_runtime: ``"torch"`` or ``"auto"`` (both PyTorch); compiled runtimes raise.
         encoder_cache: unused (compiled runtimes are not supported for SAM2 yet).
+        amp: mixed precision of encoding and decoder fine-tuning on CUDA (``"off"`` default,
+            ``"auto"``, ``"bf16"``, ``"fp16"``; :meth:`SamBackend.use_amp`).
 
     Raises:
         ValueError: unknown name or config key, no checkpoint without ``random_init``, both.
@@ -341,4 +345,4 @@ def build_sam2_backend(
         backend.checkpoint_path = str(checkpoint)
     backend.image_encoder.requires_grad_(False)
     backend = backend.to(device).eval()
-    return backend.use_encoder_runtime(encoder_runtime, encoder_cache)
+    return backend.use_encoder_runtime(encoder_runtime, encoder_cache).use_amp(amp)

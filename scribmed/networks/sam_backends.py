@@ -22,6 +22,13 @@ backends:
 
 Every backend also takes RGB images ``(N, 3, H, W)`` (e.g. microscopy) besides grey slices.
 
+Mixed precision (:meth:`SamBackend.use_amp`, ``build_sam_backend(..., amp=...)``; off unless
+asked): on CUDA the image encoder runs under :func:`scribmed.engine.device.amp_policy`'s autocast
+(bfloat16 where supported, else float16) and its embeddings are cast back to float32; decoder
+fine-tuning (:func:`scribmed.sam.decoder_finetune.finetune_decoder`) follows the same setting.
+Reduced-precision embeddings are keyed apart (:attr:`SamBackend.cache_key`). On the CPU it is
+always float32.
+
 Checkpoints are read with ``torch.load(..., weights_only=True)`` only: a file from elsewhere
 can never execute code. Prompt coordinates are ``(x, y) = (column, row)`` pixels; use
 :meth:`SamBackend.to_input_coords` to map them from the original slice into the ``S`` frame.
@@ -44,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scribmed.data.errors import DataError
+from scribmed.engine.device import AmpPolicy, AmpRequest, amp_mode, amp_policy
 from scribmed.files import file_sha256
 from scribmed.networks.encoder_runtime import (
     DEFAULT_TOLERANCE,
@@ -123,6 +131,8 @@ class SamBackend(nn.Module):
         encoder_runtime: ``"torch"`` (default) or the compiled runtime :meth:`use_encoder_runtime`
             switched to (``"openvino"`` / ``"onnxruntime"``); part of :attr:`cache_key`.
         prompt_input_size: the ``input_size`` prompt transforms need for this backend's frame.
+        amp: the mixed-precision request (:meth:`use_amp`; ``"off"`` unless set) and
+            :attr:`amp_policy` what it means on the backend's current device.
     """
 
     def __init__(
@@ -155,6 +165,7 @@ class SamBackend(nn.Module):
         self._encoder_sha256 = encoder_sha256
         self.encoder_calls = 0
         self._compiled: Optional[CompiledEncoder] = None
+        self.amp = "off"
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalisation == "imagenet" else (SAM_PIXEL_MEAN, SAM_PIXEL_STD)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -192,10 +203,33 @@ class SamBackend(nn.Module):
         """``<name>-<encoder weights sha[:16]>-<preprocessing id>[-<runtime>]``: what embeddings depend on.
 
         A compiled encoder runtime agrees with PyTorch to 1e-3 relative, not bit for bit, so its
-        embeddings are keyed apart from PyTorch's.
+        embeddings are keyed apart from PyTorch's; so are embeddings encoded under mixed precision
+        (``-bf16`` / ``-fp16``, CUDA only: on the CPU the key is what it always was).
         """
         key = f"{self.weights_id}-{self.preprocess_id}"
-        return key if self._compiled is None else f"{key}-{self._compiled.runtime}"
+        if self._compiled is not None:
+            key = f"{key}-{self._compiled.runtime}"
+        policy = self.amp_policy
+        return key if not policy.enabled else f"{key}-{policy.name}"
+
+    @property
+    def amp_policy(self) -> AmpPolicy:
+        """:func:`~scribmed.engine.device.amp_policy` of :attr:`amp` on the backend's device (CPU: off)."""
+        return amp_policy(self.device, self.amp)
+
+    def use_amp(self, amp: AmpRequest = "auto") -> "SamBackend":
+        """Encode (and fine-tune the decoder) under mixed precision from now on; returns ``self``.
+
+        ``amp``: ``"auto"``/``True`` (bfloat16 where the GPU has it, else float16), ``"bf16"``,
+        ``"fp16"``, ``"off"``/``False``. Takes effect on CUDA only.
+
+        Raises:
+            ValueError: an unknown request, or ``"bf16"`` on a GPU without it.
+        """
+        mode = amp_mode(amp)
+        amp_policy(self.device, mode)  # refuse what this device cannot do now, not at the first encode
+        self.amp = mode
+        return self
 
     @property
     def encoder_runtime(self) -> str:
@@ -323,7 +357,10 @@ class SamBackend(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings ``(N, *embedding_shape)`` of preprocessed ``images`` ``(N, 3, S, S)`` (no grad)."""
+        """Image embeddings ``(N, *embedding_shape)`` float32 of preprocessed ``images`` ``(N, 3, S, S)`` (no grad).
+
+        Under :attr:`amp_policy`'s autocast on CUDA; the embeddings are float32 whatever it computed in.
+        """
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.input_size, self.input_size):
             raise ValueError(
                 f"{self.name} expects images (N, 3, {self.input_size}, {self.input_size}), got {tuple(images.shape)}"
@@ -335,7 +372,9 @@ class SamBackend(nn.Module):
             out = self._compiled(images)
         else:
             self.image_encoder.eval()
-            out = self.image_encoder(images.to(self.device, torch.float32))
+            with self.amp_policy.autocast():
+                out = self.image_encoder(images.to(self.device, torch.float32))
+            out = out.float()
         self.encoder_calls += int(images.shape[0])
         return out
 
@@ -494,6 +533,7 @@ def build_sam_backend(
     random_init: bool = False,
     encoder_runtime: str = "torch",
     encoder_cache: Optional[PathLike] = None,
+    amp: AmpRequest = "off",
 ) -> SamBackend:
     """Build a backend by name and load its weights.
 
@@ -519,6 +559,9 @@ def build_sam_backend(
         encoder_runtime: ``"torch"`` (default here), ``"openvino"``, ``"onnxruntime"`` or
             ``"auto"`` (the CLI's and recipes' default): see :meth:`SamBackend.use_encoder_runtime`.
         encoder_cache: folder of compiled encoders (default :func:`encoder_cache_dir`).
+        amp: mixed precision of encoding and decoder fine-tuning on CUDA: ``"off"`` (default
+            here), ``"auto"`` (the recipes' default), ``"bf16"``, ``"fp16"``; see
+            :meth:`SamBackend.use_amp`.
 
     Raises:
         ValueError: unknown ``name``; a ViT/MedSAM/SAM2 backend without ``checkpoint`` and without
@@ -537,7 +580,7 @@ def build_sam_backend(
         from scribmed.networks.sam2_backend import build_sam2_backend
 
         return build_sam2_backend(name, checkpoint, device, encoder_config=encoder_config, random_init=random_init,
-                                  encoder_runtime=encoder_runtime, encoder_cache=encoder_cache)
+                                  encoder_runtime=encoder_runtime, encoder_cache=encoder_cache, amp=amp)
     if arch != "lite_medsam" and checkpoint is None and not random_init:
         weights = _CHECKPOINT_NAMES.get(name, f"the {name} checkpoint")
         raise ValueError(
@@ -577,7 +620,7 @@ def build_sam_backend(
             backend.checkpoint_path = str(checkpoint)
     backend.image_encoder.requires_grad_(False)
     backend = backend.to(device).eval()
-    return backend.use_encoder_runtime(encoder_runtime, encoder_cache)
+    return backend.use_encoder_runtime(encoder_runtime, encoder_cache).use_amp(amp)
 
 
 __all__ = [

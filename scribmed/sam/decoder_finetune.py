@@ -30,6 +30,12 @@ decay 1e-4, 10 points per class with neighbour negatives, CE + 0.5 x soft Dice, 
 The order of training slices is a permutation seeded by ``(seed, epoch)``, so a run (and a
 resumed run) is deterministic on a CPU.
 
+Mixed precision follows the backend's setting (:meth:`SamBackend.use_amp
+<scribmed.networks.sam_backends.SamBackend.use_amp>`; SAM-SP's ``SamStageConfig.amp``): on CUDA the
+decoder's forward pass runs under :func:`scribmed.engine.device.amp_policy`'s autocast, the loss
+in float32, with a ``GradScaler`` for float16 (its state is part of ``decoder_last.pt``). On the
+CPU it is always float32.
+
 This module holds the training loop; the pieces it uses live next to it and are re-exported
 here: :mod:`~scribmed.sam.finetune_config` (settings and result),
 :mod:`~scribmed.sam.finetune_prompts` (the slices' prompts),
@@ -39,6 +45,7 @@ here: :mod:`~scribmed.sam.finetune_config` (settings and result),
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -117,18 +124,23 @@ def slice_loss(
 
     ``resolution="low"``: on the decoder's low-resolution logits, cropped to the image, against
     ``scribble`` / ``pseudo_label`` ``(H, W)`` resized to that frame; ``"full"``: on the logits
-    upsampled to ``(H, W)``.
+    upsampled to ``(H, W)``. The decoder runs under the backend's ``amp_policy`` autocast (CUDA
+    only), the loss on float32 logits.
     """
     hw = (int(scribble.shape[0]), int(scribble.shape[1]))
+    policy = getattr(backend, "amp_policy", None)
+    with policy.autocast() if policy is not None else contextlib.nullcontext():
+        if resolution == "low":
+            logits = _decode_slice_low(backend, embedding, sp, hw)
+        elif resolution == "full":
+            logits = _decode_slice(backend, embedding, sp, hw)
+        else:
+            raise ValueError(f"resolution must be 'low' or 'full', got {resolution!r}")
+    logits = logits.float()
     if resolution == "low":
-        logits = _decode_slice_low(backend, embedding, sp, hw)
         frame = (int(logits.shape[-2]), int(logits.shape[-1]))
         scribble = resize_scribble(scribble, frame, loss_fn.ignore_index)
         pseudo_label = None if pseudo_label is None else resize_label_nearest(pseudo_label, frame)
-    elif resolution == "full":
-        logits = _decode_slice(backend, embedding, sp, hw)
-    else:
-        raise ValueError(f"resolution must be 'low' or 'full', got {resolution!r}")
     dev = logits.device
     return loss_fn(
         logits,
@@ -149,8 +161,10 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     config: FinetuneConfig,
     epoch: int,
+    *,
+    scaler: Optional["torch.amp.GradScaler"] = None,
 ) -> dict[str, Any]:
-    """One pass over the training slices in the ``(seed, epoch)`` permutation."""
+    """One pass over the training slices in the ``(seed, epoch)`` permutation (``scaler``: float16 AMP)."""
     backend.mask_decoder.train()
     order = np.random.default_rng([int(config.seed), int(epoch)]).permutation(len(items))
     chunks = [order[i : i + int(config.batch_slices)] for i in range(0, len(order), int(config.batch_slices))]
@@ -168,14 +182,19 @@ def _train_epoch(
             scribble = scribbles[sp.case_index][sp.z]
             pl = None if pls[sp.case_index] is None else pls[sp.case_index][sp.z]
             loss = slice_loss(backend, cache.slice(case, sp.z), sp, scribble, pl, loss_fn, config.loss_resolution)
-            (loss / len(chunk)).backward()
+            part = loss / len(chunk)
+            (scaler.scale(part) if scaler is not None else part).backward()
             total += float(loss.detach())
             for name, value in loss_fn.last.items():
                 terms[name] = terms.get(name, 0.0) + value
             n += 1
             if bar is not None:
                 bar.update(1)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
     if bar is not None:
         bar.close()
     return {
@@ -312,6 +331,8 @@ def finetune_decoder(
     optimizer = torch.optim.AdamW(
         backend.mask_decoder.parameters(), lr=float(config.lr), weight_decay=float(config.weight_decay)
     )
+    policy = getattr(backend, "amp_policy", None)  # mixed precision on CUDA as the backend is set
+    scaler = policy.grad_scaler() if policy is not None else None  # float16 only
 
     history: list[dict[str, Any]] = []
     best_epoch: Optional[int] = None
@@ -329,6 +350,8 @@ def finetune_decoder(
             )
         load_decoder(backend, last_path)
         optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         history = list(ckpt.get("history", []))
         completed = int(ckpt["epoch"])
         best_epoch = ckpt.get("best_epoch")
@@ -343,6 +366,7 @@ def finetune_decoder(
                 "backend": getattr(backend, "name", None),
                 "model": _decoder_weights(backend),
                 "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
                 "epoch": epoch,
                 "config": config.to_dict(),
                 "identity": identity,
@@ -379,7 +403,8 @@ def finetune_decoder(
             start = time.perf_counter()
             entry = {"epoch": epoch}
             entry.update(
-                _train_epoch(backend, cache, train_cases, scribbles, pls, items, loss_fn, optimizer, config, epoch)
+                _train_epoch(backend, cache, train_cases, scribbles, pls, items, loss_fn, optimizer, config, epoch,
+                             scaler=scaler)
             )
             if val_cases:
                 entry.update(_validate(backend, cache, val_cases, val_prompts, pseudo_labels, class_map, priority))

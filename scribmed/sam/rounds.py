@@ -36,6 +36,7 @@ from scribmed.data.case import Case
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
 from scribmed.data.splits import carve_validation, natural_key
+from scribmed.engine.device import AmpRequest
 from scribmed.files import atomic_output, file_sha256
 from scribmed.sam.embedding_cache import EmbeddingCache
 from scribmed.sam.pseudo_labels import (
@@ -199,8 +200,14 @@ def _check_run_record(out: Path, record: dict[str, Any]) -> None:
             key = str(old.get("encoder_cache_key", ""))
             from scribmed.networks.encoder_runtime import ENCODER_RUNTIMES
 
-            was = next((r for r in ENCODER_RUNTIMES if key.endswith("-" + r)), "torch")
-            hint = f" (its encoder ran with the {was} runtime: --sam-encoder-runtime {was} resumes it)"
+            now = str(record.get("encoder_cache_key", ""))
+            was_amp = next((a for a in ("bf16", "fp16") if key.endswith("-" + a)), "off")
+            now_amp = next((a for a in ("bf16", "fp16") if now.endswith("-" + a)), "off")
+            if was_amp != now_amp:
+                hint = f" (its encoder ran with amp {was_amp}, this run asks for {now_amp}: amp {was_amp} resumes it)"
+            else:
+                was = next((r for r in ENCODER_RUNTIMES if key.endswith("-" + r)), "torch")
+                hint = f" (its encoder ran with the {was} runtime: --sam-encoder-runtime {was} resumes it)"
         raise DataError(path, f"run folder was made with other settings ({', '.join(differ)} differ){hint}; "
                         "choose another --out or delete it")
     if int(record["rounds"]) > int(old.get("rounds", 0)):
@@ -227,6 +234,7 @@ def run_pseudo_label_rounds(
     encoder_runtime: str = "auto",
     encoder_cache: Optional[PathLike] = None,
     weak_prompts: Optional[Any] = None,
+    amp: Optional[AmpRequest] = None,
 ) -> RoundsResult:
     """Zero-shot pseudo labels (round 0) and ``rounds`` rounds of decoder fine-tuning + regeneration.
 
@@ -255,6 +263,12 @@ def run_pseudo_label_rounds(
             type ``none`` get no pseudo label). Scribble cases follow exactly the path they take
             without it, so a scribble-only dataset gives SAM-SP's pseudo labels. ``None``:
             scribbles only (SAM-SP).
+        amp: mixed precision of SAM encoding and decoder fine-tuning on CUDA
+            (:meth:`~scribmed.networks.sam_backends.SamBackend.use_amp`): ``"auto"``/``True``
+            (bfloat16 where supported, else float16 with a GradScaler), ``"bf16"``, ``"fp16"``,
+            ``"off"``/``False``. ``None`` (default): ``"auto"`` for a backend built here, a given
+            backend keeps its own setting. Float32 on the CPU whatever is asked; on CUDA it is part
+            of the embeddings' cache key (a run folder resumes only with the precision it began with).
 
     Returns:
         :class:`RoundsResult`.
@@ -271,7 +285,10 @@ def run_pseudo_label_rounds(
         from scribmed.networks.sam_backends import build_sam_backend
 
         backend = build_sam_backend(backend, checkpoint=checkpoint, device=device,
-                                    encoder_runtime=encoder_runtime, encoder_cache=encoder_cache)
+                                    encoder_runtime=encoder_runtime, encoder_cache=encoder_cache,
+                                    amp="auto" if amp is None else amp)
+    elif amp is not None:
+        backend.use_amp(amp)
     class_map = dataset.class_map
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
