@@ -20,7 +20,8 @@ from scribmed.data.layouts import LAYOUTS
 LAYOUT_NAMES = tuple(LAYOUTS)  # from the registry: a new layout needs no CLI edit
 #: flags of ``scribmed cv`` that every training recipe's config takes (a recipe without them refuses them)
 TRAINING_FLAGS = ("iterations", "batch_size", "size", "device", "seed", "val_interval", "lr_horizon", "image_interp",
-                  "upsample", "channels_last")
+                  "upsample", "channels_last", "amp")
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")  # scribmed.engine.device.AMP_MODES (no torch import to build the parser)
 
 
 def _key_value(text: str) -> dict[str, object]:
@@ -173,25 +174,8 @@ def _apply_supervision(args: argparse.Namespace, dataset) -> Optional[dict]:
                                     bool(args.simulate_weak))
 
 
-def cmd_cv(args: argparse.Namespace) -> int:
-    from scribmed.engine.cross_validation import merge_folds, run_cross_validation
-
-    if args.action:
-        if args.action[0] == "compare" and len(args.action) >= 2:
-            from scribmed.evaluation.comparison import compare_runs
-
-            print(compare_runs([Path(a) for a in args.action[1:]], args.out), end="")
-            if args.out is not None:
-                print(f"table: {args.out}")
-            return 0
-        if args.action[0] != "merge" or len(args.action) != 2:
-            raise DataError(
-                None, f"unknown cv action {' '.join(args.action)!r}; use 'scribmed cv merge DIR' or 'scribmed cv compare DIR DIR ...'"
-            )
-        summary = merge_folds(Path(args.action[1]))
-        print((summary.parent / "summary.md").read_text())
-        print(f"summary: {summary}")
-        return 0
+def _cv_setup(args: argparse.Namespace):
+    """``(recipe, dataset, supervision record)`` of a ``scribmed cv`` command line."""
     missing = [f"--{n}" for n in ("recipe", "layout", "root", "out") if getattr(args, n) is None]
     if missing:
         raise DataError(None, f"scribmed cv needs {', '.join(missing)} (see scribmed cv --help)")
@@ -210,12 +194,136 @@ def cmd_cv(args: argparse.Namespace) -> int:
         raise DataError(None, f"{', '.join(foreign)} do not apply to --recipe {args.recipe}")
     overrides = {k: getattr(args, k) for k in (*TRAINING_FLAGS, *own) if getattr(args, k, None) is not None}
     overrides.update(args.set or {})
-    recipe = cls.from_options(**overrides)
-    folds = [args.fold] if args.fold is not None else args.folds
-    summary = run_cross_validation(
-        recipe, dataset, args.split, args.out, folds=folds, allow_missing=args.allow_missing,
-        progress=not args.quiet, merge=not args.no_merge, supervision=supervision,
+    return cls.from_options(**overrides), dataset, supervision
+
+
+def _requested_folds(args: argparse.Namespace) -> Optional[list[int]]:
+    return [args.fold] if args.fold is not None else args.folds
+
+
+def _run_cv(args: argparse.Namespace) -> Optional[Path]:
+    """The folds of ``args`` in this process (all ranks of it under torchrun); the summary path when merged."""
+    from scribmed.engine import distributed as dist_utils
+    from scribmed.engine.cross_validation import run_cross_validation
+
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    if under_torchrun:
+        dist_utils.init_distributed(args.device or "auto")
+    try:
+        recipe, dataset, supervision = _cv_setup(args)
+        return run_cross_validation(
+            recipe, dataset, args.split, args.out, folds=_requested_folds(args), allow_missing=args.allow_missing,
+            progress=not args.quiet and dist_utils.is_main_process(), merge=not args.no_merge,
+            supervision=supervision, stage=args.stage,
+        )
+    finally:
+        if under_torchrun:
+            dist_utils.cleanup_distributed()
+
+
+def _cv_job(args: argparse.Namespace, fold: int, stage: str) -> None:
+    """One job of ``scribmed cv --executor ...``: the same command line, restricted to ``fold`` and ``stage``."""
+    job = argparse.Namespace(**vars(args))
+    job.fold, job.folds, job.executor, job.no_merge = int(fold), None, "sequential", True
+    job.stage = "prepare" if stage == "prepare" else "all"
+    _run_cv(job)
+
+
+def _submit_cv(args: argparse.Namespace) -> int:
+    """``scribmed cv --executor local|slurm``: check the run, plan its jobs, run (local) or submit (slurm) them."""
+    import functools
+
+    from scribmed.engine.cross_validation import merge_folds, open_run
+    from scribmed.engine.executors import (
+        SlurmOptions,
+        plan_jobs,
+        require_submitit,
+        run_local,
+        submit_slurm,
     )
+    from scribmed.engine.fold_jobs import FoldJob
+    from scribmed.engine.fold_status import active_folds, fold_states, format_status
+
+    require_submitit()
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise DataError(None, "--executor starts its own jobs; run it without torchrun (--slurm-tasks-per-node N "
+                        "trains each fold with DDP on the cluster)")
+    recipe, dataset, supervision = _cv_setup(args)
+    run = open_run(recipe, dataset, args.split, args.out, allow_missing=args.allow_missing, supervision=supervision)
+    folds = run.folds(_requested_folds(args))
+    busy = {} if args.resubmit else active_folds(run.out, folds)
+    for k, row in sorted(busy.items()):
+        print(f"fold {k}: {row['stage']} job {row['job_id']} is {row['state']}; not submitted again (--resubmit to force)")
+    jobs = plan_jobs(run.out, [k for k in folds if k not in busy],
+                     has_prepare=bool(getattr(recipe, "prepare_stage", None)))
+    if args.stage == "prepare":
+        jobs = [j for j in jobs if j[1] == "prepare"]
+    tasks = args.slurm_tasks_per_node if args.executor == "slurm" else 1
+    merge = () if args.no_merge or args.stage == "prepare" else folds
+    run_one = functools.partial(_cv_job, args)
+
+    def make_job(fold: int, stage: str) -> FoldJob:
+        return FoldJob(run_one, run.out, fold, stage, merge_folds=merge, tasks=tasks)
+
+    if args.executor == "slurm":
+        options = SlurmOptions(
+            partition=args.slurm_partition, gpus_per_node=args.slurm_gpus_per_node, tasks_per_node=tasks,
+            cpus_per_task=args.slurm_cpus_per_task, mem=args.slurm_mem, timeout_min=args.slurm_timeout,
+            array_parallelism=args.slurm_array_parallelism, setup=list(args.slurm_setup or []),
+            max_requeues=args.max_requeues,
+        )
+        rows = submit_slurm(jobs, make_job, run.out, options)
+        for row in rows:
+            print(f"fold {row['fold']} {row['stage']}: Slurm job {row['job_id']} (log {row['log']})")
+        if not rows:
+            print("every requested fold is finished: nothing to submit")
+        print(f"follow it with: scribmed cv status {run.out}")
+        return 0
+    import torch
+
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    failures = run_local(jobs, make_job, run.out, workers=args.workers, gpus=gpus,
+                         timeout_min=args.job_timeout, progress=not args.quiet,
+                         max_requeues=args.max_requeues)
+    if failures:
+        print(format_status(fold_states(run.out)), end="", file=sys.stderr)
+        raise DataError(run.out, f"{len(failures)} job(s) did not finish ({failures[0]}); rerun the same command "
+                        "to resume them")
+    if merge:
+        summary = merge_folds(run.out)
+        print((summary.parent / "summary.md").read_text())
+        print(f"summary: {summary}")
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from scribmed.engine.cross_validation import merge_folds
+
+    if args.action:
+        if args.action[0] == "compare" and len(args.action) >= 2:
+            from scribmed.evaluation.comparison import compare_runs
+
+            print(compare_runs([Path(a) for a in args.action[1:]], args.out), end="")
+            if args.out is not None:
+                print(f"table: {args.out}")
+            return 0
+        if args.action[0] == "status" and len(args.action) == 2:
+            from scribmed.engine.fold_status import fold_states, format_status
+
+            print(format_status(fold_states(Path(args.action[1]))), end="")
+            return 0
+        if args.action[0] != "merge" or len(args.action) != 2:
+            raise DataError(
+                None, f"unknown cv action {' '.join(args.action)!r}; use 'scribmed cv merge DIR', "
+                "'scribmed cv status DIR' or 'scribmed cv compare DIR DIR ...'"
+            )
+        summary = merge_folds(Path(args.action[1]))
+        print((summary.parent / "summary.md").read_text())
+        print(f"summary: {summary}")
+        return 0
+    if args.executor != "sequential":
+        return _submit_cv(args)
+    summary = _run_cv(args)
     if summary is not None:
         print((summary.parent / "summary.md").read_text())
         print(f"summary: {summary}")
@@ -276,6 +384,15 @@ def _patient_list(text: str) -> list[str]:
     return ids
 
 
+def _shard(text: str) -> tuple[int, int]:
+    from scribmed.sam.embedding_shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
 def cmd_pseudolabel(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -305,6 +422,18 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
         train = [p for p in (train if train is not None else dataset.patients) if p in wanted]
         if not train:
             raise DataError(args.split, "--patients leaves no training patient of the fold")
+    if args.shard is not None:  # one of N jobs filling the shared embedding cache; the rounds come later
+        from scribmed.sam.embedding_shards import encode_shard
+
+        patients = set(train if train is not None else dataset.patients) | set(val or ())
+        cases = dataset.cases_of(sorted(patients))
+        stats = encode_shard(args.backend, cases, args.cache or Path(args.out) / "embeddings", args.shard,
+                             progress=not args.quiet, checkpoint=args.checkpoint, device=args.device,
+                             encoder_runtime=args.encoder_runtime,
+                             backend_options={"amp": "auto" if args.amp is None else args.amp})
+        print(json.dumps(stats))
+        print("embeddings cached for this shard; when every shard is done, run the same command without --shard")
+        return 0
     zero_shot = dataclasses.replace(ZERO_SHOT_PROMPTS, n_points=args.n_points,
                                     negatives="none" if args.negatives == "auto" else args.negatives)
     finetuned = PromptConfig(n_points=args.n_points,
@@ -320,7 +449,7 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
         args.backend, dataset, args.out, rounds=args.rounds, train_patients=train, val_patients=val,
         zero_shot_prompts=zero_shot, finetuned_prompts=finetuned, finetune_config=finetune,
         checkpoint=args.checkpoint, device=args.device, cache_dir=args.cache, progress=not args.quiet,
-        encoder_runtime=args.encoder_runtime,
+        encoder_runtime=args.encoder_runtime, amp=args.amp,
     )
     names = [dataset.class_map.names[k] for k in dataset.class_map.foreground]
     if result.quality["rounds"]:
@@ -442,8 +571,9 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
         "summary.md and plots into --out. Finished folds are skipped on a rerun; unfinished ones resume. "
         "'scribmed cv merge DIR' merges folds computed elsewhere (e.g. one --fold per node).",
     )
-    cv.add_argument("action", nargs="*", help="'merge DIR' to merge finished folds of DIR; 'compare DIR DIR ...' "
-                    "for a side-by-side table of runs on the same cases (--out FILE.md to save it)")
+    cv.add_argument("action", nargs="*", help="'merge DIR' to merge finished folds of DIR; 'status DIR' for each "
+                    "fold's state; 'compare DIR DIR ...' for a side-by-side table of runs on the same cases "
+                    "(--out FILE.md to save it)")
     from scribmed import recipes as recipe_registry
 
     cv.add_argument("--recipe", choices=recipe_registry.names(), help="method to train (scribmed.recipes)")
@@ -470,6 +600,9 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
                     help="NHWC memory format (DMPLS default: 1.29x faster on a CPU; --no-channels-last: NCHW, "
                     "another reproducible dropout draw; SAM-SP's segmentor defaults to NCHW)")
     cv.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    cv.add_argument("--amp", choices=AMP_CHOICES,
+                    help="segmentor mixed precision on CUDA: auto (default: bf16 where the GPU has it, else fp16 with "
+                    "a gradient scaler), bf16, fp16, off; always off on a CPU (SAM stage: --sam-amp)")
     cv.add_argument("--seed", type=int, help="training seed")
     cv.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")
     cv.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
@@ -486,6 +619,35 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
                     help="with --supervision: simulate box/point labels the dataset lacks from its full labels")
     cv.add_argument("--set", dest="set", action=_MergeSet, type=_key_value, metavar="KEY=VALUE",
                     help="override any field of the recipe's config (repeatable), e.g. --set lam=0.3")
+    cv.add_argument("--stage", choices=("all", "prepare"), default="all",
+                    help="all (default), or prepare: only the recipe's stage before training (SAM pseudo labels), "
+                    "e.g. as its own job")
+    jobs = cv.add_argument_group("folds as jobs (submitit; see docs/cluster.md)")
+    jobs.add_argument("--executor", choices=("sequential", "local", "slurm"), default="sequential",
+                      help="sequential (default: folds one after another in this process), local (each fold and its "
+                      "SAM stage a job on this machine, --workers at once, one GPU each) or slurm (job arrays)")
+    jobs.add_argument("--workers", type=int, default=1, help="local executor: jobs at once (default 1)")
+    jobs.add_argument("--job-timeout", dest="job_timeout", type=float, default=60 * 24 * 7,
+                      help="local executor: minutes before a job is signalled and requeued (default one week)")
+    jobs.add_argument("--resubmit", action="store_true",
+                      help="submit folds whose earlier job still looks pending or running (e.g. cancelled outside "
+                      "scribmed, without sacct to tell)")
+    jobs.add_argument("--max-requeues", dest="max_requeues", type=int, default=3,
+                      help="requeues of a preempted or timed-out job (default 3); each resumes from last.pt")
+    jobs.add_argument("--slurm-partition", dest="slurm_partition", help="Slurm partition (default: the cluster's)")
+    jobs.add_argument("--slurm-gpus-per-node", dest="slurm_gpus_per_node", type=int, default=1,
+                      help="GPUs per job (default 1: one fold per GPU)")
+    jobs.add_argument("--slurm-tasks-per-node", dest="slurm_tasks_per_node", type=int, default=1,
+                      help="processes per job; N > 1 trains the fold with DDP over N GPUs (set --slurm-gpus-per-node N)")
+    jobs.add_argument("--slurm-cpus-per-task", dest="slurm_cpus_per_task", type=int, default=8,
+                      help="CPU cores per process (default 8)")
+    jobs.add_argument("--slurm-mem", dest="slurm_mem", help="memory per job, e.g. 64G (default: the partition's)")
+    jobs.add_argument("--slurm-timeout", dest="slurm_timeout", type=int, default=24 * 60,
+                      help="time limit per job in minutes (default 1440); a job reaching it is requeued and resumes")
+    jobs.add_argument("--slurm-array-parallelism", dest="slurm_array_parallelism", type=int, default=5,
+                      help="array tasks running at once (default 5)")
+    jobs.add_argument("--slurm-setup", dest="slurm_setup", action="append", metavar="LINE",
+                      help="shell line run before each job, e.g. 'module load cuda/12.4' (repeatable)")
     if recipe_flags:  # importing every recipe (torch, MONAI) only when `cv` is the command
         cv.set_defaults(_recipe_flags={n: recipe_registry.get(n).add_arguments(cv) for n in recipe_registry.names()})
     add_common(cv)
@@ -585,6 +747,11 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
                     "openvino, onnxruntime")
     pl.add_argument("--loss-resolution", dest="loss_resolution", default="low", choices=("low", "full"),
                     help="decoder fine-tuning loss on the decoder's 256x256 logits (low, default) or on the slice (full)")
+    pl.add_argument("--amp", choices=AMP_CHOICES, help="SAM mixed precision on CUDA (encoder and decoder fine-tuning): "
+                    "auto (default: bf16 where the GPU has it, else fp16), bf16, fp16, off; off on a CPU")
+    pl.add_argument("--shard", type=_shard, metavar="I/N",
+                    help="only encode the I-th of N shares of the cases into the embedding cache (--cache, shared "
+                    "by N jobs at once) and stop; then run without --shard for the rounds")
     pl.add_argument("--spacing", type=_spacing, help="dz,dy,dx in mm for layouts that store none")
     pl.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
     add_common(pl)

@@ -10,6 +10,8 @@ Layout of a run directory::
         predictions/           <case_id>.nii.gz of the fold's TEST cases, on the reference grid
         evaluation/            per_case.csv, summary.json, summary.md, boxplot.png
         overlays/              a few PNGs: image, scribble, prediction, ground truth
+        prepare.json           the recipe's stage before training finished (``--stage prepare``)
+        jobs/                  job records when folds run as jobs (scribmed.engine.fold_jobs)
         fold.json              written last: marks the fold finished (checkpoint used, sha256, counts)
       summary.json             per fold, across folds (mean ± std of fold means), pooled out-of-fold
       summary.md               the paper table
@@ -19,6 +21,10 @@ A fold with ``fold.json`` is skipped on a rerun; an unfinished fold resumes trai
 ``last.pt``. ``--fold k`` runs one fold (one process or node per fold); :func:`merge_folds`
 assembles the summary from whatever folds are finished. Folds are numbered from 1 on disk and on
 the command line, like the papers.
+
+Under ``torchrun`` (an initialised process group) every rank trains the fold with
+DistributedDataParallel; rank 0 alone runs the recipe's stage before training, writes the run
+records, predicts, evaluates and merges, and the other ranks wait for it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from scribmed.data.splits import (
     split_summary,
     validate_split,
 )
+from scribmed.engine import distributed as dist_utils
 from scribmed.engine.fold_evaluation import evaluation_for
 from scribmed.files import atomic_write_text
 from scribmed.metrics import CaseResult
@@ -49,11 +56,16 @@ from scribmed.metrics import CaseResult
 if TYPE_CHECKING:
     from scribmed.recipes.base import FoldModel, Recipe
 
-__all__ = ["FOLD_DONE", "merge_folds", "run_cross_validation", "run_fold", "write_fold_record"]
+__all__ = [
+    "FOLD_DONE", "PREPARE_DONE", "CVRun", "merge_folds", "open_run", "run_cross_validation", "run_fold",
+    "write_fold_record",
+]
 
 log = logging.getLogger(__name__)
 
 FOLD_DONE = "fold.json"
+PREPARE_DONE = "prepare.json"
+STAGES = ("all", "prepare")
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -111,45 +123,76 @@ def run_fold(
     out: Path,
     progress: bool = True,
     n_overlays: int = 3,
+    stage: str = "all",
 ) -> Optional[list[CaseResult]]:
     """Train, predict and evaluate fold ``k`` (1-based); return its per-case results (None if empty).
 
     The predictions are evaluated from memory (paired with the test cases by
     :func:`scribmed.evaluation.pairing.PairedCases`) and written as NIfTI on each case's grid.
+    ``stage="prepare"`` runs only the recipe's stage before training (:meth:`Recipe.prepare_fold`,
+    e.g. SAM pseudo labels; its own job on a cluster) and marks it with ``prepare.json``. Under
+    ``torchrun`` every rank must call this; only rank 0 returns the results.
     """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     fold_dir = out / f"fold_{k}"
     done = fold_dir / FOLD_DONE
     evaluation = evaluation_for(getattr(recipe, "task", "semantic"))
     if done.exists():
         log.info("fold %d already finished, skipping", k)
-        return evaluation.read(fold_dir / "evaluation")
+        return evaluation.read(fold_dir / "evaluation") if stage == "all" else None
     ids = fold_cases(report.split, k - 1, dataset)
     if not ids["test"] or not ids["train"]:
         log.warning("fold %d has no %s cases in this dataset; skipped", k, "test" if not ids["test"] else "train")
         return None
+    distributed = dist_utils.is_distributed()
+    if distributed and not getattr(recipe, "distributed", False):
+        raise DataError(None, f"recipe {recipe.name!r} does not train with DistributedDataParallel; run it without "
+                        "torchrun (one process per fold: --executor local/slurm)")
+    main = dist_utils.is_main_process()
+    progress = progress and main
     train = [dataset[c] for c in ids["train"]]
     val = [dataset[c] for c in ids["val"]]
     test = [dataset[c] for c in ids["test"]]
     if not val:
         log.warning("fold %d has no validation patients: the last checkpoint is used", k)
-    evaluation.check_test_cases(test, dataset.root, k)
+    if stage == "all":
+        evaluation.check_test_cases(test, dataset.root, k)
     recipe.check_supervision(train)
-    model = recipe.train(train, val, dataset.class_map, fold_dir / "train", progress)
-    predictions = _predict_fold(recipe, model, test, fold_dir / "predictions", progress,
-                                dtype=evaluation.prediction_dtype)
-    recipe.release(model)
+    train_dir = fold_dir / "train"
+    if stage == "prepare" or (distributed and getattr(recipe, "prepare_stage", None)):
+        prepared = fold_dir / PREPARE_DONE
+        if main and not prepared.exists():  # rank 0 alone; the others find it finished
+            recipe.prepare_fold(train, val, dataset.class_map, train_dir, progress)
+            _write_json(prepared, {"fold": int(k), "stage": getattr(recipe, "prepare_stage", None)})
+        dist_utils.barrier()
+        if stage == "prepare":
+            return None
+    model = recipe.train(train, val, dataset.class_map, train_dir, progress)
+    if not main:
+        recipe.release(model)
+        dist_utils.barrier()  # rank 0 predicts and evaluates
+        return None
+    try:
+        predictions = _predict_fold(recipe, model, test, fold_dir / "predictions", progress,
+                                    dtype=evaluation.prediction_dtype)
+        recipe.release(model)
 
-    from scribmed.evaluation.overlays import write_overlays
+        from scribmed.evaluation.overlays import write_overlays
 
-    shown = [predictions[c.case_id] for c in test[:n_overlays]]
-    if evaluation.task == "instance":  # overlays show the predicted foreground
-        shown = [(np.asarray(p) > 0).astype(np.uint8) for p in shown]
-    write_overlays(test[:n_overlays], shown, dataset.class_map, fold_dir / "overlays")
-    results = evaluation.evaluate(test, predictions, dataset.class_map, fold_dir / "evaluation",
-                                  fold_dir / "predictions", model.policy, dataset.provenance, progress)
-    write_fold_record(
-        fold_dir, k, model.checkpoint, model.policy, model.sha256, {s: len(v) for s, v in ids.items()}, **model.extra
-    )
+        shown = [predictions[c.case_id] for c in test[:n_overlays]]
+        if evaluation.task == "instance":  # overlays show the predicted foreground
+            shown = [(np.asarray(p) > 0).astype(np.uint8) for p in shown]
+        write_overlays(test[:n_overlays], shown, dataset.class_map, fold_dir / "overlays")
+        results = evaluation.evaluate(test, predictions, dataset.class_map, fold_dir / "evaluation",
+                                      fold_dir / "predictions", model.policy, dataset.provenance, progress)
+        write_fold_record(
+            fold_dir, k, model.checkpoint, model.policy, model.sha256, {s: len(v) for s, v in ids.items()},
+            **model.extra
+        )
+    finally:
+        if distributed:
+            dist_utils.barrier()
     for c in (*train, *val, *test):
         c.release()
     return results
@@ -211,34 +254,35 @@ def merge_folds(out: Path) -> Path:
     return out / "summary.json"
 
 
-def run_cross_validation(
-    recipe: Recipe,
+class CVRun:
+    """An opened run directory: the checked run record, the validated split and its fold numbers."""
+
+    def __init__(self, out: Path, report: SplitReport) -> None:
+        self.out = Path(out)
+        self.report = report
+
+    @property
+    def num_folds(self) -> int:
+        return int(self.report.split.num_folds)
+
+    def folds(self, requested: Optional[Sequence[int]] = None) -> list[int]:
+        """1-based folds to run (default all); unknown folds are an error."""
+        return _parse_folds(requested, self.num_folds)
+
+
+def open_run(
+    recipe: "Recipe",
     dataset: Dataset,
     split: str | Path,
     out: Path,
-    folds: Optional[Sequence[int]] = None,
     allow_missing: bool = False,
     seed: int = 0,
-    progress: bool = True,
-    merge: bool = True,
     supervision: Optional[dict[str, Any]] = None,
-) -> Optional[Path]:
-    """Run the requested folds (1-based; default all) and merge what is finished.
+) -> CVRun:
+    """Validate the split against ``dataset`` and write (or check) ``run.json`` and ``split.json``.
 
-    Args:
-        recipe: the method, any :class:`scribmed.recipes.Recipe` (e.g. ``scribmed.recipes.build("dmpls")``).
-        dataset: opened dataset (training cases need scribbles, test cases labels).
-        split: a split JSON path, or ``"auto"`` for a seeded five-fold split by patient.
-        out: run directory (created; a rerun skips finished folds and resumes unfinished ones).
-        folds: 1-based folds to run.
-        allow_missing: drop split patients the dataset lacks instead of failing.
-        seed: seed of ``auto`` splits.
-        merge: write the across-fold summary afterwards.
-        supervision: the record of the supervision assignment applied to ``dataset``
-            (:func:`scribmed.data.supervision_assignment.apply_supervision`), kept in ``run.json``.
-
-    Returns:
-        ``summary.json`` when merged, else None.
+    Everything that can be refused is refused here, before any fold runs or any job is submitted.
+    Under ``torchrun`` rank 0 writes and the other ranks wait, then read.
     """
     out = Path(out)
     protocol = (
@@ -262,13 +306,56 @@ def run_cross_validation(
         record["provenance"] = dataset.provenance
     if supervision is not None:  # absent without an assignment: earlier run records stay valid
         record["supervision"] = supervision
-    _check_run_record(out, record)
-    split_file = out / "split.json"
-    if not split_file.exists():
-        save_split(protocol, split_file)  # the protocol as given; run.json lists what was dropped
-    for w in report.warnings:
-        log.warning(w)
-    log.info("split %s", split_summary(report.split))
-    for k in _parse_folds(folds, report.split.num_folds):
-        run_fold(recipe, dataset, report, k, out, progress=progress)
-    return merge_folds(out) if merge else None
+    main = dist_utils.is_main_process()
+    if main:
+        _check_run_record(out, record)
+        split_file = out / "split.json"
+        if not split_file.exists():
+            save_split(protocol, split_file)  # the protocol as given; run.json lists what was dropped
+    dist_utils.barrier()
+    if not main:
+        _check_run_record(out, record)  # reads only: rank 0 wrote it
+    if main:
+        for w in report.warnings:
+            log.warning(w)
+        log.info("split %s", split_summary(report.split))
+    return CVRun(out, report)
+
+
+def run_cross_validation(
+    recipe: Recipe,
+    dataset: Dataset,
+    split: str | Path,
+    out: Path,
+    folds: Optional[Sequence[int]] = None,
+    allow_missing: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    merge: bool = True,
+    supervision: Optional[dict[str, Any]] = None,
+    stage: str = "all",
+) -> Optional[Path]:
+    """Run the requested folds (1-based; default all) and merge what is finished.
+
+    Args:
+        recipe: the method, any :class:`scribmed.recipes.Recipe` (e.g. ``scribmed.recipes.build("dmpls")``).
+        dataset: opened dataset (training cases need scribbles, test cases labels).
+        split: a split JSON path, or ``"auto"`` for a seeded five-fold split by patient.
+        out: run directory (created; a rerun skips finished folds and resumes unfinished ones).
+        folds: 1-based folds to run.
+        allow_missing: drop split patients the dataset lacks instead of failing.
+        seed: seed of ``auto`` splits.
+        merge: write the across-fold summary afterwards.
+        supervision: the record of the supervision assignment applied to ``dataset``
+            (:func:`scribmed.data.supervision_assignment.apply_supervision`), kept in ``run.json``.
+        stage: ``"all"`` or ``"prepare"`` (only the recipe's stage before training, see :func:`run_fold`).
+
+    Returns:
+        ``summary.json`` when merged (on rank 0 under ``torchrun``), else None.
+    """
+    run = open_run(recipe, dataset, split, out, allow_missing=allow_missing, seed=seed, supervision=supervision)
+    for k in run.folds(folds):
+        run_fold(recipe, dataset, run.report, k, run.out, progress=progress, stage=stage)
+    if merge and stage == "all" and dist_utils.is_main_process():
+        return merge_folds(run.out)
+    return None

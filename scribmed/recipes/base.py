@@ -83,6 +83,11 @@ class Recipe:
         task: ``"semantic"`` (label maps, judged by Dice / HD95 / ASD per class) or ``"instance"``
             (instance maps, judged by DSB score / F1 / AJI / PQ); the CV runner picks the
             evaluation by it (:mod:`scribmed.engine.fold_evaluation`).
+        prepare_stage: the name of the fold's stage that runs before training and can be its own
+            job (``"sam"``: the SAM pseudo-label stage), or ``None`` when there is none; see
+            :meth:`prepare_fold`.
+        distributed: whether :meth:`train` runs under ``torchrun`` with DistributedDataParallel
+            (every rank calls it; only rank 0 writes).
     """
 
     name: ClassVar[str] = "recipe"
@@ -92,6 +97,8 @@ class Recipe:
     volatile: ClassVar[tuple[str, ...]] = ()
     supervision_types: ClassVar[tuple[str, ...]] = ("scribble",)
     task: ClassVar[str] = "semantic"
+    prepare_stage: ClassVar[Optional[str]] = None
+    distributed: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.config_cls()
@@ -156,6 +163,17 @@ class Recipe:
         """Called once by the CV runner with the run directory before any fold (default: nothing).
 
         E.g. SAM-SP points its embedding cache at ``out/sam_embeddings`` so every fold shares it.
+        """
+
+    def prepare_fold(
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
+    ) -> None:
+        """Run the fold's :attr:`prepare_stage` (e.g. SAM pseudo labels) into ``out_dir``, resumably.
+
+        Called with :meth:`train`'s arguments by ``scribmed cv --stage prepare`` (its own job on a
+        cluster) and, under ``torchrun``, by rank 0 before every rank trains. :meth:`train` must
+        still work without it: it finds the stage's outputs and skips what is finished. The
+        default (no stage) does nothing.
         """
 
     def train(

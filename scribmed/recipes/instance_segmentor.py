@@ -328,6 +328,14 @@ class SamInstanceRecipe(InstanceSegmentorRecipe):
     config_cls: ClassVar[type] = SamInstanceConfig
     volatile: ClassVar[tuple[str, ...]] = ("device", "progress", "sam_cache")
     config: SamInstanceConfig
+    prepare_stage: ClassVar[Optional[str]] = "sam"
+
+    def prepare_fold(self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path,
+                     progress: bool) -> None:
+        """The SAM stage alone (``scribmed cv --stage prepare``): every image's SAM result is cached
+        under ``out_dir``, so :meth:`train` reads them instead of prompting again."""
+        self.check_cases([*train, *val])
+        self.prepare_samples(train, Path(out_dir), progress and self.config.progress)
 
     def prepare_run(self, out: Path) -> None:
         """A CV run shares one embedding cache across folds (``OUT/sam_embeddings``) unless one was given."""

@@ -144,6 +144,13 @@ class MixSupRecipe(SAMSPRecipe):
         pseudo, quality = self.pseudo_labels(train, val, class_map, Path(out_dir), progress, weak_prompts=self.weak)
         return pseudo, {**quality, "sam_stage": "rounds"}, supervision
 
+    def prepare_fold(
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
+    ) -> None:
+        """The SAM stage alone (``scribmed cv --stage prepare``); :meth:`train` finds it finished."""
+        self.check_supervision(train)
+        self.sam_stage(train, val, class_map, Path(out_dir), progress)
+
     def train(
         self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
     ) -> FoldModel:

@@ -36,6 +36,7 @@ SAM_OPTIONS = {
     "n_points": "n_points",
     "sam_encoder_runtime": "encoder_runtime",
     "sam_loss_resolution": "loss_resolution",
+    "sam_amp": "amp",
 }
 
 
@@ -59,6 +60,11 @@ class SamStageConfig:
             encoding than PyTorch), ``torch``, ``openvino`` or ``onnxruntime``.
         loss_resolution: ``low`` (default: the fine-tuning loss on the decoder's 256x256 logits)
             or ``full`` (upsampled to the slice, as runs before this option).
+        amp: mixed precision of SAM encoding and decoder fine-tuning on CUDA: ``auto``
+            (default: bfloat16 where the GPU has it, else float16 with a GradScaler), ``bf16``,
+            ``fp16``, ``off`` (``True``/``False`` too). Always float32 on the CPU. Not in
+            ``run.json`` (like ``device``): the SAM stage's own record keys its embeddings by it
+            on CUDA, so a SAM run folder resumes only with the precision it began with.
     """
 
     backend: str = "lite_medsam"
@@ -71,6 +77,7 @@ class SamStageConfig:
     cache_dir: Optional[str] = None
     encoder_runtime: str = "auto"
     loss_resolution: str = "low"
+    amp: bool | str = "auto"
 
     def __post_init__(self) -> None:
         from scribmed.networks.encoder_runtime import ENCODER_RUNTIMES
@@ -80,6 +87,9 @@ class SamStageConfig:
             raise ValueError(f"encoder_runtime must be one of {ENCODER_RUNTIMES}, got {self.encoder_runtime!r}")
         if self.loss_resolution not in LOSS_RESOLUTIONS:
             raise ValueError(f"loss_resolution must be one of {LOSS_RESOLUTIONS}, got {self.loss_resolution!r}")
+        from scribmed.engine.device import amp_mode
+
+        amp_mode(self.amp)  # validates
         if int(self.rounds) < 0:
             raise ValueError(f"rounds must be >= 0, got {self.rounds}")
         if int(self.epochs) < 0:
@@ -145,6 +155,9 @@ def add_sam_stage_arguments(parser: argparse.ArgumentParser) -> list[str]:
     g.add_argument("--sam-loss-resolution", dest="sam_loss_resolution", choices=("low", "full"),
                    help="decoder fine-tuning loss on the decoder's 256x256 logits (low, default) or "
                    "upsampled to the slice (full)")
+    g.add_argument("--sam-amp", dest="sam_amp", choices=("auto", "bf16", "fp16", "off"),
+                   help="mixed precision of SAM encoding and decoder fine-tuning on CUDA: auto (default: "
+                   "bf16 where supported, else fp16), bf16, fp16, off; always off on a CPU")
     return list(SAM_OPTIONS)
 
 
@@ -166,6 +179,7 @@ class SAMSPRecipe(SegmentorRecipe):
     title = "SAM-SP (LiteMedSAM rounds + aligned segmentor)"
     network_cls = SAMSPUNet
     config_cls = SAMSPTrainConfig
+    prepare_stage = "sam"
 
     def __init__(self, config: SAMSPTrainConfig | None = None, sam: SamStageConfig | None = None) -> None:
         super().__init__(config)
@@ -196,7 +210,7 @@ class SAMSPRecipe(SegmentorRecipe):
         seg = super().config_dict()
         seg.pop("lam", None)  # lam is DMPLS's weight; SAM-SP sums its terms
         sam = self.sam.to_dict()
-        for volatile in ("device", "cache_dir"):
+        for volatile in ("device", "cache_dir", "amp"):  # amp: keyed in the SAM stage's own record on CUDA
             sam.pop(volatile, None)
         return {"segmentor": seg, "sam": sam}
 
@@ -236,6 +250,7 @@ class SAMSPRecipe(SegmentorRecipe):
             progress=progress,
             encoder_runtime=self.sam.encoder_runtime,
             weak_prompts=weak_prompts,
+            amp=self.sam.amp,
         )
         labelled = train
         if weak_prompts is not None:
@@ -245,6 +260,13 @@ class SAMSPRecipe(SegmentorRecipe):
         pseudo = load_pseudo_labels(result.round_dirs[-1], [c.case_id for c in labelled])
         last = result.quality["rounds"][-1] if result.quality.get("rounds") else {}
         return pseudo, {"round": last.get("round"), "dice": last.get("dice")}
+
+    def prepare_fold(
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
+    ) -> None:
+        """The SAM rounds alone (``scribmed cv --stage prepare``); :meth:`train` finds them finished."""
+        require_scribbled(train)
+        self.pseudo_labels(train, val, class_map, Path(out_dir), progress)
 
     def train(
         self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool

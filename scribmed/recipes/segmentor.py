@@ -42,6 +42,7 @@ class SegmentorRecipe(Recipe):
     config_cls: ClassVar[type] = TrainConfig
     option_aliases: ClassVar[dict[str, str]] = {"val_interval": "epoch_length"}
     volatile: ClassVar[tuple[str, ...]] = _VOLATILE
+    distributed: ClassVar[bool] = True  # the shared trainer wraps DDP under torchrun
     config: TrainConfig
 
     def __init__(self, config: Any = None) -> None:

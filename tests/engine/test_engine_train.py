@@ -94,6 +94,11 @@ def test_sampler_epochs_and_rank_shards():
     shards = [list(EpochSeededSampler(3, 4, rank=r, world_size=2, start_epoch=5)) for r in range(2)]
     pos = [{p for _, p in sh} for sh in shards]
     assert len(shards[0]) == len(shards[1]) == 12 and not pos[0] & pos[1] and pos[0] | pos[1] == set(range(24))
+    # iteration by iteration, the two ranks' batches of 4 are exactly one process's batch of 8 (DDP's global batch)
+    single = [p for _, p in EpochSeededSampler(3, 8, start_epoch=5)]
+    for i in range(3):
+        both = {p for sh in shards for _, p in sh[4 * i: 4 * i + 4]}
+        assert both == set(single[8 * i: 8 * i + 8])
 
 
 def test_dataset_is_a_pure_function_of_the_key(cases):

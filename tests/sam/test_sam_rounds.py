@@ -191,3 +191,34 @@ def test_run_folder_of_another_encoder_runtime_says_which_flag_resumes_it(tmp_pa
                                         r"--sam-encoder-runtime openvino resumes it\)"):
         _check_run_record(tmp_path, {**record, "encoder_cache_key": "lite_medsam-79d8-minmax256v1",
                                      "finetune": {"lr": 1e-4, "loss_resolution": "full"}})
+
+
+def test_cli_pseudolabel_shards_fill_the_cache_the_rounds_read(phantom_root, tmp_path, monkeypatch, capsys):
+    """Two `--shard i/2` jobs encode disjoint halves into one cache; the rounds then encode nothing."""
+    import scribmed.networks.sam_backends as sb
+
+    built = []
+
+    def fake_build(name, checkpoint=None, device="cpu", **kw):
+        b = fake_backend()
+        DecodeSpy(b, blobs=True)
+        built.append(b)
+        return b
+
+    monkeypatch.setattr(sb, "build_sam_backend", fake_build)
+    out = tmp_path / "run"
+    argv = ["pseudolabel", "--layout", "acdc-h5", "--root", str(phantom_root), "--out", str(out),
+            "--rounds", "0", "--quiet"]
+    stats = []
+    for shard in ("1/2", "2/2"):
+        capsys.readouterr()
+        assert main([*argv, "--shard", shard]) == 0
+        stats.append(json.loads(capsys.readouterr().out.splitlines()[0]))
+    assert [s["cases"] for s in stats] == [2, 1] and [s["misses"] for s in stats] == [2, 1]
+    assert [b.encoder_calls for b in built] == [4, 2]  # 2 slices per case, each slice once
+    assert not (out / "round_0").exists()  # a shard job only encodes
+    assert main(argv) == 0
+    assert built[-1].encoder_calls == 0  # every embedding came from the shards
+    with pytest.raises(SystemExit):  # argparse: a bad value
+        main([*argv, "--shard", "3/2"])
+    assert "--shard must be I/N" in capsys.readouterr().err

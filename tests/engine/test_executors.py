@@ -1,0 +1,309 @@
+"""Folds as jobs (issue 11 §1): the local executor equals the sequential run, a killed or preempted
+job resumes to the same results, Slurm job arrays are built right (up to the sbatch call, with a
+stand-in sbatch), and ``scribmed cv status`` reads the run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from scribmed.cli import main
+from scribmed.data.layouts import open_dataset
+from scribmed.data.phantoms import write_phantom_dataset
+from scribmed.engine.cross_validation import run_cross_validation
+from scribmed.engine.executors import SlurmOptions, last_log_line, plan_jobs
+from scribmed.engine.fold_jobs import read_job_record, read_submission
+from scribmed.engine.fold_status import fold_states, format_status
+from scribmed.recipes import build
+
+TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(64, 64), device="cpu", seed=0)
+TINY_FLAGS = ["--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--size", "64", "--device", "cpu",
+              "--seed", "0"]
+# long enough to be stopped mid-training, checkpointed every 10 iterations
+LONG = dict(iterations=100, val_interval=10, batch_size=2, size=(64, 64), device="cpu", seed=0)
+LONG_FLAGS = ["--iterations", "100", "--val-interval", "10", "--batch-size", "2", "--size", "64", "--device", "cpu",
+              "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("jobs") / "acdc"
+    return write_phantom_dataset("cardiac", "acdc-h5", out, n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
+
+
+def _cv(phantom: Path, out: Path, *extra: str) -> list[str]:
+    return ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out),
+            "--quiet", *extra]
+
+
+def _fold_outputs(run: Path, k: int) -> dict[str, object]:
+    fold = run / f"fold_{k}"
+    record = json.loads((fold / "fold.json").read_text())
+    weights = torch.load(fold / record["checkpoint"], weights_only=True)["network"]
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(weights[name].cpu().numpy().tobytes())
+    return {"per_case": (fold / "evaluation" / "per_case.csv").read_bytes(),
+            "summary": json.loads((fold / "evaluation" / "summary.json").read_text()),
+            "weights": digest.hexdigest(), "best_iteration": record.get("best_iteration")}
+
+
+def test_local_executor_equals_sequential(phantom, tmp_path):
+    """Five folds, two workers: every fold's results equal the sequential run's, and the summary is merged."""
+    seq = tmp_path / "seq"
+    run_cross_validation(build("dmpls", **TINY), open_dataset("acdc-h5", phantom), "auto", seq, progress=False)
+    loc = tmp_path / "local"
+    assert main(_cv(phantom, loc, *TINY_FLAGS, "--executor", "local", "--workers", "2")) == 0
+    for k in range(1, 6):
+        assert _fold_outputs(loc, k) == _fold_outputs(seq, k)
+        record = read_job_record(loc, k, "train")
+        assert record["state"] == "finished" and record["job_id"] == read_submission(loc, k, "train")["job_id"]
+    assert json.loads((loc / "summary.json").read_text())["across_folds"] == \
+        json.loads((seq / "summary.json").read_text())["across_folds"]
+    rows = fold_states(loc)
+    assert [r["state"] for r in rows] == ["finished"] * 5
+    # a rerun finds nothing to do
+    assert plan_jobs(loc, range(1, 6), has_prepare=False) == []
+    assert main(_cv(phantom, loc, *TINY_FLAGS, "--executor", "local", "--workers", "2")) == 0
+
+
+@pytest.fixture(scope="module")
+def long_reference(phantom, tmp_path_factory) -> Path:
+    """Folds 1 and 2 with the LONG budget, run sequentially without interruption."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    run_cross_validation(build("dmpls", **LONG), open_dataset("acdc-h5", phantom), "auto", out, folds=[1, 2],
+                         progress=False, merge=False)
+    return out
+
+
+def _wait_for(predicate, timeout: float = 240.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _mid_training(run: Path, k: int) -> bool:
+    rec = read_job_record(run, k, "train") or {}
+    return rec.get("state") == "running" and (run / f"fold_{k}" / "train" / "last.pt").exists()
+
+
+def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_reference, tmp_path):
+    """SIGKILL one job mid-fold: the command reports it failed, status names it, a rerun resumes it."""
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "scribmed", *_cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor",
+                                                  "local", "--workers", "2", "--no-merge")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _mid_training(run, 1), what="fold 1 to checkpoint")
+        assert not (run / "fold_1" / "fold.json").exists()
+        os.kill(int(read_job_record(run, 1, "train")["pid"]), signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "did not finish" in err and "fold 1 train" in err and "rerun the same command" in err
+    rows = {r["fold"]: r for r in fold_states(run)}
+    assert rows[1]["state"] == "failed" and "killed" in rows[1]["detail"]
+    assert rows[2]["state"] == "finished"
+    assert "fold 1 log:" in format_status(list(rows.values()))
+    # the rerun submits fold 1 only, which resumes from its last.pt
+    assert plan_jobs(run, [1, 2], has_prepare=False) == [(1, "train")]
+    assert main(_cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local", "--no-merge")) == 0
+    history = json.loads((run / "fold_1" / "train" / "history.json").read_text())
+    assert history["resumed_from"], "fold 1 should have resumed from its checkpoint"
+    for k in (1, 2):
+        assert _fold_outputs(run, k) == _fold_outputs(long_reference, k)
+
+
+def test_preempted_job_is_requeued_and_resumes(phantom, long_reference, tmp_path):
+    """submitit's preemption signal: the job checkpoints, requeues itself and ends as if never stopped."""
+    import functools
+
+    from scribmed.cli import _cv_job, build_parser
+    from scribmed.engine.executors import run_local
+    from scribmed.engine.fold_jobs import FoldJob
+
+    run = tmp_path / "run"
+    args = build_parser().parse_args(_cv(phantom, run, *LONG_FLAGS, "--fold", "1"))
+    assert main(_cv(phantom, run, *LONG_FLAGS, "--fold", "1", "--stage", "prepare")) == 0  # writes run.json
+    signalled = []
+
+    def preempt_mid_training(fold, stage, job):
+        def later():
+            _wait_for(lambda: _mid_training(run, 1), what="fold 1 to checkpoint")
+            # the signal Slurm sends before preempting or at the time limit (--signal=USR2@120)
+            os.kill(int(read_job_record(run, 1, "train")["pid"]), signal.SIGUSR2)
+            signalled.append(True)
+
+        threading.Thread(target=later, daemon=True).start()
+
+    failures = run_local([(1, "train")], lambda k, s: FoldJob(functools.partial(_cv_job, args), run, k, s), run,
+                         poll_s=0.2, progress=False, on_submit=preempt_mid_training)
+    assert failures == [] and signalled
+    record = read_job_record(run, 1, "train")
+    assert record["state"] == "finished" and record["requeues"] == 1
+    assert json.loads((run / "fold_1" / "train" / "history.json").read_text())["resumed_from"]
+    assert _fold_outputs(run, 1) == _fold_outputs(long_reference, 1)
+
+
+@pytest.fixture()
+def fake_slurm(tmp_path, monkeypatch) -> Path:
+    """A stand-in ``sbatch`` (records the script, answers like Slurm) and ``srun`` on the PATH."""
+    bindir, record = tmp_path / "bin", tmp_path / "sbatch"
+    bindir.mkdir()
+    record.mkdir()
+    (bindir / "sbatch").write_text(
+        "#!/bin/sh\n"
+        'n=$(ls "$FAKE_SLURM_DIR" | grep -c script)\n'
+        "id=$((4242 + n))\n"
+        'cp "$1" "$FAKE_SLURM_DIR/script_$id.sh"\n'
+        'echo "Submitted batch job $id"\n'
+    )
+    (bindir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for f in bindir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(record))
+    return record
+
+
+def test_slurm_arrays_scripts_and_dependency(phantom, tmp_path, fake_slurm, capsys):
+    """SAM-SP on five folds: a prepare array, then a train array that waits task by task for it."""
+    run = tmp_path / "run"
+    argv = ["cv", "--recipe", "samsp", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(run),
+            "--quiet", "--iterations", "60000", "--executor", "slurm", "--slurm-partition", "gpu",
+            "--slurm-gpus-per-node", "1", "--slurm-cpus-per-task", "6", "--slurm-mem", "48G",
+            "--slurm-timeout", "720", "--slurm-array-parallelism", "3",
+            "--slurm-setup", "module load cuda/12.4", "--slurm-setup", "source ~/venvs/scribmed/bin/activate"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fold 1 prepare: Slurm job 4242_0" in out and "fold 5 train: Slurm job 4243_4" in out
+    assert f"scribmed cv status {run}" in out
+    prepare = (fake_slurm / "script_4242.sh").read_text()
+    train = (fake_slurm / "script_4243.sh").read_text()
+    for script in (prepare, train):
+        for line in ("#SBATCH --array=0-4%3", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
+                     "#SBATCH --cpus-per-task=6", "#SBATCH --mem=48G", "#SBATCH --time=720",
+                     "#SBATCH --signal=USR2@120", "module load cuda/12.4", "source ~/venvs/scribmed/bin/activate",
+                     f"#SBATCH --error={run}/logs/%A_%a_0_log.err"):
+            assert line in script, line
+    assert "--dependency" not in prepare
+    assert "#SBATCH --dependency=aftercorr:4242" in train
+    rows = fold_states(run)
+    assert [(r["state"], r["stage"], r["job_id"]) for r in rows] == \
+        [("pending", "prepare", f"4242_{k}") for k in range(5)]
+    # the same command again: the queued jobs are not submitted twice
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fold 3: prepare job 4242_2 is pending; not submitted again" in out
+    assert sorted(p.name for p in fake_slurm.iterdir()) == ["script_4242.sh", "script_4243.sh"]
+    assert main([*argv, "--folds", "2", "--resubmit"]) == 0
+    assert (fake_slurm / "script_4244.sh").exists() and "#SBATCH --dependency=afterok:4244" in \
+        (fake_slurm / "script_4245.sh").read_text()
+
+
+def _run_array_task(run: Path, array_id: str, task: int, tmp_path: Path) -> subprocess.CompletedProcess:
+    """What Slurm would do on a node: submitit's own entry point, with the array task's environment."""
+    env = {**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": str(9000 + task),
+           "SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_NTASKS": "1",
+           "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1"}
+    return subprocess.run([sys.executable, "-u", "-m", "submitit.core._submit", str(run / "logs")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def test_slurm_tasks_run_their_folds_and_the_last_one_merges(phantom, tmp_path, fake_slurm, capsys):
+    run = tmp_path / "run"
+    assert main(_cv(phantom, run, *TINY_FLAGS, "--folds", "1,2", "--executor", "slurm")) == 0
+    done = _run_array_task(run, "4242", 0, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["fold"]: r for r in fold_states(run)}
+    assert rows[1]["state"] == "finished" and rows[1]["job_id"] == "4242_0"
+    assert rows[2]["state"] == "pending" and not (run / "summary.json").exists()
+    capsys.readouterr()
+    # a rerun skips the finished fold and leaves the queued one alone
+    assert main(_cv(phantom, run, *TINY_FLAGS, "--folds", "1,2", "--executor", "slurm")) == 0
+    out = capsys.readouterr().out
+    assert "fold 2: train job 4242_1 is pending; not submitted again" in out and "nothing to submit" in out
+    assert sorted(p.name for p in fake_slurm.iterdir()) == ["script_4242.sh"]
+    # the last fold to finish merges the summary
+    done = _run_array_task(run, "4242", 1, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert sorted(summary["folds"]) == ["fold_1", "fold_2"]
+
+
+def test_slurm_failure_is_reported_with_its_error(phantom, tmp_path, fake_slurm):
+    run = tmp_path / "run"
+    assert main(_cv(phantom, run, *TINY_FLAGS, "--fold", "1", "--executor", "slurm")) == 0
+    (run / "fold_1" / "train").mkdir(parents=True)
+    (run / "fold_1" / "train" / "last.pt").write_bytes(b"not a checkpoint")
+    done = subprocess.run([sys.executable, "-u", "-m", "submitit.core._submit", str(run / "logs")],
+                          env={**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1",
+                               "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+                               "SLURM_JOB_NUM_NODES": "1"},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    row = fold_states(run)[0]
+    assert row["state"] == "failed" and "last.pt" in row["detail"]
+
+
+def test_slurm_without_a_cluster_is_a_clear_error(phantom, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun
+    assert main(_cv(phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "slurm")) == 1
+    assert "srun" in capsys.readouterr().err
+
+
+def test_missing_submitit_is_a_clear_error(phantom, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    assert main(_cv(phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "local")) == 1
+    assert "pip install 'scribmed[cluster]'" in capsys.readouterr().err
+
+
+def test_plan_jobs_skips_finished_work(tmp_path):
+    (tmp_path / "fold_1").mkdir()
+    (tmp_path / "fold_1" / "fold.json").write_text("{}")
+    (tmp_path / "fold_2").mkdir()
+    (tmp_path / "fold_2" / "prepare.json").write_text("{}")
+    assert plan_jobs(tmp_path, [1, 2, 3], has_prepare=True) == [(2, "train"), (3, "prepare"), (3, "train")]
+    assert plan_jobs(tmp_path, [1, 2, 3], has_prepare=False) == [(2, "train"), (3, "train")]
+
+
+def test_slurm_options_are_checked():
+    params = SlurmOptions(partition="gpu", mem="32G", setup=["module load cuda"]).parameters()
+    assert params["partition"] == "gpu" and params["mem"] == "32G" and params["gpus_per_node"] == 1
+    assert params["setup"] == ["module load cuda"] and params["time"] == 1440
+    with pytest.raises(Exception, match="slurm-timeout"):
+        SlurmOptions(timeout_min=0).parameters()
+    with pytest.raises(Exception, match="tasks-per-node"):
+        SlurmOptions(tasks_per_node=0).parameters()
+
+
+def test_last_log_line_reads_progress_bars(tmp_path):
+    log = tmp_path / "job.err"
+    log.write_text("loading\nit 1/10\rit 2/10\rRuntimeError: out of memory\n\n")
+    assert last_log_line(log) == "RuntimeError: out of memory"
+    assert last_log_line(tmp_path / "missing.err") is None
+
+
+def test_status_of_a_fresh_run_and_of_a_non_run(phantom, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_cv(phantom, run, *TINY_FLAGS, "--fold", "1", "--stage", "prepare")) == 0
+    assert main(["cv", "status", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "5 not started" in out and "prepare stage done" in out
+    assert main(["cv", "status", str(tmp_path)]) == 1
+    assert "not a cross-validation run directory" in capsys.readouterr().err
