@@ -289,6 +289,45 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: one fold of data_splits/acdc_5fold.json at the papers' schedule: 72 training + 8 validation
+#: patients, two frames each, 9.51 slices per frame (ACDC's 1902 slices in 200 frames)
+ACDC_FOLD = {"train_slices": 72 * 2 * 9.51, "val_slices": 8 * 2 * 9.51, "iterations": 60000, "rounds": 2,
+             "epochs": 2}
+
+
+def fold_estimate(report: dict[str, Any]) -> dict[str, Any]:
+    """Expected hours of one ACDC fold from the measurements (fastest precision measured).
+
+    SAM-SP = encoding the fold's training + validation slices once, ``rounds x epochs`` decoder
+    fine-tuning passes over the training slices, and ``iterations`` segmentor iterations; DMPLS =
+    its iterations. Validation, pseudo-label generation (one decoder call per slice and round) and
+    prediction are left out: minutes next to these.
+    """
+    f = ACDC_FOLD
+
+    def fastest(section: dict[str, Any], key: str, smaller_is_faster: bool = True) -> Optional[float]:
+        values = [e[key] for e in section.values() if key in e]
+        if not values:
+            return None
+        return min(values) if smaller_is_faster else max(values)
+
+    out: dict[str, Any] = {"assumptions": dict(f)}
+    dmpls = fastest(report["dmpls"], "s_per_iteration")
+    samsp = fastest(report["samsp"], "s_per_iteration")
+    if dmpls is not None:
+        out["dmpls_hours"] = f["iterations"] * dmpls / 3600
+    for name in report["sam_encoder"]:
+        rate = fastest(report["sam_encoder"][name], "slices_per_s", smaller_is_faster=False)
+        step = fastest(report["sam_decoder_finetune"].get(name, {}), "s_per_step")
+        if samsp is None or not rate or step is None:
+            continue
+        encode = (f["train_slices"] + f["val_slices"]) / rate
+        finetune = f["rounds"] * f["epochs"] * f["train_slices"] * step
+        out[f"samsp_{name}_hours"] = (encode + finetune + f["iterations"] * samsp) / 3600
+        out[f"samsp_{name}_sam_stage_hours"] = (encode + finetune) / 3600
+    return out
+
+
 def title(report: dict[str, Any]) -> str:
     where = report["device"] + (f" ({report['device_name']})" if report.get("device_name") else "")
     text = f"scribmed GPU check on {where}"
@@ -395,6 +434,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     peaks += [e["peak_memory_mb"] for part in ("sam_encoder", "sam_decoder_finetune")
               for by_mode in report[part].values() for e in by_mode.values()]
     report["peak_memory_mb"] = max(peaks) if peaks else None
+    report["fold_estimate"] = fold_estimate(report)
     report["elapsed_s"] = time.perf_counter() - started
     if cuda and not args.quick and report["elapsed_s"] > BUDGET_S:
         report["over_budget"] = True
@@ -403,6 +443,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     print(table(report))
     print(f"\npeak memory {report['peak_memory_mb']:.0f} MB ({report['peak_memory_kind']}); "
           f"AMP auto = {report['amp_auto']}; {report['elapsed_s']:.1f} s")
+    est = report["fold_estimate"]
+    parts = [f"DMPLS {est['dmpls_hours']:.1f} h"] if "dmpls_hours" in est else []
+    parts += [f"SAM-SP with {k[6:-6]} {v:.1f} h" for k, v in est.items()
+              if k.startswith("samsp_") and k.endswith("_hours") and not k.endswith("_stage_hours")]
+    if parts:
+        print(f"expected wall time of one ACDC fold at 60000 iterations{' (from REDUCED CPU figures)' if report['reduced'] else ''}: "
+              + ", ".join(parts))
     for name, why in report["skipped"].items():
         print(f"skipped SAM backend {name}: {why}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -250,3 +250,27 @@ def test_cv_refuses_another_recipes_flags_and_takes_set(phantom_h5, tmp_path, ca
     assert main(["cv", "--recipe", "nearest", "--layout", "acdc-h5", "--root", str(phantom_h5),
                  "--out", str(tmp_path / "n"), "--iterations", "3"]) == 1
     assert "recipe 'nearest' does not take iterations" in capsys.readouterr().err
+
+
+def test_amp_choices_are_the_engine_modes():
+    """The parser spells the AMP modes out (building it imports no torch); they must stay the engine's."""
+    from scribmed.cli import AMP_CHOICES
+    from scribmed.engine.device import AMP_MODES
+
+    assert AMP_CHOICES == AMP_MODES
+
+
+def test_cv_amp_flag_reaches_the_recipe_config_and_instance_recipes_refuse_it(tmp_path, capsys):
+    from scribmed.data.phantoms import write_phantom_dataset
+
+    root = write_phantom_dataset("cardiac", "acdc-h5", tmp_path / "acdc", n_patients=5, seed=3, size=(48, 48),
+                                 slices=(2, 2))
+    out = tmp_path / "run"
+    argv = ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(root), "--out", str(out), "--quiet",
+            "--iterations", "2", "--size", "32", "--batch-size", "2", "--device", "cpu", "--fold", "1",
+            "--amp", "off", "--stage", "prepare"]
+    assert main(argv) == 0
+    assert json.loads((out / "run.json").read_text())["config"]["amp"] == "off"
+    assert main(["cv", "--recipe", "contour_unet", "--layout", "acdc-h5", "--root", str(root), "--out",
+                 str(tmp_path / "other"), "--amp", "bf16"]) == 1
+    assert "does not take amp" in capsys.readouterr().err

