@@ -133,7 +133,8 @@ def test_preempted_job_is_requeued_and_resumes(phantom, long_reference, tmp_path
     """submitit's preemption signal: the job checkpoints, requeues itself and ends as if never stopped."""
     import functools
 
-    from scribmed.cli import _cv_job, build_parser
+    from scribmed.cli import build_parser
+    from scribmed.cli.cv import _cv_job
     from scribmed.engine.executors import run_local
     from scribmed.engine.fold_jobs import FoldJob
 

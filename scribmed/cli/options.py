@@ -1,0 +1,63 @@
+"""Argument types and options shared by the ``scribmed`` commands (no torch import: the parser starts fast)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from scribmed.data.layouts import LAYOUTS
+
+LAYOUT_NAMES = tuple(LAYOUTS)  # from the registry: a new layout needs no CLI edit
+#: flags of ``scribmed cv`` that every training recipe's config takes (a recipe without them refuses them)
+TRAINING_FLAGS = ("iterations", "batch_size", "size", "device", "seed", "val_interval", "lr_horizon", "image_interp",
+                  "upsample", "channels_last", "amp")
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")  # scribmed.engine.device.AMP_MODES (no torch import to build the parser)
+
+
+def key_value(text: str) -> dict[str, object]:
+    """``KEY=VALUE`` with VALUE parsed as JSON when it is JSON (numbers, true/false, lists), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        parsed: object = json.loads(value)
+    except ValueError:
+        parsed = value
+    return {key.strip().replace("-", "_"): parsed}
+
+
+class MergeSet(argparse.Action):
+    """Collects repeated ``--set KEY=VALUE`` into one dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        merged = dict(getattr(namespace, self.dest) or {})
+        merged.update(values)
+        setattr(namespace, self.dest, merged)
+
+
+def spacing_mm(text: str | None) -> tuple[float, ...] | None:
+    """``--spacing dz,dy,dx`` in mm (three positive numbers) for layouts that store none."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"spacing must be comma-separated numbers (mm), got {text!r}")
+    if len(values) != 3 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"spacing must be three positive numbers dz,dy,dx in mm, got {text!r}")
+    return values
+
+
+def open_from_args(args: argparse.Namespace):
+    """The dataset of ``--layout`` / ``--root`` (and ``--spacing`` when given)."""
+    from scribmed.data.layouts import open_dataset
+
+    options = {}
+    if getattr(args, "spacing", None) is not None:
+        options["spacing"] = args.spacing
+    return open_dataset(args.layout, args.root, **options)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Options every command takes."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
