@@ -112,6 +112,9 @@ def _submit_cv(args: argparse.Namespace) -> int:
         raise DataError(None, "--executor starts its own jobs; run it without torchrun (--slurm-tasks-per-node N "
                         "trains each fold with DDP on the cluster)")
     recipe, dataset, supervision = _cv_setup(args)
+    if args.executor == "slurm" and args.slurm_tasks_per_node > 1 and not getattr(recipe, "distributed", False):
+        raise DataError(None, f"--slurm-tasks-per-node {args.slurm_tasks_per_node}: recipe {recipe.name!r} does not "
+                        "train with DDP; give each fold one process")
     run = open_run(recipe, dataset, args.split, args.out, allow_missing=args.allow_missing, supervision=supervision)
     folds = run.folds(_requested_folds(args))
     busy = {} if args.resubmit else active_folds(run.out, folds)
@@ -186,6 +189,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
         return 0
     if args.executor != "sequential":
         return _submit_cv(args)
+    if args.workers != 1:
+        raise DataError(None, "--workers applies to --executor local")
     summary = _run_cv(args)
     if summary is not None:
         print((summary.parent / "summary.md").read_text())

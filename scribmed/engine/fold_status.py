@@ -3,7 +3,9 @@
 A fold is ``finished`` when ``fold_k/fold.json`` exists. Otherwise its job records
 (:mod:`scribmed.engine.fold_jobs`) say whether a job is ``pending`` (submitted, not started),
 ``running`` (with its job id, and the training iteration reached), ``failed`` (with the error or
-the last line of its log) or ``requeued``; a fold without records is ``not started``. A local job
+the last line of its log) or ``requeued``. A fold without job records is ``not started``, or
+``unfinished`` when it has a training checkpoint (run by a plain ``scribmed cv``, which keeps no
+job record: it may be running there or have stopped). A local job
 whose process is gone without a result is reported ``failed``. On a cluster the scheduler is
 asked too when ``sacct`` is on the PATH (a job Slurm still holds is ``pending``/``running``
 whatever its record says).
@@ -130,7 +132,7 @@ def fold_states(out: Path) -> list[dict[str, Any]]:
             prepared = (fold_dir / PREPARE_DONE).exists()
             it = _iteration(fold_dir)
             detail = f"iteration {it}" if it is not None else ("prepare stage done" if prepared else None)
-            rows.append({"fold": k, "state": "not started" if it is None else "stopped", "stage": None,
+            rows.append({"fold": k, "state": "not started" if it is None else "unfinished", "stage": None,
                          "job_id": None, "detail": detail, "log": None})
             continue
         if active["state"] == "running" and active["stage"] == "train":
