@@ -206,17 +206,18 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, costs: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
+def make_plot_figure(rows: list[dict[str, Any]], title: str) -> Any:
+    """Mean test Dice against annotation hours (log scale), one labelled marker per configuration."""
     import matplotlib.ticker
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scribmed.metrics.figures import OKABE_ITO, new_figure, set_title
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    fig = new_figure((6.4, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
     for r in rows:
         marker = "s" if r["recipe"] == "dmpls" else "o"
-        ax.scatter(r["annotation"]["hours"], r["mean"], marker=marker, s=40, color="#0072B2" if marker == "o" else "#D55E00")
+        colour = OKABE_ITO["blue"] if marker == "o" else OKABE_ITO["vermillion"]
+        ax.scatter(r["annotation"]["hours"], r["mean"], marker=marker, s=40, color=colour)
         ax.annotate(r["config"], (r["annotation"]["hours"], r["mean"]), textcoords="offset points", xytext=(4, 4),
                     fontsize=8)
     ax.set_xscale("log")
@@ -225,11 +226,17 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("annotation time of the training patients (hours, log scale)")
     ax.set_ylabel("mean test Dice (RV, Myo, LV)")
-    ax.set_title(title, fontsize=10)
+    set_title(ax, title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    for suffix in (".png", ".pdf"):
-        fig.savefig(path.with_suffix(suffix), dpi=150)
-    plt.close(fig)
+    return fig
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """``annotation_cost.png`` and, as before, ``annotation_cost.pdf`` beside it (plus any other
+    format of :func:`scribmed.metrics.figures.figure_formats`)."""
+    from scribmed.metrics.figures import figure_formats, save_figure
+
+    save_figure(make_plot_figure(rows, title), path.with_suffix(".png"), (*figure_formats(), "pdf"), dpi=150)
 
 
 def _costs(text: str | None) -> dict[str, float]:

@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if getattr(args, "figures", None):
+            from scribmed.metrics.figures import set_figure_formats
+
+            set_figure_formats(args.figures)  # also in $SCRIBMED_FIGURES: jobs started from here inherit it
         return func(args)
     except (DataError, ValueError) as err:
         if os.environ.get("SCRIBMED_DEBUG"):

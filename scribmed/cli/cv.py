@@ -86,6 +86,10 @@ def _run_cv(args: argparse.Namespace) -> Optional[Path]:
 
 def _cv_job(args: argparse.Namespace, fold: int, stage: str) -> None:
     """One job of ``scribmed cv --executor ...``: the same command line, restricted to ``fold`` and ``stage``."""
+    if getattr(args, "figures", None):  # a Slurm job may not see the submitter's environment
+        from scribmed.metrics.figures import set_figure_formats
+
+        set_figure_formats(args.figures)
     job = argparse.Namespace(**vars(args))
     job.fold, job.folds, job.executor, job.no_merge = int(fold), None, "sequential", True
     job.stage = "prepare" if stage == "prepare" else "all"

@@ -61,3 +61,6 @@ def open_from_args(args: argparse.Namespace):
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options every command takes."""
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--figures", metavar="FORMATS",
+                   help="figure files: png (default) or png,pdf (vector PDF beside every PNG, for papers); "
+                   "also $SCRIBMED_FIGURES")

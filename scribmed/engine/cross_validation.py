@@ -178,12 +178,13 @@ def run_fold(
                                     dtype=evaluation.prediction_dtype)
         recipe.release(model)
 
-        from scribmed.evaluation.overlays import write_overlays
+        from scribmed.evaluation.overlays import checkpoint_label, write_overlays
 
         shown = [predictions[c.case_id] for c in test[:n_overlays]]
         if evaluation.task == "instance":  # overlays show the predicted foreground
             shown = [(np.asarray(p) > 0).astype(np.uint8) for p in shown]
-        write_overlays(test[:n_overlays], shown, dataset.class_map, fold_dir / "overlays")
+        write_overlays(test[:n_overlays], shown, dataset.class_map, fold_dir / "overlays",
+                       checkpoint=checkpoint_label(model.checkpoint, model.policy))
         results = evaluation.evaluate(test, predictions, dataset.class_map, fold_dir / "evaluation",
                                       fold_dir / "predictions", model.policy, dataset.provenance, progress)
         write_fold_record(

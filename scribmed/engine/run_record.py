@@ -8,13 +8,12 @@ resuming an earlier run in the same folder (bit-identical on CPU).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,9 +33,12 @@ from scribmed.engine.checkpoint import (
 from scribmed.engine.config import TrainConfig
 from scribmed.engine.trainer import DMPLSTrainer
 from scribmed.engine.validation import VolumeDiceEvaluator
-from scribmed.files import atomic_write_bytes, atomic_write_text, file_sha256
+from scribmed.files import atomic_write_text, file_sha256
 
-__all__ = ["BEST_NAME", "CHECKSUMS_NAME", "CURVE_NAME", "HISTORY_NAME", "LAST_NAME", "RunRecorder", "check_resumable", "plot_training_curve", "run_or_resume"]
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from matplotlib.figure import Figure
+
+__all__ = ["BEST_NAME", "CHECKSUMS_NAME", "CURVE_NAME", "HISTORY_NAME", "LAST_NAME", "RunRecorder", "check_resumable", "make_training_curve_figure", "plot_training_curve", "run_or_resume"]
 
 logger = logging.getLogger(__name__)
 
@@ -264,11 +266,59 @@ class RunRecorder:
         self.history["resumed_from"].append({"checkpoint": str(path), "sha256": digest, "iteration": iteration})
 
 
+def make_training_curve_figure(
+    history: Mapping[str, Any] | str | Path,
+    val_key: str = "val_mean_dice",
+    val_label: str = "validation mean foreground Dice",
+) -> Optional["Figure"]:
+    """The figure of :func:`plot_training_curve`, or ``None`` when the history has no epochs yet.
+
+    Loss terms (left axis) in black and the colour-blind-safe palette, the validation score
+    (right axis, [0, 1]) in vermillion; one legend below the axes; constrained layout.
+    """
+    from scribmed.metrics.figures import (
+        OKABE_ITO,
+        figure_legend,
+        new_figure,
+        palette_colour,
+        set_title,
+    )
+
+    if not isinstance(history, Mapping):
+        history = json.loads(Path(history).read_text())
+    epochs = history.get("epochs", [])
+    if not epochs:
+        return None
+    its = [e["iteration"] for e in epochs]
+    fig = new_figure((7, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    terms = history.get("loss_terms") or ["pce", "dice"]
+    colours = [OKABE_ITO["black"], *(palette_colour(i) for i in (0, 1, 2, 4, 5))]
+    for key, style, colour in zip(["loss", *terms], ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 5))], colours):
+        vals = [np.nan if e.get(key) is None else e[key] for e in epochs]
+        ax.plot(its, vals, linestyle=style, color=colour, label=f"train {key}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    val = [np.nan if e.get(val_key) is None else e[val_key] for e in epochs]
+    lines, labels = ax.get_legend_handles_labels()
+    if not all(np.isnan(val)):
+        ax2 = ax.twinx()
+        ax2.plot(its, val, "o-", color=OKABE_ITO["vermillion"], markersize=3, label=val_label)
+        ax2.set_ylabel(val_label)
+        ax2.set_ylim(0, 1)
+        l2, lb2 = ax2.get_legend_handles_labels()
+        lines, labels = lines + l2, labels + lb2
+    figure_legend(fig, lines, labels, max_cols=4, fontsize=8)
+    set_title(ax, f"{str(history.get('recipe', 'dmpls')).upper()} training")
+    return fig
+
+
 def plot_training_curve(
     history: Mapping[str, Any] | str | Path,
     png_path: str | Path,
     val_key: str = "val_mean_dice",
     val_label: str = "validation mean foreground Dice",
+    formats: str | Sequence[str] | None = None,
 ) -> Optional[Path]:
     """Plot loss terms and validation Dice against iterations into a PNG (matplotlib Agg).
 
@@ -277,46 +327,18 @@ def plot_training_curve(
         png_path: output PNG (written atomically).
         val_key / val_label: the per-epoch validation score plotted on the right axis and its
             name (instance recipes plot the DSB score).
+        formats: e.g. ``("png", "pdf")`` to write ``training_curve.pdf`` beside the PNG; default
+            :func:`scribmed.metrics.figures.figure_formats`.
 
     Returns:
         The PNG path, or ``None`` when the history has no epochs yet.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from scribmed.metrics.figures import save_figure
 
-    if not isinstance(history, Mapping):
-        history = json.loads(Path(history).read_text())
-    epochs = history.get("epochs", [])
-    if not epochs:
+    fig = make_training_curve_figure(history, val_key, val_label)
+    if fig is None:
         return None
-    its = [e["iteration"] for e in epochs]
-    fig = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    terms = history.get("loss_terms") or ["pce", "dice"]
-    for key, style in zip(["loss", *terms], ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 5))]):
-        vals = [np.nan if e.get(key) is None else e[key] for e in epochs]
-        ax.plot(its, vals, style, label=f"train {key}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    val = [np.nan if e.get(val_key) is None else e[val_key] for e in epochs]
-    lines, labels = ax.get_legend_handles_labels()
-    if not all(np.isnan(val)):
-        ax2 = ax.twinx()
-        ax2.plot(its, val, "o-", color="tab:red", markersize=3, label=val_label)
-        ax2.set_ylabel(val_label)
-        ax2.set_ylim(0, 1)
-        l2, lb2 = ax2.get_legend_handles_labels()
-        lines, labels = lines + l2, labels + lb2
-    ax.legend(lines, labels, loc="upper right", fontsize=8)
-    ax.set_title(f"{str(history.get('recipe', 'dmpls')).upper()} training")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(png_path, buf.getvalue())
-    return Path(png_path)
-
-
+    return save_figure(fig, png_path, formats)
 
 
 def check_resumable(ckpt: Mapping[str, Any], path: Path, config: TrainConfig, class_map: ClassMap) -> None:

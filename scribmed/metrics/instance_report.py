@@ -23,9 +23,9 @@ import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
-from scribmed.files import atomic_write_bytes, atomic_write_text
+from scribmed.files import atomic_write_text
 from scribmed.metrics.evaluator import EMPTY_EVENTS, empty_event
 from scribmed.metrics.instance import DSB_THRESHOLDS, overlap_table
 from scribmed.metrics.report import (
@@ -36,6 +36,9 @@ from scribmed.metrics.report import (
     write_summary_json,
 )
 
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from matplotlib.figure import Figure
+
 __all__ = [
     "INSTANCE_CSV_COLUMNS",
     "INSTANCE_METRICS",
@@ -44,6 +47,7 @@ __all__ = [
     "evaluate_instance_cases",
     "instance_cv_markdown",
     "instance_summary_markdown",
+    "make_instance_boxplot_figure",
     "plot_instance_boxplots",
     "plot_instance_fold_boxplots",
     "read_instance_report",
@@ -68,6 +72,7 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 PathLike = Union[str, os.PathLike]
+FormatsArg = Union[str, Sequence[str], None]
 
 
 @dataclass(frozen=True)
@@ -400,23 +405,22 @@ def read_instance_report(out_dir: PathLike) -> list[InstanceCaseResult]:
     return out
 
 
-def _save_png(fig: Any, path: PathLike) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return atomic_write_bytes(path, buf.getvalue())
+def make_instance_boxplot_figure(
+    folds: Mapping[str, Sequence[InstanceCaseResult]], title: Optional[str] = None
+) -> "Figure":
+    """The figure of :func:`plot_instance_fold_boxplots`: every instance metric, one box per fold.
 
-
-def plot_instance_fold_boxplots(
-    folds: Mapping[str, Sequence[InstanceCaseResult]], path: PathLike, title: Optional[str] = None
-) -> Path:
-    """Box plots of every instance metric, one box per fold within each metric's group.
-
-    All metrics lie in [0, 1], so they share one axis. matplotlib is imported here only, with
-    the Agg canvas (no display, no global backend change); the figure uses constrained layout
-    and is saved with ``bbox_inches="tight"`` so no label is clipped. Saved atomically as PNG.
+    All metrics lie in [0, 1], so they share one axis. Boxes are coloured by fold with the
+    colour-blind-safe palette (:func:`scribmed.metrics.figures.palette_colour`; a legend names
+    the folds when there are several); the title is wrapped to the axes width.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from scribmed.metrics.figures import (
+        BOXPLOT_STYLE,
+        new_figure,
+        palette_colour,
+        set_title,
+        style_boxes,
+    )
 
     names = [str(k) for k in folds]
     groups = list(folds.values())
@@ -424,20 +428,16 @@ def plot_instance_fold_boxplots(
         raise ValueError("no cases to plot")
     conv = _conventions([r for g in groups for r in g])
     width = max(6.0, 1.0 + 0.45 * len(INSTANCE_METRICS) * (len(names) + 1))
-    fig = Figure(figsize=(width, 4.2), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((width, 4.2))
     ax = fig.add_subplot(1, 1, 1)
-    colours = [f"C{i % 10}" for i in range(len(names))]
+    colours = [palette_colour(i) for i in range(len(names))]
     ticks = []
     for mi, m in enumerate(INSTANCE_METRICS):
         base = mi * (len(names) + 1)
         for fi, results in enumerate(groups):
             vals = [getattr(r, m) for r in results if not math.isnan(getattr(r, m))]
-            box = ax.boxplot([vals if vals else [math.nan]], positions=[base + fi + 1], widths=0.7,
-                             showmeans=True, patch_artist=True)
-            for patch in box["boxes"]:
-                patch.set_facecolor(colours[fi])
-                patch.set_alpha(0.45)
+            box = ax.boxplot([vals if vals else [math.nan]], positions=[base + fi + 1], widths=0.7, **BOXPLOT_STYLE)
+            style_boxes(box, [colours[fi]], gids=[f"fold_{names[fi]}"])
         ticks.append(base + (len(names) + 1) / 2)
     ax.set_xticks(ticks, [_label(m, conv).replace(" (", "\n(") for m in INSTANCE_METRICS], fontsize=8)
     ax.set_ylim(-0.02, 1.02)
@@ -446,16 +446,35 @@ def plot_instance_fold_boxplots(
     if len(names) > 1:
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(facecolor=c, alpha=0.45, label=f"fold {n}") for c, n in zip(colours, names)],
+        ax.legend(handles=[Patch(facecolor=c, edgecolor="black", alpha=0.45, label=f"fold {n}")
+                           for c, n in zip(colours, names)],
                   loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     n_cases = sum(len(g) for g in groups)
-    ax.set_title(title or f"instance metrics, {n_cases} cases" + (", one box per fold" if len(names) > 1 else ""))
-    return _save_png(fig, path)
+    set_title(ax, title or f"instance metrics, {n_cases} cases" + (", one box per fold" if len(names) > 1 else ""))
+    return fig
 
 
-def plot_instance_boxplots(results: Sequence[InstanceCaseResult], path: PathLike, title: Optional[str] = None) -> Path:
+def plot_instance_fold_boxplots(
+    folds: Mapping[str, Sequence[InstanceCaseResult]], path: PathLike, title: Optional[str] = None,
+    formats: FormatsArg = None,
+) -> Path:
+    """Box plots of every instance metric, one box per fold within each metric's group.
+
+    matplotlib is imported here only, with the Agg canvas (no display, no global backend change);
+    the figure (:func:`make_instance_boxplot_figure`) uses constrained layout and is saved with
+    ``bbox_inches="tight"`` so no label is clipped. Saved atomically as PNG, plus a PDF beside it
+    when ``formats`` (default :func:`scribmed.metrics.figures.figure_formats`) asks.
+    """
+    from scribmed.metrics.figures import save_figure
+
+    return save_figure(make_instance_boxplot_figure(folds, title), path, formats)
+
+
+def plot_instance_boxplots(
+    results: Sequence[InstanceCaseResult], path: PathLike, title: Optional[str] = None, formats: FormatsArg = None
+) -> Path:
     """Box plots of every instance metric of one set of cases (one box per metric), as PNG."""
-    return plot_instance_fold_boxplots({"all": list(results)}, path, title)
+    return plot_instance_fold_boxplots({"all": list(results)}, path, title, formats)
 
 
 def write_instance_report(
@@ -464,12 +483,14 @@ def write_instance_report(
     checkpoint: Optional[str] = None,
     provenance: Optional[Mapping[str, Any]] = None,
     plot: bool = True,
+    formats: FormatsArg = None,
 ) -> dict[str, Path]:
     """Write ``per_case.csv``, ``summary.json``, ``summary.md`` and ``boxplot.png`` into ``out_dir``.
 
     Each file is written atomically (temporary file in the same folder, then ``os.replace``).
     ``provenance`` (e.g. the dataset's synthesised-scribble record) goes into ``summary.json``
-    and is stated at the top of ``summary.md``.
+    and is stated at the top of ``summary.md``. ``formats`` (default
+    :func:`scribmed.metrics.figures.figure_formats`) may add ``boxplot.pdf``.
 
     Returns:
         ``{"per_case", "summary", "markdown", "plot"}`` → written paths (no ``plot`` if disabled).
@@ -485,6 +506,6 @@ def write_instance_report(
         "markdown": atomic_write_text(out_dir / "summary.md", instance_summary_markdown(summary)),
     }
     if plot:
-        paths["plot"] = plot_instance_boxplots(results, out_dir / "boxplot.png")
+        paths["plot"] = plot_instance_boxplots(results, out_dir / "boxplot.png", formats=formats)
     return paths
 

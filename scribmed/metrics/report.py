@@ -21,7 +21,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -33,12 +33,18 @@ from scribmed.metrics.evaluator import (
     EmptyPolicy,
 )
 
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from matplotlib.figure import Figure
+
 __all__ = [
     "CSV_COLUMNS",
     "METRICS",
     "atomic_write_bytes",
     "atomic_write_text",
+    "make_boxplot_figure",
+    "make_fold_boxplot_figure",
     "plot_boxplots",
+    "plot_fold_boxplots",
     "read_report",
     "summarize",
     "summarize_folds",
@@ -53,6 +59,7 @@ CSV_COLUMNS: tuple[str, ...] = ("case", "class", "dice", "hd95", "asd", "empty",
 STD_DDOF = 0
 
 PathLike = Union[str, os.PathLike]
+FormatsArg = Union[str, Sequence[str], None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,71 +309,123 @@ def _class_order(cases: Iterable[CaseResult]) -> dict[int, str]:
     return dict(sorted(order.items()))
 
 
-def plot_fold_boxplots(folds: Mapping[str, Sequence[CaseResult]], path: PathLike) -> Path:
-    """Dice (top) and HD95 (bottom) per class, one box per fold, saved atomically as PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _hd95_label(conv: Mapping[str, Any]) -> str:
+    return f"HD95 ({conv['hd95_units']})"
 
-    names = list(folds)
+
+def _short_fold(name: str) -> str:
+    """``fold_3`` → ``3`` (tick labels under each box); other names are kept."""
+    return name[len("fold_"):] if name.startswith("fold_") and name[len("fold_"):] else name
+
+
+def make_fold_boxplot_figure(folds: Mapping[str, Sequence[CaseResult]], title: Optional[str] = None) -> "Figure":
+    """The figure of :func:`plot_fold_boxplots`: Dice (top) and HD95 (bottom) per class, one box per fold.
+
+    Boxes are coloured by class (:func:`scribmed.metrics.figures.class_colour`, the overlays'
+    colours); each box is labelled with its fold under the axis, the class name below. The title
+    (default: what is plotted, the folds and the HD95 convention) is wrapped to the figure width.
+    """
+    from scribmed.metrics.figures import (
+        BOXPLOT_STYLE,
+        class_colour,
+        new_figure,
+        set_title,
+        style_boxes,
+    )
+
+    names = [str(k) for k in folds]
     all_cases = [c for v in folds.values() for c in v]
     conv = _conventions(all_cases)
     order = _class_order(all_cases)
-    fig = Figure(figsize=(2 + 1.2 * len(names) * len(order) / 2, 7), dpi=100)
-    FigureCanvasAgg(fig)
-    for row, (metric, ylabel) in enumerate((("dice", "Dice"), ("hd95", f"HD95 ({conv['hd95_units']})"))):
+    fig = new_figure((max(5.0, 1.5 + 0.55 * (len(names) + 1) * len(order)), 7.2))
+    for row, (metric, ylabel) in enumerate((("dice", "Dice"), ("hd95", _hd95_label(conv)))):
         ax = fig.add_subplot(2, 1, row + 1)
-        positions, data, ticks = [], [], []
+        positions, data, colours, gids, ticks = [], [], [], [], []
         for ci, c in enumerate(order):
             base = ci * (len(names) + 1)
             for fi, name in enumerate(names):
                 vals = _class_values(folds[name], metric, c)
                 data.append(vals if vals else [math.nan])
                 positions.append(base + fi + 1)
+                colours.append(class_colour(c))
+                gids.append(f"class_{c}")
             ticks.append(base + (len(names) + 1) / 2)
-        ax.boxplot(data, positions=positions, widths=0.7, showmeans=True)
+        box = ax.boxplot(data, positions=positions, widths=0.7, **BOXPLOT_STYLE)
+        style_boxes(box, colours, gids=gids)
         ax.set_xticks(ticks, list(order.values()))
+        if len(names) > 1:  # each box's fold under it, the class name below
+            ax.xaxis.remove_overlapping_locs = False  # a box at a group's centre keeps its label
+            ax.set_xticks(positions, [_short_fold(n) for n in names] * len(order), minor=True, fontsize=7)
+            ax.tick_params(axis="x", which="major", length=0, pad=14)
+        ax.set_xlim(0, len(order) * (len(names) + 1))
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
         if metric == "dice":
             ax.set_ylim(-0.02, 1.02)
-    fig.suptitle(f"per class, one box per fold ({', '.join(names)}); HD95 {conv['hd95_mode']}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
+    folds_text = ", ".join(names)
+    set_title(fig, title or (f"Dice and HD95 per class, one box per fold\n"
+                             f"folds {folds_text}; HD95 {conv['hd95_mode']}, {conv['hd95_units']}"))
+    return fig
 
 
-def plot_boxplots(cases: Sequence[CaseResult], path: PathLike, title: Optional[str] = None) -> Path:
-    """Per-class box plots of Dice and HD95 side by side, saved atomically as PNG.
+def plot_fold_boxplots(
+    folds: Mapping[str, Sequence[CaseResult]], path: PathLike, title: Optional[str] = None,
+    formats: FormatsArg = None,
+) -> Path:
+    """Dice (top) and HD95 (bottom) per class, one box per fold, saved atomically as PNG.
 
-    matplotlib is imported here only, with the Agg canvas (no display, no global backend change).
-    Excluded records and NaN distances are left out of the boxes.
+    ``formats`` (default :func:`scribmed.metrics.figures.figure_formats`) may add a PDF beside it.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from scribmed.metrics.figures import save_figure
+
+    return save_figure(make_fold_boxplot_figure(folds, title), path, formats)
+
+
+def make_boxplot_figure(cases: Sequence[CaseResult], title: Optional[str] = None) -> "Figure":
+    """The figure of :func:`plot_boxplots`: per-class Dice and HD95 box plots side by side.
+
+    Excluded records and NaN distances are left out of the boxes; boxes are coloured by class
+    (:func:`scribmed.metrics.figures.class_colour`).
+    """
+    from scribmed.metrics.figures import (
+        BOXPLOT_STYLE,
+        class_colour,
+        new_figure,
+        set_title,
+        style_boxes,
+    )
 
     cases = list(cases)
     conv = _conventions(cases)
     order = _class_order(cases)
     idx = list(order)
-
-    fig = Figure(figsize=(4 + 1.6 * len(idx), 4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure((max(6.0, 3 + 1.6 * len(idx)), 4.2))
     labels = [order[c] for c in idx]
-    for k, (metric, ylabel) in enumerate((("dice", "Dice"), ("hd95", f"HD95 ({conv['hd95_units']})"))):
+    for k, (metric, ylabel) in enumerate((("dice", "Dice"), ("hd95", _hd95_label(conv)))):
         ax = fig.add_subplot(1, 2, k + 1)
         data = [_class_values(cases, metric, c) for c in idx]
-        ax.boxplot([d if d else [math.nan] for d in data], showmeans=True)
+        box = ax.boxplot([d if d else [math.nan] for d in data], **BOXPLOT_STYLE)
+        style_boxes(box, [class_colour(c) for c in idx], gids=[f"class_{c}" for c in idx])
         ax.set_xticks(range(1, len(labels) + 1), labels)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
         if metric == "dice":
             ax.set_ylim(-0.02, 1.02)
-    fig.suptitle(title or f"{len(cases)} cases, HD95 {conv['hd95_mode']}, empty policy {conv['empty_policy']}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
+    set_title(fig, title or f"{len(cases)} cases, HD95 {conv['hd95_mode']}, empty policy {conv['empty_policy']}")
+    return fig
+
+
+def plot_boxplots(
+    cases: Sequence[CaseResult], path: PathLike, title: Optional[str] = None, formats: FormatsArg = None
+) -> Path:
+    """Per-class box plots of Dice and HD95 side by side, saved atomically as PNG.
+
+    matplotlib is imported here only, with the Agg canvas (no display, no global backend change).
+    ``formats`` (default :func:`scribmed.metrics.figures.figure_formats`) may add a PDF beside it.
+    """
+    from scribmed.metrics.figures import save_figure
+
+    return save_figure(make_boxplot_figure(cases, title), path, formats)
 
 
 def write_report(
@@ -375,11 +434,13 @@ def write_report(
     plot: bool = True,
     checkpoint: Optional[str] = None,
     provenance: Optional[Mapping[str, Any]] = None,
+    formats: FormatsArg = None,
 ) -> dict[str, Path]:
     """Write ``per_case.csv``, ``summary.json``, ``summary.md`` and ``boxplot.png`` into ``out_dir``.
 
     ``provenance`` (e.g. the dataset's synthesised-scribble record) goes into ``summary.json`` and
-    is stated at the top of ``summary.md``.
+    is stated at the top of ``summary.md``. ``formats`` (default
+    :func:`scribmed.metrics.figures.figure_formats`) may add ``boxplot.pdf``.
 
     Returns:
         ``{"per_case", "summary", "markdown", "plot"}`` → written paths (no ``plot`` if disabled).
@@ -395,5 +456,5 @@ def write_report(
         "markdown": atomic_write_text(out_dir / "summary.md", summary_markdown(summary)),
     }
     if plot:
-        paths["plot"] = plot_boxplots(cases, out_dir / "boxplot.png")
+        paths["plot"] = plot_boxplots(cases, out_dir / "boxplot.png", formats=formats)
     return paths
