@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -28,6 +28,8 @@ __all__ = [
     "BUNDLES_DIR",
     "as_size",
     "bundle_dir",
+    "call_once",
+    "deferred_slice_dataset",
     "describe_checkpoint",
     "describe_instance_checkpoint",
     "dmpls_trainer",
@@ -150,6 +152,74 @@ def memory_format(network: torch.nn.Module, channels_last: bool) -> torch.nn.Mod
     return network.to(memory_format=torch.channels_last) if channels_last else network
 
 
+class call_once:
+    """``function(**kwargs)``, called on first use and remembered: a bundle's SAM stage.
+
+    A config item ``{_target_: scribmed.bundles.workflow.call_once, function: ..., ...}`` builds this
+    object at ``initialize()`` without running anything; the training set (when training starts)
+    and ``--run_id pseudo_labels`` call it, and within one workflow the stage runs once.
+    """
+
+    def __init__(self, function: Callable[..., Any], **kwargs: Any) -> None:
+        self.function = function
+        self.kwargs = kwargs
+        self._done = False
+        self._result: Any = None
+
+    def __call__(self) -> Any:
+        if not self._done:
+            self._result = self.function(**self.kwargs)
+            self._done = True
+        return self._result
+
+    def __repr__(self) -> str:
+        name = getattr(self.function, "__name__", repr(self.function))
+        return f"call_once({name}, {'done' if self._done else 'not run yet'})"
+
+
+def deferred_slice_dataset(
+    cache: Callable[..., Any],
+    stage: Optional[Callable[[], Any]] = None,
+    stage_args: Sequence[str] = (),
+    **dataset_kwargs: Any,
+) -> Any:
+    """A bundle's training set, built when training starts (:mod:`scribmed.engine.deferred_dataset`).
+
+    Args:
+        cache: builds the slice cache (the config's ``train#cache`` with ``_mode_: callable``).
+        stage: the step the cache needs first (the SAM stage, ``_mode_: callable``), or ``None``.
+        stage_args: the cache's keyword argument(s) the stage's result fills: one name takes the
+            whole result (SAM-SP: ``[pseudo]``), several take its items (mixsup: ``[pseudo, supervision]``).
+        dataset_kwargs: :class:`~scribmed.engine.sampling.SliceTrainingDataset`'s other arguments.
+
+    Returns:
+        A :class:`~scribmed.engine.deferred_dataset.DeferredDataset`; the trainer factories here
+        build it when their engine starts.
+    """
+    from scribmed.engine.deferred_dataset import DeferredDataset
+    from scribmed.engine.sampling import SliceTrainingDataset
+
+    names = list(stage_args)
+    if stage is None and names:
+        raise ValueError(f"stage_args {names} given without a stage")
+
+    def build() -> Any:
+        kwargs: dict[str, Any] = {}
+        if stage is not None:
+            result = stage()
+            kwargs = {names[0]: result} if len(names) == 1 else {n: result[n] for n in names}
+        return SliceTrainingDataset(cache(**kwargs), **dataset_kwargs)
+
+    return DeferredDataset(build, "slice cache" + (" after the SAM stage" if stage is not None else ""))
+
+
+def _build_data_on_start(trainer: Any, loader: Any) -> Any:
+    from scribmed.engine.deferred_dataset import materialize_on_start
+
+    materialize_on_start(trainer, getattr(loader, "dataset", None))
+    return trainer
+
+
 def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
     """A :class:`~scribmed.engine.trainer.DMPLSTrainer` with MONAI's ``max_epochs`` bundle property.
 
@@ -162,7 +232,8 @@ def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
     from scribmed.engine.trainer import DMPLSTrainer
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
-    return DMPLSTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
+    trainer = DMPLSTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
+    return _build_data_on_start(trainer, kwargs.get("train_data_loader"))
 
 
 def _check_max_epochs(max_epochs: int, iterations: int, epoch_length: int) -> None:
@@ -236,7 +307,8 @@ def samsp_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
     from scribmed.engine.samsp_trainer import SAMSPTrainer
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
-    return SAMSPTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
+    trainer = SAMSPTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
+    return _build_data_on_start(trainer, kwargs.get("train_data_loader"))
 
 
 def _sam_stage_config(
@@ -463,10 +535,20 @@ def mixsup_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs
     Raises:
         ValueError: ``max_epochs`` disagrees with ``iterations`` and ``epoch_length``.
     """
+    from scribmed.engine.deferred_dataset import DeferredDataset
     from scribmed.engine.mixsup_trainer import MixSupTrainer
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
-    return MixSupTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
+    deferred = kwargs.get("slice_cache")
+    if isinstance(deferred, DeferredDataset):  # the training set, built when training starts: take its cache then
+        kwargs["slice_cache"] = None
+    trainer = _build_data_on_start(MixSupTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs),
+                                   kwargs.get("train_data_loader"))
+    if isinstance(deferred, DeferredDataset):
+        from ignite.engine import Events
+
+        trainer.add_event_handler(Events.STARTED, lambda _: setattr(trainer, "slice_cache", deferred.materialize().cache))
+    return trainer
 
 
 # the instance bundles' helpers (DSB2018) live in their own module; re-exported for the bundle configs

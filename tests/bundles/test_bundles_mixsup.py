@@ -199,13 +199,15 @@ def test_fully_labelled_fold_skips_sam_on_every_rank(data, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("name", NAMES)
 def test_check_properties(name: str, data, tmp_path, fake_sam, restore_torch_flags) -> None:
-    # the properties build the trainer, hence the SAM stage: zero-shot only for ACDC (its full fold
-    # runs below), one fine-tuning round for CHAOS T2 (synthesised scribbles, simulated boxes/points)
+    # the SAM stage runs when asked (`pseudo_labels`) or when training starts: zero-shot only for ACDC
+    # (its full fold runs below), one fine-tuning round for CHAOS T2 (synthesised scribbles, simulated boxes/points)
     rounds = 0 if name == "mixsup_acdc" else 1
     train = _workflow(name, "train.yaml", "train", data, tmp_path / "run", **{**TINY, "rounds": rounds})
     assert train.check_properties() == []
+    # initialize() and the properties build objects only: no SAM, no slice cache, nothing written
+    assert fake_sam == [] and not (tmp_path / "run").exists()
     assert type(train.trainer).__name__ == "MixSupTrainer" and train.max_epochs == 2  # ceil(4 / 2)
-    assert train.trainer.slice_cache is train.parser.get_parsed_content("train#cache")
+    assert train.trainer.slice_cache is None and not train.parser.get_parsed_content("train#dataset").built
     assert type(train.evaluator).__name__ == "VolumeDiceEvaluator"
     config = train.parser.get_parsed_content("train#config")
     assert type(config).__name__ == "MixSupTrainConfig"
@@ -230,7 +232,8 @@ def test_check_properties(name: str, data, tmp_path, fake_sam, restore_torch_fla
     assert run["selection"]["val"] == sorted({c.patient_id for c in fold["val"]}) and not run["selection"]["eval"]
     assert run["weak_prompts"]["selection"] == "sesam"
     assert {k: v for k, v in run["supervision"].items() if k in supervision} == supervision
-    assert len(fake_sam) == 1
+    assert len(fake_sam) == 1  # one workflow runs its SAM stage once
+    assert train.parser.get_parsed_content("train#dataset").cache.codes is not None
     if name == "mixsup_chaos":
         assert train.parser.get_parsed_content("source_dataset").provenance["scribbles"]
 
@@ -351,7 +354,7 @@ def test_acdc_fold_train_evaluate_infer(data, tmp_path, fake_sam, restore_torch_
     finally:
         mp.undo()
     assert len(fake_sam) == built
-    mine = wf.parser.get_parsed_content("sam_stage")
+    mine = wf.parser.get_parsed_content("sam_stage")()
     assert other["supervision"] == mine["supervision"]
     assert all(np.array_equal(other["pseudo"][k], mine["pseudo"][k]) for k in mine["pseudo"])
 

@@ -137,11 +137,14 @@ def test_bundle_files_and_metadata(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_check_properties(name: str, data, tmp_path, fake_sam, restore_torch_flags) -> None:
-    # the properties build the trainer, hence the SAM stage: zero-shot only for ACDC (its full fold
-    # runs below), one fine-tuning round for MSCMR (val subjects prompted from labels) and CHAOS
+    # the SAM stage runs when asked (`pseudo_labels`) or when training starts: zero-shot only for ACDC
+    # (its full fold runs below), one fine-tuning round for MSCMR (val subjects prompted from labels) and CHAOS
     rounds = 0 if name == "samsp_acdc" else 1
     train = _workflow(name, "train.yaml", "train", data, tmp_path / "run", **{**TINY, "rounds": rounds})
     assert train.check_properties() == []
+    # initialize() and the properties build objects only: no SAM, no slice cache, nothing written
+    assert fake_sam == [] and not (tmp_path / "run").exists()
+    assert not train.parser.get_parsed_content("train#dataset").built
     assert type(train.trainer).__name__ == "SAMSPTrainer" and train.max_epochs == 2  # ceil(4 / 2)
     assert type(train.evaluator).__name__ == "VolumeDiceEvaluator"
     assert type(train.parser.get_parsed_content("train#config")).__name__ == "SAMSPTrainConfig"
@@ -157,7 +160,8 @@ def test_check_properties(name: str, data, tmp_path, fake_sam, restore_torch_fla
     assert [e["round"] for e in quality["rounds"]] == list(range(rounds + 1))
     selection = json.loads((tmp_path / "run" / "sam" / "run.json").read_text())["selection"]
     assert selection["val"] == sorted({c.patient_id for c in fold["val"]}) and not selection["eval"]
-    assert len(fake_sam) == 1
+    # `--run_id pseudo_labels` ran the stage; the training set reused it (one workflow, one SAM stage)
+    assert len(fake_sam) == 1 and train.parser.get_parsed_content("train#dataset").built
 
     from scribmed.networks.samsp_unet import SAMSPUNet
 
