@@ -42,6 +42,7 @@ __all__ = [
     "mixsup_stage",
     "mixsup_trainer",
     "predict_instance_cases",
+    "predict_with_checkpoint",
     "recipe_from_checkpoint",
     "reseed_rank",
     "run_recipe_fold",
@@ -137,6 +138,18 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: str | 
 
     load_network_weights(network, ckpt_path)
     return network.to(device).eval()
+
+
+def predict_with_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, device: str | torch.device = "cpu",
+                            **kwargs: Any) -> list[Path]:
+    """Load ``ckpt_path``'s weights into ``network``, then :func:`~scribmed.engine.inference.predict_cases`.
+
+    The inference bundles' engine: the checkpoint is read when the workflow runs, so
+    ``initialize()`` and ``check_properties()`` work before any training has happened.
+    """
+    from scribmed.engine.inference import predict_cases
+
+    return predict_cases(load_weights(network, ckpt_path, device), device=device, **kwargs)
 
 
 def reseed_rank(network: torch.nn.Module, seed: int) -> torch.nn.Module:
