@@ -71,6 +71,32 @@ def run_recipe_fold(
     return done
 
 
+class RecipeFoldTrainer:
+    """The instance bundles' ``train#trainer``: one fold of a recipe, presented with MONAI's train properties.
+
+    Building it does nothing (MONAI's ``initialize()`` / ``check_properties()`` stay cheap and write
+    nothing); :meth:`run` is :func:`run_recipe_fold`. ``max_epochs`` is MONAI's property: the
+    recipe's validation rounds, ``ceil(iterations / val_interval)``.
+    """
+
+    def __init__(self, recipe: Any, dataset: Any, split_file: str | Path, fold: int, output_dir: str | Path,
+                 max_epochs: int, allow_missing: bool = False, seed: int = 0, progress: bool = True,
+                 merge: bool = True) -> None:
+        self.recipe, self.dataset, self.split_file = recipe, dataset, split_file
+        self.fold, self.output_dir = int(fold), Path(output_dir)
+        self.max_epochs = int(max_epochs)
+        self.allow_missing, self.seed, self.progress, self.merge = bool(allow_missing), int(seed), bool(progress), bool(merge)
+
+    def run(self) -> Path:
+        """Train, predict and evaluate the fold (:func:`run_recipe_fold`); returns its ``fold.json``."""
+        return run_recipe_fold(self.recipe, self.dataset, self.split_file, self.fold, self.output_dir,
+                               allow_missing=self.allow_missing, seed=self.seed, progress=self.progress,
+                               merge=self.merge)
+
+    def __repr__(self) -> str:
+        return f"RecipeFoldTrainer({self.recipe.name!r}, fold {self.fold}, {self.output_dir})"
+
+
 def fold_checkpoint(output_dir: str | Path) -> Path:
     """The checkpoint a finished fold used for its test cases (named in ``output_dir/fold.json``).
 
@@ -112,6 +138,19 @@ def recipe_from_checkpoint(name: str, ckpt_path: str | Path, device: str = "auto
     if dataclasses.is_dataclass(recipe.config) and hasattr(recipe.config, "device"):
         recipe.config = dataclasses.replace(recipe.config, device=str(device))
     return {"recipe": recipe, "model": model, "class_map": class_map}
+
+
+def recipe_from_fold(name: str, ckpt_path: Optional[str | Path], output_dir: str | Path,
+                     device: str = "auto") -> dict[str, Any]:
+    """:func:`recipe_from_checkpoint` of ``ckpt_path``, or of the checkpoint ``output_dir/fold.json`` names."""
+    return recipe_from_checkpoint(name, fold_checkpoint(output_dir) if ckpt_path is None else ckpt_path, device)
+
+
+def predict_with_loaded(loaded: Any, cases: Sequence[Case], out_dir: str | Path, **kwargs: Any) -> list[Path]:
+    """The instance inference bundles' engine: ``loaded()`` (the checkpoint, read now, not at
+    ``initialize()``) then :func:`predict_instance_cases` with its recipe and model."""
+    found = loaded()
+    return predict_instance_cases(found["recipe"], found["model"], cases, out_dir, **kwargs)
 
 
 def predict_instance_cases(

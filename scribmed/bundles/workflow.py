@@ -26,6 +26,7 @@ from scribmed.shipped import shipped_dir
 
 __all__ = [
     "BUNDLES_DIR",
+    "RecipeFoldTrainer",
     "as_size",
     "bundle_dir",
     "call_once",
@@ -43,7 +44,9 @@ __all__ = [
     "mixsup_trainer",
     "predict_instance_cases",
     "predict_with_checkpoint",
+    "predict_with_loaded",
     "recipe_from_checkpoint",
+    "recipe_from_fold",
     "reseed_rank",
     "run_recipe_fold",
     "run_training",
@@ -566,10 +569,13 @@ def mixsup_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs
 
 # the instance bundles' helpers (DSB2018) live in their own module; re-exported for the bundle configs
 from scribmed.bundles.instance_fold import (  # noqa: E402
+    RecipeFoldTrainer,
     describe_instance_checkpoint,
     evaluate_instance_folder,
     fold_checkpoint,
     predict_instance_cases,
+    predict_with_loaded,
     recipe_from_checkpoint,
+    recipe_from_fold,
     run_recipe_fold,
 )

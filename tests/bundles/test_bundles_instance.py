@@ -237,8 +237,10 @@ def test_fold_train_infer_evaluate(name: str, trained, nuclei, tmp_path, one_thr
                   progress=False)
     infer = _workflow(name, "inference.yaml", "inference", device="cpu", **common)
     assert infer.check_properties() == []
-    assert not infer.parser.get_parsed_content("network_def").training
+    assert type(infer.parser.get_parsed_content("network_def")).__name__ == "InstanceUNet"
+    assert "not run yet" in repr(infer.parser.get_parsed_content("loaded"))  # the checkpoint is read by run()
     infer.run()
+    assert "done" in repr(infer.parser.get_parsed_content("loaded"))
     for case_id in test_ids:
         mine = read_label_nifti(fold / "inference" / f"{case_id}.nii.gz", "prediction").array
         cv = read_label_nifti(fold / "predictions" / f"{case_id}.nii.gz", "prediction").array
