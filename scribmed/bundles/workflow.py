@@ -543,28 +543,19 @@ def mixsup_stage(
 def mixsup_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
     """A :class:`~scribmed.engine.mixsup_trainer.MixSupTrainer` with MONAI's ``max_epochs`` bundle property.
 
-    The mixsup counterpart of :func:`dmpls_trainer` (same iteration budget and checks); pass the
-    :func:`~scribmed.engine.mixsup_trainer.mixsup_cache` the loader draws from as ``slice_cache``
-    (its per-slice supervision codes route the loss); batches must carry ``weak``, ``full``,
+    The mixsup counterpart of :func:`dmpls_trainer` (same iteration budget and checks); the loss
+    reads the per-slice supervision codes of the loader's slice cache
+    (:func:`~scribmed.engine.mixsup_trainer.mixsup_cache`); batches must carry ``weak``, ``full``,
     ``box_bits`` and ``sam``.
 
     Raises:
         ValueError: ``max_epochs`` disagrees with ``iterations`` and ``epoch_length``.
     """
-    from scribmed.engine.deferred_dataset import DeferredDataset
     from scribmed.engine.mixsup_trainer import MixSupTrainer
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
-    deferred = kwargs.get("slice_cache")
-    if isinstance(deferred, DeferredDataset):  # the training set, built when training starts: take its cache then
-        kwargs["slice_cache"] = None
-    trainer = _build_data_on_start(MixSupTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs),
-                                   kwargs.get("train_data_loader"))
-    if isinstance(deferred, DeferredDataset):
-        from ignite.engine import Events
-
-        trainer.add_event_handler(Events.STARTED, lambda _: setattr(trainer, "slice_cache", deferred.materialize().cache))
-    return trainer
+    trainer = MixSupTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
+    return _build_data_on_start(trainer, kwargs.get("train_data_loader"))
 
 
 # the instance bundles' helpers (DSB2018) live in their own module; re-exported for the bundle configs

@@ -105,7 +105,9 @@ class MixSupTrainer(DMPLSTrainer):
 
     def __init__(self, *args: Any, slice_cache: Optional[SliceCache] = None, **kwargs: Any) -> None:
         """``DMPLSTrainer``'s arguments; ``slice_cache``: the :func:`mixsup_cache` the loader draws
-        from (its per-slice supervision codes route the loss; :func:`assemble_trainer` sets it)."""
+        from (its per-slice supervision codes route the loss; :func:`assemble_trainer` sets it).
+        ``None``: the cache of the loader's dataset, read when training needs it (a bundle's
+        training set is built only when the engine starts)."""
         super().__init__(*args, **kwargs)
         self.slice_cache = slice_cache
         objective: SeSAMObjective = self.loss_function  # type: ignore[assignment]
@@ -122,7 +124,8 @@ class MixSupTrainer(DMPLSTrainer):
         """Mean over both heads of ``L_weak + w_SAM L_SAM + w_T L_teacher``; the prediction is the main head."""
         if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
             raise TypeError("the mixed-supervision network must return (main_logits, aux_logits) in training mode")
-        codes_np = self.slice_cache.codes
+        cache = self.slice_cache if self.slice_cache is not None else self.data_loader.dataset.cache
+        codes_np = cache.codes
         if codes_np is None:
             raise ValueError("the slice cache holds no supervision codes (build it with mixsup_cache)")
         objective: SeSAMObjective = self.loss_function  # type: ignore[assignment]
