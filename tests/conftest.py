@@ -35,6 +35,18 @@ def dsb_root() -> Path:
     return _need(SHARED_DATA / "DSB2018")
 
 
+@pytest.fixture(autouse=True)
+def default_figure_formats(monkeypatch):
+    """Every test starts with the default figure formats (png only) and leaves them so:
+    ``set_figure_formats`` (``--figures``) changes a process-wide default and ``$SCRIBMED_FIGURES``."""
+    from scribmed.metrics import figures
+
+    monkeypatch.delenv(figures.FIGURES_ENV, raising=False)
+    figures.set_figure_formats(None, environ=False)
+    yield
+    figures.set_figure_formats(None, environ=False)
+
+
 @pytest.fixture()
 def restore_torch_flags():
     """Training workflows turn on deterministic algorithms; undo it after the test."""

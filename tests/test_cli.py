@@ -118,20 +118,14 @@ def test_evaluate_end_to_end(phantom_h5, tmp_path, capsys):
     assert not (out / "boxplot.pdf").exists()  # PNG only unless asked
 
 
-def test_figures_flag_adds_a_vector_pdf(phantom_h5, tmp_path, monkeypatch, capsys):
-    from scribmed.metrics.figures import FIGURES_ENV, set_figure_formats
-
-    monkeypatch.delenv(FIGURES_ENV, raising=False)
+def test_figures_flag_adds_a_vector_pdf(phantom_h5, tmp_path, capsys):
     ds = open_dataset("acdc-h5", phantom_h5)
     preds = tmp_path / "preds"
     for case in ds:
         write_prediction(preds / f"{case.case_id}.nii.gz", case.label, None)
-    out = tmp_path / "report"
-    try:
-        assert main(["evaluate", "--pred", str(preds), "--ref", str(phantom_h5), "--layout", "acdc-h5", "--out",
-                     str(out), "--quiet", "--figures", "png,pdf"]) == 0
-    finally:
-        set_figure_formats(None)
+    out = tmp_path / "report"  # the conftest fixture resets the formats --figures sets
+    assert main(["evaluate", "--pred", str(preds), "--ref", str(phantom_h5), "--layout", "acdc-h5", "--out",
+                 str(out), "--quiet", "--figures", "png,pdf"]) == 0
     assert (out / "boxplot.png").is_file() and (out / "boxplot.pdf").read_bytes().startswith(b"%PDF")
     assert main(["evaluate", "--pred", str(preds), "--ref", str(phantom_h5), "--layout", "acdc-h5", "--out",
                  str(tmp_path / "bad"), "--quiet", "--figures", "png,tiff"]) == 1

@@ -26,9 +26,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-from scipy import ndimage
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
@@ -36,21 +33,10 @@ from scribmed.data.phantoms import generate_cardiac  # noqa: E402
 from scribmed.evaluation.overlays import write_overlay  # noqa: E402
 from scribmed.metrics import evaluate_case  # noqa: E402
 from scribmed.metrics.report import plot_fold_boxplots  # noqa: E402
+from scribmed.recipes.nearest import nearest_scribble_prediction  # noqa: E402
 
 N_PATIENTS = 10
 N_FOLDS = 5
-
-
-def nearest_scribble(scribble: np.ndarray, ignore: int) -> np.ndarray:
-    """Each pixel gets the class of the nearest scribbled pixel of its slice (background if none)."""
-    out = np.zeros(scribble.shape, dtype=np.uint8)
-    for z, plane in enumerate(scribble):
-        unlabeled = plane == ignore
-        if unlabeled.all():
-            continue
-        _, (iy, ix) = ndimage.distance_transform_edt(unlabeled, return_indices=True)
-        out[z] = plane[iy, ix]
-    return out
 
 
 def main() -> int:
@@ -65,7 +51,7 @@ def main() -> int:
     folds: dict[str, list] = {f"fold_{k + 1}": [] for k in range(N_FOLDS)}
     predictions = {}
     for p in phantoms:
-        pred = nearest_scribble(p.scribble, class_map.ignore_index)
+        pred = nearest_scribble_prediction(p.scribble, class_map.ignore_index)
         predictions[p.case_id] = pred
         fold = patients.index(p.patient_id) // per_fold
         folds[f"fold_{fold + 1}"].append(evaluate_case(pred, p.label, foreground, p.spacing, case_id=p.case_id))

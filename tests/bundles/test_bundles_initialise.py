@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import REPO
+from conftest import SHARED_DATA as DATA
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
 BUNDLES = ["dmpls_acdc", "dmpls_chaos", "dmpls_mscmr", "samsp_acdc", "samsp_chaos", "samsp_mscmr", "mixsup_acdc",
            "mixsup_chaos", "sesam_dsb2018", "s4m_dsb2018", "wish_dsb2018"]
 SEMANTIC = {n for n in BUNDLES if not n.endswith("dsb2018")}

@@ -17,14 +17,6 @@ from scribmed.metrics import figures as F
 from scribmed.metrics.report import make_boxplot_figure
 
 
-@pytest.fixture(autouse=True)
-def default_formats(monkeypatch):
-    monkeypatch.delenv(F.FIGURES_ENV, raising=False)
-    F.set_figure_formats(None, environ=False)
-    yield
-    F.set_figure_formats(None, environ=False)
-
-
 @pytest.fixture(scope="module")
 def cardiac():
     return generate_cardiac(1, 0, size=64, slices=(4, 4), frames=("ED",))[0]

@@ -37,15 +37,6 @@ CARDIAC = ((1, "RV"), (2, "Myo"), (3, "LV"))
 ABDOMINAL = ((1, "liver"), (2, "right_kidney"), (3, "left_kidney"), (4, "spleen"))
 
 
-@pytest.fixture(autouse=True)
-def default_formats(monkeypatch):
-    """Each test starts with the default formats (png only) and leaves them so."""
-    monkeypatch.delenv(F.FIGURES_ENV, raising=False)
-    F.set_figure_formats(None, environ=False)
-    yield
-    F.set_figure_formats(None, environ=False)
-
-
 def _case(cid: str, dice: float, classes=CARDIAC, units: str = "mm") -> CaseResult:
     recs = tuple(ClassResult(i, n, dice, 10 * (1 - dice), 1.0, None, False) for i, n in classes)
     return CaseResult(cid, recs, units, "medpy", "nan_counted")
