@@ -16,7 +16,7 @@ from scribmed.data.phantoms.patient_sampling import _pixel_size, _rng, _scribble
 from scribmed.data.phantoms.phantom_case import PhantomCase
 from scribmed.data.phantoms.shapes import _ellipse, _grid, _wobbly
 from scribmed.data.scribble_synthesis import ScribbleStyle
-from scribmed.data.splits import CHAOS_PATIENTS
+from scribmed.data.split_protocols import CHAOS_PATIENTS
 
 
 def _kidney(yy, xx, cy, cx, ry, rx, rot, medial_sign: float) -> np.ndarray:

@@ -21,7 +21,7 @@ from scribmed.data.errors import DataError
 from scribmed.data.phantoms.abdominal import generate_abdominal
 from scribmed.data.phantoms.cardiac import generate_cardiac
 from scribmed.data.phantoms.kinds import KINDS, LAYOUTS_BY_KIND
-from scribmed.data.splits import MSCMR_TEST, MSCMR_TRAIN, MSCMR_VAL
+from scribmed.data.split_protocols import MSCMR_TEST, MSCMR_TRAIN, MSCMR_VAL
 
 MARKER = ".scribmed-phantom.json"
 _FORMAT_VERSION = 1
