@@ -1,7 +1,7 @@
 """Build hook: ship the top-level ``data_splits/`` and ``bundles/`` inside the wheel as package data.
 
 Everything else is declared in ``pyproject.toml``. The files are copied into
-``scribmed/_shipped/`` of the build tree, where :func:`scribmed.shipped.shipped_dir` finds them
+``scribmed/_shipped/`` of the build tree, where :func:`scribmed.runtime.shipped.shipped_dir` finds them
 with ``importlib.resources``; run outputs (``runs/``) and caches are left out.
 """
 

@@ -99,7 +99,7 @@ def run_config(name: str, args: argparse.Namespace) -> Path:
 
     from scribmed.data.layouts import open_dataset
     from scribmed.data.supervision_assignment import apply_supervision, mix_assignment
-    from scribmed.engine.cross_validation import run_cross_validation
+    from scribmed.crossval.runner import run_cross_validation
     from scribmed.recipes import build
 
     torch.set_num_threads(args.threads)
@@ -210,7 +210,7 @@ def make_plot_figure(rows: list[dict[str, Any]], title: str) -> Any:
     """Mean test Dice against annotation hours (log scale), one labelled marker per configuration."""
     import matplotlib.ticker
 
-    from scribmed.metrics.figures import OKABE_ITO, new_figure, set_title
+    from scribmed.evaluation.figures import OKABE_ITO, new_figure, set_title
 
     fig = new_figure((6.4, 4.2))
     ax = fig.add_subplot(1, 1, 1)
@@ -233,8 +233,8 @@ def make_plot_figure(rows: list[dict[str, Any]], title: str) -> Any:
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """``annotation_cost.png`` and, as before, ``annotation_cost.pdf`` beside it (plus any other
-    format of :func:`scribmed.metrics.figures.figure_formats`)."""
-    from scribmed.metrics.figures import figure_formats, save_figure
+    format of :func:`scribmed.evaluation.figures.figure_formats`)."""
+    from scribmed.evaluation.figures import figure_formats, save_figure
 
     save_figure(make_plot_figure(rows, title), path.with_suffix(".png"), (*figure_formats(), "pdf"), dpi=150)
 

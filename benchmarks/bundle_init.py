@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             secs = f"{row['seconds']:.1f}" if row.get("seconds") is not None else f"> {args.timeout:.0f} (stopped)"
             check = row.get("error") or row.get("check_properties")
             print(f"| {name} | {workflow} | {secs} | {check} | {len(row.get('written', []))} files |", flush=True)
-    from scribmed.files import atomic_write_text
+    from scribmed.runtime.files import atomic_write_text
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(rows, indent=2) + "\n")

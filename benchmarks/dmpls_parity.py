@@ -59,7 +59,7 @@ def run_one(name: str, seed: int, iterations: int, out_root: Path, threads: int)
     import torch
 
     from scribmed.data.layouts import open_dataset
-    from scribmed.engine.cross_validation import run_cross_validation
+    from scribmed.crossval.runner import run_cross_validation
     from scribmed.recipes import build
 
     torch.set_num_threads(threads)

@@ -14,7 +14,7 @@ What a user with a GPU runs once (well under 10 minutes on one GPU) before a clu
    cached embeddings (the second epoch is timed, the first warms up).
 
 On CUDA everything runs with AMP on (``amp="auto"``: bfloat16 where the GPU has it, else float16
-with a GradScaler; :func:`scribmed.engine.device.amp_policy`) and off (float32); the peak memory of
+with a GradScaler; :func:`scribmed.runtime.device.amp_policy`) and off (float32); the peak memory of
 each measurement is ``torch.cuda.max_memory_allocated``. On a CPU a *reduced* version runs (fewer
 iterations, 128x128, fewer slices; float32 only, AMP is always off on a CPU) and the title and the
 JSON say so (``"reduced": true``); the peak memory is the process's peak RSS
@@ -55,8 +55,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scribmed.data.case import CARDIAC  # noqa: E402
-from scribmed.engine.device import amp_policy, resolve_device  # noqa: E402
-from scribmed.files import atomic_write_text  # noqa: E402
+from scribmed.runtime.device import amp_policy, resolve_device  # noqa: E402
+from scribmed.runtime.files import atomic_write_text  # noqa: E402
 
 #: sizes of the three versions: full (CUDA), reduced (CPU), quick (tests)
 PROFILES: dict[str, dict[str, Any]] = {
@@ -177,9 +177,9 @@ def time_engine(build: Callable[[], Any], device: torch.device, warmup: int) -> 
 def segmentor_runs(recipe: str, cases: list, device: torch.device, modes: list[str], prof: dict[str, Any],
                    tmp: Path) -> dict[str, Any]:
     """s/iteration of the DMPLS or SAM-SP segmentor per AMP mode."""
-    from scribmed.engine.config import TrainConfig
-    from scribmed.engine.samsp_trainer import SAMSPTrainConfig, build_samsp_trainer
-    from scribmed.engine.training import build_dmpls_trainer
+    from scribmed.training.config import TrainConfig
+    from scribmed.recipes.samsp.trainer import SAMSPTrainConfig, build_samsp_trainer
+    from scribmed.training.assembly import build_dmpls_trainer
 
     total = prof["warmup"] + prof["iterations"]
     out: dict[str, Any] = {}

@@ -41,7 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scribmed.files import atomic_write_text  # noqa: E402
+from scribmed.runtime.files import atomic_write_text  # noqa: E402
 from scribmed.metrics import (  # noqa: E402
     DSB_THRESHOLDS,
     aji,

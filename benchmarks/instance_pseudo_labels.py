@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from scribmed.data.instance_weak_labels import make_instance_weak  # noqa: E402
 from scribmed.data.layouts import open_dataset  # noqa: E402
 from scribmed.metrics.instance import aji, dsb_score, f1  # noqa: E402
-from scribmed.recipes.sesam import instance_prompts  # noqa: E402
+from scribmed.recipes.sesam.recipe import instance_prompts  # noqa: E402
 from scribmed.sam.instance_prompting import masks_to_instances  # noqa: E402
 from scribmed.sam.instance_stage import InstanceSamConfig, InstanceSamStage  # noqa: E402
 from scribmed.sam.mask_selection import select_masks  # noqa: E402

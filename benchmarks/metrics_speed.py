@@ -34,7 +34,7 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scribmed.files import atomic_write_text  # noqa: E402
+from scribmed.runtime.files import atomic_write_text  # noqa: E402
 from scribmed.metrics import evaluate_case  # noqa: E402
 
 CLASSES = (1, 2, 3)

@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scribmed.data.case import CARDIAC  # noqa: E402
-from scribmed.engine.config import TrainConfig
-from scribmed.engine.training import build_dmpls_trainer  # noqa: E402
+from scribmed.training.config import TrainConfig
+from scribmed.training.assembly import build_dmpls_trainer  # noqa: E402
 
 
 def load_cases(n: int, data_root: Path):
@@ -137,7 +137,7 @@ def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore
     """
     import copy
 
-    from scribmed.engine.inference import unwrap_network
+    from scribmed.training.inference import unwrap_network
     from scribmed.losses.dmpls import DMPLSLoss
 
     base = unwrap_network(trainer.network)

@@ -13,7 +13,7 @@ Run folder::
     out/data/              the phantom dataset (acdc-h5 layout)
     out/split.json         the seeded k-fold split by patient every recipe uses
     out/sam_embeddings/    LiteMedSAM embeddings, computed once per slice for all folds
-    out/samsp/, out/dmpls/ one cross-validation run per recipe (see scribmed.engine.cross_validation)
+    out/samsp/, out/dmpls/ one cross-validation run per recipe (see scribmed.crossval.runner)
     out/baseline/          the nearest-scribble recipe's cross-validation run (no learning)
     out/summary.md         the comparison table (pooled out-of-fold Dice and HD95 per class)
     out/summary.json       the same numbers
@@ -29,9 +29,9 @@ from scribmed import recipes as recipe_registry
 from scribmed.data.layouts import open_dataset
 from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.data.splits import make_kfold_split, save_split
-from scribmed.engine.cross_validation import run_cross_validation
+from scribmed.crossval.runner import run_cross_validation
 from scribmed.evaluation.comparison import comparison_markdown, comparison_row
-from scribmed.files import atomic_write_text
+from scribmed.runtime.files import atomic_write_text
 
 __all__ = ["BASELINE", "DEMO_RECIPES", "run_demo"]
 

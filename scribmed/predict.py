@@ -38,8 +38,8 @@ def predict_folder(
     """
     from scribmed import recipes
     from scribmed.data.layouts import open_dataset
-    from scribmed.engine.checkpoint import load_checkpoint
-    from scribmed.engine.inference import predict_to_folder
+    from scribmed.runtime.checkpoint import load_checkpoint
+    from scribmed.training.inference import predict_to_folder
 
     checkpoint, input_root, out_dir = Path(checkpoint), Path(input_root), Path(out_dir)
     name = load_checkpoint(checkpoint).get("recipe")
@@ -57,7 +57,7 @@ def predict_folder(
     resolved_out, resolved_in = out_dir.resolve(), input_root.resolve()
     if resolved_out == resolved_in or resolved_in in resolved_out.parents:
         raise DataError(out_dir, "the output folder lies inside the input dataset; choose a folder outside it")
-    from scribmed.engine.fold_evaluation import evaluation_for
+    from scribmed.crossval.fold_evaluation import evaluation_for
 
     dtype = evaluation_for(getattr(recipe, "task", "semantic")).prediction_dtype  # instance maps: int32
     paths: list[Path] = []

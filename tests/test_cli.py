@@ -270,7 +270,7 @@ def test_cv_refuses_another_recipes_flags_and_takes_set(phantom_h5, tmp_path, ca
 def test_amp_choices_are_the_engine_modes():
     """The parser spells the AMP modes out (building it imports no torch); they must stay the engine's."""
     from scribmed.cli import AMP_CHOICES
-    from scribmed.engine.device import AMP_MODES
+    from scribmed.runtime.device import AMP_MODES
 
     assert AMP_CHOICES == AMP_MODES
 

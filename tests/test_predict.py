@@ -12,9 +12,9 @@ from scribmed.cli import main
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.engine.config import TrainConfig
-from scribmed.engine.training import train_dmpls
-from scribmed.recipes.dmpls import DMPLSRecipe
+from scribmed.training.config import TrainConfig
+from scribmed.training.assembly import train_dmpls
+from scribmed.recipes.dmpls.recipe import DMPLSRecipe
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_wheel_ships_splits_and_bundles(installed):
 
 
 def test_installed_package_is_not_the_source_tree(installed):
-    where = _run([installed["py"], "-c", "import scribmed, scribmed.shipped as s; print(scribmed.__file__); "
+    where = _run([installed["py"], "-c", "import scribmed, scribmed.runtime.shipped as s; print(scribmed.__file__); "
                   "print(s.shipped_dir('bundles'))"], cwd=installed["cwd"]).stdout.split()
     assert not Path(where[0]).is_relative_to(REPO) and "_shipped" in where[1]
 

@@ -3,7 +3,7 @@
 Writes, beside this script:
 
 * ``boxplot_example.png`` (shown in docs/metrics.md): the per-fold box plot that ``scribmed cv``
-  writes as ``boxplot_folds.png`` (:func:`scribmed.metrics.report.plot_fold_boxplots`), for
+  writes as ``boxplot_folds.png`` (:func:`scribmed.evaluation.report.plot_fold_boxplots`), for
   10 cardiac phantom patients (ED + ES: 20 volumes) in 5 folds of 2 patients;
 * ``overlay_example.png`` (shown in docs/cross_validation.md): the overlay that ``scribmed cv``
   writes into ``fold_k/overlays/`` (:func:`scribmed.evaluation.overlays.write_overlay`, which
@@ -32,8 +32,8 @@ sys.path.insert(0, str(HERE.parents[1]))
 from scribmed.data.phantoms import generate_cardiac  # noqa: E402
 from scribmed.evaluation.overlays import write_overlay  # noqa: E402
 from scribmed.metrics import evaluate_case  # noqa: E402
-from scribmed.metrics.report import plot_fold_boxplots  # noqa: E402
-from scribmed.recipes.nearest import nearest_scribble_prediction  # noqa: E402
+from scribmed.evaluation.report import plot_fold_boxplots  # noqa: E402
+from scribmed.recipes.nearest.recipe import nearest_scribble_prediction  # noqa: E402
 
 N_PATIENTS = 10
 N_FOLDS = 5

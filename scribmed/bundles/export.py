@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from scribmed.data.errors import DataError
-from scribmed.shipped import shipped_dir
+from scribmed.runtime.shipped import shipped_dir
 
 __all__ = ["bundle_names", "describe_bundles", "export_bundle"]
 

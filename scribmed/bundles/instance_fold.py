@@ -12,8 +12,8 @@ from typing import Any, Optional, Sequence
 
 from scribmed.data.case import Case
 from scribmed.data.errors import DataError
-from scribmed.engine.checkpoint import load_checkpoint
-from scribmed.files import file_sha256
+from scribmed.runtime.checkpoint import load_checkpoint
+from scribmed.runtime.files import file_sha256
 
 
 def run_recipe_fold(
@@ -31,12 +31,12 @@ def run_recipe_fold(
 
     The instance bundles' ``run``: no training logic here. ``output_dir`` is the fold folder
     (``.../fold_<k>``) and its parent is the cross-validation run folder handed to
-    :func:`scribmed.engine.cross_validation.run_cross_validation` with ``folds=[fold]``, so the
+    :func:`scribmed.crossval.runner.run_cross_validation` with ``folds=[fold]``, so the
     bundle reuses the runner itself: the split is loaded and checked
     (:func:`~scribmed.data.splits.validate_split`, its ``SplitReport``), ``run.json`` and
     ``split.json`` are written (a rerun with other settings is refused), ``recipe.prepare_run``
     points a SAM recipe's embedding cache at ``<parent>/sam_embeddings`` (shared by the folds),
-    and :func:`~scribmed.engine.cross_validation.run_fold` writes ``train/``, ``predictions/``,
+    and :func:`~scribmed.crossval.runner.run_fold` writes ``train/``, ``predictions/``,
     ``evaluation/``, ``overlays/`` and, last, ``fold.json``. A finished fold is skipped and an
     interrupted one resumes from ``train/last.pt``. With ``merge`` the across-fold summary of the
     finished folds is written into the parent, as ``scribmed cv`` does without ``--no-merge``.
@@ -56,7 +56,7 @@ def run_recipe_fold(
         DataError: ``output_dir`` is not named ``fold_<fold>``; the fold has no training or test
             case in this dataset; a run folder made with other settings; bad split or cases.
     """
-    from scribmed.engine.cross_validation import FOLD_DONE, run_cross_validation
+    from scribmed.crossval.runner import FOLD_DONE, run_cross_validation
 
     k = int(fold)
     out = Path(output_dir)
@@ -106,7 +106,7 @@ def fold_checkpoint(output_dir: str | Path) -> Path:
     """
     import json
 
-    from scribmed.engine.cross_validation import FOLD_DONE
+    from scribmed.crossval.runner import FOLD_DONE
 
     out = Path(output_dir)
     record_path = out / FOLD_DONE
@@ -164,7 +164,7 @@ def predict_instance_cases(
 ) -> list[Path]:
     """Write ``recipe.predict_case(model, case)`` as an int32 instance map ``<out_dir>/<case_id>.nii.gz``.
 
-    :func:`scribmed.engine.inference.predict_to_folder` with ``dtype=np.int32`` (the CV runner's
+    :func:`scribmed.training.inference.predict_to_folder` with ``dtype=np.int32`` (the CV runner's
     loop for instance recipes): files on each case's grid, written atomically; with ``overwrite``
     false, files already there are kept (an interrupted run resumes).
 
@@ -174,7 +174,7 @@ def predict_instance_cases(
     """
     import numpy as np
 
-    from scribmed.engine.inference import predict_to_folder
+    from scribmed.training.inference import predict_to_folder
 
     out = Path(out_dir)
     if dataset_root is not None:
@@ -203,9 +203,9 @@ def evaluate_instance_folder(
     """Instance report of ``<pred_dir>/<case_id>.nii.gz`` against each case's instance map; returns summary.json.
 
     Every case of ``cases`` must have a reference instance map and a prediction on its grid.
-    :func:`scribmed.metrics.instance_report.evaluate_instance_cases` (DSB score, F1, AJI, AJI+,
+    :func:`scribmed.evaluation.instance_report.evaluate_instance_cases` (DSB score, F1, AJI, AJI+,
     PQ, SQ, RQ, foreground Dice per image) and
-    :func:`~scribmed.metrics.instance_report.write_instance_report` write ``per_case.csv``,
+    :func:`~scribmed.evaluation.instance_report.write_instance_report` write ``per_case.csv``,
     ``summary.json`` (``"task": "instance"``, ``checkpoint`` as given), ``summary.md`` and
     ``boxplot.png`` into ``out_dir`` — the files and values of the CV runner's
     ``fold_k/evaluation/`` for the same predictions.
@@ -217,10 +217,8 @@ def evaluate_instance_folder(
     import numpy as np
 
     from scribmed.data.nifti import read_label_nifti
-    from scribmed.metrics.instance_report import (
-        evaluate_instance_cases,
-        write_instance_report,
-    )
+    from scribmed.evaluation.instance_report import write_instance_report
+    from scribmed.metrics.instance_evaluator import evaluate_instance_cases
 
     pred_dir, cases = Path(pred_dir), list(cases)
     if not cases:

@@ -3,7 +3,7 @@
 The bundle configs (``bundles/dmpls_*/configs/*.yaml``) compose scribmed's network, loss,
 transforms and engine with ``_target_`` references; the helpers here cover the few steps that
 are not one constructor call: locating the bundle, picking a fold's cases from a split file,
-seeding the loss and the DDP ranks the way :func:`scribmed.engine.training.build_dmpls_trainer`
+seeding the loss and the DDP ranks the way :func:`scribmed.training.assembly.build_dmpls_trainer`
 does, refusing (or resuming) a run folder that already holds a run, and naming the checkpoint
 an evaluation used. They hold no training logic.
 """
@@ -19,10 +19,10 @@ import torch
 from scribmed.data.case import Case
 from scribmed.data.errors import DataError
 from scribmed.data.splits import fold_cases, resolve_split
-from scribmed.engine.checkpoint import load_checkpoint
-from scribmed.engine.seeding import loader_generator, loss_generator
-from scribmed.files import file_sha256
-from scribmed.shipped import shipped_dir
+from scribmed.runtime.checkpoint import load_checkpoint
+from scribmed.runtime.seeding import loader_generator, loss_generator
+from scribmed.runtime.files import file_sha256
+from scribmed.runtime.shipped import shipped_dir
 
 __all__ = [
     "BUNDLES_DIR",
@@ -137,7 +137,7 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: str | 
     Raises:
         DataError: missing or unsafe checkpoint, or weights that do not fit the network.
     """
-    from scribmed.engine.checkpoint import load_network_weights
+    from scribmed.runtime.checkpoint import load_network_weights
 
     load_network_weights(network, ckpt_path)
     return network.to(device).eval()
@@ -145,19 +145,19 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: str | 
 
 def predict_with_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, device: str | torch.device = "cpu",
                             **kwargs: Any) -> list[Path]:
-    """Load ``ckpt_path``'s weights into ``network``, then :func:`~scribmed.engine.inference.predict_cases`.
+    """Load ``ckpt_path``'s weights into ``network``, then :func:`~scribmed.training.inference.predict_cases`.
 
     The inference bundles' engine: the checkpoint is read when the workflow runs, so
     ``initialize()`` and ``check_properties()`` work before any training has happened.
     """
-    from scribmed.engine.inference import predict_cases
+    from scribmed.training.inference import predict_cases
 
     return predict_cases(load_weights(network, ckpt_path, device), device=device, **kwargs)
 
 
 def reseed_rank(network: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """:func:`scribmed.engine.seeding.reseed_rank` for configs: returns ``network`` unchanged."""
-    from scribmed.engine.seeding import reseed_rank as _reseed
+    """:func:`scribmed.runtime.seeding.reseed_rank` for configs: returns ``network`` unchanged."""
+    from scribmed.runtime.seeding import reseed_rank as _reseed
 
     _reseed(seed)
     return network
@@ -199,21 +199,21 @@ def deferred_slice_dataset(
     stage_args: Sequence[str] = (),
     **dataset_kwargs: Any,
 ) -> Any:
-    """A bundle's training set, built when training starts (:mod:`scribmed.engine.deferred_dataset`).
+    """A bundle's training set, built when training starts (:mod:`scribmed.training.deferred_dataset`).
 
     Args:
         cache: builds the slice cache (the config's ``train#cache`` with ``_mode_: callable``).
         stage: the step the cache needs first (the SAM stage, ``_mode_: callable``), or ``None``.
         stage_args: the cache's keyword argument(s) the stage's result fills: one name takes the
             whole result (SAM-SP: ``[pseudo]``), several take its items (mixsup: ``[pseudo, supervision]``).
-        dataset_kwargs: :class:`~scribmed.engine.sampling.SliceTrainingDataset`'s other arguments.
+        dataset_kwargs: :class:`~scribmed.training.sampling.SliceTrainingDataset`'s other arguments.
 
     Returns:
-        A :class:`~scribmed.engine.deferred_dataset.DeferredDataset`; the trainer factories here
+        A :class:`~scribmed.training.deferred_dataset.DeferredDataset`; the trainer factories here
         build it when their engine starts.
     """
-    from scribmed.engine.deferred_dataset import DeferredDataset
-    from scribmed.engine.sampling import SliceTrainingDataset
+    from scribmed.training.deferred_dataset import DeferredDataset
+    from scribmed.training.sampling import SliceTrainingDataset
 
     names = list(stage_args)
     if stage is None and names:
@@ -230,14 +230,14 @@ def deferred_slice_dataset(
 
 
 def _build_data_on_start(trainer: Any, loader: Any) -> Any:
-    from scribmed.engine.deferred_dataset import materialize_on_start
+    from scribmed.training.deferred_dataset import materialize_on_start
 
     materialize_on_start(trainer, getattr(loader, "dataset", None))
     return trainer
 
 
 def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
-    """A :class:`~scribmed.engine.trainer.DMPLSTrainer` with MONAI's ``max_epochs`` bundle property.
+    """A :class:`~scribmed.training.trainer.DMPLSTrainer` with MONAI's ``max_epochs`` bundle property.
 
     The DMPLS budget is counted in iterations; ``max_epochs`` must equal
     ``ceil(iterations / epoch_length)`` (set ``iterations`` to change the length of a run).
@@ -245,7 +245,7 @@ def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
     Raises:
         ValueError: ``max_epochs`` disagrees with ``iterations`` and ``epoch_length``.
     """
-    from scribmed.engine.trainer import DMPLSTrainer
+    from scribmed.training.trainer import DMPLSTrainer
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
     trainer = DMPLSTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
@@ -263,8 +263,8 @@ def _check_max_epochs(max_epochs: int, iterations: int, epoch_length: int) -> No
 
 
 def run_training(recorder: Any, resume: bool = False) -> Optional[float]:
-    """Run a bundle's trainer (:func:`scribmed.engine.run_record.run_or_resume`); return the best val Dice."""
-    from scribmed.engine.run_record import run_or_resume
+    """Run a bundle's trainer (:func:`scribmed.training.run_record.run_or_resume`); return the best val Dice."""
+    from scribmed.training.run_record import run_or_resume
 
     run_or_resume(recorder, resume)
     return recorder.best_metric
@@ -275,7 +275,7 @@ def write_fold_record(
 ) -> Path:
     """Write ``output_dir/fold.json`` after an evaluation, so ``scribmed cv merge`` can merge bundle folds.
 
-    Same marker as the cross-validation runner's (:data:`scribmed.engine.cross_validation.FOLD_DONE`):
+    Same marker as the cross-validation runner's (:data:`scribmed.crossval.runner.FOLD_DONE`):
     written last, it names the checkpoint, how it was chosen (``best``/``last``) and its sha256.
 
     Args:
@@ -286,7 +286,7 @@ def write_fold_record(
         cases: the fold's case lists (counts are recorded).
         summary: the evaluation's ``summary.json`` path (only orders the call after the evaluation).
     """
-    from scribmed.engine.cross_validation import write_fold_record as _write
+    from scribmed.crossval.runner import write_fold_record as _write
 
     ckpt = Path(ckpt_path)
     counts = {s: len(v) for s, v in cases.items()}
@@ -312,7 +312,7 @@ def describe_checkpoint(path: str | Path) -> str:
 
 
 def samsp_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
-    """A :class:`~scribmed.engine.samsp_trainer.SAMSPTrainer` with MONAI's ``max_epochs`` bundle property.
+    """A :class:`~scribmed.recipes.samsp.trainer.SAMSPTrainer` with MONAI's ``max_epochs`` bundle property.
 
     The SAM-SP counterpart of :func:`dmpls_trainer` (same iteration budget and checks); batches
     must carry ``"pseudo"`` (the SAM pseudo label).
@@ -320,7 +320,7 @@ def samsp_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
     Raises:
         ValueError: ``max_epochs`` disagrees with ``iterations`` and ``epoch_length``.
     """
-    from scribmed.engine.samsp_trainer import SAMSPTrainer
+    from scribmed.recipes.samsp.trainer import SAMSPTrainer
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
     trainer = SAMSPTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
@@ -331,8 +331,8 @@ def _sam_stage_config(
     backend: str, checkpoint: Optional[str | Path], rounds: int, epochs: int, lr: float, n_points: int,
     device: str, cache_dir: Optional[str | Path], encoder_runtime: str, loss_resolution: str,
 ) -> Any:
-    """The :class:`~scribmed.recipes.samsp.SamStageConfig` of a bundle's SAM keys (samsp and mixsup bundles)."""
-    from scribmed.recipes.samsp import SamStageConfig
+    """The :class:`~scribmed.recipes.samsp.recipe.SamStageConfig` of a bundle's SAM keys (samsp and mixsup bundles)."""
+    from scribmed.recipes.samsp.recipe import SamStageConfig
 
     return SamStageConfig(
         backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),
@@ -362,7 +362,7 @@ def samsp_pseudo_labels(
     """SAM pseudo labels of a fold's training cases: the ``samsp`` recipe's rounds, in ``out_dir/sam``.
 
     Runs (or resumes: finished rounds are skipped) exactly the pseudo-label stage of
-    :meth:`scribmed.recipes.samsp.SAMSPRecipe.pseudo_labels` —
+    :meth:`scribmed.recipes.samsp.recipe.SAMSPRecipe.pseudo_labels` —
     :func:`scribmed.sam.rounds.run_pseudo_label_rounds` on the fold's training patients, with its
     validation patients selecting each round's decoder, the test patients never used — then
     :func:`scribmed.sam.pseudo_labels.load_pseudo_labels` of the last round. A bundle run and
@@ -375,7 +375,7 @@ def samsp_pseudo_labels(
         out_dir: the fold's run folder (the rounds go to ``out_dir/sam``).
         backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
             loss_resolution: the SAM stage
-            (:class:`scribmed.recipes.samsp.SamStageConfig`; ``cache_dir`` ``None``:
+            (:class:`scribmed.recipes.samsp.recipe.SamStageConfig`; ``cache_dir`` ``None``:
             ``out_dir/sam/embeddings``).
         seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
         progress: tqdm bars.
@@ -391,9 +391,9 @@ def samsp_pseudo_labels(
     """
     import logging
 
-    from scribmed.engine import distributed as dist_utils
-    from scribmed.engine.samsp_trainer import SAMSPTrainConfig
-    from scribmed.recipes.samsp import SAMSPRecipe, require_scribbled
+    from scribmed.runtime import distributed as dist_utils
+    from scribmed.recipes.samsp.trainer import SAMSPTrainConfig
+    from scribmed.recipes.samsp.recipe import SAMSPRecipe, require_scribbled
     from scribmed.sam.pseudo_labels import load_pseudo_labels
 
     train, val = list(fold_cases["train"]), list(fold_cases["val"])
@@ -477,7 +477,7 @@ def mixsup_stage(
     """The ``mixsup`` recipe's SAM stage of a fold, in ``out_dir/sam``: pseudo labels from each case's own label.
 
     Runs (or resumes: finished rounds are skipped) exactly
-    :meth:`scribmed.recipes.mixsup.MixSupRecipe.sam_stage`: SAM-SP's rounds on the fold's training
+    :meth:`scribmed.recipes.mixsup.recipe.MixSupRecipe.sam_stage`: SAM-SP's rounds on the fold's training
     patients with every case prompted from its own supervision (box, points, full mask or
     scribble; ``none`` cases not at all), the decoder of each round selected on the fold's
     validation patients, the test patients never used; SAM is skipped when every labelled
@@ -490,7 +490,7 @@ def mixsup_stage(
         fold_cases: :func:`fold_case_lists` of the fold (``train`` prompted, ``val`` selects).
         out_dir: the fold's run folder (the rounds go to ``out_dir/sam``).
         backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
-            loss_resolution: the SAM stage (:class:`scribmed.recipes.samsp.SamStageConfig`;
+            loss_resolution: the SAM stage (:class:`scribmed.recipes.samsp.recipe.SamStageConfig`;
             ``cache_dir`` ``None``: ``out_dir/sam/embeddings``).
         seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
         progress: tqdm bars.
@@ -507,9 +507,9 @@ def mixsup_stage(
     """
     import logging
 
-    from scribmed.engine import distributed as dist_utils
-    from scribmed.engine.mixsup_trainer import MixSupTrainConfig
-    from scribmed.recipes.mixsup import MixSupRecipe
+    from scribmed.runtime import distributed as dist_utils
+    from scribmed.recipes.mixsup.trainer import MixSupTrainConfig
+    from scribmed.recipes.mixsup.recipe import MixSupRecipe
     from scribmed.sam.pseudo_labels import load_pseudo_labels
     from scribmed.sam.weak_prompting import WeakPromptConfig
 
@@ -541,17 +541,17 @@ def mixsup_stage(
 
 
 def mixsup_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
-    """A :class:`~scribmed.engine.mixsup_trainer.MixSupTrainer` with MONAI's ``max_epochs`` bundle property.
+    """A :class:`~scribmed.recipes.mixsup.trainer.MixSupTrainer` with MONAI's ``max_epochs`` bundle property.
 
     The mixsup counterpart of :func:`dmpls_trainer` (same iteration budget and checks); the loss
     reads the per-slice supervision codes of the loader's slice cache
-    (:func:`~scribmed.engine.mixsup_trainer.mixsup_cache`); batches must carry ``weak``, ``full``,
+    (:func:`~scribmed.recipes.mixsup.trainer.mixsup_cache`); batches must carry ``weak``, ``full``,
     ``box_bits`` and ``sam``.
 
     Raises:
         ValueError: ``max_epochs`` disagrees with ``iterations`` and ``epoch_length``.
     """
-    from scribmed.engine.mixsup_trainer import MixSupTrainer
+    from scribmed.recipes.mixsup.trainer import MixSupTrainer
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
     trainer = MixSupTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)

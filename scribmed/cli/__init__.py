@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         if getattr(args, "figures", None):
-            from scribmed.metrics.figures import set_figure_formats
+            from scribmed.evaluation.figures import set_figure_formats
 
             set_figure_formats(args.figures)  # also in $SCRIBMED_FIGURES: jobs started from here inherit it
         return func(args)

@@ -66,8 +66,8 @@ def _requested_folds(args: argparse.Namespace) -> Optional[list[int]]:
 
 def _run_cv(args: argparse.Namespace) -> Optional[Path]:
     """The folds of ``args`` in this process (all ranks of it under torchrun); the summary path when merged."""
-    from scribmed.engine import distributed as dist_utils
-    from scribmed.engine.cross_validation import run_cross_validation
+    from scribmed.runtime import distributed as dist_utils
+    from scribmed.crossval.runner import run_cross_validation
 
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
     if under_torchrun:
@@ -87,7 +87,7 @@ def _run_cv(args: argparse.Namespace) -> Optional[Path]:
 def _cv_job(args: argparse.Namespace, fold: int, stage: str) -> None:
     """One job of ``scribmed cv --executor ...``: the same command line, restricted to ``fold`` and ``stage``."""
     if getattr(args, "figures", None):  # a Slurm job may not see the submitter's environment
-        from scribmed.metrics.figures import set_figure_formats
+        from scribmed.evaluation.figures import set_figure_formats
 
         set_figure_formats(args.figures)
     job = argparse.Namespace(**vars(args))
@@ -100,16 +100,16 @@ def _submit_cv(args: argparse.Namespace) -> int:
     """``scribmed cv --executor local|slurm``: check the run, plan its jobs, run (local) or submit (slurm) them."""
     import functools
 
-    from scribmed.engine.cross_validation import merge_folds, open_run
-    from scribmed.engine.executors import (
+    from scribmed.crossval.runner import merge_folds, open_run
+    from scribmed.crossval.executors import (
         SlurmOptions,
         plan_jobs,
         require_submitit,
         run_local,
         submit_slurm,
     )
-    from scribmed.engine.fold_jobs import FoldJob
-    from scribmed.engine.fold_status import active_folds, fold_states, format_status
+    from scribmed.crossval.fold_jobs import FoldJob
+    from scribmed.crossval.fold_status import active_folds, fold_states, format_status
 
     require_submitit()
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
@@ -167,7 +167,7 @@ def _submit_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from scribmed.engine.cross_validation import merge_folds
+    from scribmed.crossval.runner import merge_folds
 
     if args.action:
         if args.action[0] == "compare" and len(args.action) >= 2:
@@ -178,7 +178,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
                 print(f"table: {args.out}")
             return 0
         if args.action[0] == "status" and len(args.action) == 2:
-            from scribmed.engine.fold_status import fold_states, format_status
+            from scribmed.crossval.fold_status import fold_states, format_status
 
             print(format_status(fold_states(Path(args.action[1]))), end="")
             return 0

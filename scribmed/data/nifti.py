@@ -23,7 +23,7 @@ from scribmed.data.validation import (
     compact_int,
     read_error,
 )
-from scribmed.files import atomic_output
+from scribmed.runtime.files import atomic_output
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 

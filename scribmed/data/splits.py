@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from scribmed.data.errors import SplitError
-from scribmed.files import atomic_write_text
-from scribmed.shipped import shipped_dir
+from scribmed.runtime.files import atomic_write_text
+from scribmed.runtime.shipped import shipped_dir
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
-from scribmed.files import atomic_write_text
+from scribmed.runtime.files import atomic_write_text
 
 SUPERVISION_TYPES = ("full", "box", "point", "scribble", "none")
 #: The supervision types stored as a weak-label file (the others live in the case's arrays).

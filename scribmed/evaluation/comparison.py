@@ -1,7 +1,7 @@
 """Side-by-side tables of several methods evaluated on the same cases (cross-validation runs, folders).
 
-Each method's numbers come from a ``summary.json`` written by :func:`scribmed.engine.cross_validation.merge_folds`
-(its ``pooled`` block: every out-of-fold case once) or by :func:`scribmed.metrics.report.write_report`
+Each method's numbers come from a ``summary.json`` written by :func:`scribmed.crossval.runner.merge_folds`
+(its ``pooled`` block: every out-of-fold case once) or by :func:`scribmed.evaluation.report.write_report`
 (a plain evaluation). The table has per-class Dice and HD95 and their means, as papers print them::
 
     scribmed cv compare runs/compare/samsp runs/compare/dmpls --out runs/compare/comparison.md
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from scribmed.data.errors import DataError
-from scribmed.files import atomic_write_text
+from scribmed.runtime.files import atomic_write_text
 
 __all__ = ["comparison_markdown", "comparison_row", "compare_runs", "evaluated_cases"]
 

@@ -18,7 +18,8 @@ from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import NIFTI_SUFFIXES, strip_nifti_suffix
 from scribmed.evaluation.pairing import PairedCases, Reference
-from scribmed.metrics import CaseResult, EmptyPolicy, evaluate_cases, write_report
+from scribmed.evaluation.report import write_report
+from scribmed.metrics import CaseResult, EmptyPolicy, evaluate_cases
 
 
 def find_predictions(pred_dir: Path) -> dict[str, Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scribmed.metrics.report import provenance_lines, summary_markdown
+from scribmed.evaluation.report import provenance_lines, summary_markdown
 
 __all__ = ["cv_markdown"]
 

@@ -37,7 +37,7 @@ Batch contract of :meth:`MixedSupervisionLoss.forward`:
 
 * ``sam`` (optional): ``(B, H, W)`` SAM pseudo label, ``ignore_index`` where SAM gave none.
 * ``teacher`` (optional): ``(B, H, W)`` teacher pseudo label, ``ignore_index`` where the
-  teacher is not confident (:meth:`scribmed.engine.ema_teacher.EMATeacher.targets`).
+  teacher is not confident (:meth:`scribmed.training.ema_teacher.EMATeacher.targets`).
 
 For the precedence, a sample's *weak pixels* are its ``label`` (full), ``scribble`` or
 ``point_map`` pixels that are not ``ignore_index``; box and unlabeled samples have none (a box

@@ -1,10 +1,11 @@
-"""Dice / HD95 / ASD: fast, medpy-exact binary metrics, a per-case evaluator and reports.
+"""Dice / HD95 / ASD: fast, medpy-exact binary metrics and the per-case evaluators.
 
 Instance metrics of integer instance maps (DSB 2018 score, F1, AJI, AJI+, PQ) and their
-evaluator live in :mod:`scribmed.metrics.instance` and :mod:`scribmed.metrics.instance_report`.
+evaluator live in :mod:`scribmed.metrics.instance` and :mod:`scribmed.metrics.instance_evaluator`.
+Reports of results (CSV, summaries, tables, figures) are :mod:`scribmed.evaluation`'s.
 
-A leaf package: it imports only numpy, scipy and the standard library (matplotlib lazily for
-plots, tqdm optionally for progress bars), so ``from scribmed.metrics import dc, hd95, asd``
+A leaf package: it imports only numpy, scipy and the standard library (tqdm optionally for
+progress bars), so ``from scribmed.metrics import dc, hd95, asd``
 works as a faster ``medpy.metric.binary`` anywhere.
 
 The MONAI metric classes (``DiceMetric``, ``HD95Metric``, ``ASDMetric`` and their
@@ -46,24 +47,11 @@ from scribmed.metrics.instance import (
     panoptic_quality,
     panoptic_quality_parts,
 )
-from scribmed.metrics.instance_report import (
+from scribmed.metrics.instance_evaluator import (
+    INSTANCE_METRICS,
     InstanceCaseResult,
     evaluate_instance_case,
     evaluate_instance_cases,
-    instance_cv_markdown,
-    instance_summary_markdown,
-    plot_instance_fold_boxplots,
-    read_instance_report,
-    summarize_instance,
-    summarize_instance_folds,
-    write_instance_report,
-)
-from scribmed.metrics.report import (
-    read_report,
-    summarize,
-    summarize_folds,
-    summary_markdown,
-    write_report,
 )
 
 _LAZY = {
@@ -83,6 +71,7 @@ __all__ = [
     "EmptyPolicy",
     "HD95Metric",
     "HD95Mode",
+    "INSTANCE_METRICS",
     "InstanceCaseResult",
     "MetricSummary",
     "OverlapTable",
@@ -102,22 +91,10 @@ __all__ = [
     "f1",
     "hd",
     "hd95",
-    "instance_cv_markdown",
-    "instance_summary_markdown",
     "overlap_table",
     "panoptic_quality",
     "panoptic_quality_parts",
-    "plot_instance_fold_boxplots",
-    "read_instance_report",
-    "read_report",
-    "summarize",
-    "summarize_folds",
-    "summarize_instance",
-    "summarize_instance_folds",
-    "summary_markdown",
     "surface_distances",
-    "write_instance_report",
-    "write_report",
 ]
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scribmed.files import atomic_write_text
+from scribmed.runtime.files import atomic_write_text
 
 PathLike = Union[str, Path]
 

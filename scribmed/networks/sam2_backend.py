@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scribmed.engine.device import AmpRequest
-from scribmed.files import file_sha256
+from scribmed.runtime.device import AmpRequest
+from scribmed.runtime.files import file_sha256
 from scribmed.networks.encoder_runtime import DEFAULT_TOLERANCE, ENCODER_RUNTIMES
 from scribmed.networks.sam_architectures import (
     HIERA_CONFIGS,

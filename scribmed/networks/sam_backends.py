@@ -23,7 +23,7 @@ backends:
 Every backend also takes RGB images ``(N, 3, H, W)`` (e.g. microscopy) besides grey slices.
 
 Mixed precision (:meth:`SamBackend.use_amp`, ``build_sam_backend(..., amp=...)``; off unless
-asked): on CUDA the image encoder runs under :func:`scribmed.engine.device.amp_policy`'s autocast
+asked): on CUDA the image encoder runs under :func:`scribmed.runtime.device.amp_policy`'s autocast
 (bfloat16 where supported, else float16) and its embeddings are cast back to float32; decoder
 fine-tuning (:func:`scribmed.sam.decoder_finetune.finetune_decoder`) follows the same setting.
 Reduced-precision embeddings are keyed apart (:attr:`SamBackend.cache_key`). On the CPU it is
@@ -51,8 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from scribmed.data.errors import DataError
-from scribmed.engine.device import AmpPolicy, AmpRequest, amp_mode, amp_policy
-from scribmed.files import file_sha256
+from scribmed.runtime.device import AmpPolicy, AmpRequest, amp_mode, amp_policy
+from scribmed.runtime.files import file_sha256
 from scribmed.networks.encoder_runtime import (
     DEFAULT_TOLERANCE,
     ENCODER_RUNTIMES,
@@ -214,7 +214,7 @@ class SamBackend(nn.Module):
 
     @property
     def amp_policy(self) -> AmpPolicy:
-        """:func:`~scribmed.engine.device.amp_policy` of :attr:`amp` on the backend's device (CPU: off)."""
+        """:func:`~scribmed.runtime.device.amp_policy` of :attr:`amp` on the backend's device (CPU: off)."""
         return amp_policy(self.device, self.amp)
 
     def use_amp(self, amp: AmpRequest = "auto") -> "SamBackend":

@@ -1,18 +1,18 @@
 """Recipes: one module per method, each a :class:`~scribmed.recipes.base.Recipe` composing shared parts.
 
-* ``dmpls`` (:mod:`scribmed.recipes.dmpls`) — dual-branch U-Net, dynamically mixed pseudo labels.
-* ``samsp`` (:mod:`scribmed.recipes.samsp`) — SAM pseudo-label rounds, then the aligned segmentor.
-* ``mixsup`` (:mod:`scribmed.recipes.mixsup`) — SAM pseudo labels from any weak label, SeSAM objective.
-* ``nearest`` (:mod:`scribmed.recipes.nearest`) — nearest-scribble baseline (no learning).
+* ``dmpls`` (:mod:`scribmed.recipes.dmpls.recipe`) — dual-branch U-Net, dynamically mixed pseudo labels.
+* ``samsp`` (:mod:`scribmed.recipes.samsp.recipe`) — SAM pseudo-label rounds, then the aligned segmentor.
+* ``mixsup`` (:mod:`scribmed.recipes.mixsup.recipe`) — SAM pseudo labels from any weak label, SeSAM objective.
+* ``nearest`` (:mod:`scribmed.recipes.nearest.recipe`) — nearest-scribble baseline (no learning).
 
 Instance recipes (``task = "instance"``: instance maps, judged by DSB score / F1 / AJI / PQ):
 
 * ``contour_unet`` (:mod:`scribmed.recipes.instance_segmentor`) — the contour U-Net on simulated
   weak labels without SAM (``weak=full``: the ceiling; ``weak=point``: the points-only floor).
-* ``sesam`` (:mod:`scribmed.recipes.sesam`) — SAM pseudo labels from instance-prior prompts + EMA teacher.
-* ``s4m`` (:mod:`scribmed.recipes.s4m`) — semi-supervised: teacher → SAM refinement → ARP → student with
+* ``sesam`` (:mod:`scribmed.recipes.sesam.recipe`) — SAM pseudo labels from instance-prior prompts + EMA teacher.
+* ``s4m`` (:mod:`scribmed.recipes.s4m.recipe`) — semi-supervised: teacher → SAM refinement → ARP → student with
   structural distillation.
-* ``wish`` (:mod:`scribmed.recipes.wish`) — tags / points / boxes with the min-over-3 SAM mask cost.
+* ``wish`` (:mod:`scribmed.recipes.wish.recipe`) — tags / points / boxes with the min-over-3 SAM mask cost.
 
 The registry maps names to classes: :func:`get`, :func:`names`, :func:`register`. Built-in
 recipes are imported on first use (importing this package pulls in no network code). Packages
@@ -32,14 +32,14 @@ from scribmed.recipes.base import FoldModel, NoConfig, Recipe
 __all__ = ["FoldModel", "NoConfig", "Recipe", "build", "get", "names", "register"]
 
 _REGISTRY: dict[str, Union[str, type[Recipe]]] = {
-    "dmpls": "scribmed.recipes.dmpls:DMPLSRecipe",
-    "samsp": "scribmed.recipes.samsp:SAMSPRecipe",
-    "nearest": "scribmed.recipes.nearest:NearestScribbleRecipe",
-    "mixsup": "scribmed.recipes.mixsup:MixSupRecipe",
+    "dmpls": "scribmed.recipes.dmpls.recipe:DMPLSRecipe",
+    "samsp": "scribmed.recipes.samsp.recipe:SAMSPRecipe",
+    "nearest": "scribmed.recipes.nearest.recipe:NearestScribbleRecipe",
+    "mixsup": "scribmed.recipes.mixsup.recipe:MixSupRecipe",
     "contour_unet": "scribmed.recipes.instance_segmentor:InstanceSegmentorRecipe",
-    "sesam": "scribmed.recipes.sesam:SeSAMRecipe",
-    "s4m": "scribmed.recipes.s4m:S4MRecipe",
-    "wish": "scribmed.recipes.wish:WISHRecipe",
+    "sesam": "scribmed.recipes.sesam.recipe:SeSAMRecipe",
+    "s4m": "scribmed.recipes.s4m.recipe:S4MRecipe",
+    "wish": "scribmed.recipes.wish.recipe:WISHRecipe",
 }
 _ENTRY_POINTS_LOADED = False
 

@@ -82,7 +82,7 @@ class Recipe:
             type, e.g. through ``scribmed cv --supervision``, is refused before training).
         task: ``"semantic"`` (label maps, judged by Dice / HD95 / ASD per class) or ``"instance"``
             (instance maps, judged by DSB score / F1 / AJI / PQ); the CV runner picks the
-            evaluation by it (:mod:`scribmed.engine.fold_evaluation`).
+            evaluation by it (:mod:`scribmed.crossval.fold_evaluation`).
         prepare_stage: the name of the fold's stage that runs before training and can be its own
             job (``"sam"``: the SAM pseudo-label stage), or ``None`` when there is none; see
             :meth:`prepare_fold`.
@@ -206,7 +206,7 @@ def read_recipe_checkpoint(checkpoint: Path, name: str) -> dict[str, Any]:
         DataError: unreadable, or written by another recipe.
     """
     from scribmed.data.errors import DataError
-    from scribmed.engine.checkpoint import load_checkpoint
+    from scribmed.runtime.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(Path(checkpoint))
     if ckpt.get("recipe") != name:
@@ -221,7 +221,7 @@ def checkpoint_model(checkpoint: Path, ckpt: Mapping[str, Any]) -> tuple[FoldMod
         DataError: the checkpoint records no class map.
     """
     from scribmed.data.errors import DataError
-    from scribmed.files import file_sha256
+    from scribmed.runtime.files import file_sha256
 
     class_map = ckpt.get("class_map") or {}
     names = {int(k): v for k, v in (class_map.get("names") or {}).items()}

@@ -6,7 +6,7 @@ int32, 0 background) and the CV runner judges it with the instance metrics
 per-pixel maps each training image gets (:meth:`InstanceSegmentorRecipe.prepare_samples`: weak
 targets, SAM pseudo labels, ...) and which loss reads them (:meth:`objective`); the schedule, the
 network, selection on the validation images (DSB score), checkpoints, resume and prediction live
-here and in :mod:`scribmed.engine.instance_trainer`.
+here and in :mod:`scribmed.training.instance_trainer`.
 
 Weak labels are simulated per training image from its instance map
 (:func:`scribmed.data.instance_weak_labels.make_instance_weak`, seeded by ``weak_seed`` and the
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.errors import DataError
-from scribmed.engine.instance_trainer import (
+from scribmed.training.instance_trainer import (
     InstanceTrainConfig,
     StudentOutput,
     TrainSample,
@@ -39,7 +39,7 @@ from scribmed.engine.instance_trainer import (
     predict_instances,
     train_instance_segmentor,
 )
-from scribmed.files import file_sha256
+from scribmed.runtime.files import file_sha256
 from scribmed.recipes.base import (
     FoldModel,
     Recipe,
@@ -270,8 +270,8 @@ class InstanceSegmentorRecipe(Recipe):
     def network(self, model: FoldModel) -> torch.nn.Module:
         """The trained network of ``model`` (loaded once, kept until :meth:`release`)."""
         if self._network is None or self._network[0] != model.checkpoint:
-            from scribmed.engine.checkpoint import load_network_weights
-            from scribmed.engine.device import resolve_device
+            from scribmed.runtime.checkpoint import load_network_weights
+            from scribmed.runtime.device import resolve_device
             from scribmed.networks.instance_unet import InstanceUNet
 
             net = InstanceUNet(self.config.in_channels, 3, self.config.features)

@@ -1,6 +1,6 @@
 """Shared part of the recipes whose fold model is one 2D network checkpoint, predicted slice-wise.
 
-DMPLS and SAM-SP both train a network with :mod:`scribmed.engine`'s trainer, keep ``best.pt``
+DMPLS and SAM-SP both train a network with :mod:`scribmed.training`'s trainer, keep ``best.pt``
 (by validation Dice) or ``last.pt`` and predict each test volume slice by slice at the network
 size, resized back to the case's grid.
 """
@@ -15,9 +15,9 @@ import torch
 
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.errors import DataError
-from scribmed.engine.config import TrainConfig, TrainResult
-from scribmed.engine.inference import predict_volume
-from scribmed.files import file_sha256
+from scribmed.training.config import TrainConfig, TrainResult
+from scribmed.training.inference import predict_volume
+from scribmed.runtime.files import file_sha256
 from scribmed.recipes.base import (
     FoldModel,
     Recipe,
@@ -69,8 +69,8 @@ class SegmentorRecipe(Recipe):
     def network(self, model: FoldModel) -> torch.nn.Module:
         """The trained network of ``model`` (built and loaded once, kept until :meth:`release`)."""
         if self._network is None or self._network[0] != model.checkpoint:
-            from scribmed.engine.checkpoint import load_network_weights
-            from scribmed.engine.device import resolve_device
+            from scribmed.runtime.checkpoint import load_network_weights
+            from scribmed.runtime.device import resolve_device
 
             net = self.network_cls(
                 in_channels=self.config.in_channels, num_classes=model.extra["num_classes"],

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Union
 import torch
 
 from scribmed.data.errors import DataError
-from scribmed.files import atomic_output
+from scribmed.runtime.files import atomic_output
 from scribmed.networks.sam_checkpoint import read_state_dict
 
 PathLike = Union[str, Path]

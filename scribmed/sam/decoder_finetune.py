@@ -32,7 +32,7 @@ resumed run) is deterministic on a CPU.
 
 Mixed precision follows the backend's setting (:meth:`SamBackend.use_amp
 <scribmed.networks.sam_backends.SamBackend.use_amp>`; SAM-SP's ``SamStageConfig.amp``): on CUDA the
-decoder's forward pass runs under :func:`scribmed.engine.device.amp_policy`'s autocast, the loss
+decoder's forward pass runs under :func:`scribmed.runtime.device.amp_policy`'s autocast, the loss
 in float32, with a ``GradScaler`` for float16 (its state is part of ``decoder_last.pt``). On the
 CPU it is always float32.
 

@@ -68,7 +68,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from scribmed.files import atomic_output, atomic_write_text
+from scribmed.runtime.files import atomic_output, atomic_write_text
 
 try:  # POSIX
     import fcntl
@@ -402,7 +402,7 @@ def _lock_path(entry: Path) -> Path:
 
 
 def _temporaries(directory: Path, name: str) -> Iterator[Path]:
-    """Temporary files :func:`scribmed.files.atomic_output` makes for ``directory / name``."""
+    """Temporary files :func:`scribmed.runtime.files.atomic_output` makes for ``directory / name``."""
     suffix = Path(name).suffix
     prefix = f".{name}."
     with contextlib.suppress(OSError):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 import torch
 
-from scribmed.files import atomic_write_bytes, atomic_write_text
+from scribmed.runtime.files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["InstanceSamConfig", "InstanceSamStage", "decoder_features", "instance_quality", "write_instance_quality"]
 
@@ -84,7 +84,7 @@ class InstanceSamStage:
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from scribmed.engine.device import resolve_device
+            from scribmed.runtime.device import resolve_device
             from scribmed.networks.sam_backends import build_sam_backend
 
             self._backend = build_sam_backend(

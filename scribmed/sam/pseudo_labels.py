@@ -37,7 +37,7 @@ import torch
 from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
 from scribmed.data.nifti import read_label_nifti, write_prediction
-from scribmed.files import atomic_output
+from scribmed.runtime.files import atomic_output
 from scribmed.networks.sam_backends import input_size_for_prompts
 from scribmed.sam.merge import default_merge_priority, merge_volume_logits
 from scribmed.transforms.prompts import ScribblePromptsd, default_negative_priority

@@ -25,7 +25,7 @@ import numpy as np
 
 from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
-from scribmed.files import atomic_output
+from scribmed.runtime.files import atomic_output
 from scribmed.metrics import dc
 
 PathLike = Union[str, Path]

@@ -36,8 +36,8 @@ from scribmed.data.case import Case
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
 from scribmed.data.splits import carve_validation, natural_key
-from scribmed.engine.device import AmpRequest
-from scribmed.files import atomic_output, file_sha256
+from scribmed.runtime.device import AmpRequest
+from scribmed.runtime.files import atomic_output, file_sha256
 from scribmed.sam.embedding_cache import EmbeddingCache
 from scribmed.sam.pseudo_labels import (
     ZERO_SHOT_PROMPTS,

@@ -20,7 +20,7 @@ from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.files import file_sha256
+from scribmed.runtime.files import file_sha256
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
@@ -182,7 +182,7 @@ def test_train_evaluate_infer(name: str, data, tmp_path) -> None:
     assert (record["fold"], record["checkpoint"], record["checkpoint_policy"]) == (1, "best.pt", "best")
     assert record["checkpoint_sha256"] == file_sha256(out / "best.pt")
     # the folds of bundle runs merge like the cross-validation runner's
-    from scribmed.engine.cross_validation import merge_folds
+    from scribmed.crossval.runner import merge_folds
 
     merged = json.loads(merge_folds(tmp_path).read_text())
     assert merged["folds_merged"] == [1] and merged["pooled"]["n_cases"] == len(test_ids)
@@ -216,8 +216,8 @@ def acdc_run(data, tmp_path_factory) -> Path:
 def test_bundle_training_equals_train_dmpls(data, acdc_run, tmp_path) -> None:
     """The bundle only wires the engine: same seed and settings give the weights train_dmpls gives."""
     from scribmed.bundles.workflow import fold_case_lists
-    from scribmed.engine.config import TrainConfig
-    from scribmed.engine.training import train_dmpls
+    from scribmed.training.config import TrainConfig
+    from scribmed.training.assembly import train_dmpls
 
     out = acdc_run
     d = data["dmpls_acdc"]

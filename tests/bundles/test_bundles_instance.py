@@ -26,7 +26,7 @@ from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_nuclei_dataset
-from scribmed.files import file_sha256
+from scribmed.runtime.files import file_sha256
 from scribmed.recipes import get
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.files import file_sha256
+from scribmed.runtime.files import file_sha256
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -174,7 +174,7 @@ def test_supervised_dataset_is_the_cli_assignment(data, tmp_path) -> None:
 
 
 def test_fully_labelled_fold_skips_sam_on_every_rank(data, tmp_path, monkeypatch) -> None:
-    import scribmed.engine.distributed as dist_utils
+    import scribmed.runtime.distributed as dist_utils
     import scribmed.networks.sam_backends as sb
     from scribmed.bundles.workflow import (
         fold_case_lists,
@@ -341,7 +341,7 @@ def test_acdc_fold_train_evaluate_infer(data, tmp_path, fake_sam, restore_torch_
     assert np.array_equal(a, b)
 
     # a non-zero DDP rank reads the finished rounds instead of running SAM
-    import scribmed.engine.distributed as dist_utils
+    import scribmed.runtime.distributed as dist_utils
     from scribmed.bundles.workflow import fold_case_lists, mixsup_stage
 
     src = wf.parser.get_parsed_content("source_dataset")

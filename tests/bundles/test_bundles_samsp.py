@@ -23,7 +23,7 @@ from fakes import fake_backend
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.files import file_sha256
+from scribmed.runtime.files import file_sha256
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -212,7 +212,7 @@ def test_acdc_fold_train_evaluate_infer(data, tmp_path, fake_sam, restore_torch_
 
     # the bundle only wires the engine: train_samsp on the same pseudo labels gives the same weights
     from scribmed.bundles.workflow import fold_case_lists
-    from scribmed.engine.samsp_trainer import SAMSPTrainConfig, train_samsp
+    from scribmed.recipes.samsp.trainer import SAMSPTrainConfig, train_samsp
     from scribmed.sam.pseudo_labels import load_pseudo_labels
 
     d = data["samsp_acdc"]

@@ -9,7 +9,7 @@ import pytest
 from scribmed.bundles.export import bundle_names, export_bundle
 from scribmed.cli import main
 from scribmed.data.errors import DataError
-from scribmed.shipped import shipped_dir
+from scribmed.runtime.shipped import shipped_dir
 
 SHIPPED = {"dmpls_acdc", "dmpls_mscmr", "dmpls_chaos", "samsp_acdc", "samsp_mscmr", "samsp_chaos",
            "mixsup_acdc", "mixsup_chaos", "sesam_dsb2018", "s4m_dsb2018", "wish_dsb2018"}

@@ -140,7 +140,7 @@ def test_data_check_with_the_chaos_split_reports_16_patients(chaos_root, capsys)
 
 
 def test_cv_records_synthetic_scribbles_in_run_json_and_reports(phantom, tmp_path):
-    from scribmed.engine.cross_validation import run_cross_validation
+    from scribmed.crossval.runner import run_cross_validation
     from scribmed.recipes import build
 
     ds = open_dataset("chaos-t2-nifti", phantom)

@@ -288,8 +288,8 @@ def test_atomic_output_publishes_shareable_files_and_cleans_up(tmp_path: Path):
 
     import torch
 
-    from scribmed.engine.checkpoint import save_checkpoint
-    from scribmed.files import atomic_output
+    from scribmed.runtime.checkpoint import save_checkpoint
+    from scribmed.runtime.files import atomic_output
 
     umask = os.umask(0)
     os.umask(umask)

@@ -1,4 +1,4 @@
-"""The mixed-precision and data-loader policy (scribmed.engine.device) and every caller of it.
+"""The mixed-precision and data-loader policy (scribmed.runtime.device) and every caller of it.
 
 CPU: AMP is always off, so a run with ``amp`` on computes bit for bit what a run with it off does;
 the dtype choice on CUDA is checked with ``torch.cuda.is_bf16_supported`` mocked. Tests marked
@@ -17,10 +17,10 @@ from fakes import fake_backend
 
 from scribmed.data.case import CARDIAC
 from scribmed.data.phantoms import generate_cardiac
-from scribmed.engine import device as dev_mod
-from scribmed.engine.checkpoint import load_checkpoint
-from scribmed.engine.config import TrainConfig
-from scribmed.engine.device import (
+from scribmed.runtime import device as dev_mod
+from scribmed.runtime.checkpoint import load_checkpoint
+from scribmed.training.config import TrainConfig
+from scribmed.runtime.device import (
     AmpPolicy,
     amp_dtype,
     amp_enabled,
@@ -28,7 +28,7 @@ from scribmed.engine.device import (
     amp_policy,
     loader_options,
 )
-from scribmed.engine.training import build_dmpls_trainer, train_dmpls
+from scribmed.training.assembly import build_dmpls_trainer, train_dmpls
 
 pytestmark = pytest.mark.usefixtures("one_thread", "restore_torch_flags")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -181,7 +181,7 @@ def test_decoder_finetuning_on_cpu_is_unchanged_by_the_flag(cases, tmp_path):
 
 
 def test_sam_stage_option():
-    from scribmed.recipes.samsp import SAMSPRecipe, SamStageConfig
+    from scribmed.recipes.samsp.recipe import SAMSPRecipe, SamStageConfig
 
     assert SamStageConfig().amp == "auto"
     recipe = SAMSPRecipe.from_options(sam_amp="off")
@@ -197,7 +197,7 @@ def test_sam_stage_option():
 @cuda
 @pytest.mark.parametrize("amp", ["fp16", "auto"])
 def test_cuda_training_with_amp_and_resume(cases, tmp_path, monkeypatch, amp):
-    from scribmed.engine.trainer import DMPLSTrainer
+    from scribmed.training.trainer import DMPLSTrainer
 
     cfg = tiny(device="cuda", amp=amp, iterations=4, epoch_length=2)
     policy = amp_policy(torch.device("cuda", torch.cuda.current_device()), amp)

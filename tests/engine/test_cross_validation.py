@@ -13,7 +13,7 @@ from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.engine.cross_validation import run_cross_validation
+from scribmed.crossval.runner import run_cross_validation
 from scribmed.recipes import build
 
 TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(64, 64), device="cpu", seed=0)
@@ -113,9 +113,9 @@ def test_merge_without_folds_is_an_error(tmp_path, capsys):
 def test_killed_fold_resumes(phantom, tmp_path, monkeypatch):
     """A fold killed mid-training continues from last.pt and ends with the uninterrupted run's weights."""
     from scribmed.data.splits import fold_cases, make_kfold_split
-    from scribmed.engine import trainer as trainer_mod
-    from scribmed.engine.config import TrainConfig
-    from scribmed.engine.training import train_dmpls
+    from scribmed.training import trainer as trainer_mod
+    from scribmed.training.config import TrainConfig
+    from scribmed.training.assembly import train_dmpls
 
     ds = open_dataset("acdc-h5", phantom)
     recipe = build("dmpls", **TINY)

@@ -1,7 +1,7 @@
 """DDP inside a fold (issue 11 §2): ``torchrun --nproc_per_node 2 -m scribmed cv --fold 1`` with gloo on CPU.
 
 Two ranks of batch B draw together exactly the slices one process of batch 2B draws
-(:class:`~scribmed.engine.sampling.EpochSeededSampler`); what differs is each rank's dropout draw,
+(:class:`~scribmed.training.sampling.EpochSeededSampler`); what differs is each rank's dropout draw,
 its BatchNorm statistics (over B slices, not 2B) and the loss normalisation per rank (DDP averages
 the two ranks' mean losses), so the two runs agree within a tolerance, not bit for bit.
 """
@@ -75,8 +75,8 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(phantom, tm
 
 def test_instance_recipes_refuse_torchrun(tmp_path, monkeypatch, capsys):
     """A recipe whose trainer is single-process says so instead of training twice."""
-    from scribmed.engine import distributed as dist_utils
-    from scribmed.engine.cross_validation import run_fold
+    from scribmed.runtime import distributed as dist_utils
+    from scribmed.crossval.runner import run_fold
 
     monkeypatch.setattr(dist_utils, "is_distributed", lambda: True)
     from scribmed.data.layouts import open_dataset

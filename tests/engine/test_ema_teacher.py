@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from scribmed.engine.ema_teacher import (
+from scribmed.training.ema_teacher import (
     EMATeacher,
     SeSAMConfig,
     SeSAMObjective,

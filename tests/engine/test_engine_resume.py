@@ -9,11 +9,11 @@ import torch
 
 from scribmed.data.case import CARDIAC
 from scribmed.data.phantoms import generate_cardiac
-from scribmed.engine.checkpoint import load_checkpoint
-from scribmed.engine.config import TrainConfig
-from scribmed.engine.trainer import DMPLSTrainer
-from scribmed.engine.training import train_dmpls
-from scribmed.files import file_sha256
+from scribmed.runtime.checkpoint import load_checkpoint
+from scribmed.training.config import TrainConfig
+from scribmed.training.trainer import DMPLSTrainer
+from scribmed.training.assembly import train_dmpls
+from scribmed.runtime.files import file_sha256
 
 
 class SimulatedKill(RuntimeError):

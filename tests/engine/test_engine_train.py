@@ -14,16 +14,16 @@ import torch
 from scribmed.data.case import CARDIAC, Case, CaseArrays
 from scribmed.data.errors import DataError
 from scribmed.data.phantoms import generate_cardiac
-from scribmed.engine.checkpoint import load_checkpoint, load_network_weights
-from scribmed.engine.config import TrainConfig, poly_lr
-from scribmed.engine.sampling import (
+from scribmed.runtime.checkpoint import load_checkpoint, load_network_weights
+from scribmed.training.config import TrainConfig, poly_lr
+from scribmed.training.sampling import (
     EpochSeededSampler,
     SliceTrainingDataset,
     slice_permutation,
 )
-from scribmed.engine.slice_cache import SliceCache
-from scribmed.engine.training import train_dmpls
-from scribmed.files import file_sha256
+from scribmed.training.slice_cache import SliceCache
+from scribmed.training.assembly import train_dmpls
+from scribmed.runtime.files import file_sha256
 from scribmed.networks.unet_dual import DualBranchUNet
 from scribmed.transforms.augment import DMPLSAugmentd
 
@@ -224,12 +224,12 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, result_dir: str) -> 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
-    from scribmed.engine.distributed import cleanup_distributed, init_distributed
+    from scribmed.runtime.distributed import cleanup_distributed, init_distributed
 
     ctx = init_distributed("cpu")
     try:
-        from scribmed.engine.inference import unwrap_network
-        from scribmed.engine.training import build_dmpls_trainer
+        from scribmed.training.inference import unwrap_network
+        from scribmed.training.assembly import build_dmpls_trainer
 
         cases = [p.to_case() for p in generate_cardiac(2, seed=0, size=(56, 64), slices=(3, 3))]
         cfg = tiny_config(iterations=4, epoch_length=2, batch_size=2)

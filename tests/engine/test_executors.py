@@ -20,10 +20,10 @@ import torch
 from scribmed.cli import main
 from scribmed.data.layouts import open_dataset
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.engine.cross_validation import run_cross_validation
-from scribmed.engine.executors import SlurmOptions, last_log_line, plan_jobs
-from scribmed.engine.fold_jobs import read_job_record, read_submission
-from scribmed.engine.fold_status import fold_states, format_status
+from scribmed.crossval.runner import run_cross_validation
+from scribmed.crossval.executors import SlurmOptions, last_log_line, plan_jobs
+from scribmed.crossval.fold_jobs import read_job_record, read_submission
+from scribmed.crossval.fold_status import fold_states, format_status
 from scribmed.recipes import build
 
 TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(64, 64), device="cpu", seed=0)
@@ -135,8 +135,8 @@ def test_preempted_job_is_requeued_and_resumes(phantom, long_reference, tmp_path
 
     from scribmed.cli import build_parser
     from scribmed.cli.cv import _cv_job
-    from scribmed.engine.executors import run_local
-    from scribmed.engine.fold_jobs import FoldJob
+    from scribmed.crossval.executors import run_local
+    from scribmed.crossval.fold_jobs import FoldJob
 
     run = tmp_path / "run"
     args = build_parser().parse_args(_cv(phantom, run, *LONG_FLAGS, "--fold", "1"))

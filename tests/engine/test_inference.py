@@ -10,7 +10,7 @@ import torch
 
 from scribmed.data.case import Case, CaseArrays
 from scribmed.data.nifti import read_label_nifti
-from scribmed.engine.inference import predict_cases, predict_volume
+from scribmed.training.inference import predict_cases, predict_volume
 from scribmed.networks.unet_dual import DualBranchUNet
 
 

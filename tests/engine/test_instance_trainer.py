@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from scribmed.data.phantoms import make_nuclei_image
-from scribmed.engine.checkpoint import load_checkpoint
-from scribmed.engine.instance_trainer import (
+from scribmed.runtime.checkpoint import load_checkpoint
+from scribmed.training.instance_trainer import (
     InstanceTrainConfig,
     TrainSample,
     normalise_image,
@@ -111,7 +111,7 @@ def test_partial_contour_loss_precedence_and_gradient():
     weak = torch.full((1, 4, 4), IGNORE)
     weak[0, 0, 0] = 1
     sam = torch.zeros((1, 4, 4), dtype=torch.long)
-    from scribmed.engine.instance_trainer import StudentOutput
+    from scribmed.training.instance_trainer import StudentOutput
 
     loss, parts = PartialContourLoss({"weak": 1.0, "sam": 1.0})(StudentOutput(logits), {"weak": weak, "sam": sam})
     loss.backward()
@@ -126,7 +126,7 @@ def test_partial_contour_loss_precedence_and_gradient():
 
 def test_checkpoint_bytes_are_reproducible(tmp_path):
     """The same payload gives the same file (the archive does not record the temporary name)."""
-    from scribmed.engine.checkpoint import save_checkpoint
+    from scribmed.runtime.checkpoint import save_checkpoint
 
     payload = {"network": {"w": torch.arange(6.0)}, "iteration": 3}
     assert save_checkpoint(tmp_path / "a.pt", payload) == save_checkpoint(tmp_path / "b.pt", payload)

@@ -13,8 +13,8 @@ from scribmed.evaluation.overlays import (
     write_overlays,
 )
 from scribmed.metrics import CaseResult, ClassResult
-from scribmed.metrics import figures as F
-from scribmed.metrics.report import make_boxplot_figure
+from scribmed.evaluation import figures as F
+from scribmed.evaluation.report import make_boxplot_figure
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Every figure scribmed writes: nothing clipped, one colour-blind-safe palette, PNG + optional PDF.
 
 Each figure type is rendered from tiny synthetic inputs through its ``make_*_figure`` function and
-checked with :func:`scribmed.metrics.figures.text_outside_canvas`; the writers are checked for the
+checked with :func:`scribmed.evaluation.figures.text_outside_canvas`; the writers are checked for the
 files they leave (PNG always, PDF beside it only when asked). Overlays: tests/evaluation/
 test_overlays_figures.py.
 """
@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 
 from scribmed.metrics import CaseResult, ClassResult, InstanceCaseResult
-from scribmed.metrics import figures as F
-from scribmed.metrics.instance_report import (
+from scribmed.evaluation import figures as F
+from scribmed.evaluation.instance_report import (
     INSTANCE_METRICS,
     make_instance_boxplot_figure,
     plot_instance_fold_boxplots,
     write_instance_report,
 )
-from scribmed.metrics.report import (
+from scribmed.evaluation.report import (
     make_boxplot_figure,
     make_fold_boxplot_figure,
     plot_boxplots,
@@ -181,7 +181,7 @@ def test_instance_box_plots_fit():
 
 
 def test_training_curves_fit():
-    from scribmed.engine.run_record import make_training_curve_figure
+    from scribmed.training.run_record import make_training_curve_figure
 
     terms = ["pce", "dice", "alpha_weighted_mixed_pseudo_label_dice", "semantic_alignment", "distill"]
     epochs = [{"iteration": 10 * i, "loss": 1 / (i + 1), **{t: 0.5 / (i + 1) for t in terms},
@@ -255,7 +255,7 @@ def test_pdf_beside_png_only_when_asked(tmp_path):
 
 
 def test_training_curve_pdf(tmp_path):
-    from scribmed.engine.run_record import plot_training_curve
+    from scribmed.training.run_record import plot_training_curve
 
     history = {"epochs": [{"iteration": i, "loss": 1.0 / (i + 1), "pce": 0.5, "dice": 0.4,
                            "val_mean_dice": 0.1 * i} for i in range(1, 4)]}
@@ -271,7 +271,7 @@ def test_save_figure_is_atomic(tmp_path, monkeypatch):
     target = tmp_path / "boxplot.png"
     F.save_figure(fig, target)
     before = target.read_bytes()
-    import scribmed.files as files
+    import scribmed.runtime.files as files
 
     def boom(src, dst):
         raise OSError("disk full")

@@ -9,11 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from scribmed.metrics import (
-    DSB_THRESHOLDS,
-    InstanceCaseResult,
-    evaluate_instance_case,
-    evaluate_instance_cases,
+from scribmed.evaluation import (
     instance_cv_markdown,
     instance_summary_markdown,
     plot_instance_fold_boxplots,
@@ -24,7 +20,14 @@ from scribmed.metrics import (
     write_instance_report,
     write_report,
 )
-from scribmed.metrics.instance_report import INSTANCE_CSV_COLUMNS, INSTANCE_METRICS
+from scribmed.evaluation.instance_report import INSTANCE_CSV_COLUMNS
+from scribmed.metrics import (
+    DSB_THRESHOLDS,
+    INSTANCE_METRICS,
+    InstanceCaseResult,
+    evaluate_instance_case,
+    evaluate_instance_cases,
+)
 
 
 def _two_squares() -> tuple[np.ndarray, np.ndarray]:

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-import scribmed.metrics.report as R
+import scribmed.evaluation.report as R
 from scribmed.metrics import CaseResult, ClassResult, evaluate_case
-from scribmed.metrics.report import (
+from scribmed.evaluation.report import (
     CSV_COLUMNS,
     read_report,
     summarize,
@@ -153,7 +153,7 @@ def test_report_files_are_shareable(tmp_path):
     import os
     import stat
 
-    from scribmed.files import atomic_write_text
+    from scribmed.runtime.files import atomic_write_text
 
     path = atomic_write_text(tmp_path / "summary.json", "{}")
     umask = os.umask(0)

@@ -494,7 +494,7 @@ def test_cli_and_recipe_accept_every_backend_name():
     import argparse
 
     from scribmed.cli import build_parser
-    from scribmed.recipes.samsp import add_sam_stage_arguments
+    from scribmed.recipes.samsp.recipe import add_sam_stage_arguments
 
     def choices(parser: argparse.ArgumentParser, flag: str) -> tuple:
         for action in parser._actions:

@@ -121,7 +121,7 @@ def test_scribmed_predict_writes_instance_maps_beyond_255(nuclei, tmp_path, monk
 
 
 def test_s4m_gate_keeps_refinements_that_agree_with_the_teacher():
-    from scribmed.recipes.s4m import gate_refinement
+    from scribmed.recipes.s4m.recipe import gate_refinement
 
     teacher = np.zeros((10, 10), np.int32)
     teacher[1:5, 1:5], teacher[6:9, 6:9] = 1, 2

@@ -18,14 +18,14 @@ from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.data.supervision_assignment import apply_supervision, mix_assignment
 from scribmed.data.weak_conversion import make_weak_dataset
 from scribmed.data.weak_labels import SUPERVISION_TYPES, write_supervision
-from scribmed.engine.mixsup_trainer import (
+from scribmed.recipes.mixsup.trainer import (
     MixSupTrainConfig,
     box_bits_to_masks,
     mixsup_cache,
     train_mixsup,
 )
 from scribmed.recipes import build
-from scribmed.recipes.mixsup import MixSupRecipe
+from scribmed.recipes.mixsup.recipe import MixSupRecipe
 from scribmed.sam.decoder_finetune import FinetuneConfig
 from scribmed.sam.pseudo_labels import load_confidence, load_pseudo_labels
 from scribmed.sam.rounds import run_pseudo_label_rounds
@@ -202,7 +202,7 @@ def test_mixed_slice_cache_holds_each_types_view(weak_root):
 
 
 def test_mixsup_training_resumes_exactly_with_its_teacher(weak_root, tmp_path, monkeypatch):
-    from scribmed.engine import mixsup_trainer as mod
+    from scribmed.recipes.mixsup import trainer as mod
 
     ds = open_dataset("generic", weak_root)
     train, val = ds.cases[:4], ds.cases[4:5]

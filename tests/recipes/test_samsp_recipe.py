@@ -16,13 +16,13 @@ from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.engine.cross_validation import run_cross_validation
-from scribmed.engine.sampling import SliceTrainingDataset
-from scribmed.engine.samsp_trainer import SAMSPTrainConfig, train_samsp
-from scribmed.engine.slice_cache import SliceCache
+from scribmed.crossval.runner import run_cross_validation
+from scribmed.training.sampling import SliceTrainingDataset
+from scribmed.recipes.samsp.trainer import SAMSPTrainConfig, train_samsp
+from scribmed.training.slice_cache import SliceCache
 from scribmed.recipes import build
-from scribmed.recipes.dmpls import DMPLSRecipe
-from scribmed.recipes.samsp import SAMSPRecipe
+from scribmed.recipes.dmpls.recipe import DMPLSRecipe
+from scribmed.recipes.samsp.recipe import SAMSPRecipe
 from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS
 from scribmed.transforms.augment import DMPLSAugmentd
 
@@ -72,7 +72,7 @@ def test_batches_carry_pseudo_labels_moved_with_the_image(phantom):
 
 
 def test_samsp_training_resumes_exactly_and_is_tagged(phantom, tmp_path, monkeypatch):
-    from scribmed.engine import samsp_trainer as mod
+    from scribmed.recipes.samsp import trainer as mod
 
     ds = open_dataset("acdc-h5", phantom)
     train, val = ds.cases[:3], ds.cases[3:]
@@ -106,8 +106,8 @@ def test_samsp_training_resumes_exactly_and_is_tagged(phantom, tmp_path, monkeyp
     assert all(torch.equal(got[k], want[k]) for k in want)
 
     # a DMPLS run folder is not resumed as SAM-SP
-    from scribmed.engine.config import TrainConfig
-    from scribmed.engine.training import train_dmpls
+    from scribmed.training.config import TrainConfig
+    from scribmed.training.assembly import train_dmpls
 
     dm = TrainConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k in TrainConfig().to_dict()})
     train_dmpls(train, val, ds.class_map, tmp_path / "dmpls", dm)
@@ -213,7 +213,7 @@ def test_samsp_fold_with_lite_medsam(phantom, split_file, tmp_path):
 
 def test_samsp_needs_scribbled_training_cases(tmp_path):
     from scribmed.data.phantoms import generate_cardiac
-    from scribmed.recipes.samsp import require_scribbled
+    from scribmed.recipes.samsp.recipe import require_scribbled
 
     bare = generate_cardiac(1, seed=1, size=(48, 48), slices=(2, 2), frames=("ED",), scribbles=False)[0].to_case()
     with pytest.raises(DataError, match=f"no scribble: {bare.case_id}"):

@@ -30,7 +30,7 @@ from scribmed.data.validation import (
     read_error,
     spacing_option,
 )
-from scribmed.files import atomic_output
+from scribmed.runtime.files import atomic_output
 
 NAME = "acdc-h5"
 VOLUMES_DIR = "ACDC_training_volumes"

@@ -36,7 +36,7 @@ from scribmed.data.validation import (
     read_error,
     spacing_option,
 )
-from scribmed.files import atomic_output
+from scribmed.runtime.files import atomic_output
 
 NAME = "chaos-npz"
 _SLICE_RE = re.compile(r"^(?P<case>.+?)[_\-](?P<slice>\d+)$")

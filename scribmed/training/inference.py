@@ -1,0 +1,179 @@
+"""Slice-wise volume inference: resize each slice to the network size, predict, resize back.
+
+Matches DMPLS evaluation: every 2D slice of a ``(slices, H, W)`` volume is resized to the
+network's input size with the same function the training cache used, the main head predicts
+(eval mode, no grad, mixed precision on CUDA by :func:`~scribmed.runtime.device.amp_policy`), the argmax label map is resized back to ``(H, W)`` with
+nearest neighbour, so metrics are computed at the original resolution (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from scribmed.data.case import Case
+from scribmed.data.errors import DataError
+from scribmed.runtime.device import AmpRequest, amp_policy, resolve_device
+from scribmed.transforms.resize import resize_back, resize_slices
+
+__all__ = ["predict_cases", "predict_to_folder", "predict_volume", "unwrap_network"]
+
+
+def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper (else itself)."""
+    inner = getattr(network, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) else network
+
+
+def _network_device(network: torch.nn.Module) -> torch.device:
+    for p in network.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict_volume(
+    network: torch.nn.Module,
+    image_shw: np.ndarray,
+    size: Sequence[int] = (256, 256),
+    batch_size: int = 16,
+    device: Optional[str | torch.device] = None,
+    amp: AmpRequest = True,
+    image_mode: str = "bilinear",
+) -> np.ndarray:
+    """Predict a label map for every slice of a volume.
+
+    Args:
+        network: segmentation network; in eval mode it must return ``(B, classes, h, w)`` logits
+            (a tuple/list output uses its first element, the main head). Its train/eval mode is
+            restored afterwards.
+        image_shw: ``(slices, H, W)`` (or ``(slices, C, H, W)``) image.
+        size: network input ``(h, w)``.
+        batch_size: slices per forward pass.
+        device: where to compute (``"auto"``, ``"cpu"``, ``"cuda:N"``, ...); defaults to the
+            network's device. The network is moved there if its parameters live elsewhere.
+        amp: mixed precision on CUDA (``True``/``"auto"``: bfloat16 where supported, else
+            float16; ``"bf16"``, ``"fp16"``, ``False``/``"off"``); float32 on the CPU.
+        image_mode: how slices are resized to ``size``, as in training (``"bilinear"`` or
+            ``"nearest"``); the label map is resized back with nearest neighbour.
+
+    Returns:
+        ``(slices, H, W)`` uint8 label map on the input grid.
+    """
+    image = np.asarray(image_shw)
+    if image.ndim == 3:
+        image = image[:, None]
+    if image.ndim != 4:
+        raise ValueError(f"expected an image (slices, H, W) or (slices, C, H, W), got shape {image_shw.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    net = unwrap_network(network)
+    dev = _network_device(net) if device is None else resolve_device(device)
+    if _network_device(net) != dev:
+        net.to(dev)
+    policy = amp_policy(dev, amp)
+    hw = (int(size[0]), int(size[1]))
+    orig_hw = image.shape[-2:]
+    out = np.empty((image.shape[0], *orig_hw), dtype=np.uint8)
+    was_training = net.training
+    net.eval()
+    try:
+        for start in range(0, image.shape[0], batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))
+            x = resize_slices(chunk.to(dev, non_blocking=True), hw, image_mode)
+            with policy.autocast():
+                logits = net(x)
+            if isinstance(logits, (tuple, list)):
+                logits = logits[0]
+            labels = logits.argmax(dim=1).to(torch.uint8)
+            out[start : start + labels.shape[0]] = resize_back(labels, orig_hw, "nearest").cpu().numpy()
+    finally:
+        net.train(was_training)
+    return out
+
+
+def predict_cases(
+    network: torch.nn.Module,
+    cases: Sequence[Case],
+    out_dir: str | Path,
+    size: Sequence[int] = (256, 256),
+    batch_size: int = 16,
+    device: Optional[str | torch.device] = None,
+    amp: AmpRequest = True,
+    overwrite: bool = False,
+    progress: bool = True,
+    image_mode: str = "bilinear",
+) -> list[Path]:
+    """Predict each case and write ``<out_dir>/<case_id>.nii.gz`` on the case's grid.
+
+    The written file carries the case's spacing and affine (see
+    :func:`scribmed.data.nifti.write_prediction`) and is written atomically; cases whose file
+    already exists are skipped unless ``overwrite``, so an interrupted run resumes.
+
+    Args:
+        network: segmentation network (see :func:`predict_volume`).
+        cases: cases to predict; ``case_id`` names the output file.
+        out_dir: output folder (created).
+        size, batch_size, device, amp, image_mode: see :func:`predict_volume`.
+        overwrite: recompute files that already exist.
+        progress: tqdm bar over cases.
+
+    Returns:
+        The prediction paths, one per case, in input order.
+
+    Raises:
+        DataError: ``out_dir`` exists and is not a folder; a case cannot be read.
+    """
+    def predict(case: Case) -> np.ndarray:
+        return predict_volume(
+            network, case.image, size=size, batch_size=batch_size, device=device, amp=amp, image_mode=image_mode
+        )
+
+    return [path for _, path, _ in predict_to_folder(cases, predict, out_dir, overwrite=overwrite, progress=progress)]
+
+
+def predict_to_folder(
+    cases: Sequence[Case],
+    predict: Callable[[Case], np.ndarray],
+    out_dir: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    dtype: Any = np.uint8,
+) -> Iterator[tuple[Case, Path, Optional[np.ndarray]]]:
+    """Write ``predict(case)`` as ``<out_dir>/<case_id>.nii.gz`` on each case's grid, case by case.
+
+    The one writing loop behind :func:`predict_cases`, the CV runner and ``scribmed predict``:
+    files carry the case's spacing and affine and are written atomically; a file that already
+    exists is kept (unless ``overwrite``), so an interrupted run resumes.
+
+    ``dtype`` is the integer type predictions are cast to: ``uint8`` for label maps, ``int32``
+    for instance maps (the file stores them compactly).
+
+    Yields:
+        ``(case, path, prediction)``; ``prediction`` is ``None`` when an existing file was kept.
+
+    Raises:
+        DataError: ``out_dir`` exists and is not a folder; a case cannot be read.
+    """
+    from scribmed.data.nifti import write_prediction
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(out_dir, "prediction output path exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    iterator: Iterable[Case] = cases
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(cases, desc="predicting", unit="case")
+    for case in iterator:
+        path = out_dir / f"{case.case_id}.nii.gz"
+        if path.exists() and not overwrite:
+            yield case, path, None
+            continue
+        pred = np.asarray(predict(case), dtype=dtype)
+        write_prediction(path, pred, case.spacing, case.affine)
+        yield case, path, pred

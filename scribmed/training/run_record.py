@@ -1,0 +1,394 @@
+"""Run bookkeeping of a training run: checkpoints, history, training curve, resume.
+
+:class:`RunRecorder` keeps ``best.pt`` (highest validation Dice, ties keep the earlier) and
+``last.pt``, ``checkpoints.json``, a ``history.json`` and a training-curve PNG in the run folder,
+all written atomically by rank 0. :func:`run_or_resume` runs a trainer to its budget, refusing or
+resuming an earlier run in the same folder (bit-identical on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from ignite.engine import Events
+from monai.utils.enums import CommonKeys as Keys
+
+from scribmed.data.case import ClassMap
+from scribmed.data.errors import DataError
+from scribmed.runtime import distributed as dist_utils
+from scribmed.runtime.checkpoint import (
+    CHECKPOINT_FORMAT,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from scribmed.training.config import TrainConfig
+from scribmed.training.trainer import DMPLSTrainer
+from scribmed.training.validation import VolumeDiceEvaluator
+from scribmed.runtime.files import atomic_write_text, file_sha256
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from matplotlib.figure import Figure
+
+__all__ = ["BEST_NAME", "CHECKSUMS_NAME", "CURVE_NAME", "HISTORY_NAME", "LAST_NAME", "RunRecorder", "check_resumable", "make_training_curve_figure", "plot_training_curve", "run_or_resume"]
+
+logger = logging.getLogger(__name__)
+
+LAST_NAME = "last.pt"
+BEST_NAME = "best.pt"
+HISTORY_NAME = "history.json"
+CURVE_NAME = "training_curve.png"
+CHECKSUMS_NAME = "checkpoints.json"
+
+
+
+
+class RunRecorder:
+    """Epoch-end bookkeeping of a training run (attached by :func:`build_dmpls_trainer`).
+
+    At every engine epoch end (and at the final iteration): validate (rank 0), update the best
+    metric (strictly greater wins, so ties keep the earlier checkpoint), write ``last.pt`` and,
+    when improved, ``best.pt``, append to ``history.json``; all ranks contribute their RNG state.
+
+    Args:
+        trainer: the trainer.
+        evaluator: validation engine or ``None`` (then no ``best.pt``).
+        out_dir: run folder.
+        config: the run's configuration (stored in checkpoints and history).
+        class_map: stored in checkpoints and history.
+        progress: tqdm bar over iterations on rank 0.
+    """
+
+    def __init__(
+        self,
+        trainer: DMPLSTrainer,
+        evaluator: Optional[VolumeDiceEvaluator],
+        out_dir: Path,
+        config: TrainConfig,
+        class_map: ClassMap,
+        progress: bool = True,
+    ) -> None:
+        self.trainer = trainer
+        self.evaluator = evaluator
+        self.out_dir = Path(out_dir)
+        self.config = config
+        self.class_map = class_map
+        self.progress = progress
+        self.best_metric: Optional[float] = None
+        self.best_iteration: Optional[int] = None
+        self.history: dict[str, Any] = {
+            "format": "scribmed-history-v1",
+            "recipe": trainer.recipe,
+            "loss_terms": list(trainer.loss_terms),
+            "config": config.to_dict(),
+            "class_map": {"names": class_map.to_json(), "ignore_index": class_map.ignore_index},
+            "resumed_from": [],
+            "epochs": [],
+        }
+        self.checksums: dict[str, str] = {}
+        self.last_saved_iteration = -1
+        self._bar: Any = None
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+        self._epoch_start = time.perf_counter()
+        trainer.add_event_handler(Events.STARTED, self._on_started)
+        trainer.add_event_handler(Events.EPOCH_STARTED, self._reset_epoch)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self.end_of_epoch)
+        trainer.add_event_handler(Events.COMPLETED, self._on_completed)
+
+    @property
+    def is_main(self) -> bool:
+        return dist_utils.is_main_process()
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / LAST_NAME
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / BEST_NAME
+
+    @property
+    def history_path(self) -> Path:
+        return self.out_dir / HISTORY_NAME
+
+    @property
+    def curve_path(self) -> Path:
+        return self.out_dir / CURVE_NAME
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _on_started(self, engine: DMPLSTrainer) -> None:
+        self.last_saved_iteration = max(self.last_saved_iteration, engine.state.iteration)
+        if self.progress and self.is_main and self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                total=engine.total_iterations, initial=engine.state.iteration, desc=engine.recipe.upper(), unit="it", dynamic_ncols=True
+            )
+
+    def _reset_epoch(self, engine: DMPLSTrainer) -> None:
+        self._sums = {}
+        self._count = 0
+        self._epoch_start = time.perf_counter()
+
+    def _accumulate(self, engine: DMPLSTrainer) -> None:
+        out = engine.state.output
+        for key in (Keys.LOSS, *engine.loss_terms):
+            value = out[key].detach().float()
+            self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
+        self._count += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            if engine.state.iteration % 10 == 0 or engine.state.iteration == engine.total_iterations:
+                self._bar.set_postfix(loss=f"{float(out[Keys.LOSS]):.4f}", refresh=False)
+
+    def _on_completed(self, engine: DMPLSTrainer) -> None:
+        if engine.state.iteration != self.last_saved_iteration:
+            self.end_of_epoch(engine)
+        if self.is_main:
+            plot_training_curve(self.history, self.curve_path)
+        self.close()
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def end_of_epoch(self, engine: DMPLSTrainer) -> None:
+        """Validate, update best, write checkpoints and history (all ranks must call it)."""
+        iteration = int(engine.state.iteration)
+        if iteration == self.last_saved_iteration:
+            return
+        means = {k: float(v) / max(self._count, 1) for k, v in self._sums.items()}
+        if self._count and not math.isfinite(means[Keys.LOSS]):
+            raise FloatingPointError(
+                f"{engine.recipe} training diverged: mean loss {means[Keys.LOSS]} in the iterations up to {iteration}"
+            )
+        rng = capture_rng_state()
+        rng_all = [rng]
+        if dist_utils.is_distributed():
+            rng_all = [None] * dist_utils.get_world_size()
+            torch.distributed.all_gather_object(rng_all, rng)
+        if self.is_main:
+            val, per_class = None, {}
+            if self.evaluator is not None:
+                self.evaluator.run(global_epoch=engine.state.epoch)
+                val = float(self.evaluator.state.metrics["val_mean_dice"])
+                per_class = dict(self.evaluator.metric.per_class)
+            improved = val is not None and (self.best_metric is None or val > self.best_metric)
+            if improved:
+                self.best_metric, self.best_iteration = val, iteration
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "recipe": engine.recipe,
+                **engine.training_state(),
+                "rng": rng_all,
+                "config": self.config.to_dict(),
+                "class_map": {"names": self.class_map.to_json(), "ignore_index": self.class_map.ignore_index},
+                "val_mean_dice": val,
+                "best": {"metric": self.best_metric, "iteration": self.best_iteration},
+            }
+            self.checksums["last"] = save_checkpoint(self.last_path, payload)
+            if improved:
+                self.checksums["best"] = save_checkpoint(self.best_path, payload)
+            self._write_checksums(iteration)
+            self.history["epochs"].append(
+                {
+                    "epoch": int(engine.state.epoch),
+                    "iteration": iteration,
+                    "lr": float(engine.optimizer.param_groups[0]["lr"]),
+                    "loss": means.get(Keys.LOSS),
+                    **{term: means.get(term) for term in engine.loss_terms},
+                    "val_mean_dice": val,
+                    "val_dice": per_class,
+                    "best_metric": self.best_metric,
+                    "best_iteration": self.best_iteration,
+                    "seconds": round(time.perf_counter() - self._epoch_start, 3),
+                }
+            )
+            self.history["best"] = {"metric": self.best_metric, "iteration": self.best_iteration}
+            atomic_write_text(self.history_path, json.dumps(self.history, indent=1))
+            if self._bar is not None and val is not None:
+                self._bar.set_postfix(loss=f"{means.get(Keys.LOSS, float('nan')):.4f}", val_dice=f"{val:.4f}")
+        self.last_saved_iteration = iteration
+        dist_utils.barrier()
+
+    def _write_checksums(self, iteration: int) -> None:
+        data = {
+            name: {"path": str(self.out_dir / (LAST_NAME if name == "last" else BEST_NAME)), "sha256": digest}
+            for name, digest in self.checksums.items()
+        }
+        data["last"]["iteration"] = iteration
+        if "best" in data:
+            data["best"]["iteration"] = self.best_iteration
+        atomic_write_text(self.out_dir / CHECKSUMS_NAME, json.dumps(data, indent=1))
+
+    # -- resume ------------------------------------------------------------------------------
+
+    def restore(self, ckpt: Mapping[str, Any], path: Path) -> None:
+        """Resume from a checkpoint: trainer state, RNG of this rank, best metric, history."""
+        self.trainer.load_training_state(ckpt)
+        rng_all = ckpt["rng"]
+        rank = dist_utils.get_rank()
+        if len(rng_all) != dist_utils.get_world_size():
+            logger.warning(
+                "%s was written by %d process(es), resuming with %d: RNG streams differ from an uninterrupted run",
+                path, len(rng_all), dist_utils.get_world_size(),
+            )
+        restore_rng_state(rng_all[rank] if rank < len(rng_all) else rng_all[0])
+        best = ckpt.get("best") or {}
+        self.best_metric = best.get("metric")
+        self.best_iteration = best.get("iteration")
+        iteration = int(ckpt["trainer"]["iteration"])
+        self.last_saved_iteration = iteration
+        digest = file_sha256(path)
+        self.checksums["last"] = digest
+        if self.best_path.is_file():
+            self.checksums["best"] = file_sha256(self.best_path)
+        if self.history_path.is_file():
+            try:
+                old = json.loads(self.history_path.read_text())
+                self.history["epochs"] = [e for e in old.get("epochs", []) if e.get("iteration", 0) <= iteration]
+                self.history["resumed_from"] = list(old.get("resumed_from", []))
+            except (OSError, ValueError):
+                logger.warning("%s is unreadable; starting a new history", self.history_path)
+        self.history["resumed_from"].append({"checkpoint": str(path), "sha256": digest, "iteration": iteration})
+
+
+def make_training_curve_figure(
+    history: Mapping[str, Any] | str | Path,
+    val_key: str = "val_mean_dice",
+    val_label: str = "validation mean foreground Dice",
+) -> Optional["Figure"]:
+    """The figure of :func:`plot_training_curve`, or ``None`` when the history has no epochs yet.
+
+    Loss terms (left axis) in black and the colour-blind-safe palette, the validation score
+    (right axis, [0, 1]) in vermillion; one legend below the axes; constrained layout.
+    """
+    from scribmed.evaluation.figures import (
+        OKABE_ITO,
+        figure_legend,
+        new_figure,
+        palette_colour,
+        set_title,
+    )
+
+    if not isinstance(history, Mapping):
+        history = json.loads(Path(history).read_text())
+    epochs = history.get("epochs", [])
+    if not epochs:
+        return None
+    its = [e["iteration"] for e in epochs]
+    fig = new_figure((7, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    terms = history.get("loss_terms") or ["pce", "dice"]
+    colours = [OKABE_ITO["black"], *(palette_colour(i) for i in (0, 1, 2, 4, 5))]
+    for key, style, colour in zip(["loss", *terms], ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 5))], colours):
+        vals = [np.nan if e.get(key) is None else e[key] for e in epochs]
+        ax.plot(its, vals, linestyle=style, color=colour, label=f"train {key}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    val = [np.nan if e.get(val_key) is None else e[val_key] for e in epochs]
+    lines, labels = ax.get_legend_handles_labels()
+    if not all(np.isnan(val)):
+        ax2 = ax.twinx()
+        ax2.plot(its, val, "o-", color=OKABE_ITO["vermillion"], markersize=3, label=val_label)
+        ax2.set_ylabel(val_label)
+        ax2.set_ylim(0, 1)
+        l2, lb2 = ax2.get_legend_handles_labels()
+        lines, labels = lines + l2, labels + lb2
+    figure_legend(fig, lines, labels, max_cols=4, fontsize=8)
+    set_title(ax, f"{str(history.get('recipe', 'dmpls')).upper()} training")
+    return fig
+
+
+def plot_training_curve(
+    history: Mapping[str, Any] | str | Path,
+    png_path: str | Path,
+    val_key: str = "val_mean_dice",
+    val_label: str = "validation mean foreground Dice",
+    formats: str | Sequence[str] | None = None,
+) -> Optional[Path]:
+    """Plot loss terms and validation Dice against iterations into a PNG (matplotlib Agg).
+
+    Args:
+        history: a history dict or the path of ``history.json``.
+        png_path: output PNG (written atomically).
+        val_key / val_label: the per-epoch validation score plotted on the right axis and its
+            name (instance recipes plot the DSB score).
+        formats: e.g. ``("png", "pdf")`` to write ``training_curve.pdf`` beside the PNG; default
+            :func:`scribmed.evaluation.figures.figure_formats`.
+
+    Returns:
+        The PNG path, or ``None`` when the history has no epochs yet.
+    """
+    from scribmed.evaluation.figures import save_figure
+
+    fig = make_training_curve_figure(history, val_key, val_label)
+    if fig is None:
+        return None
+    return save_figure(fig, png_path, formats)
+
+
+def check_resumable(ckpt: Mapping[str, Any], path: Path, config: TrainConfig, class_map: ClassMap) -> None:
+    """Raise ``DataError`` unless ``ckpt`` was written with the same result-affecting config and class map."""
+    stored = type(config).stored_dict(ckpt.get("config") or {})
+    current = config.to_dict()
+    diff = [f"{k}: {stored[k]!r} -> {current[k]!r}" for k in type(config).RESULT_FIELDS if stored[k] != current[k]]
+    if diff:
+        raise DataError(path, "cannot resume, the configuration changed (" + "; ".join(diff) + ")")
+    cm = ckpt.get("class_map") or {}
+    if cm.get("names") != class_map.to_json() or cm.get("ignore_index") != class_map.ignore_index:
+        raise DataError(path, f"cannot resume, the class map changed ({cm} vs {class_map.to_json()})")
+
+
+def run_or_resume(recorder: "RunRecorder", resume: bool) -> None:
+    """Run a trainer to its budget in ``recorder.out_dir``, refusing or resuming an earlier run there.
+
+    An existing ``last.pt`` is an error unless ``resume``; when resuming, the checkpoint must come
+    from the same result-affecting configuration and class map, and network, optimizer, loss
+    generator, engine counters, RNG states and best metric are restored. A finished run is not
+    trained again. Shared by :func:`train_dmpls` and the bundles' training workflow.
+
+    Raises:
+        DataError: the folder holds a run and ``resume`` is False; an incompatible checkpoint.
+    """
+    last = recorder.last_path
+    if last.exists():
+        if not resume:
+            raise DataError(
+                recorder.out_dir,
+                "already holds a training run (last.pt); resume it or use another output folder",
+            )
+        ckpt = load_checkpoint(last)
+        recipe = recorder.trainer.recipe
+        if ckpt.get("recipe") != recipe or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise DataError(last, f"not a scribmed {recipe} training checkpoint (found {ckpt.get('recipe')!r})")
+        check_resumable(ckpt, last, recorder.config, recorder.class_map)
+        recorder.restore(ckpt, last)
+    elif resume:
+        logger.info("no %s to resume from; starting a new run", last)
+    if dist_utils.is_main_process():
+        recorder.out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = recorder.trainer
+    try:
+        if trainer.state.iteration < trainer.total_iterations:
+            trainer.run()
+        elif dist_utils.is_main_process() and not recorder.curve_path.exists():
+            plot_training_curve(recorder.history, recorder.curve_path)
+    finally:
+        recorder.close()
+    dist_utils.barrier()
+
+

@@ -1,0 +1,115 @@
+"""Validation during training: slice-wise volume inference on held-out cases, mean foreground Dice.
+
+:class:`VolumeDiceEvaluator` (a ``SupervisedEvaluator``) validates on the fold's **validation**
+cases (never its test cases) at native resolution; its key metric ``val_mean_dice`` is
+:class:`MeanForegroundDice`, computed with :func:`scribmed.metrics.dc` (medpy's Dice).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from ignite.metrics import Metric
+from monai.engines import SupervisedEvaluator
+
+from scribmed.data.case import Case, ClassMap
+from scribmed.data.errors import DataError
+from scribmed.runtime.device import AmpRequest, amp_enabled
+from scribmed.training.inference import predict_volume
+from scribmed.metrics.binary import dc
+
+__all__ = ["MeanForegroundDice", "VolumeDiceEvaluator"]
+
+logger = logging.getLogger(__name__)
+
+
+
+class MeanForegroundDice(Metric):
+    """Mean over cases of the per-case mean foreground Dice; per-class means in ``per_class``.
+
+    Expects engine outputs with ``"dice"``: a ``(n_foreground,)`` array for one case.
+    """
+
+    def __init__(self, class_names: Sequence[str]) -> None:
+        self.class_names = list(class_names)
+        self.per_class: dict[str, float] = {}
+        super().__init__(output_transform=lambda out: out["dice"])
+
+    def reset(self) -> None:
+        self._rows: list[np.ndarray] = []
+
+    def update(self, output: np.ndarray) -> None:
+        self._rows.append(np.asarray(output, dtype=np.float64))
+
+    def compute(self) -> float:
+        if not self._rows:
+            raise RuntimeError("MeanForegroundDice: no case was evaluated")
+        table = np.stack(self._rows)
+        self.per_class = {n: float(v) for n, v in zip(self.class_names, table.mean(axis=0))}
+        return float(table.mean(axis=1).mean())
+
+
+class VolumeDiceEvaluator(SupervisedEvaluator):
+    """Validation by slice-wise volume inference on whole cases at native resolution.
+
+    Its data is the list of validation :class:`Case` objects (one engine iteration per case);
+    the key metric ``val_mean_dice`` is :class:`MeanForegroundDice`.
+
+    Args:
+        device: where to infer.
+        cases: validation cases (with labels).
+        network: the (unwrapped) segmentation network.
+        class_map: classes; Dice is computed for its foreground labels.
+        size: network input ``(h, w)``.
+        batch_size: slices per forward pass.
+        amp: the mixed-precision request of :func:`~scribmed.runtime.device.amp_policy` (float32
+            on the CPU whatever is asked).
+        image_mode: image resizing to ``size`` (``"bilinear"`` or ``"nearest"``), as in training.
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        cases: Sequence[Case],
+        network: torch.nn.Module,
+        class_map: ClassMap,
+        size: Sequence[int],
+        batch_size: int = 16,
+        amp: AmpRequest = False,
+        image_mode: str = "bilinear",
+    ) -> None:
+        self.cases = list(cases)
+        self.image_mode = image_mode
+        self.amp_request = amp
+        self.class_map = class_map
+        self.size = tuple(int(s) for s in size)
+        self.batch_size = int(batch_size)
+        self.metric = MeanForegroundDice([class_map.names[k] for k in class_map.foreground])
+        super().__init__(
+            device=device,
+            val_data_loader=self.cases,
+            network=network,
+            epoch_length=len(self.cases),
+            key_val_metric={"val_mean_dice": self.metric},
+            amp=amp_enabled(device, amp),
+            decollate=False,
+        )
+
+    def _iteration(self, engine: Any, batchdata: Case) -> dict:
+        case = batchdata
+        label = case.label
+        if label is None:
+            raise DataError(case.source, f"validation case {case.case_id} has no label")
+        pred = predict_volume(
+            engine.network, case.image, size=self.size, batch_size=self.batch_size, device=engine.state.device,
+            amp=self.amp_request, image_mode=self.image_mode,
+        )
+        if pred.shape != label.shape:
+            raise DataError(case.source, f"label shape {label.shape} differs from the image's {pred.shape}")
+        dice = np.array([dc(pred == k, label == k) for k in self.class_map.foreground])
+        return {"dice": dice, "case_id": case.case_id}
+
+
