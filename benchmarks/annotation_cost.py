@@ -123,7 +123,8 @@ def run_config(name: str, args: argparse.Namespace) -> Path:
 def cost_of(name: str, args: argparse.Namespace, costs: dict[str, float]) -> dict[str, Any]:
     """Annotation seconds of the configuration's training cases (the fold's train patients)."""
     from scribmed.data.layouts import open_dataset
-    from scribmed.data.splits import fold_cases, load_split, validate_split
+    from scribmed.data.split_files import load_split
+    from scribmed.data.splits import fold_cases, validate_split
     from scribmed.data.supervision_assignment import apply_supervision, mix_assignment
 
     _, mix = CONFIGS[name]
@@ -210,7 +211,7 @@ def make_plot_figure(rows: list[dict[str, Any]], title: str) -> Any:
     """Mean test Dice against annotation hours (log scale), one labelled marker per configuration."""
     import matplotlib.ticker
 
-    from scribmed.evaluation.figures import OKABE_ITO, new_figure, set_title
+    from scribmed.runtime.figures import OKABE_ITO, new_figure, set_title
 
     fig = new_figure((6.4, 4.2))
     ax = fig.add_subplot(1, 1, 1)
@@ -233,8 +234,8 @@ def make_plot_figure(rows: list[dict[str, Any]], title: str) -> Any:
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """``annotation_cost.png`` and, as before, ``annotation_cost.pdf`` beside it (plus any other
-    format of :func:`scribmed.evaluation.figures.figure_formats`)."""
-    from scribmed.evaluation.figures import figure_formats, save_figure
+    format of :func:`scribmed.runtime.figures.figure_formats`)."""
+    from scribmed.runtime.figures import figure_formats, save_figure
 
     save_figure(make_plot_figure(rows, title), path.with_suffix(".png"), (*figure_formats(), "pdf"), dpi=150)
 

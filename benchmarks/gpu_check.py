@@ -177,9 +177,9 @@ def time_engine(build: Callable[[], Any], device: torch.device, warmup: int) -> 
 def segmentor_runs(recipe: str, cases: list, device: torch.device, modes: list[str], prof: dict[str, Any],
                    tmp: Path) -> dict[str, Any]:
     """s/iteration of the DMPLS or SAM-SP segmentor per AMP mode."""
-    from scribmed.training.config import TrainConfig
+    from scribmed.recipes.dmpls.config import DMPLSConfig
     from scribmed.recipes.samsp.trainer import SAMSPTrainConfig, build_samsp_trainer
-    from scribmed.training.assembly import build_dmpls_trainer
+    from scribmed.recipes.dmpls.trainer import build_dmpls_trainer
 
     total = prof["warmup"] + prof["iterations"]
     out: dict[str, Any] = {}
@@ -188,7 +188,7 @@ def segmentor_runs(recipe: str, cases: list, device: torch.device, modes: list[s
                   size=(prof["size"], prof["size"]), device=str(device), amp=mode, progress=False)
         run_dir = tmp / f"{recipe}_{mode}"
         if recipe == "dmpls":
-            cfg = TrainConfig(**kw)
+            cfg = DMPLSConfig(**kw)
 
             def build(cfg=cfg, run_dir=run_dir):
                 return build_dmpls_trainer(cases, [], CARDIAC, run_dir, cfg)
@@ -233,7 +233,8 @@ def finetune_runs(backend: Any, cases: list, device: torch.device, modes: list[s
                   tag: str) -> dict[str, Any]:
     """Decoder fine-tuning s/step: ``finetune_decoder`` for 2 epochs on cached embeddings, epoch 2 timed."""
     from scribmed.sam import EmbeddingCache
-    from scribmed.sam.decoder_finetune import FinetuneConfig, finetune_decoder
+    from scribmed.sam.decoder_finetune import finetune_decoder
+    from scribmed.sam.finetune_config import FinetuneConfig
 
     initial = {k: v.detach().clone() for k, v in backend.mask_decoder.state_dict().items()}
     pseudo = {c.case_id: np.asarray(c.label).astype(np.uint8) for c in cases}
@@ -413,7 +414,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         report["dmpls"] = segmentor_runs("dmpls", cases, device, modes, prof, tmp)
         report["samsp"] = segmentor_runs("samsp", cases, device, modes, prof, tmp)
 
-        from scribmed.networks.sam_backends import build_sam_backend
+        from scribmed.networks.sam_registry import build_sam_backend
 
         wanted: list[tuple[str, Optional[Path]]] = [("lite_medsam", None), *checkpoints.items()]
         for name, path in wanted:

@@ -39,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scribmed.data.instance_weak_labels import make_instance_weak  # noqa: E402
+from scribmed.data.instance_weak_simulation import make_instance_weak  # noqa: E402
 from scribmed.data.layouts import open_dataset  # noqa: E402
 from scribmed.metrics.instance import aji, dsb_score, f1  # noqa: E402
 from scribmed.recipes.sesam.recipe import instance_prompts  # noqa: E402

@@ -55,7 +55,7 @@ sys.path.insert(0, str(REPO))
 
 from scribmed.data.case import Case, CaseArrays  # noqa: E402
 from scribmed.data.layouts import open_dataset  # noqa: E402
-from scribmed.networks.sam_backends import build_sam_backend  # noqa: E402
+from scribmed.networks.sam_registry import build_sam_backend  # noqa: E402
 from scribmed.sam.embedding_cache import EmbeddingCache  # noqa: E402
 from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, PromptConfig, generate_case  # noqa: E402
 from scribmed.sam.quality import dice_summary  # noqa: E402
@@ -256,7 +256,7 @@ def main() -> None:
         report["default_zero_shot_meets_design"] = ok
 
     if args.finetune:
-        from scribmed.sam.decoder_finetune import FinetuneConfig
+        from scribmed.sam.finetune_config import FinetuneConfig
         from scribmed.sam.rounds import run_pseudo_label_rounds
 
         t0 = time.perf_counter()

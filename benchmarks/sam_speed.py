@@ -45,7 +45,8 @@ from scribmed.data.case import Case, CaseArrays  # noqa: E402
 from scribmed.data.layouts import open_dataset  # noqa: E402
 from scribmed.losses.sam_finetune import SamFinetuneLoss  # noqa: E402
 from scribmed.networks.encoder_runtime import relative_error, runtime_available  # noqa: E402
-from scribmed.networks.sam_backends import build_sam_backend, pad_points  # noqa: E402
+from scribmed.networks.prompt_coords import pad_points  # noqa: E402
+from scribmed.networks.sam_registry import build_sam_backend  # noqa: E402
 from scribmed.sam import EmbeddingCache  # noqa: E402
 from scribmed.sam.decoder_finetune import slice_loss  # noqa: E402
 from scribmed.sam.finetune_prompts import _SlicePrompt  # noqa: E402

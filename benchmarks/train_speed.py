@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scribmed.data.case import CARDIAC  # noqa: E402
-from scribmed.training.config import TrainConfig
-from scribmed.training.assembly import build_dmpls_trainer  # noqa: E402
+from scribmed.recipes.dmpls.config import DMPLSConfig
+from scribmed.recipes.dmpls.trainer import build_dmpls_trainer  # noqa: E402
 
 
 def load_cases(n: int, data_root: Path):
@@ -59,7 +59,7 @@ def load_cases(n: int, data_root: Path):
     return cases, f"cardiac phantoms ({n} volumes)"
 
 
-def time_engine(cases, cfg: TrainConfig, warmup: int, out_dir: Path) -> dict:
+def time_engine(cases, cfg: DMPLSConfig, warmup: int, out_dir: Path) -> dict:
     """Run the engine for ``warmup + timed`` iterations and time data waits and steps."""
     t0 = time.perf_counter()
     trainer, _ = build_dmpls_trainer(cases, [], CARDIAC, out_dir, cfg)
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     cases, source = load_cases(args.cases, args.data_root)
     total = args.warmup + args.iterations
-    cfg = TrainConfig(
+    cfg = DMPLSConfig(
         iterations=total, batch_size=args.batch_size, size=(args.size, args.size), epoch_length=total,
         num_workers=args.num_workers, device=args.device, progress=False,
     )  # fmt: skip

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 from scribmed import recipes as recipe_registry
 from scribmed.data.layouts import open_dataset
 from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.data.splits import make_kfold_split, save_split
+from scribmed.data.split_files import save_split
+from scribmed.data.splits import make_kfold_split
 from scribmed.crossval.runner import run_cross_validation
 from scribmed.evaluation.comparison import comparison_markdown, comparison_row
 from scribmed.runtime.files import atomic_write_text

@@ -39,7 +39,7 @@ def dsb_root() -> Path:
 def default_figure_formats(monkeypatch):
     """Every test starts with the default figure formats (png only) and leaves them so:
     ``set_figure_formats`` (``--figures``) changes a process-wide default and ``$SCRIBMED_FIGURES``."""
-    from scribmed.evaluation import figures
+    from scribmed.runtime import figures
 
     monkeypatch.delenv(figures.FIGURES_ENV, raising=False)
     figures.set_figure_formats(None, environ=False)

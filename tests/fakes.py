@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scribmed.networks.sam_backends import SamBackend, _prompt_encoder
+from scribmed.networks.sam_architectures import _prompt_encoder
+from scribmed.networks.sam_backends import SamBackend
 
 __all__ = ["DecodeSpy", "TinyEncoder", "fake_backend", "tiny_decoder"]
 

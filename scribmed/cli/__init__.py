@@ -17,10 +17,10 @@ import sys
 from typing import Callable, Sequence
 
 from scribmed.cli import bundle, cv, data, demo, evaluate, predict, pseudolabel
-from scribmed.cli.options import AMP_CHOICES, LAYOUT_NAMES, TRAINING_FLAGS
+from scribmed.cli.options import AMP_CHOICES, LAYOUT_NAMES
 from scribmed.data.errors import DataError
 
-__all__ = ["AMP_CHOICES", "LAYOUT_NAMES", "TRAINING_FLAGS", "build_parser", "main"]
+__all__ = ["AMP_CHOICES", "LAYOUT_NAMES", "build_parser", "main"]
 
 #: the commands in the order ``scribmed --help`` lists them
 COMMANDS = (data, evaluate, cv, bundle, predict, demo, pseudolabel)
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         if getattr(args, "figures", None):
-            from scribmed.evaluation.figures import set_figure_formats
+            from scribmed.runtime.figures import set_figure_formats
 
             set_figure_formats(args.figures)  # also in $SCRIBMED_FIGURES: jobs started from here inherit it
         return func(args)

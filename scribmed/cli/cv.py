@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scribmed.cli.options import (
-    AMP_CHOICES,
     LAYOUT_NAMES,
-    TRAINING_FLAGS,
     MergeSet,
     add_common,
     key_value,
@@ -55,7 +53,7 @@ def _cv_setup(args: argparse.Namespace):
     ]
     if foreign:
         raise DataError(None, f"{', '.join(foreign)} do not apply to --recipe {args.recipe}")
-    overrides = {k: getattr(args, k) for k in (*TRAINING_FLAGS, *own) if getattr(args, k, None) is not None}
+    overrides = {k: getattr(args, k) for k in own if getattr(args, k, None) is not None}
     overrides.update(args.set or {})
     return cls.from_options(**overrides), dataset, supervision
 
@@ -71,7 +69,7 @@ def _run_cv(args: argparse.Namespace) -> Optional[Path]:
 
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
     if under_torchrun:
-        dist_utils.init_distributed(args.device or "auto")
+        dist_utils.init_distributed(getattr(args, "device", None) or "auto")
     try:
         recipe, dataset, supervision = _cv_setup(args)
         return run_cross_validation(
@@ -87,7 +85,7 @@ def _run_cv(args: argparse.Namespace) -> Optional[Path]:
 def _cv_job(args: argparse.Namespace, fold: int, stage: str) -> None:
     """One job of ``scribmed cv --executor ...``: the same command line, restricted to ``fold`` and ``stage``."""
     if getattr(args, "figures", None):  # a Slurm job may not see the submitter's environment
-        from scribmed.evaluation.figures import set_figure_formats
+        from scribmed.runtime.figures import set_figure_formats
 
         set_figure_formats(args.figures)
     job = argparse.Namespace(**vars(args))
@@ -224,27 +222,6 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
     cv.add_argument("--out", type=Path, help="run directory")
     cv.add_argument("--folds", type=_fold_list, help="1-based folds to run, e.g. 1,3 (default all)")
     cv.add_argument("--fold", type=int, help="run this single fold (1-based); merge later with 'cv merge'")
-    cv.add_argument("--iterations", type=int, help="training iterations per fold (paper: 60000)")
-    cv.add_argument("--batch-size", dest="batch_size", type=int, help="slices per iteration (paper: 12)")
-    cv.add_argument("--size", type=int, help="network input side in pixels (paper: 256)")
-    cv.add_argument("--val-interval", dest="val_interval", type=int, help="iterations between validations/checkpoints")
-    cv.add_argument("--lr-horizon", dest="lr_horizon", type=int,
-                    help="iterations over which the poly learning rate decays to 0 (default: --iterations; "
-                    "60000 follows the paper's schedule in a short run, as the reference code does)")
-    cv.add_argument("--image-interp", dest="image_interp", choices=("bilinear", "nearest"),
-                    help="image resizing to the network size for training and inference (default bilinear; "
-                    "the reference code uses nearest)")
-    cv.add_argument("--upsample", choices=("transpose", "bilinear"),
-                    help="U-Net decoder up-steps: transpose (2x2 transposed conv, the paper) or bilinear "
-                    "(1x1 conv + bilinear, what the reference code runs)")
-    cv.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
-                    help="NHWC memory format (DMPLS default: 1.29x faster on a CPU; --no-channels-last: NCHW, "
-                    "another reproducible dropout draw; SAM-SP's segmentor defaults to NCHW)")
-    cv.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    cv.add_argument("--amp", choices=AMP_CHOICES,
-                    help="segmentor mixed precision on CUDA: auto (default: bf16 where the GPU has it, else fp16 with "
-                    "a gradient scaler), bf16, fp16, off; always off on a CPU (SAM stage: --sam-amp)")
-    cv.add_argument("--seed", type=int, help="training seed")
     cv.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")
     cv.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
     cv.add_argument("--no-merge", action="store_true", help="do not write the across-fold summary")

@@ -20,7 +20,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     dataset.validate(progress=not args.quiet)
     summary = dataset.summary()
     if args.split is not None:
-        from scribmed.data.splits import load_split, validate_split
+        from scribmed.data.split_files import load_split
+        from scribmed.data.splits import validate_split
 
         split = load_split(args.split)
         report = validate_split(split, dataset, allow_missing=args.allow_missing)
@@ -47,7 +48,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def _mix(text: str) -> dict[str, float]:
-    from scribmed.data.weak_conversion import parse_mix
+    from scribmed.data.supervision_mix import parse_mix
 
     try:
         return parse_mix(text)

@@ -6,12 +6,9 @@ import argparse
 import json
 
 from scribmed.data.layouts import LAYOUTS
+from scribmed.recipes.options import AMP_CHOICES
 
 LAYOUT_NAMES = tuple(LAYOUTS)  # from the registry: a new layout needs no CLI edit
-#: flags of ``scribmed cv`` that every training recipe's config takes (a recipe without them refuses them)
-TRAINING_FLAGS = ("iterations", "batch_size", "size", "device", "seed", "val_interval", "lr_horizon", "image_interp",
-                  "upsample", "channels_last", "amp")
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")  # scribmed.runtime.device.AMP_MODES (no torch import to build the parser)
 
 
 def key_value(text: str) -> dict[str, object]:

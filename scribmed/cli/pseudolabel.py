@@ -49,7 +49,8 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
     dataset = open_from_args(args)
     train = val = None
     if args.split is not None:
-        from scribmed.data.splits import load_split, validate_split
+        from scribmed.data.split_files import load_split
+        from scribmed.data.splits import validate_split
 
         split = validate_split(load_split(args.split), dataset, allow_missing=args.allow_missing).split
         fold = split.fold(args.fold - 1)
@@ -80,7 +81,7 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
                              negatives="neighbour" if args.negatives == "auto" else args.negatives)
     finetune = None
     if args.rounds > 0:
-        from scribmed.sam.decoder_finetune import FinetuneConfig
+        from scribmed.sam.finetune_config import FinetuneConfig
 
         finetune = FinetuneConfig(epochs=args.epochs, lr=args.lr, n_points=args.n_points,
                                   negatives=finetuned.negatives, loss_resolution=args.loss_resolution,

@@ -107,7 +107,7 @@ def fold_states(out: Path) -> list[dict[str, Any]]:
     Raises:
         DataError: ``out`` is not a CV run directory (no ``split.json``).
     """
-    from scribmed.crossval.runner import FOLD_DONE, PREPARE_DONE
+    from scribmed.crossval.runner import FOLD_DONE, PREPARE_DONE, read_fold_record
 
     out = Path(out)
     split = out / "split.json"
@@ -121,7 +121,7 @@ def fold_states(out: Path) -> list[dict[str, Any]]:
     for k in range(1, num_folds + 1):
         fold_dir = out / f"fold_{k}"
         if (fold_dir / FOLD_DONE).exists():
-            record = json.loads((fold_dir / FOLD_DONE).read_text())
+            record = read_fold_record(fold_dir)
             job = read_job_record(out, k, "train") or {}
             rows.append({"fold": k, "state": "finished", "stage": "train", "job_id": job.get("job_id"),
                          "detail": f"checkpoint {record.get('checkpoint_policy')}", "log": None})

@@ -17,6 +17,10 @@ Layout of a run directory::
       summary.md               the paper table
       boxplot_folds.png        per-class Dice / HD95 across folds
 
+``run.json`` and ``fold.json`` carry their schema (``scribmed.run/N``, ``scribmed.fold/N``); they are
+read through :func:`read_run_record` / :func:`read_fold_record`, which upgrade older ones
+(:mod:`scribmed.runtime.migrations`).
+
 A fold with ``fold.json`` is skipped on a rerun; an unfinished fold resumes training from its
 ``last.pt``. ``--fold k`` runs one fold (one process or node per fold); :func:`merge_folds`
 assembles the summary from whatever folds are finished. Folds are numbered from 1 on disk and on
@@ -39,31 +43,27 @@ import numpy as np
 from scribmed.data.case import Case
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.splits import (
-    SplitReport,
-    fold_cases,
-    load_split,
-    make_kfold_split,
-    save_split,
-    split_summary,
-    validate_split,
-)
+from scribmed.data.split_files import load_split, save_split
+from scribmed.data.splits import SplitReport, fold_cases, make_kfold_split, split_summary, validate_split
 from scribmed.runtime import distributed as dist_utils
 from scribmed.crossval.fold_evaluation import evaluation_for
 from scribmed.runtime.files import atomic_write_text
+from scribmed.runtime.migrations import read_json_record, upgrade_fold_record, upgrade_run_record
+from scribmed.runtime.records import FOLD, RUN, stamp
 from scribmed.metrics import CaseResult
 
 if TYPE_CHECKING:
     from scribmed.recipes.base import FoldModel, Recipe
 
 __all__ = [
-    "FOLD_DONE", "PREPARE_DONE", "CVRun", "merge_folds", "open_run", "run_cross_validation", "run_fold",
-    "write_fold_record",
+    "FOLD_DONE", "PREPARE_DONE", "RUN_RECORD", "CVRun", "merge_folds", "open_run", "read_fold_record",
+    "read_run_record", "run_cross_validation", "run_fold", "write_fold_record",
 ]
 
 log = logging.getLogger(__name__)
 
 FOLD_DONE = "fold.json"
+RUN_RECORD = "run.json"
 PREPARE_DONE = "prepare.json"
 STAGES = ("all", "prepare")
 
@@ -72,13 +72,36 @@ def _write_json(path: Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_run_record(out: Path) -> dict[str, Any]:
+    """``out/run.json`` in the current schema (an older one upgraded).
+
+    Raises:
+        DataError: missing, unreadable, or of a newer or unknown schema.
+    """
+    return read_json_record(Path(out) / RUN_RECORD, upgrade_run_record)
+
+
+def read_fold_record(fold_dir: Path) -> dict[str, Any]:
+    """``fold_dir/fold.json`` in the current schema (an older one upgraded).
+
+    Raises:
+        DataError: missing, unreadable, or of a newer or unknown schema.
+    """
+    return read_json_record(Path(fold_dir) / FOLD_DONE, upgrade_fold_record)
+
+
 def _check_run_record(out: Path, record: dict[str, Any]) -> None:
-    """Write ``run.json`` on the first call; later calls must describe the same run."""
-    path = out / "run.json"
+    """Write ``run.json`` on the first call; later calls must describe the same run.
+
+    ``record`` is stamped here; an earlier ``run.json`` is compared after its upgrade, so a run
+    folder written before the current schema is the same run.
+    """
+    path = out / RUN_RECORD
+    record = json.loads(json.dumps(stamp(RUN, record), default=str))
     if path.exists():
-        previous = json.loads(path.read_text())
-        if previous != json.loads(json.dumps(record, default=str)):
-            changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != json.loads(json.dumps(record, default=str)).get(k))
+        previous = read_run_record(out)
+        if previous != record:
+            changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
             raise DataError(
                 path, f"this run directory was made with other settings ({', '.join(changed)}); use a new --out"
             )
@@ -222,14 +245,14 @@ def write_fold_record(
     else:
         checkpoint = Path(checkpoint)
         where = str(checkpoint.relative_to(fold_dir) if checkpoint.is_relative_to(fold_dir) else checkpoint)
-    record = {
+    record = stamp(FOLD, {
         "fold": int(fold),
         "checkpoint": where,
         "checkpoint_policy": policy,
         "checkpoint_sha256": sha256,
         "cases": dict(case_counts),
         **extra,
-    }
+    })
     path = fold_dir / FOLD_DONE
     _write_json(path, record)
     return path
@@ -247,10 +270,10 @@ def merge_folds(out: Path) -> Path:
     )
     if not finished:
         raise DataError(out, "no finished fold (fold_k/fold.json) to merge")
-    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    run = read_run_record(out) if (out / RUN_RECORD).exists() else {}
     evaluation = evaluation_for(run.get("task"))
     folds = {f"fold_{k}": evaluation.read(p / "evaluation") for k, p in finished}
-    policies = sorted({json.loads((p / FOLD_DONE).read_text())["checkpoint_policy"] for _, p in finished})
+    policies = sorted({read_fold_record(p)["checkpoint_policy"] for _, p in finished})
     evaluation.merge(folds, out, "/".join(policies), run)
     return out / "summary.json"
 
@@ -299,14 +322,11 @@ def open_run(
         "split_name": protocol.name,
         "missing_patients_dropped": report.missing,
         "config": recipe.config_dict(),
+        "task": getattr(recipe, "task", "semantic"),
+        "supervision": supervision,  # None: the dataset's own supervision
     }
-    task = getattr(recipe, "task", "semantic")
-    if task != "semantic":  # absent for semantic recipes: earlier run records stay valid
-        record["task"] = task
     if dataset.provenance:  # e.g. synthesised scribbles: said in run.json and every report
         record["provenance"] = dataset.provenance
-    if supervision is not None:  # absent without an assignment: earlier run records stay valid
-        record["supervision"] = supervision
     main = dist_utils.is_main_process()
     if main:
         _check_run_record(out, record)

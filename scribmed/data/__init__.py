@@ -21,24 +21,18 @@ from scribmed.data.scribble_synthesis import (
     scribble_stats,
     synthesize_scribbles,
 )
+from scribmed.data.split_files import load_split, save_split
+from scribmed.data.split_types import Fold, Split
 from scribmed.data.splits import (
-    Fold,
-    Split,
     SplitReport,
     carve_validation,
     fold_cases,
-    load_split,
     make_kfold_split,
     resolve_split,
-    save_split,
     validate_split,
 )
-from scribmed.data.weak_conversion import (
-    assign_supervision,
-    boxes_from_label,
-    make_weak_dataset,
-    points_from_label,
-)
+from scribmed.data.supervision_mix import assign_supervision
+from scribmed.data.weak_conversion import boxes_from_label, make_weak_dataset, points_from_label
 from scribmed.data.weak_labels import (
     SUPERVISION_TYPES,
     PointSet,

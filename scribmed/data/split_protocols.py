@@ -1,9 +1,10 @@
 """The split protocols scribmed ships: ACDC, MSCMR, CHAOS MR and DSB2018, as the papers define them.
 
-Each function returns the :class:`~scribmed.data.splits.Split` its committed file in
+Each function returns the :class:`~scribmed.data.split_types.Split` its committed file in
 ``data_splits/`` holds (:data:`BUILTIN_SPLITS`, :func:`write_builtin_splits` regenerates them);
-the patient lists are the public datasets' own. The file format, loading, checking and carving are
-in :mod:`scribmed.data.splits`.
+the patient lists are the public datasets' own. The split types are in
+:mod:`scribmed.data.split_types`, the file format, reading and writing in
+:mod:`scribmed.data.split_files`, carving and checking in :mod:`scribmed.data.splits`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from scribmed.data.splits import (
-    SPLITS_DIR,
-    Fold,
-    Split,
-    ValidationRule,
-    _check_folds,
-    _make_split,
-    make_kfold_split,
-    save_split,
-)
+from scribmed.data.split_files import SPLITS_DIR, save_split
+from scribmed.data.split_types import Fold, Split, ValidationRule, _check_folds
+from scribmed.data.splits import _make_split, make_kfold_split
 
 ACDC_PATIENTS = [f"patient{i:03d}" for i in range(1, 101)]
 MSCMR_TRAIN = [2, 4, 6, 7, 9, 13, 14, 15, 18, 19, 20, 21, 22, 24, 25, 26, 27, 31, 32, 34, 37, 39, 42, 44, 45]

@@ -32,12 +32,8 @@ from scipy import ndimage as ndi
 from scribmed.data.case import ABDOMINAL, ClassMap
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.supervision_mix import (  # re-exported: the converters' one entry point
-    assign_supervision,
-    check_mix,
-    mix_counts,
-    parse_mix,
-)
+from scribmed.data.sesam_sampling import instance_points
+from scribmed.data.supervision_mix import assign_supervision, check_mix
 from scribmed.data.weak_labels import SUPERVISION_TYPES, Box, PointSet, WeakLabel
 
 Rng = np.random.Generator | int | None
@@ -162,8 +158,6 @@ def _draw(rows: np.ndarray, cols: np.ndarray, n: int, gen: np.random.Generator,
 
 def _positives(mask: np.ndarray, k: int, mode: str, gen: np.random.Generator, connectivity: int) -> list[tuple[int, int]]:
     if mode == "skeleton":
-        from scribmed.transforms.sesam_points import instance_points  # monai: on use
-
         pts, _ = instance_points(mask, k, gen, connectivity)
         return [(int(round(x)), int(round(y))) for x, y in pts]
     if mode == "boundary":
@@ -199,7 +193,7 @@ def points_from_label(
     - ``"boundary"``: uniform over the region's inner boundary (class pixels with a 4-neighbour
       that is not the class, or on the image edge);
     - ``"skeleton"``: SeSAM's sampler
-      (:func:`scribmed.transforms.sesam_points.instance_points`): ``k`` points *per connected
+      (:func:`scribmed.data.sesam_sampling.instance_points`): ``k`` points *per connected
       instance* (``connectivity``), on a grid over its box, biased to its skeleton.
 
     ``negatives`` points per class are drawn uniformly from the slice's pixels of other classes
@@ -420,13 +414,9 @@ __all__ = [
     "DEFAULT_BOX_MIN_SIZE",
     "DEFAULT_POINTS_PER_CLASS",
     "POINT_MODES",
-    "assign_supervision",
     "boxes_from_label",
     "case_rng",
-    "check_mix",
     "jitter_box",
     "make_weak_dataset",
-    "mix_counts",
-    "parse_mix",
     "points_from_label",
 ]

@@ -6,7 +6,7 @@
 * :mod:`~scribmed.evaluation.report` / :mod:`~scribmed.evaluation.instance_report` — the
   semantic and instance reports (``per_case.csv``, ``summary.json``, ``summary.md``, box plots);
   :func:`write_results` writes either kind.
-* :mod:`~scribmed.evaluation.figures` — figure styling, the class palette, PNG/PDF output.
+* :mod:`~scribmed.runtime.figures` — figure styling, the class palette, PNG/PDF output.
 * :func:`~scribmed.evaluation.folder.evaluate_folder` — ``scribmed evaluate``.
 * :func:`~scribmed.evaluation.comparison.compare_runs` — ``scribmed cv compare``.
 * :func:`~scribmed.evaluation.overlays.write_overlays` — image / scribble / prediction / truth PNGs.

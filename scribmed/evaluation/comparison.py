@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from scribmed.data.errors import DataError
 from scribmed.runtime.files import atomic_write_text
+from scribmed.runtime.migrations import upgrade_run_record
 
 __all__ = ["comparison_markdown", "comparison_row", "compare_runs", "evaluated_cases"]
 
@@ -127,9 +128,11 @@ def compare_runs(run_dirs: Sequence[str | Path], out: Optional[str | Path] = Non
         run = d / "run.json"
         if run.is_file():
             try:
-                name = f"{json.loads(run.read_text()).get('recipe', name)} ({d.name})"
-            except ValueError:
-                pass
+                record = json.loads(run.read_text())
+            except ValueError:  # unreadable: the folder's name stays
+                record = None
+            if record is not None:  # a run.json of a newer schema is refused (DataError)
+                name = f"{upgrade_run_record(record, run).get('recipe', name)} ({d.name})"
         try:
             rows.append(comparison_row(name, summary))
         except ValueError as err:

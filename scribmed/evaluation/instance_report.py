@@ -302,10 +302,10 @@ def make_instance_boxplot_figure(
     """The figure of :func:`plot_instance_fold_boxplots`: every instance metric, one box per fold.
 
     All metrics lie in [0, 1], so they share one axis. Boxes are coloured by fold with the
-    colour-blind-safe palette (:func:`scribmed.evaluation.figures.palette_colour`; a legend names
+    colour-blind-safe palette (:func:`scribmed.runtime.figures.palette_colour`; a legend names
     the folds when there are several); the title is wrapped to the axes width.
     """
-    from scribmed.evaluation.figures import (
+    from scribmed.runtime.figures import (
         BOXPLOT_STYLE,
         new_figure,
         palette_colour,
@@ -354,9 +354,9 @@ def plot_instance_fold_boxplots(
     matplotlib is imported here only, with the Agg canvas (no display, no global backend change);
     the figure (:func:`make_instance_boxplot_figure`) uses constrained layout and is saved with
     ``bbox_inches="tight"`` so no label is clipped. Saved atomically as PNG, plus a PDF beside it
-    when ``formats`` (default :func:`scribmed.evaluation.figures.figure_formats`) asks.
+    when ``formats`` (default :func:`scribmed.runtime.figures.figure_formats`) asks.
     """
-    from scribmed.evaluation.figures import save_figure
+    from scribmed.runtime.figures import save_figure
 
     return save_figure(make_instance_boxplot_figure(folds, title), path, formats)
 
@@ -381,7 +381,7 @@ def write_instance_report(
     Each file is written atomically (temporary file in the same folder, then ``os.replace``).
     ``provenance`` (e.g. the dataset's synthesised-scribble record) goes into ``summary.json``
     and is stated at the top of ``summary.md``. ``formats`` (default
-    :func:`scribmed.evaluation.figures.figure_formats`) may add ``boxplot.pdf``.
+    :func:`scribmed.runtime.figures.figure_formats`) may add ``boxplot.pdf``.
 
     Returns:
         ``{"per_case", "summary", "markdown", "plot"}`` → written paths (no ``plot`` if disabled).

@@ -2,9 +2,9 @@
 
 Each overlay states what it shows: the case id, the slice (and how it was chosen), the checkpoint
 whose prediction it is (when the caller says), and a legend of the dataset's class names in the
-colours used for them in every scribmed figure (:func:`scribmed.evaluation.figures.class_colour`,
+colours used for them in every scribmed figure (:func:`scribmed.runtime.figures.class_colour`,
 Okabe–Ito, colour-blind safe; the box plots colour class ``k`` the same way). Built by
-:func:`make_overlay_figure` and saved by :func:`scribmed.evaluation.figures.save_figure`: PNG, plus a
+:func:`make_overlay_figure` and saved by :func:`scribmed.runtime.figures.save_figure`: PNG, plus a
 PDF beside it when the figure formats ask for one.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 
 from scribmed.data.case import Case, ClassMap
-from scribmed.evaluation.figures import (
+from scribmed.runtime.figures import (
     class_legend_handles,
     figure_legend,
     label_rgba,
@@ -34,7 +34,7 @@ SliceChoice = Union[int, Sequence[Optional[int]], None]
 
 
 def _rgba(labels: np.ndarray, ignore: Optional[int] = None, alpha: float = 0.55) -> np.ndarray:
-    """Kept for callers of the old private helper: :func:`scribmed.evaluation.figures.label_rgba`."""
+    """Kept for callers of the old private helper: :func:`scribmed.runtime.figures.label_rgba`."""
     return label_rgba(labels, ignore, alpha)
 
 
@@ -149,7 +149,7 @@ def write_overlays(
             (e.g. ``checkpoint_label(model.checkpoint, model.policy)`` → ``best.pt (best)``).
         slice_index: one slice for every case, one per case (``None`` entries: the default
             rule), or ``None``: each case's slice with the most ground-truth foreground.
-        formats: e.g. ``("png", "pdf")``; default :func:`scribmed.evaluation.figures.figure_formats`.
+        formats: e.g. ``("png", "pdf")``; default :func:`scribmed.runtime.figures.figure_formats`.
     """
     from scribmed.data.nifti import read_label_nifti
 

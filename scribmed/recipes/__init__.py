@@ -1,24 +1,32 @@
-"""Recipes: one module per method, each a :class:`~scribmed.recipes.base.Recipe` composing shared parts.
+"""Recipes: one package per method, each a :class:`~scribmed.recipes.base.Recipe` composing shared parts.
 
-* ``dmpls`` (:mod:`scribmed.recipes.dmpls.recipe`) — dual-branch U-Net, dynamically mixed pseudo labels.
-* ``samsp`` (:mod:`scribmed.recipes.samsp.recipe`) — SAM pseudo-label rounds, then the aligned segmentor.
-* ``mixsup`` (:mod:`scribmed.recipes.mixsup.recipe`) — SAM pseudo labels from any weak label, SeSAM objective.
-* ``nearest`` (:mod:`scribmed.recipes.nearest.recipe`) — nearest-scribble baseline (no learning).
+A recipe package ``scribmed/recipes/<name>/`` holds the method's config dataclass, its training
+hook (a :class:`~scribmed.training.trainer.SegmentorTrainer` subclass overriding
+``compute_loss``, or the instance loop's objective), its :class:`Recipe` class, and what its
+bundles call; its bundle is ``bundles/<name>_<dataset>/``.
 
-Instance recipes (``task = "instance"``: instance maps, judged by DSB score / F1 / AJI / PQ):
+* ``dmpls`` — dual-branch U-Net, dynamically mixed pseudo labels.
+* ``samsp`` — SAM pseudo-label rounds, then the aligned segmentor.
+* ``mixsup`` — SAM pseudo labels from any weak label, SeSAM objective.
+* ``nearest`` — nearest-scribble baseline (no learning).
 
-* ``contour_unet`` (:mod:`scribmed.recipes.instance_segmentor`) — the contour U-Net on simulated
-  weak labels without SAM (``weak=full``: the ceiling; ``weak=point``: the points-only floor).
-* ``sesam`` (:mod:`scribmed.recipes.sesam.recipe`) — SAM pseudo labels from instance-prior prompts + EMA teacher.
-* ``s4m`` (:mod:`scribmed.recipes.s4m.recipe`) — semi-supervised: teacher → SAM refinement → ARP → student with
-  structural distillation.
-* ``wish`` (:mod:`scribmed.recipes.wish.recipe`) — tags / points / boxes with the min-over-3 SAM mask cost.
+Instance recipes (``task = "instance"``: instance maps, judged by DSB score / F1 / AJI / PQ), on
+the shared base :mod:`scribmed.recipes.instance_segmentor`:
+
+* ``contour_unet`` — the contour U-Net on simulated weak labels without SAM (``weak=full``: the
+  ceiling; ``weak=point``: the points-only floor).
+* ``sesam`` — SAM pseudo labels from instance-prior prompts + EMA teacher.
+* ``s4m`` — semi-supervised: teacher → SAM refinement → ARP → student with structural distillation.
+* ``wish`` — tags / points / boxes with the min-over-3 SAM mask cost.
+
+Shared modules: ``base`` (the contract, :class:`FoldModel`), ``segmentor`` (recipes whose model
+is one 2D network), ``instance_segmentor``, ``options`` (CLI flags shared by config fields).
 
 The registry maps names to classes: :func:`get`, :func:`names`, :func:`register`. Built-in
 recipes are imported on first use (importing this package pulls in no network code). Packages
 outside scribmed register theirs with :func:`register` or under the ``scribmed.recipes``
-entry-point group (``name = "package.module:RecipeClass"``). The CV runner, the CLI and the demo
-only ever look recipes up here.
+entry-point group (``name = "package.module:RecipeClass"``). The CV runner, the CLI and the
+bundles only ever look recipes up here.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ _REGISTRY: dict[str, Union[str, type[Recipe]]] = {
     "samsp": "scribmed.recipes.samsp.recipe:SAMSPRecipe",
     "nearest": "scribmed.recipes.nearest.recipe:NearestScribbleRecipe",
     "mixsup": "scribmed.recipes.mixsup.recipe:MixSupRecipe",
-    "contour_unet": "scribmed.recipes.instance_segmentor:InstanceSegmentorRecipe",
+    "contour_unet": "scribmed.recipes.contour_unet.recipe:ContourUNetRecipe",
     "sesam": "scribmed.recipes.sesam.recipe:SeSAMRecipe",
     "s4m": "scribmed.recipes.s4m.recipe:S4MRecipe",
     "wish": "scribmed.recipes.wish.recipe:WISHRecipe",

@@ -129,12 +129,15 @@ class Recipe:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> list[str]:
-        """Add this recipe's own CLI flags to ``parser`` (``scribmed cv``); return their ``dest`` names.
+        """Add this recipe's CLI flags to ``parser`` (``scribmed cv``); return their ``dest`` names.
 
-        The default adds none: common training flags (``--iterations`` ...) and ``--set key=value``
-        reach :meth:`from_options` without it.
+        The default declares the shared flag (:data:`scribmed.recipes.options.SHARED_FLAGS`) of each
+        option this recipe takes (``iterations`` → ``--iterations``, ...); a recipe with flags of
+        its own extends the list. ``--set key=value`` reaches :meth:`from_options` without a flag.
         """
-        return []
+        from scribmed.recipes.options import add_shared_flags
+
+        return add_shared_flags(parser, cls.option_names())
 
     # -- the contract --------------------------------------------------------------------
 

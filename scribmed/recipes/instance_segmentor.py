@@ -9,7 +9,7 @@ network, selection on the validation images (DSB score), checkpoints, resume and
 here and in :mod:`scribmed.training.instance_trainer`.
 
 Weak labels are simulated per training image from its instance map
-(:func:`scribmed.data.instance_weak_labels.make_instance_weak`, seeded by ``weak_seed`` and the
+(:func:`scribmed.data.instance_weak_simulation.make_instance_weak`, seeded by ``weak_seed`` and the
 case id) and recorded in the run's config, so the same run always sees the same labels.
 
 Without SAM, :class:`InstanceSegmentorRecipe` itself trains on the weak targets alone: with
@@ -118,7 +118,7 @@ def case_instance(case: Case) -> np.ndarray:
 
 def make_weak(case: Case, cfg: InstanceRecipeConfig, kind: Optional[str] = None) -> Any:
     """The case's simulated :class:`~scribmed.data.instance_weak_labels.InstanceWeakLabel`."""
-    from scribmed.data.instance_weak_labels import make_instance_weak
+    from scribmed.data.instance_weak_simulation import make_instance_weak
 
     return make_instance_weak(case_instance(case), kind or cfg.weak, seed=cfg.weak_seed, key=case.case_id,
                               points_per_instance=cfg.points_per_instance, point_mode=cfg.point_mode)

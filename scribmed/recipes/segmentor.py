@@ -98,7 +98,6 @@ class SegmentorRecipe(Recipe):
     def from_checkpoint(cls, checkpoint: Path) -> tuple["SegmentorRecipe", FoldModel, dict[str, Any]]:
         checkpoint = Path(checkpoint)
         ckpt = read_recipe_checkpoint(checkpoint, cls.name)
-        stored = cls.config_cls.stored_dict(ckpt.get("config") or {})
-        recipe = cls(cls.config_cls.from_dict({**stored, "progress": False}))
+        recipe = cls(cls.config_cls.from_dict({**(ckpt.get("config") or {}), "progress": False}))
         model, class_map = checkpoint_model(checkpoint, ckpt)
         return recipe, model, class_map

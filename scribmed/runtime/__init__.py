@@ -1,0 +1,92 @@
+"""The bottom floor every package may use: device and precision policy, distributed setup, seeding,
+checkpoint IO, the atomic file writer, figure output, and where the shipped files are.
+
+Modules: ``device`` (one mixed-precision policy), ``distributed`` (torchrun process groups),
+``seeding`` (the seeded streams of a run), ``checkpoint`` (``weights_only`` loading, RNG state),
+``files`` (atomic writes, sha256; standard library only), ``figures`` (palette, layout, PNG/PDF
+output), ``shipped`` (split files and bundles inside the wheel or the source tree), ``records``
+(schema identifiers of the records scribmed writes) and ``migrations`` (the one module that
+upgrades older records). Names load on first access, so ``scribmed.runtime.files`` stays
+importable without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AMP_MODES": "scribmed.runtime.device",
+    "AmpPolicy": "scribmed.runtime.device",
+    "BACKGROUND_SCRIBBLE_COLOUR": "scribmed.runtime.figures",
+    "BOXPLOT_STYLE": "scribmed.runtime.figures",
+    "CLASS_COLOURS": "scribmed.runtime.figures",
+    "DistContext": "scribmed.runtime.distributed",
+    "FIGURES_ENV": "scribmed.runtime.figures",
+    "FORMATS": "scribmed.runtime.figures",
+    "KINDS": "scribmed.runtime.shipped",
+    "OKABE_ITO": "scribmed.runtime.figures",
+    "all_reduce_mean": "scribmed.runtime.distributed",
+    "amp_dtype": "scribmed.runtime.device",
+    "amp_enabled": "scribmed.runtime.device",
+    "amp_mode": "scribmed.runtime.device",
+    "amp_policy": "scribmed.runtime.device",
+    "atomic_output": "scribmed.runtime.files",
+    "atomic_write_bytes": "scribmed.runtime.files",
+    "atomic_write_text": "scribmed.runtime.files",
+    "barrier": "scribmed.runtime.distributed",
+    "capture_rng_state": "scribmed.runtime.checkpoint",
+    "class_colour": "scribmed.runtime.figures",
+    "class_legend_handles": "scribmed.runtime.figures",
+    "cleanup_distributed": "scribmed.runtime.distributed",
+    "derive_seed": "scribmed.runtime.seeding",
+    "figure_formats": "scribmed.runtime.figures",
+    "figure_legend": "scribmed.runtime.figures",
+    "figure_paths": "scribmed.runtime.figures",
+    "file_sha256": "scribmed.runtime.files",
+    "get_rank": "scribmed.runtime.distributed",
+    "get_world_size": "scribmed.runtime.distributed",
+    "init_distributed": "scribmed.runtime.distributed",
+    "is_distributed": "scribmed.runtime.distributed",
+    "is_main_process": "scribmed.runtime.distributed",
+    "label_rgba": "scribmed.runtime.figures",
+    "load_checkpoint": "scribmed.runtime.checkpoint",
+    "load_network_weights": "scribmed.runtime.checkpoint",
+    "loader_generator": "scribmed.runtime.seeding",
+    "loader_options": "scribmed.runtime.device",
+    "loss_generator": "scribmed.runtime.seeding",
+    "new_figure": "scribmed.runtime.figures",
+    "palette_colour": "scribmed.runtime.figures",
+    "parse_figure_formats": "scribmed.runtime.figures",
+    "reseed_rank": "scribmed.runtime.seeding",
+    "resolve_device": "scribmed.runtime.device",
+    "restore_rng_state": "scribmed.runtime.checkpoint",
+    "save_checkpoint": "scribmed.runtime.checkpoint",
+    "save_figure": "scribmed.runtime.figures",
+    "set_figure_formats": "scribmed.runtime.figures",
+    "set_title": "scribmed.runtime.figures",
+    "shipped_dir": "scribmed.runtime.shipped",
+    "style_boxes": "scribmed.runtime.figures",
+    "text_outside_canvas": "scribmed.runtime.figures",
+    "wrap_text": "scribmed.runtime.figures",
+    "stamp": "scribmed.runtime.records",
+    "upgrade_checkpoint": "scribmed.runtime.migrations",
+    "upgrade_fold_record": "scribmed.runtime.migrations",
+    "upgrade_run_record": "scribmed.runtime.migrations",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first access (PEP 562), so importing the package stays cheap."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

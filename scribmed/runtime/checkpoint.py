@@ -4,7 +4,9 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 ``torch.load(..., weights_only=True)`` can read it and a file from elsewhere never executes code
 (DESIGN §5b). RNG states are stored as tensors and lists for the same reason. Files are written
 to a temporary name in the same folder and renamed, so a crash never leaves a truncated
-``last.pt``.
+``last.pt``. Writers stamp the payload with the checkpoint schema
+(``stamp(CHECKPOINT, payload)``, :mod:`scribmed.runtime.records`); :func:`load_checkpoint`
+upgrades older checkpoints to it (:func:`scribmed.runtime.migrations.upgrade_checkpoint`).
 """
 
 from __future__ import annotations
@@ -18,18 +20,15 @@ import torch
 
 from scribmed.data.errors import DataError
 from scribmed.runtime.files import atomic_output, file_sha256
+from scribmed.runtime.migrations import upgrade_checkpoint
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "capture_rng_state",
     "load_checkpoint",
     "load_network_weights",
     "restore_rng_state",
     "save_checkpoint",
 ]
-
-CHECKPOINT_FORMAT = "scribmed-checkpoint-v1"
-
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> str:
     """Write ``payload`` with ``torch.save`` to a temporary file, then rename it onto ``path``.
@@ -48,11 +47,15 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> str:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``).
+    """Load a checkpoint safely (``weights_only=True``), upgraded to the current schema.
+
+    A scribmed checkpoint of an older version comes back in the current one
+    (:func:`~scribmed.runtime.migrations.upgrade_checkpoint`); other dicts (a bare state dict)
+    as they are.
 
     Raises:
-        DataError: missing file, a file that is not a torch checkpoint, or one that needs
-            arbitrary code to unpickle.
+        DataError: missing file, a file that is not a torch checkpoint, one that needs
+            arbitrary code to unpickle, or one of a newer or unknown schema.
     """
     path = Path(path)
     if not path.is_file():
@@ -64,7 +67,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise DataError(path, f"cannot load checkpoint with weights_only=True: {msg}") from None
     if not isinstance(obj, dict):
         raise DataError(path, f"checkpoint holds a {type(obj).__name__}, expected a dict")
-    return obj
+    return upgrade_checkpoint(obj, path)
 
 
 def load_network_weights(network: torch.nn.Module, path: str | Path, strict: bool = True) -> dict[str, Any]:

@@ -7,16 +7,21 @@ get their own dropout stream while rank 0 keeps the single-process one.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from scribmed.runtime import distributed as dist_utils
-from scribmed.training.sampling import derive_seed
 
-__all__ = ["loader_generator", "loss_generator", "reseed_rank"]
+__all__ = ["derive_seed", "loader_generator", "loss_generator", "reseed_rank"]
 
 _LOSS_SEED_TAG = 0xA1FA
 _RANK_SEED_TAG = 0xDD9
 _LOADER_SEED_TAG = 0x10AD
+
+
+def derive_seed(*entropy: int) -> int:
+    """A 31-bit seed from integers (``numpy.random.SeedSequence``), stable across platforms."""
+    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1, dtype=np.uint32)[0] >> 1)
 
 
 def loss_generator(seed: int) -> torch.Generator:

@@ -3,19 +3,11 @@
 Builds on :mod:`scribmed.networks.sam_backends` (the backends) and never imports the engine.
 """
 
-from scribmed.sam.decoder_finetune import (
-    DECODER_BEST,
-    DECODER_LAST,
-    FinetuneConfig,
-    FinetuneResult,
-    decoder_state_path,
-    finetune_decoder,
-    load_decoder,
-    predict_case,
-    save_decoder,
-    validation_dice,
-)
+from scribmed.sam.decoder_checkpoint import DECODER_BEST, DECODER_LAST, decoder_state_path, load_decoder, save_decoder
+from scribmed.sam.decoder_finetune import finetune_decoder
+from scribmed.sam.decoder_validation import predict_case, validation_dice
 from scribmed.sam.embedding_cache import EmbeddingCache
+from scribmed.sam.finetune_config import FinetuneConfig, FinetuneResult
 from scribmed.sam.instance_prompting import (
     InstancePrompting,
     masks_to_instances,

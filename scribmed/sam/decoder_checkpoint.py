@@ -3,8 +3,10 @@
 Files are written to a temporary name and renamed, and read with
 ``torch.load(..., weights_only=True)``; the weights sit under ``"model"`` with
 ``mask_decoder.`` keys, so a saved decoder is also a ``build_sam_backend(...,
-checkpoint=...)`` file. Kept apart from the training loop
-(:mod:`scribmed.sam.decoder_finetune`), which writes these files every epoch.
+checkpoint=...)`` file. They carry the ``scribmed.sam_decoder`` schema
+(:mod:`scribmed.runtime.records`); older ones are upgraded where they are read
+(:func:`scribmed.runtime.migrations.upgrade_sam_decoder_checkpoint`). Kept apart from the training
+loop (:mod:`scribmed.sam.decoder_finetune`), which writes these files every epoch.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import torch
 
 from scribmed.data.errors import DataError
 from scribmed.runtime.files import atomic_output
+from scribmed.runtime.migrations import upgrade_sam_decoder_checkpoint
+from scribmed.runtime.records import SAM_DECODER, stamp
 from scribmed.networks.sam_checkpoint import read_state_dict
 
 PathLike = Union[str, Path]
 DECODER_BEST = "decoder_best.pt"
 DECODER_LAST = "decoder_last.pt"
-FORMAT = "scribmed-sam-decoder-v1"
 
 
 def decoder_state_path(out_dir: PathLike, which: str = "best") -> Path:
@@ -37,9 +40,10 @@ def decoder_state_path(out_dir: PathLike, which: str = "best") -> Path:
 
 
 def _atomic_save(payload: Mapping[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename (umask permissions)."""
+    """``torch.save`` ``payload`` stamped with the decoder schema to a temporary file in the same
+    folder, then rename (umask permissions)."""
     with atomic_output(path) as tmp:
-        torch.save(dict(payload), tmp)
+        torch.save(stamp(SAM_DECODER, payload), tmp)
 
 
 def _decoder_weights(backend: Any) -> dict[str, torch.Tensor]:
@@ -54,13 +58,14 @@ def save_decoder(backend: Any, path: PathLike, **meta: Any) -> Path:
     the packaged weights).
     """
     path = Path(path)
-    payload = {"format": FORMAT, "backend": getattr(backend, "name", None), "model": _decoder_weights(backend)}
+    payload = {"backend": getattr(backend, "name", None), "model": _decoder_weights(backend)}
     payload.update(meta)
     _atomic_save(payload, path)
     return path
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """The file's dict, a decoder file of an older schema upgraded to the current one."""
     if not path.is_file():
         raise DataError(path, "decoder checkpoint not found")
     try:
@@ -70,7 +75,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
         raise DataError(path, f"cannot read decoder checkpoint with weights_only=True: {msg[:160]}") from None
     if not isinstance(obj, dict):
         raise DataError(path, f"decoder checkpoint holds a {type(obj).__name__}, expected a dict")
-    return obj
+    return upgrade_sam_decoder_checkpoint(obj, path)
 
 
 def load_decoder(backend: Any, path: PathLike) -> dict[str, Any]:
@@ -117,7 +122,6 @@ def load_decoder(backend: Any, path: PathLike) -> dict[str, Any]:
 __all__ = [
     "DECODER_BEST",
     "DECODER_LAST",
-    "FORMAT",
     "decoder_state_path",
     "load_decoder",
     "save_decoder",

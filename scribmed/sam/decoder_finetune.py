@@ -36,8 +36,8 @@ decoder's forward pass runs under :func:`scribmed.runtime.device.amp_policy`'s a
 in float32, with a ``GradScaler`` for float16 (its state is part of ``decoder_last.pt``). On the
 CPU it is always float32.
 
-This module holds the training loop; the pieces it uses live next to it and are re-exported
-here: :mod:`~scribmed.sam.finetune_config` (settings and result),
+This module holds the training loop; the pieces it uses live next to it:
+:mod:`~scribmed.sam.finetune_config` (settings and result),
 :mod:`~scribmed.sam.finetune_prompts` (the slices' prompts),
 :mod:`~scribmed.sam.decoder_validation` (prediction and validation Dice) and
 :mod:`~scribmed.sam.decoder_checkpoint` (``decoder_best.pt`` / ``decoder_last.pt``).
@@ -56,11 +56,8 @@ import torch
 
 from scribmed.data.case import ClassMap
 from scribmed.losses.sam_finetune import SamFinetuneLoss
-from scribmed.networks.sam_backends import input_size_for_prompts
+from scribmed.networks.prompt_coords import input_size_for_prompts
 from scribmed.sam.decoder_checkpoint import (
-    DECODER_BEST,
-    DECODER_LAST,
-    FORMAT,
     _atomic_save,
     _decoder_weights,
     _read_checkpoint,
@@ -68,12 +65,7 @@ from scribmed.sam.decoder_checkpoint import (
     load_decoder,
     save_decoder,
 )
-from scribmed.sam.decoder_validation import (
-    _validate,
-    predict_case,
-    validation_dice,
-    validation_scribble,
-)
+from scribmed.sam.decoder_validation import _validate, validation_scribble
 from scribmed.sam.finetune_config import FinetuneConfig, FinetuneResult
 from scribmed.sam.finetune_prompts import (
     _case_prompts,
@@ -82,25 +74,14 @@ from scribmed.sam.finetune_prompts import (
     _prompter,
     _SlicePrompt,
     _weak_case_prompts,
-    resize_label_nearest,
-    resize_scribble,
 )
 from scribmed.sam.merge import default_merge_priority
 from scribmed.sam.pseudo_labels import case_scribble
+from scribmed.transforms.sparse_resize import resize_label_nearest, resize_scribble
 
 __all__ = [
-    "DECODER_BEST",
-    "DECODER_LAST",
-    "FinetuneConfig",
-    "FinetuneResult",
-    "decoder_state_path",
-    "default_merge_priority",
     "finetune_decoder",
-    "load_decoder",
-    "predict_case",
-    "save_decoder",
     "slice_loss",
-    "validation_dice",
 ]
 
 PathLike = Union[str, Path]
@@ -317,9 +298,8 @@ def finetune_decoder(
         "val": [c.case_id for c in val_cases],
         "backend": getattr(backend, "cache_key", getattr(backend, "name", "?")),
     }
-    if weak is not None:  # absent without weak labels: scribble-only checkpoints resume as before
-        identity["weak_prompts"] = weak.to_dict()
-        identity["supervision"] = kinds
+    identity["weak_prompts"] = None if weak is None else weak.to_dict()  # None: scribbles only
+    identity["supervision"] = kinds
 
     # freeze everything but the decoder (restored on exit)
     flags = {n: p.requires_grad for n, p in backend.named_parameters()}
@@ -340,10 +320,7 @@ def finetune_decoder(
     completed = -1  # last finished epoch (0 = starting decoder validated)
     if resume and last_path.is_file():
         ckpt = _read_checkpoint(last_path)
-        stored = dict(ckpt.get("identity") or {})
-        if isinstance(stored.get("config"), dict):
-            stored["config"] = FinetuneConfig.complete_legacy(stored["config"])
-        if stored != identity:
+        if ckpt.get("identity") != identity:
             raise ValueError(
                 f"{last_path}: written by a run with other cases, backend or settings; "
                 "use another out_dir or resume=False to start over"
@@ -362,7 +339,6 @@ def finetune_decoder(
     def checkpoint_last(epoch: int) -> None:
         _atomic_save(
             {
-                "format": FORMAT,
                 "backend": getattr(backend, "name", None),
                 "model": _decoder_weights(backend),
                 "optimizer": optimizer.state_dict(),

@@ -17,7 +17,7 @@ import torch
 
 from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
-from scribmed.networks.sam_backends import input_size_for_prompts
+from scribmed.networks.prompt_coords import input_size_for_prompts
 from scribmed.sam.finetune_config import FinetuneConfig
 from scribmed.sam.finetune_prompts import (
     _case_prompts,

@@ -84,7 +84,7 @@ def encode_shard(
 
     Args:
         backend: a SAM backend object, or a backend name for
-            :func:`~scribmed.networks.sam_backends.build_sam_backend` (built with ``checkpoint``,
+            :func:`~scribmed.networks.sam_registry.build_sam_backend` (built with ``checkpoint``,
             ``device``, ``encoder_runtime``, ``encoder_cache`` and any further keyword arguments in
             ``backend_options``; all of these are ignored for a backend object).
         cases: all cases (every job passes the same list); this job takes :func:`shard_items` of them.
@@ -101,7 +101,7 @@ def encode_shard(
     """
     i, n = _check_shard(shard)
     if isinstance(backend, str):
-        from scribmed.networks.sam_backends import build_sam_backend
+        from scribmed.networks.sam_registry import build_sam_backend
 
         backend = build_sam_backend(backend, checkpoint=checkpoint, device=device,
                                     encoder_runtime=encoder_runtime, encoder_cache=encoder_cache,

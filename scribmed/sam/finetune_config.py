@@ -14,8 +14,6 @@ from typing import Any, Mapping
 
 _NEGATIVES = ("neighbour", "background", "none")
 LOSS_RESOLUTIONS = ("low", "full")
-#: values of fields added after runs were first recorded (what those runs used)
-LEGACY_VALUES = {"loss_resolution": "full"}
 
 
 @dataclass
@@ -88,11 +86,6 @@ class FinetuneConfig:
         if unknown:
             raise ValueError(f"unknown FinetuneConfig keys {unknown}; known: {sorted(known)}")
         return cls(**dict(data))
-
-    @staticmethod
-    def complete_legacy(data: Mapping[str, Any]) -> dict[str, Any]:
-        """A recorded config dict with the fields it predates filled in as those runs used them."""
-        return {**LEGACY_VALUES, **dict(data)}
 
     def training_identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the interrupted one (not epochs/progress)."""

@@ -21,9 +21,8 @@ from scribmed.sam.finetune_config import FinetuneConfig
 from scribmed.sam.pseudo_labels import decode_prompts
 from scribmed.transforms.prompt_frame import InputSize
 from scribmed.transforms.prompts import ScribblePromptsd
-from scribmed.transforms.sparse_resize import resize_label_nearest, resize_scribble
 
-__all__ = ["low_res_hw", "resize_label_nearest", "resize_scribble"]
+__all__ = ["low_res_hw"]
 
 
 @dataclass

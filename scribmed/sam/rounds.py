@@ -35,17 +35,15 @@ from typing import Any, Optional, Sequence, Union
 from scribmed.data.case import Case
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.splits import carve_validation, natural_key
+from scribmed.data.split_types import natural_key
+from scribmed.data.splits import carve_validation
 from scribmed.runtime.device import AmpRequest
 from scribmed.runtime.files import atomic_output, file_sha256
+from scribmed.runtime.migrations import upgrade_sam_rounds_record
+from scribmed.runtime.records import SAM_ROUNDS, stamp
 from scribmed.sam.embedding_cache import EmbeddingCache
-from scribmed.sam.pseudo_labels import (
-    ZERO_SHOT_PROMPTS,
-    PromptConfig,
-    default_merge_priority,
-    generate_pseudo_labels,
-    load_pseudo_labels,
-)
+from scribmed.sam.merge import default_merge_priority
+from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, PromptConfig, generate_pseudo_labels, load_pseudo_labels
 from scribmed.sam.quality import append_round, quality_entry, read_quality
 
 PathLike = Union[str, Path]
@@ -178,8 +176,9 @@ def _atomic_json(path: Path, doc: Any) -> None:
 
 
 def _check_run_record(out: Path, record: dict[str, Any]) -> None:
-    """A rerun must use the same selection and settings as the run it resumes."""
+    """A rerun must use the same selection and settings as the run it resumes (an older record upgraded)."""
     path = out / RUN_RECORD
+    record = stamp(SAM_ROUNDS, record)
     if not path.is_file():
         _atomic_json(path, record)
         return
@@ -187,10 +186,7 @@ def _check_run_record(out: Path, record: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         raise DataError(path, "unreadable run record; delete the run folder or choose another --out") from None
-    if isinstance(old.get("finetune"), dict):
-        from scribmed.sam.finetune_config import FinetuneConfig
-
-        old = {**old, "finetune": FinetuneConfig.complete_legacy(old["finetune"])}
+    old = upgrade_sam_rounds_record(old, path)
     differ = [k for k in ("backend", "encoder_cache_key", "selection", "zero_shot_prompts", "finetuned_prompts",
                           "finetune", "merge_priority", "weak_prompts", "supervision")
               if old.get(k) != record.get(k)]
@@ -239,7 +235,7 @@ def run_pseudo_label_rounds(
     """Zero-shot pseudo labels (round 0) and ``rounds`` rounds of decoder fine-tuning + regeneration.
 
     Args:
-        backend: a backend name for :func:`~scribmed.networks.sam_backends.build_sam_backend`
+        backend: a backend name for :func:`~scribmed.networks.sam_registry.build_sam_backend`
             (``"lite_medsam"`` default) or a built ``SamBackend``.
         dataset: the dataset (scribbles for prompts, labels for validation and quality).
         out_dir: run folder (see the module docstring).
@@ -248,7 +244,7 @@ def run_pseudo_label_rounds(
         zero_shot_prompts: round-0 prompts (default positives only).
         finetuned_prompts: prompts of rounds >= 1 (default: ``finetune_config``'s ``n_points`` and
             ``negatives``, i.e. what the decoder was fine-tuned with).
-        finetune_config: a :class:`scribmed.sam.decoder_finetune.FinetuneConfig` (default one).
+        finetune_config: a :class:`scribmed.sam.finetune_config.FinetuneConfig` (default one).
         merge_priority: overlap paint order (default LV > RV > Myo for cardiac).
         checkpoint: weights for ``build_sam_backend`` when ``backend`` is a name.
         device: where the backend runs.
@@ -282,7 +278,7 @@ def run_pseudo_label_rounds(
         raise ValueError(f"rounds must be >= 0, got {rounds}")
     rounds = int(rounds)
     if isinstance(backend, str):
-        from scribmed.networks.sam_backends import build_sam_backend
+        from scribmed.networks.sam_registry import build_sam_backend
 
         backend = build_sam_backend(backend, checkpoint=checkpoint, device=device,
                                     encoder_runtime=encoder_runtime, encoder_cache=encoder_cache,
@@ -297,7 +293,7 @@ def run_pseudo_label_rounds(
                                    weak=weak)
     ft_cfg = finetune_config
     if ft_cfg is None and rounds > 0:
-        from scribmed.sam.decoder_finetune import FinetuneConfig
+        from scribmed.sam.finetune_config import FinetuneConfig
 
         ft_cfg = FinetuneConfig(progress=progress)
     zs = zero_shot_prompts or ZERO_SHOT_PROMPTS
@@ -306,8 +302,8 @@ def run_pseudo_label_rounds(
     priority = default_merge_priority(class_map) if merge_priority is None else tuple(int(k) for k in merge_priority)
     train_cases = _scribbled(dataset, selection.train, weak)
     eval_cases = _scribbled(dataset, selection.eval, weak)
-    extra: dict[str, Any] = {}
-    if weak:  # absent for scribble-only runs: their records stay as before
+    extra: dict[str, Any] = {"weak_prompts": None, "supervision": None}  # None: scribbles only
+    if weak:
         from scribmed.sam.weak_prompting import case_supervision
 
         extra = {"weak_prompts": weak_prompts.to_dict(),
@@ -362,7 +358,8 @@ def run_pseudo_label_rounds(
             decoders.append(None)
         else:
             config = finetuned_prompts  # type: ignore[assignment]
-            from scribmed.sam.decoder_finetune import finetune_decoder, load_decoder
+            from scribmed.sam.decoder_checkpoint import load_decoder
+            from scribmed.sam.decoder_finetune import finetune_decoder
 
             previous = decoders[r - 1]
             if previous is not None and loaded != previous:

@@ -34,7 +34,8 @@ from scribmed.data.errors import DataError
 from scribmed.data.weak_labels import SUPERVISION_TYPES, WEAK_FILE_TYPES
 from scribmed.sam.mask_selection import SELECTION_RULES, gather_masks, select_masks
 from scribmed.transforms.prompts import ScribblePromptsd
-from scribmed.transforms.weak_prompts import WeakPromptsd, merge_class_rows
+from scribmed.transforms.weak_prompt_arrays import merge_class_rows
+from scribmed.transforms.weak_prompts import WeakPromptsd
 
 __all__ = [
     "WeakPromptConfig",

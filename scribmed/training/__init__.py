@@ -1,0 +1,76 @@
+"""One training loop for the segmentor recipes and what it is built from.
+
+:class:`SegmentorTrainer` (``trainer``) runs a recipe's objective through one hook,
+``compute_loss``; ``assembly`` builds it (network, seeded data pipeline, SGD, validation, run
+record) and runs or resumes it; ``config`` is the shared schedule (:class:`TrainConfig`);
+``sampling`` / ``slice_cache`` / ``deferred_dataset`` the data pipeline; ``validation`` the
+volume Dice evaluator; ``run_record`` checkpoints, history and exact resume; ``inference``
+slice-wise volume prediction; ``ema_teacher`` a mean teacher for any trainer;
+``instance_trainer`` the instance recipes' loop (contour U-Net).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BEST_NAME": "scribmed.training.run_record",
+    "BUFFER_MODES": "scribmed.training.ema_teacher",
+    "CHECKSUMS_NAME": "scribmed.training.run_record",
+    "CURVE_NAME": "scribmed.training.run_record",
+    "DeferredDataset": "scribmed.training.deferred_dataset",
+    "EMATeacher": "scribmed.training.ema_teacher",
+    "EpochSeededSampler": "scribmed.training.sampling",
+    "HISTORY_NAME": "scribmed.training.run_record",
+    "InstanceObjective": "scribmed.training.instance_trainer",
+    "InstanceTrainConfig": "scribmed.training.instance_trainer",
+    "LAST_NAME": "scribmed.training.run_record",
+    "MeanForegroundDice": "scribmed.training.validation",
+    "RunRecorder": "scribmed.training.run_record",
+    "SeSAMConfig": "scribmed.training.ema_teacher",
+    "SeSAMObjective": "scribmed.training.ema_teacher",
+    "SegmentorTrainer": "scribmed.training.trainer",
+    "SliceCache": "scribmed.training.slice_cache",
+    "SliceTrainingDataset": "scribmed.training.sampling",
+    "StudentOutput": "scribmed.training.instance_trainer",
+    "TrainConfig": "scribmed.training.config",
+    "TrainResult": "scribmed.training.config",
+    "TrainSample": "scribmed.training.instance_trainer",
+    "VolumeDiceEvaluator": "scribmed.training.validation",
+    "assemble_trainer": "scribmed.training.assembly",
+    "check_resumable": "scribmed.training.run_record",
+    "combine_targets": "scribmed.training.ema_teacher",
+    "confident_labels": "scribmed.training.ema_teacher",
+    "make_training_curve_figure": "scribmed.training.run_record",
+    "materialize_on_start": "scribmed.training.deferred_dataset",
+    "normalise_image": "scribmed.training.instance_trainer",
+    "plot_training_curve": "scribmed.training.run_record",
+    "poly_lr": "scribmed.training.config",
+    "predict_cases": "scribmed.training.inference",
+    "predict_instances": "scribmed.training.instance_trainer",
+    "predict_to_folder": "scribmed.training.inference",
+    "predict_volume": "scribmed.training.inference",
+    "preserved_rng": "scribmed.training.deferred_dataset",
+    "run_or_resume": "scribmed.training.run_record",
+    "run_training": "scribmed.training.assembly",
+    "slice_permutation": "scribmed.training.sampling",
+    "train_instance_segmentor": "scribmed.training.instance_trainer",
+    "unwrap_network": "scribmed.training.inference",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first access (PEP 562), so importing the package stays cheap."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,8 +1,8 @@
 """Assembling and running a recipe's trainer: network, seeded data pipeline, SGD, evaluator, recorder.
 
-:func:`assemble_trainer` is shared by every segmentor recipe (DMPLS here, SAM-SP in
-:mod:`scribmed.recipes.samsp.trainer`); :func:`run_training` builds and runs (or resumes) it;
-:func:`train_dmpls` is the one call the DMPLS recipe makes.
+:func:`assemble_trainer` is shared by every segmentor recipe (each recipe's ``trainer`` module
+calls it with its network, loss and :class:`~scribmed.training.trainer.SegmentorTrainer`
+subclass); :func:`run_training` builds and runs (or resumes) it.
 """
 
 from __future__ import annotations
@@ -23,15 +23,13 @@ from scribmed.runtime.device import loader_options, resolve_device
 from scribmed.training.inference import unwrap_network
 from scribmed.training.run_record import BEST_NAME, LAST_NAME, RunRecorder, run_or_resume
 from scribmed.training.sampling import EpochSeededSampler, SliceTrainingDataset
-from scribmed.runtime.seeding import loader_generator, loss_generator, reseed_rank
+from scribmed.runtime.seeding import loader_generator, reseed_rank
 from scribmed.training.slice_cache import SliceCache
-from scribmed.training.trainer import DMPLSTrainer
+from scribmed.training.trainer import SegmentorTrainer
 from scribmed.training.validation import VolumeDiceEvaluator
-from scribmed.losses.dmpls import DMPLSLoss
-from scribmed.networks.unet_dual import DualBranchUNet
 from scribmed.transforms.augment import DMPLSAugmentd
 
-__all__ = ["assemble_trainer", "build_dmpls_trainer", "run_training", "train_dmpls"]
+__all__ = ["assemble_trainer", "run_training"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +44,18 @@ def assemble_trainer(
     *,
     make_network: Callable[[], torch.nn.Module],
     loss: torch.nn.Module,
-    trainer_cls: type[DMPLSTrainer],
+    trainer_cls: type[SegmentorTrainer],
     cache: Optional[SliceCache] = None,
     pseudo: Optional[Mapping[str, np.ndarray]] = None,
     target_key: str = "scribble",
     extra_keys: Optional[Sequence[str]] = None,
     sparse_keys: Sequence[str] = (),
-) -> tuple[DMPLSTrainer, Optional[VolumeDiceEvaluator]]:
+) -> tuple[SegmentorTrainer, Optional[VolumeDiceEvaluator]]:
     """Assemble a recipe's trainer: network, seeded data pipeline, SGD, evaluator and recorder.
 
-    Shared by :func:`build_dmpls_trainer` and the SAM-SP builder
-    (:func:`scribmed.recipes.samsp.trainer.build_samsp_trainer`): they differ only in the
-    network, the loss, the trainer's :meth:`DMPLSTrainer.compute_loss` and whether slices carry
+    Shared by every segmentor recipe's builder (e.g.
+    :func:`scribmed.recipes.dmpls.trainer.build_dmpls_trainer`): they differ only in the
+    network, the loss, the trainer's :meth:`SegmentorTrainer.compute_loss` and whether slices carry
     a pseudo label. Seeds torch with ``config.seed`` right before ``make_network()``, so two
     builds with one seed start from identical weights. Under an initialised process group
     (world size > 1) the network is wrapped in ``DistributedDataParallel`` and the sampler is
@@ -71,7 +69,7 @@ def assemble_trainer(
         config: hyper-parameters.
         make_network: builds the (untrained) network on the CPU.
         loss: the recipe's loss module (moved to the device).
-        trainer_cls: :class:`DMPLSTrainer` or a subclass.
+        trainer_cls: :class:`SegmentorTrainer` or a subclass.
         cache: a pre-built :class:`SliceCache` of ``train_cases`` (built here when ``None``).
         pseudo: pseudo labels by case id, ``(S, H, W)`` on each case's grid; when given, every
             batch also carries ``"pseudo"`` (augmented with the same spatial draw).
@@ -189,44 +187,8 @@ def assemble_trainer(
     return trainer, evaluator
 
 
-def build_dmpls_trainer(
-    train_cases: Sequence[Case],
-    val_cases: Sequence[Case],
-    class_map: ClassMap,
-    out_dir: str | Path,
-    config: TrainConfig,
-    cache: Optional[SliceCache] = None,
-) -> tuple[DMPLSTrainer, Optional[VolumeDiceEvaluator]]:
-    """The DMPLS trainer (:class:`DualBranchUNet` + :class:`DMPLSLoss`), see :func:`assemble_trainer`.
-
-    Returns:
-        ``(trainer, evaluator)``; ``trainer.recorder`` is the attached :class:`RunRecorder`.
-    """
-    loss = DMPLSLoss(
-        class_map.num_classes,
-        class_map.ignore_index,
-        lam=config.lam,
-        generator=loss_generator(config.seed),
-    )
-    return assemble_trainer(
-        train_cases,
-        val_cases,
-        class_map,
-        out_dir,
-        config,
-        make_network=lambda: DualBranchUNet(
-            in_channels=config.in_channels, num_classes=class_map.num_classes, **config.network_kwargs()
-        ),
-        loss=loss,
-        trainer_cls=DMPLSTrainer,
-        cache=cache,
-    )
-
-
-
-
 def run_training(
-    build: Callable[[], tuple[DMPLSTrainer, Optional[VolumeDiceEvaluator]]],
+    build: Callable[[], tuple[SegmentorTrainer, Optional[VolumeDiceEvaluator]]],
     out_dir: str | Path,
     config: TrainConfig,
     has_validation: bool,
@@ -234,7 +196,7 @@ def run_training(
 ) -> TrainResult:
     """Build a trainer with ``build()`` and run or resume it in ``out_dir`` (deterministic mode as configured).
 
-    The common tail of :func:`train_dmpls` and :func:`scribmed.recipes.samsp.trainer.train_samsp`.
+    The common tail of every segmentor recipe's ``train_*`` function.
     """
     out_dir = Path(out_dir)
     prev_det = torch.are_deterministic_algorithms_enabled()
@@ -260,42 +222,4 @@ def run_training(
         curve_path=recorder.curve_path if recorder.curve_path.exists() else None,
         checksums=dict(recorder.checksums),
         iterations=int(trainer.state.iteration),
-    )
-
-
-def train_dmpls(
-    train_cases: Sequence[Case],
-    val_cases: Sequence[Case],
-    class_map: ClassMap,
-    out_dir: str | Path,
-    config: Optional[TrainConfig] = None,
-    resume: bool = False,
-) -> TrainResult:
-    """Train DMPLS on ``train_cases``, validating on ``val_cases``; one call for the CV runner.
-
-    Args:
-        train_cases: training cases (image + scribble).
-        val_cases: validation cases (image + label; held out from training, never the test
-            fold). May be empty: then only ``last.pt`` is kept.
-        class_map: classes and scribble ignore value.
-        out_dir: run folder (``last.pt``, ``best.pt``, ``history.json``, ``checkpoints.json``,
-            ``training_curve.png``).
-        config: hyper-parameters (defaults: the paper's).
-        resume: continue from ``out_dir/last.pt`` (started afresh when there is none). The
-            resumed run ends with the weights an uninterrupted run would have.
-
-    Returns:
-        :class:`TrainResult`.
-
-    Raises:
-        DataError: ``out_dir`` already holds a run and ``resume`` is False; the checkpoint's
-            configuration or class map differ from the given ones; unusable cases.
-    """
-    config = config or TrainConfig()
-    return run_training(
-        lambda: build_dmpls_trainer(train_cases, val_cases, class_map, out_dir, config),
-        out_dir,
-        config,
-        has_validation=bool(val_cases),
-        resume=resume,
     )

@@ -1,8 +1,9 @@
-"""The training configuration of the segmentor recipes and what a training run returns.
+"""The training configuration shared by the segmentor recipes, and what a training run returns.
 
-:class:`TrainConfig` holds the DMPLS schedule (DESIGN §4.1: SGD, poly decay, batch 12, 256x256)
-with the paper's defaults; recipes subclass it (e.g. SAM-SP's segmentor). :func:`poly_lr` is the
-learning-rate schedule every trainer uses.
+:class:`TrainConfig` holds the schedule every 2D segmentor recipe trains with (DMPLS's: SGD, poly
+decay, batch 12, 256x256 slices, the papers' defaults); each recipe subclasses it with its own
+loss weights (``scribmed.recipes.dmpls.config.DMPLSConfig`` adds DMPLS's pseudo-label weight,
+SAM-SP's config the alignment weight). :func:`poly_lr` is the learning-rate schedule every trainer uses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 __all__ = ["TrainConfig", "TrainResult", "poly_lr"]
 
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of one DMPLS training run (defaults: the paper's, DESIGN §4.1).
+    """Hyper-parameters of one segmentor training run (defaults: DMPLS's paper schedule).
 
     Attributes:
         iterations: total SGD iterations (paper: 60000).
@@ -43,7 +44,6 @@ class TrainConfig:
             iteration on a 2-core CPU, docs/recipes.md). The forward pass equals NCHW's to float
             rounding; dropout masks are drawn in memory order, so the run is another reproducible
             random draw than the NCHW run with the same seed (``False``: NCHW, as before).
-        lam: weight of the pseudo-label Dice term.
         seed: seeds weights, sampling, augmentation and the loss's alpha draws.
         epoch_length: iterations between validations/checkpoints (one engine epoch).
         num_workers: DataLoader worker processes (results do not depend on it). ``None``
@@ -71,7 +71,6 @@ class TrainConfig:
     image_interp: str = "bilinear"
     upsample: str = "bilinear"
     channels_last: bool = True
-    lam: float = 0.5
     seed: int = 0
     epoch_length: int = 100
     num_workers: Optional[int] = None
@@ -83,15 +82,10 @@ class TrainConfig:
     val_batch_size: int = 16
     progress: bool = True
 
-    #: values of fields added later, for checkpoints written before they existed
-    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "lr_horizon": None, "image_interp": "bilinear", "upsample": "transpose", "channels_last": False,
-    }
-
     #: fields that change the result; a resumed run must agree on them.
     RESULT_FIELDS = (
         "iterations", "batch_size", "size", "lr", "momentum", "weight_decay", "poly_power",
-        "lr_horizon", "image_interp", "upsample", "channels_last", "lam", "seed", "epoch_length", "in_channels", "augment",
+        "lr_horizon", "image_interp", "upsample", "channels_last", "seed", "epoch_length", "in_channels", "augment",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -122,8 +116,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.image_interp must be 'bilinear' or 'nearest', got {self.image_interp!r}")
         if self.upsample not in ("transpose", "bilinear"):
             raise ValueError(f"TrainConfig.upsample must be 'transpose' or 'bilinear', got {self.upsample!r}")
-        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.poly_power < 0 or self.lam < 0:
-            raise ValueError("TrainConfig: lr must be > 0 and momentum, weight_decay, poly_power, lam >= 0")
+        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.poly_power < 0:
+            raise ValueError(f"{type(self).__name__}: lr must be > 0 and momentum, weight_decay, poly_power >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``size`` as a list)."""
@@ -143,16 +137,6 @@ class TrainConfig:
             size = d["size"]
             d["size"] = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
         return cls(**d)
-
-    @classmethod
-    def stored_dict(cls, stored: Mapping[str, Any]) -> dict[str, Any]:
-        """A config dict as recorded in a checkpoint, completed to every field of today's config.
-
-        Fields the record predates take their :attr:`LEGACY_DEFAULTS` value (what such runs used),
-        others today's default; keys this config no longer has are dropped.
-        """
-        full = {**cls().to_dict(), **cls.LEGACY_DEFAULTS}
-        return {**full, **{k: v for k, v in stored.items() if k in full}}
 
     @property
     def decay_iterations(self) -> int:

@@ -29,7 +29,7 @@ threshold (0.96, SeSAM) and sets the others to ``ignore_index``.
 the precedence weak > SAM > teacher of :func:`~scribmed.losses.mixed_supervision.combine_targets`.
 Used as a trainer's ``loss_function`` it moves to the device with it and its ``state_dict()``
 (the teacher's) goes into the trainer's checkpoint. In a
-:class:`~scribmed.training.trainer.DMPLSTrainer` subclass::
+:class:`~scribmed.training.trainer.SegmentorTrainer` subclass::
 
     objective.bind_student(network)            # once, before resuming
     loss = objective(logits, batch["supervision"], batch, sam=batch.get("sam"), images=batch["image"])

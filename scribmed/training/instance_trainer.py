@@ -37,14 +37,14 @@ import torch
 
 from scribmed.data.errors import DataError
 from scribmed.runtime.checkpoint import (
-    CHECKPOINT_FORMAT,
     load_checkpoint,
     save_checkpoint,
 )
+from scribmed.runtime.records import CHECKPOINT, stamp
 from scribmed.training.config import TrainResult
 from scribmed.runtime.device import AmpRequest, amp_policy, resolve_device
 from scribmed.training.ema_teacher import EMATeacher
-from scribmed.training.sampling import derive_seed
+from scribmed.runtime.seeding import derive_seed
 from scribmed.runtime.files import atomic_write_text
 from scribmed.networks.instance_unet import InstanceUNet
 from scribmed.transforms.instance_postprocess import instances_from_contours
@@ -335,13 +335,13 @@ def train_instance_segmentor(
     chosen = (lambda: teacher.network) if cfg.predict_with == "teacher" else (lambda: student)
 
     def payload(it: int) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT, "recipe": recipe, "record": stored, "config": stored.get("config"),
+        return stamp(CHECKPOINT, {
+            "recipe": recipe, "record": stored, "config": stored.get("config"),
             "class_map": stored.get("class_map"), "network": chosen().state_dict(), "student": student.state_dict(),
             "teacher": None if teacher is None else teacher.state_dict(), "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else {},
             "iteration": it, "best_metric": best, "best_iteration": best_it, "history": history,
-        }
+        })
 
     bar = None
     if cfg.progress:

@@ -24,14 +24,14 @@ from scribmed.data.case import ClassMap
 from scribmed.data.errors import DataError
 from scribmed.runtime import distributed as dist_utils
 from scribmed.runtime.checkpoint import (
-    CHECKPOINT_FORMAT,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
+from scribmed.runtime.records import CHECKPOINT, SCHEMA_KEY, schema_id, stamp
 from scribmed.training.config import TrainConfig
-from scribmed.training.trainer import DMPLSTrainer
+from scribmed.training.trainer import SegmentorTrainer
 from scribmed.training.validation import VolumeDiceEvaluator
 from scribmed.runtime.files import atomic_write_text, file_sha256
 
@@ -69,7 +69,7 @@ class RunRecorder:
 
     def __init__(
         self,
-        trainer: DMPLSTrainer,
+        trainer: SegmentorTrainer,
         evaluator: Optional[VolumeDiceEvaluator],
         out_dir: Path,
         config: TrainConfig,
@@ -127,7 +127,7 @@ class RunRecorder:
 
     # -- handlers ----------------------------------------------------------------------------
 
-    def _on_started(self, engine: DMPLSTrainer) -> None:
+    def _on_started(self, engine: SegmentorTrainer) -> None:
         self.last_saved_iteration = max(self.last_saved_iteration, engine.state.iteration)
         if self.progress and self.is_main and self._bar is None:
             from tqdm.auto import tqdm
@@ -136,12 +136,12 @@ class RunRecorder:
                 total=engine.total_iterations, initial=engine.state.iteration, desc=engine.recipe.upper(), unit="it", dynamic_ncols=True
             )
 
-    def _reset_epoch(self, engine: DMPLSTrainer) -> None:
+    def _reset_epoch(self, engine: SegmentorTrainer) -> None:
         self._sums = {}
         self._count = 0
         self._epoch_start = time.perf_counter()
 
-    def _accumulate(self, engine: DMPLSTrainer) -> None:
+    def _accumulate(self, engine: SegmentorTrainer) -> None:
         out = engine.state.output
         for key in (Keys.LOSS, *engine.loss_terms):
             value = out[key].detach().float()
@@ -152,7 +152,7 @@ class RunRecorder:
             if engine.state.iteration % 10 == 0 or engine.state.iteration == engine.total_iterations:
                 self._bar.set_postfix(loss=f"{float(out[Keys.LOSS]):.4f}", refresh=False)
 
-    def _on_completed(self, engine: DMPLSTrainer) -> None:
+    def _on_completed(self, engine: SegmentorTrainer) -> None:
         if engine.state.iteration != self.last_saved_iteration:
             self.end_of_epoch(engine)
         if self.is_main:
@@ -165,7 +165,7 @@ class RunRecorder:
             self._bar.close()
             self._bar = None
 
-    def end_of_epoch(self, engine: DMPLSTrainer) -> None:
+    def end_of_epoch(self, engine: SegmentorTrainer) -> None:
         """Validate, update best, write checkpoints and history (all ranks must call it)."""
         iteration = int(engine.state.iteration)
         if iteration == self.last_saved_iteration:
@@ -189,8 +189,7 @@ class RunRecorder:
             improved = val is not None and (self.best_metric is None or val > self.best_metric)
             if improved:
                 self.best_metric, self.best_iteration = val, iteration
-            payload = {
-                "format": CHECKPOINT_FORMAT,
+            payload = stamp(CHECKPOINT, {
                 "recipe": engine.recipe,
                 **engine.training_state(),
                 "rng": rng_all,
@@ -198,7 +197,7 @@ class RunRecorder:
                 "class_map": {"names": self.class_map.to_json(), "ignore_index": self.class_map.ignore_index},
                 "val_mean_dice": val,
                 "best": {"metric": self.best_metric, "iteration": self.best_iteration},
-            }
+            })
             self.checksums["last"] = save_checkpoint(self.last_path, payload)
             if improved:
                 self.checksums["best"] = save_checkpoint(self.best_path, payload)
@@ -276,7 +275,7 @@ def make_training_curve_figure(
     Loss terms (left axis) in black and the colour-blind-safe palette, the validation score
     (right axis, [0, 1]) in vermillion; one legend below the axes; constrained layout.
     """
-    from scribmed.evaluation.figures import (
+    from scribmed.runtime.figures import (
         OKABE_ITO,
         figure_legend,
         new_figure,
@@ -328,12 +327,12 @@ def plot_training_curve(
         val_key / val_label: the per-epoch validation score plotted on the right axis and its
             name (instance recipes plot the DSB score).
         formats: e.g. ``("png", "pdf")`` to write ``training_curve.pdf`` beside the PNG; default
-            :func:`scribmed.evaluation.figures.figure_formats`.
+            :func:`scribmed.runtime.figures.figure_formats`.
 
     Returns:
         The PNG path, or ``None`` when the history has no epochs yet.
     """
-    from scribmed.evaluation.figures import save_figure
+    from scribmed.runtime.figures import save_figure
 
     fig = make_training_curve_figure(history, val_key, val_label)
     if fig is None:
@@ -343,9 +342,9 @@ def plot_training_curve(
 
 def check_resumable(ckpt: Mapping[str, Any], path: Path, config: TrainConfig, class_map: ClassMap) -> None:
     """Raise ``DataError`` unless ``ckpt`` was written with the same result-affecting config and class map."""
-    stored = type(config).stored_dict(ckpt.get("config") or {})
+    stored = ckpt.get("config") or {}
     current = config.to_dict()
-    diff = [f"{k}: {stored[k]!r} -> {current[k]!r}" for k in type(config).RESULT_FIELDS if stored[k] != current[k]]
+    diff = [f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in type(config).RESULT_FIELDS if stored.get(k) != current[k]]
     if diff:
         raise DataError(path, "cannot resume, the configuration changed (" + "; ".join(diff) + ")")
     cm = ckpt.get("class_map") or {}
@@ -373,7 +372,7 @@ def run_or_resume(recorder: "RunRecorder", resume: bool) -> None:
             )
         ckpt = load_checkpoint(last)
         recipe = recorder.trainer.recipe
-        if ckpt.get("recipe") != recipe or ckpt.get("format") != CHECKPOINT_FORMAT:
+        if ckpt.get("recipe") != recipe or ckpt.get(SCHEMA_KEY) != schema_id(CHECKPOINT):
             raise DataError(last, f"not a scribmed {recipe} training checkpoint (found {ckpt.get('recipe')!r})")
         check_resumable(ckpt, last, recorder.config, recorder.class_map)
         recorder.restore(ckpt, last)

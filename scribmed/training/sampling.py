@@ -21,14 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from scribmed.runtime.seeding import derive_seed
 from scribmed.training.slice_cache import SliceCache
 
-__all__ = ["EpochSeededSampler", "SliceTrainingDataset", "derive_seed", "slice_permutation"]
-
-
-def derive_seed(*entropy: int) -> int:
-    """A 31-bit seed from integers (``numpy.random.SeedSequence``), stable across platforms."""
-    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1, dtype=np.uint32)[0] >> 1)
+__all__ = ["EpochSeededSampler", "SliceTrainingDataset", "slice_permutation"]
 
 
 _PERM_TAG = 0x5CA1AB1E  # separates the permutation stream from the augmentation stream

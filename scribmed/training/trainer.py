@@ -1,10 +1,11 @@
-"""The training loop: DMPLS iterations on MONAI engines with an exact iteration budget and resumable state.
+"""The one training loop of the segmentor recipes: MONAI engine, exact iteration budget, resumable state.
 
-:class:`DMPLSTrainer` is a ``monai.engines.SupervisedTrainer`` whose iteration runs both heads of
-the dual-branch U-Net, the :class:`~scribmed.losses.dmpls.DMPLSLoss` and an SGD step (on CUDA
-mixed precision by :func:`~scribmed.runtime.device.amp_policy`: bfloat16, or float16 with a
-``GradScaler``), with the poly learning rate ``lr = base * (1 - it / total) ** power``
-set before every iteration (as WSL4MIS). An engine *epoch* is ``epoch_length`` iterations
+:class:`SegmentorTrainer` is a ``monai.engines.SupervisedTrainer`` whose iteration runs the
+network, the recipe's objective (the :meth:`SegmentorTrainer.compute_loss` hook, the one method a
+recipe's trainer overrides: DMPLS in :mod:`scribmed.recipes.dmpls.trainer`, SAM-SP and mixsup in
+theirs) and an SGD step (on CUDA mixed precision by :func:`~scribmed.runtime.device.amp_policy`:
+bfloat16, or float16 with a ``GradScaler``), with the poly learning rate
+``lr = base * (1 - it / total) ** power`` set before every iteration (as WSL4MIS). An engine *epoch* is ``epoch_length`` iterations
 (the validation and checkpoint interval), ``max_epochs = ceil(iterations / epoch_length)`` and
 the run stops exactly at ``iterations``.
 
@@ -13,8 +14,8 @@ Validation lives in :mod:`scribmed.training.validation`, checkpoints/history/res
 
 Checkpoints hold everything an uninterrupted run would still have in memory (network,
 optimizer, scaler, the loss's alpha generator, engine iteration/epoch, sampler epoch, RNG states
-of every rank, best metric), so ``train_dmpls(..., resume=True)`` ends with the same weights as
-a run that was never stopped (bit-identical on CPU).
+of every rank, best metric), so a resumed run (:func:`~scribmed.training.assembly.run_training`
+with ``resume=True``) ends with the same weights as a run that was never stopped (bit-identical on CPU).
 """
 
 from __future__ import annotations
@@ -35,23 +36,25 @@ from scribmed.training.config import poly_lr
 from scribmed.runtime.device import AmpRequest, amp_enabled, amp_policy
 from scribmed.training.inference import unwrap_network
 from scribmed.training.sampling import EpochSeededSampler
-from scribmed.losses.dmpls import DMPLSLoss
 
-__all__ = ["DMPLSTrainer"]
+__all__ = ["SegmentorTrainer"]
 
 logger = logging.getLogger(__name__)
 
 
 
-class DMPLSTrainer(SupervisedTrainer):
-    """SupervisedTrainer running the DMPLS iteration with poly LR and an exact iteration budget.
+class SegmentorTrainer(SupervisedTrainer):
+    """SupervisedTrainer running a recipe's objective with poly LR and an exact iteration budget.
+
+    Subclasses set :attr:`recipe` and :attr:`loss_terms` and override :meth:`compute_loss`.
 
     Args:
         device: compute device.
-        network: dual-branch network (optionally DDP-wrapped) returning ``(main, aux)`` logits
-            in training mode.
+        network: the recipe's network (optionally DDP-wrapped); its training-mode output goes
+            to :meth:`compute_loss`.
         optimizer: SGD over the network's parameters.
-        loss_function: :class:`DMPLSLoss` (its alpha generator is part of the checkpoint).
+        loss_function: the recipe's loss module (its ``state_dict``, e.g. a generator state, is
+            part of the checkpoint).
         train_data_loader: yields ``{"image": (B, C, h, w), "scribble": (B, h, w)}``.
         sampler: the loader's :class:`EpochSeededSampler` (its epoch follows the engine's).
         iterations: total iterations; the run stops exactly there.
@@ -74,7 +77,7 @@ class DMPLSTrainer(SupervisedTrainer):
         device: torch.device,
         network: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        loss_function: DMPLSLoss,
+        loss_function: torch.nn.Module,
         train_data_loader: DataLoader,
         sampler: EpochSeededSampler,
         iterations: int,
@@ -117,29 +120,29 @@ class DMPLSTrainer(SupervisedTrainer):
         self.add_event_handler(Events.ITERATION_COMPLETED, self._stop_at_budget)
 
     #: recipe name stored in checkpoints and history (resume refuses another recipe's run).
-    recipe: str = "dmpls"
+    recipe: str = ""
     #: scalar loss terms :meth:`compute_loss` logs besides the total (averaged per epoch in history).
-    loss_terms: tuple[str, ...] = ("pce", "dice")
+    loss_terms: tuple[str, ...] = ()
     #: the batch key of the sparse training target (the engine output's label).
     target_key: str = "scribble"
 
     # -- handlers ----------------------------------------------------------------------------
 
-    def _set_sampler_epoch(self, engine: "DMPLSTrainer") -> None:
+    def _set_sampler_epoch(self, engine: "SegmentorTrainer") -> None:
         self.sampler.set_epoch(engine.state.epoch - 1)
 
-    def _set_lr(self, engine: "DMPLSTrainer") -> None:
+    def _set_lr(self, engine: "SegmentorTrainer") -> None:
         lr = poly_lr(self.base_lr, engine.state.iteration - 1, self.lr_horizon, self.poly_power)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def _stop_at_budget(self, engine: "DMPLSTrainer") -> None:
+    def _stop_at_budget(self, engine: "SegmentorTrainer") -> None:
         if engine.state.iteration >= self.total_iterations and engine.state.iteration % engine.state.epoch_length:
             engine.terminate()
 
     # -- iteration ---------------------------------------------------------------------------
 
-    def _iteration(self, engine: "DMPLSTrainer", batchdata: dict[str, torch.Tensor]) -> dict:
+    def _iteration(self, engine: "SegmentorTrainer", batchdata: dict[str, torch.Tensor]) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         dev = engine.state.device
@@ -177,14 +180,12 @@ class DMPLSTrainer(SupervisedTrainer):
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """The recipe's objective on one batch: ``(loss, prediction logits, logged terms)``.
 
-        DMPLS: ``outputs`` is ``(main, aux)``, the target ``batch["scribble"]``; the logged terms
-        are :attr:`loss_terms` (detached scalars) plus the iteration's ``alpha``.
+        The one hook a recipe's trainer overrides (as nnU-Net's trainer variants override
+        ``_build_loss``): ``outputs`` is the network's training-mode output, ``batch`` the device
+        batch (``"image"``, :attr:`target_key` and the recipe's extra keys); the logged terms are
+        :attr:`loss_terms` as detached scalars, plus any other scalar worth a history column.
         """
-        if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
-            raise TypeError("the DMPLS network must return (main_logits, aux_logits) in training mode")
-        main, aux = outputs
-        loss, parts = self.loss_function(main.float(), aux.float(), batch["scribble"])
-        return loss, main, {"pce": parts["pce"], "dice": parts["dice"], "alpha": float(parts["alpha"])}
+        raise NotImplementedError(f"{type(self).__name__}.compute_loss")
 
     def run(self) -> None:  # type: ignore[override]
         """Run (or continue) training; unlike ``Trainer.run`` it keeps the restored GradScaler."""

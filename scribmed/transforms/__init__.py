@@ -25,33 +25,40 @@ from scribmed.transforms.intensity import (
     ScaleIntensityPercentile,
     ScaleIntensityPercentiled,
 )
-from scribmed.transforms.prompts import (
-    CARDIAC_NEGATIVE_PRIORITY,
-    PAD_LABEL,
-    ScribblePromptsd,
-    SeSAMPointsd,
+from scribmed.transforms.prompt_boxes import mask_box, scribble_box
+from scribmed.transforms.prompt_frame import (
     boxes_from_input_frame,
     boxes_to_input_frame,
-    default_negative_priority,
     from_input_frame,
     input_frame_shape,
-    instance_points,
-    mask_box,
-    negative_points,
-    scribble_box,
-    scribble_points,
     to_input_frame,
 )
+from scribmed.transforms.prompt_packing import PAD_LABEL
+from scribmed.transforms.prompt_points import (
+    CARDIAC_NEGATIVE_PRIORITY,
+    default_negative_priority,
+    negative_points,
+    scribble_points,
+)
+from scribmed.transforms.prompts import ScribblePromptsd
 from scribmed.transforms.resize import (
     ResizeSlice,
     ResizeSliced,
     resize_back,
     resize_slices,
 )
+from scribmed.transforms.sesam_points import SeSAMPointsd
 from scribmed.transforms.stochastic_points import (
     StochasticInstancePoints,
     StochasticInstancePointsd,
     sample_instance_points,
+)
+from scribmed.transforms.weak_prompt_arrays import (
+    box_prompts,
+    empty_prompts,
+    mask_prompts,
+    merge_class_rows,
+    point_prompts,
 )
 from scribmed.transforms.weak_prompts import (
     PROMPT_SUPERVISION_TYPES,
@@ -59,11 +66,6 @@ from scribmed.transforms.weak_prompts import (
     MaskPromptsd,
     PointPromptsd,
     WeakPromptsd,
-    box_prompts,
-    empty_prompts,
-    mask_prompts,
-    merge_class_rows,
-    point_prompts,
 )
 
 __all__ = [
@@ -76,7 +78,6 @@ __all__ = [
     "default_negative_priority",
     "from_input_frame",
     "input_frame_shape",
-    "instance_points",
     "mask_box",
     "negative_points",
     "scribble_box",

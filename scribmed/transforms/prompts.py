@@ -17,14 +17,13 @@ background scribble (0), never from the *unlabeled* value; a slice where a class
 just omits that class (the reference blanks the whole slice when Myo is missing); the dilation never
 grows into another class's scribble when the ignore value is known.
 
-SeSAM points (DESIGN.md Sec. 4.4): :func:`instance_points` / :class:`SeSAMPointsd` draw K random
-points per connected instance of a mask, biased towards its skeleton.
+SeSAM points (DESIGN.md Sec. 4.4), K random points per connected instance of a mask, are drawn
+by :class:`~scribmed.transforms.sesam_points.SeSAMPointsd`.
 
-This module holds :class:`ScribblePromptsd`; the functions it builds on live next to it and
-are re-exported here: :mod:`~scribmed.transforms.prompt_points` (positive and negative
-points), :mod:`~scribmed.transforms.prompt_boxes`, :mod:`~scribmed.transforms.prompt_frame`
-(SAM's input frame), :mod:`~scribmed.transforms.prompt_packing` (padded prompt arrays) and
-:mod:`~scribmed.transforms.sesam_points` (SeSAM).
+This module holds :class:`ScribblePromptsd`; the functions it builds on live next to it:
+:mod:`~scribmed.transforms.prompt_points` (positive and negative points),
+:mod:`~scribmed.transforms.prompt_boxes`, :mod:`~scribmed.transforms.prompt_frame` (SAM's input
+frame) and :mod:`~scribmed.transforms.prompt_packing` (padded prompt arrays).
 """
 
 from __future__ import annotations
@@ -36,43 +35,19 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from scribmed.data.case import ClassMap
-from scribmed.transforms.prompt_boxes import mask_box, scribble_box
-from scribmed.transforms.prompt_frame import (
-    InputSize,
-    boxes_from_input_frame,
-    boxes_to_input_frame,
-    from_input_frame,
-    input_frame_shape,
-    to_input_frame,
-)
+from scribmed.transforms.prompt_boxes import scribble_box
+from scribmed.transforms.prompt_frame import InputSize, boxes_to_input_frame, to_input_frame
 from scribmed.transforms.prompt_packing import PAD_LABEL, _output_keys, _pack
 from scribmed.transforms.prompt_points import (
-    CARDIAC_NEGATIVE_PRIORITY,
     PointMode,
     _as_slice,
     default_negative_priority,
     negative_points,
     scribble_points,
 )
-from scribmed.transforms.sesam_points import Rng as Rng
-from scribmed.transforms.sesam_points import SeSAMPointsd, instance_points
 
 __all__ = [
-    "CARDIAC_NEGATIVE_PRIORITY",
-    "PAD_LABEL",
-    "SeSAMPointsd",
     "ScribblePromptsd",
-    "boxes_from_input_frame",
-    "boxes_to_input_frame",
-    "default_negative_priority",
-    "from_input_frame",
-    "input_frame_shape",
-    "instance_points",
-    "mask_box",
-    "negative_points",
-    "scribble_box",
-    "scribble_points",
-    "to_input_frame",
 ]
 
 NegativeMode = Literal["neighbour", "background", "none"]

@@ -1,100 +1,22 @@
 """SeSAM point prompts (DESIGN.md Sec. 4.4): K random points per connected instance of a mask.
 
-:func:`instance_points` draws them, biased towards each instance's skeleton;
-:class:`SeSAMPointsd` is the randomizable dictionary transform (all draws from ``self.R``).
+:class:`SeSAMPointsd` is the randomizable dictionary transform (all draws from ``self.R``); the
+sampler it calls, :func:`~scribmed.data.sesam_sampling.instance_points` (biased towards each
+instance's skeleton), lives in :mod:`scribmed.data.sesam_sampling`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
-from scipy import ndimage as ndi
 
-from scribmed.transforms.instance_split import split_instances
+from scribmed.data.sesam_sampling import instance_points
 from scribmed.transforms.prompt_frame import InputSize, to_input_frame
 from scribmed.transforms.prompt_packing import PAD_LABEL, _output_keys, _pack
-from scribmed.transforms.prompt_points import _as_slice, _xy
-
-Rng = np.random.RandomState | np.random.Generator
-
-
-def _rng(rng: Rng | int | None) -> Rng:
-    if isinstance(rng, (np.random.RandomState, np.random.Generator)):
-        return rng
-    return np.random.default_rng(rng)
-
-
-def instance_points(
-    mask_2d: Any, k: int = 5, rng: Rng | int | None = None, connectivity: int = 2
-) -> tuple[np.ndarray, np.ndarray]:
-    """SeSAM's K random points per connected instance of a binary mask.
-
-    Per instance of area A: its bounding box is covered by square cells of side ``sqrt(A / K)``;
-    ``K`` of the cells that hold instance pixels are chosen at random (all of them, plus repeats,
-    when fewer exist), and in each a pixel of the instance is drawn with probability proportional
-    to the instance's distance transform normalised to [0, 1] (the skeleton is likeliest). Points
-    are distinct; an instance with fewer than ``K`` pixels gives all of them.
-
-    Args:
-        mask_2d: ``(H, W)`` (or ``(1, H, W)``) binary mask of one class.
-        k: points per instance.
-        rng: ``np.random.RandomState`` (e.g. a transform's ``self.R``), ``Generator`` or seed.
-        connectivity: 1 (4-connected) or 2 (8-connected) instances.
-
-    Returns:
-        ``(points, instance)``: float32 ``(N, 2)`` ``(x, y)`` points and int64 ``(N,)`` instance
-        number (1-based, raster order of the instances' first pixels, as
-        :func:`~scribmed.transforms.instance_split.split_instances` numbers them).
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if connectivity not in (1, 2):
-        raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
-    gen = _rng(rng)
-    labels, _ = split_instances(mask_2d, connectivity)
-    pts, inst = [], []
-    for i, box in enumerate(ndi.find_objects(labels), start=1):
-        local = labels[box] == i
-        pix = np.argwhere(local)
-        dist = ndi.distance_transform_edt(np.pad(local, 1))[1:-1, 1:-1]
-        weight = dist[pix[:, 0], pix[:, 1]] / dist.max()
-        chosen = _instance_draw(pix, weight, k, gen)
-        pts.append(chosen + np.array([box[0].start, box[1].start]))
-        inst.append(np.full(len(chosen), i, dtype=np.int64))
-    if not pts:
-        return np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
-    return _xy(np.concatenate(pts)), np.concatenate(inst)
-
-
-def _instance_draw(pix: np.ndarray, weight: np.ndarray, k: int, gen: Rng) -> np.ndarray:
-    """Pick ``min(k, len(pix))`` distinct (row, col) pixels of one instance (SeSAM grid rule)."""
-    area = len(pix)
-    if area <= k:
-        return pix
-    side = math.sqrt(area / k)
-    cell = (pix // side).astype(np.int64)
-    cell_id = cell[:, 0] * (int(cell[:, 1].max()) + 1) + cell[:, 1]
-    cells = np.unique(cell_id)
-    if len(cells) >= k:
-        picked = cells[gen.choice(len(cells), size=k, replace=False)]
-    else:
-        extra = cells[gen.choice(len(cells), size=k - len(cells), replace=True)]
-        picked = np.concatenate([cells[gen.permutation(len(cells))], extra])
-    taken = np.zeros(area, dtype=bool)
-    out = []
-    for c in picked:
-        idx = np.nonzero((cell_id == c) & ~taken)[0]
-        if idx.size == 0:  # a repeated cell ran out of pixels: use any free pixel
-            idx = np.nonzero(~taken)[0]
-        p = weight[idx] / weight[idx].sum()
-        j = int(idx[gen.choice(idx.size, p=p)])
-        taken[j] = True
-        out.append(pix[j])
-    return np.asarray(out)
+from scribmed.transforms.prompt_points import _as_slice
 
 
 class SeSAMPointsd(Randomizable, MapTransform):
@@ -189,5 +111,4 @@ class SeSAMPointsd(Randomizable, MapTransform):
 
 __all__ = [
     "SeSAMPointsd",
-    "instance_points",
 ]

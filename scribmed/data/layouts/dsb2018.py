@@ -38,7 +38,7 @@ from scipy import ndimage as ndi
 from scribmed.data.case import Case, CaseArrays, ClassMap
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.data.splits import natural_key
+from scribmed.data.split_types import natural_key
 from scribmed.data.validation import READ_ERRORS, read_error
 from scribmed.runtime.files import atomic_output
 

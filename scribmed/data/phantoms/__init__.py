@@ -26,7 +26,7 @@ Modules: :mod:`~scribmed.data.phantoms.cardiac` and :mod:`~scribmed.data.phantom
 :mod:`~scribmed.data.phantoms.patient_sampling` (per-patient seeds and draws),
 :mod:`~scribmed.data.phantoms.phantom_case` (:class:`PhantomCase`),
 :mod:`~scribmed.data.phantoms.kinds` (kinds, their layouts, dispatch) and
-:mod:`~scribmed.data.phantoms.writer` (datasets on disk). Their public names are re-exported here.
+:mod:`~scribmed.data.phantoms.writer` (datasets on disk). The package exports their public names.
 """
 
 from scribmed.data.phantoms.abdominal import generate_abdominal

@@ -1,8 +1,8 @@
-"""DMPLS: dual-branch U-Net with dynamically mixed pseudo labels (Luo et al., MICCAI 2022), DESIGN §4.1.
+"""DMPLS: dual-branch U-Net with dynamically mixed pseudo labels (Luo et al., MICCAI 2022).
 
 Composes :class:`~scribmed.networks.unet_dual.DualBranchUNet`,
-:class:`~scribmed.losses.dmpls.DMPLSLoss` and the shared trainer
-(:func:`scribmed.training.assembly.train_dmpls`); defaults are the paper's (:class:`TrainConfig`).
+:class:`~scribmed.losses.dmpls.DMPLSLoss` and the shared segmentor loop through
+:func:`scribmed.recipes.dmpls.trainer.train_dmpls`; defaults are the paper's (:class:`DMPLSConfig`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 from scribmed.data.case import Case, ClassMap
-from scribmed.training.config import TrainConfig
-from scribmed.training.assembly import train_dmpls
 from scribmed.networks.unet_dual import DualBranchUNet
 from scribmed.recipes.base import FoldModel
+from scribmed.recipes.dmpls.config import DMPLSConfig
+from scribmed.recipes.dmpls.trainer import train_dmpls
 from scribmed.recipes.segmentor import SegmentorRecipe
 
 __all__ = ["DMPLSRecipe"]
@@ -28,11 +28,12 @@ class DMPLSRecipe(SegmentorRecipe):
     name = "dmpls"
     title = "DMPLS"
     network_cls = DualBranchUNet
-    config_cls = TrainConfig
+    config_cls = DMPLSConfig
+    config: DMPLSConfig
 
     def train(
         self, train: Sequence[Case], val: Sequence[Case], class_map: ClassMap, out_dir: Path, progress: bool
     ) -> FoldModel:
-        cfg = TrainConfig.from_dict({**self.config.to_dict(), "progress": progress and self.config.progress})
+        cfg = DMPLSConfig.from_dict({**self.config.to_dict(), "progress": progress and self.config.progress})
         result = train_dmpls(train, val, class_map, out_dir, cfg, resume=True)
         return self.fold_model(result, class_map)

@@ -92,7 +92,7 @@ class MixSupRecipe(SAMSPRecipe):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> list[str]:
-        dests = add_sam_stage_arguments(parser)
+        dests = super().add_arguments(parser)
         g = parser.add_argument_group("mixsup recipe (prompts from boxes, points and full masks)")
         g.add_argument("--weak-box-margin", dest="weak_box_margin", type=int,
                        help="pixels added around box prompts (default 0: boxes as drawn)")

@@ -1,6 +1,6 @@
 """Mixed-supervision segmentor training (DESIGN §4.4) on the shared DMPLS engine.
 
-:class:`MixSupTrainer` is a :class:`~scribmed.training.trainer.DMPLSTrainer` whose iteration runs the
+:class:`MixSupTrainer` is a :class:`~scribmed.training.trainer.SegmentorTrainer` whose iteration runs the
 dual-branch U-Net (DMPLS's network) through the SeSAM objective
 (:class:`~scribmed.training.ema_teacher.SeSAMObjective`): each sample's own weak loss
 (:class:`~scribmed.losses.mixed_supervision.MixedSupervisionLoss`: full → Dice + CE, box → SAMIX
@@ -39,7 +39,7 @@ from scribmed.data.errors import DataError
 from scribmed.training.config import TrainConfig, TrainResult
 from scribmed.training.ema_teacher import SeSAMConfig, SeSAMObjective
 from scribmed.training.slice_cache import SliceCache
-from scribmed.training.trainer import DMPLSTrainer
+from scribmed.training.trainer import SegmentorTrainer
 from scribmed.training.assembly import assemble_trainer, run_training
 from scribmed.training.validation import VolumeDiceEvaluator
 from scribmed.losses.mixed_supervision import SUPERVISION_TYPES
@@ -68,7 +68,6 @@ class MixSupTrainConfig(TrainConfig):
         teacher_weight: weight of the EMA teacher's term (0.01, SeSAM).
         ema_decay: the teacher's EMA decay (0.999, SeSAM).
         confidence: the teacher's pseudo-label threshold (0.96, SeSAM).
-        (``lam``, DMPLS's pseudo-label weight, is not used.)
     """
 
     sam_weight: float = 1.0
@@ -96,7 +95,7 @@ def box_bits_to_masks(bits: torch.Tensor, num_classes: int) -> torch.Tensor:
     return ((bits.long().unsqueeze(1) >> shifts) & 1).bool()
 
 
-class MixSupTrainer(DMPLSTrainer):
+class MixSupTrainer(SegmentorTrainer):
     """The DMPLS engine running the SeSAM objective on mixed supervision (see the module docstring)."""
 
     recipe = "mixsup"
@@ -104,7 +103,7 @@ class MixSupTrainer(DMPLSTrainer):
     target_key = "weak"
 
     def __init__(self, *args: Any, slice_cache: Optional[SliceCache] = None, **kwargs: Any) -> None:
-        """``DMPLSTrainer``'s arguments; ``slice_cache``: the :func:`mixsup_cache` the loader draws
+        """``SegmentorTrainer``'s arguments; ``slice_cache``: the :func:`mixsup_cache` the loader draws
         from (its per-slice supervision codes route the loss; :func:`assemble_trainer` sets it).
         ``None``: the cache of the loader's dataset, read when training needs it (a bundle's
         training set is built only when the engine starts)."""
@@ -253,7 +252,7 @@ def train_mixsup(
 ) -> TrainResult:
     """Train the dual-branch segmentor on mixed supervision + SAM pseudo labels + the EMA teacher.
 
-    Same run folder, checkpoints and resume semantics as :func:`scribmed.training.assembly.train_dmpls`;
+    Same run folder, checkpoints and resume semantics as :func:`scribmed.recipes.dmpls.trainer.train_dmpls`;
     checkpoints are tagged ``recipe: mixsup``.
     """
     config = config or MixSupTrainConfig()

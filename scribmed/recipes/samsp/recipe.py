@@ -133,7 +133,7 @@ def add_sam_stage_arguments(parser: argparse.ArgumentParser) -> list[str]:
     """
     if "--sam-backend" in parser._option_string_actions:
         return list(SAM_OPTIONS)
-    from scribmed.networks.sam_backends import BACKENDS
+    from scribmed.networks.sam_registry import BACKENDS
 
     g = parser.add_argument_group("SAM stage (samsp, mixsup: SAM pseudo-label rounds before the segmentor)")
     g.add_argument("--sam-backend", dest="sam_backend", choices=tuple(BACKENDS),
@@ -199,7 +199,7 @@ class SAMSPRecipe(SegmentorRecipe):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> list[str]:
-        return add_sam_stage_arguments(parser)
+        return [*super().add_arguments(parser), *add_sam_stage_arguments(parser)]
 
     def prepare_run(self, out: Path) -> None:
         """A CV run shares one embedding cache across folds (``OUT/sam_embeddings``) unless one was given."""
@@ -208,7 +208,6 @@ class SAMSPRecipe(SegmentorRecipe):
 
     def config_dict(self) -> dict[str, Any]:
         seg = super().config_dict()
-        seg.pop("lam", None)  # lam is DMPLS's weight; SAM-SP sums its terms
         sam = self.sam.to_dict()
         for volatile in ("device", "cache_dir", "amp"):  # amp: keyed in the SAM stage's own record on CUDA
             sam.pop(volatile, None)
@@ -223,7 +222,7 @@ class SAMSPRecipe(SegmentorRecipe):
         ``weak_prompts`` (a :class:`~scribmed.sam.weak_prompting.WeakPromptConfig`): prompt each case
         from its own supervision; cases of type ``none`` get no pseudo label.
         """
-        from scribmed.sam.decoder_finetune import FinetuneConfig
+        from scribmed.sam.finetune_config import FinetuneConfig
         from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, load_pseudo_labels
         from scribmed.sam.rounds import run_pseudo_label_rounds
 

@@ -1,6 +1,6 @@
 """SAM-SP segmentor training (DESIGN §4.2 step 4) on the shared DMPLS engine.
 
-:class:`SAMSPTrainer` is a :class:`~scribmed.training.trainer.DMPLSTrainer` whose iteration runs
+:class:`SAMSPTrainer` is a :class:`~scribmed.training.trainer.SegmentorTrainer` whose iteration runs
 the :class:`~scribmed.networks.samsp_unet.SAMSPUNet` (main, auxiliary and fusion heads plus the
 bottleneck) through :class:`~scribmed.losses.samsp.SAMSPLoss`: partial CE against the scribble
 and soft Dice against the SAM pseudo label on every head, plus the semantic-alignment prototype
@@ -25,7 +25,7 @@ import torch
 from scribmed.data.case import Case, ClassMap
 from scribmed.training.config import TrainConfig, TrainResult
 from scribmed.training.slice_cache import SliceCache
-from scribmed.training.trainer import DMPLSTrainer
+from scribmed.training.trainer import SegmentorTrainer
 from scribmed.training.assembly import assemble_trainer, run_training
 from scribmed.training.validation import VolumeDiceEvaluator
 from scribmed.losses.samsp import HEADS, SAMSPLoss
@@ -41,7 +41,6 @@ class SAMSPTrainConfig(TrainConfig):
     Attributes:
         align_weight: weight of the semantic-alignment loss (1 in DESIGN §4.2).
         temperature: cosine-similarity temperature of the alignment loss.
-        (``lam``, DMPLS's pseudo-label weight, is not used: SAM-SP sums its terms.)
     """
 
     align_weight: float = 1.0
@@ -65,7 +64,7 @@ class SAMSPTrainConfig(TrainConfig):
             raise ValueError(f"SAMSPTrainConfig.temperature must be > 0, got {self.temperature}")
 
 
-class SAMSPTrainer(DMPLSTrainer):
+class SAMSPTrainer(SegmentorTrainer):
     """The DMPLS engine running the SAM-SP objective; batches carry ``"pseudo"`` (the SAM pseudo label)."""
 
     recipe = "samsp"
@@ -140,7 +139,7 @@ def train_samsp(
 ) -> TrainResult:
     """Train the SAM-SP segmentor on scribbles + SAM pseudo labels, validating on ``val_cases``.
 
-    Same run folder, checkpoints and resume semantics as :func:`scribmed.training.assembly.train_dmpls`
+    Same run folder, checkpoints and resume semantics as :func:`scribmed.recipes.dmpls.trainer.train_dmpls`
     (``last.pt``, ``best.pt``, ``history.json``, ``checkpoints.json``, ``training_curve.png``);
     checkpoints are tagged ``recipe: samsp``.
 

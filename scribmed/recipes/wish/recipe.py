@@ -1,7 +1,7 @@
 """WISH: instance segmentation from heterogeneous weak labels (tags, points, boxes) with SAM (DESIGN §4.4).
 
 Each training image carries one kind of label, assigned in the ratios of ``mix``
-(:func:`scribmed.data.instance_weak_labels.assign_weak_kinds`, seeded): an image-level **tag**
+(:func:`scribmed.data.instance_weak_mix.assign_weak_kinds`, seeded): an image-level **tag**
 (the nucleus count), one **point** per nucleus, or a **box** per nucleus.
 
 * SAM is prompted once per point (with its clipped Voronoi cell's box, ``prompt_box``) / box and
@@ -183,7 +183,7 @@ class WISHRecipe(SamInstanceRecipe):
     config: WISHConfig
 
     def prepare_samples(self, train: Sequence[Case], out_dir: Path, progress: bool) -> list[TrainSample]:
-        from scribmed.data.instance_weak_labels import assign_weak_kinds
+        from scribmed.data.instance_weak_mix import assign_weak_kinds
 
         cfg = self.config
         out_dir = Path(out_dir)

@@ -1,0 +1,262 @@
+"""The DMPLS MONAI bundles (bundles/dmpls_{acdc,mscmr,chaos}) run as users run them, on tiny phantoms.
+
+Each bundle's train, evaluate-overlay and inference workflows run through
+``python -m monai.bundle run`` in a subprocess (64x64 slices, 4 iterations); the DDP overlay runs
+under ``torchrun`` with two CPU processes (gloo). MONAI's property checks run in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scribmed.data.errors import DataError
+from scribmed.data.layouts import open_dataset
+from scribmed.data.nifti import read_label_nifti
+from scribmed.data.phantoms import write_phantom_dataset
+from scribmed.runtime.files import file_sha256
+
+REPO = Path(__file__).resolve().parents[3]
+BUNDLES = REPO / "bundles"
+NAMES = ("dmpls_acdc", "dmpls_mscmr", "dmpls_chaos")
+TINY = ["--iterations", "4", "--val_interval", "2", "--batch_size", "2", "--size", "64", "--progress", "False"]
+
+
+def _cfg(name: str, *files: str) -> str:
+    paths = [str(BUNDLES / name / "configs" / f) for f in files]
+    return paths[0] if len(paths) == 1 else "[" + ",".join(f"'{p}'" for p in paths) + "]"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, dict]:
+    """One 3-patient phantom per bundle, with the split and layout its runs use."""
+    root = tmp_path_factory.mktemp("bundle_data")
+    tiny = dict(seed=0, size=64, slices=(3, 3))
+    acdc = write_phantom_dataset("cardiac", "acdc-h5", root / "acdc", 3, **tiny)
+    mscmr = write_phantom_dataset("cardiac", "mscmr", root / "mscmr", 3, include_test=True, **tiny)
+    chaos = write_phantom_dataset("abdominal", "chaos-npz", root / "chaos", 3, modalities=("T1",), **tiny)
+
+    def split(name: str, ids: list[str]) -> str:
+        path = root / f"{name}_split.json"
+        path.write_text(json.dumps({"name": name, "folds": [{"train": [ids[0]], "val": [ids[1]], "test": [ids[2]]}]}))
+        return str(path)
+
+    return {
+        "dmpls_acdc": {"dir": acdc, "layout": "acdc-h5",
+                       "args": ["--split_file", split("acdc", ["patient001", "patient002", "patient003"])]},
+        # the shipped data_splits/mscmr.json, restricted to the three phantom subjects
+        "dmpls_mscmr": {"dir": mscmr, "layout": "mscmr", "args": ["--allow_missing", "True"]},
+        "dmpls_chaos": {"dir": chaos, "layout": "chaos-npz",
+                        "args": ["--split_file", split("chaos", ["patient01", "patient02", "patient03"])]},
+    }
+
+
+def _run(args: list[str], cwd: Path, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    cmd = (launcher or [sys.executable]) + ["-m", "monai.bundle", "run", *args]
+    # same intra-op threads as this process, so float results can be compared bit for bit
+    threads = "1" if launcher else str(torch.get_num_threads())
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": threads}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def _overrides(data: dict, name: str, out: Path) -> list[str]:
+    d = data[name]
+    return ["--dataset_dir", str(d["dir"]), "--fold", "1", "--output_dir", str(out), *d["args"]]
+
+
+# ------------------------------------------------------------------------------------ layout
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundle_files_and_metadata(name: str) -> None:
+    root = BUNDLES / name
+    for rel in ("LICENSE", "configs/metadata.json", "configs/train.yaml", "configs/inference.yaml",
+                "configs/evaluate.yaml", "configs/multi_gpu_train.yaml", "docs/README.md"):
+        assert (root / rel).is_file(), rel
+    assert "Apache License" in (root / "LICENSE").read_text() and "Version 2.0" in (root / "LICENSE").read_text()
+    meta = json.loads((root / "configs/metadata.json").read_text())
+    for key in ("schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                "required_packages_version", "name", "task", "description", "authors", "copyright",
+                "data_source", "data_type", "image_classes", "label_classes", "pred_classes",
+                "eval_metrics", "intended_use", "references", "network_data_format"):
+        assert key in meta, key
+    assert meta["version"] in meta["changelog"]
+    assert any("Luo" in r and "MICCAI 2022" in r for r in meta["references"])
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert (image["modality"], image["num_channels"], image["spatial_shape"], image["value_range"]) == ("MR", 1, [256, 256], [0, 1])
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    n = 5 if name == "dmpls_chaos" else 4
+    assert pred["num_channels"] == n and sorted(pred["channel_def"]) == [str(i) for i in range(n)]
+    assert pred["format"] == "segmentation" and pred["channel_def"]["0"] == "background"
+    for f in ("train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml"):
+        assert "SECURITY" in (root / "configs" / f).read_text(), f
+
+
+# ------------------------------------------------------------------------- MONAI properties
+
+
+
+
+def _workflow(name: str, data: dict, tmp_path: Path, config: str, workflow_type: str, **extra):
+    from monai.bundle import ConfigWorkflow
+
+    d = data[name]
+    args = dict(zip(d["args"][::2], d["args"][1::2]))
+    over = {k.lstrip("-"): (v == "True" if v in ("True", "False") else v) for k, v in args.items()}
+    return ConfigWorkflow(
+        config_file=str(BUNDLES / name / "configs" / config), workflow_type=workflow_type, logging_file=False,
+        dataset_dir=str(d["dir"]), output_dir=str(tmp_path / "run"), size=64, progress=False, **over, **extra,
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_properties(name: str, data, tmp_path, restore_torch_flags) -> None:
+    train = _workflow(name, data, tmp_path, "train.yaml", "train")
+    train.initialize()
+    assert train.check_properties() == []
+    assert type(train.trainer).__name__ == "DMPLSTrainer" and train.max_epochs == 600  # ceil(60000 / 100)
+    assert type(train.evaluator).__name__ == "VolumeDiceEvaluator"
+    # validation uses the fold's val patients only; training its train patients
+    fold = train.parser.get_parsed_content("fold_cases")
+    assert {c.patient_id for c in train.evaluator.cases} == {c.patient_id for c in fold["val"]}
+    assert not {c.patient_id for c in fold["train"]} & {c.patient_id for c in fold["val"] + fold["test"]}
+    # inference needs weights: an untrained network's state dict stands in for a checkpoint
+    from scribmed.networks.unet_dual import DualBranchUNet
+
+    ckpt = tmp_path / "weights.pt"
+    torch.save(DualBranchUNet(1, train.parser.get_parsed_content("num_classes")).state_dict(), ckpt)
+    infer = _workflow(name, data, tmp_path, "inference.yaml", "inference", ckpt_path=str(ckpt))
+    infer.initialize()
+    assert infer.check_properties() == []
+
+
+def test_max_epochs_must_agree_with_iterations(data, tmp_path, restore_torch_flags) -> None:
+    wf = _workflow("dmpls_acdc", data, tmp_path, "train.yaml", "train", **{"train#trainer#max_epochs": 7})
+    wf.initialize()
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the factory's ValueError
+        wf.parser.get_parsed_content("train#trainer")
+    assert isinstance(err.value.__cause__, ValueError) and "max_epochs=7 disagrees" in str(err.value.__cause__)
+
+
+# ----------------------------------------------------------------------- the real commands
+
+
+def _check_training(out: Path, world: int = 1) -> None:
+    for f in ("best.pt", "last.pt", "history.json", "checkpoints.json"):
+        assert (out / f).is_file(), f
+    last = torch.load(out / "last.pt", weights_only=True)
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert last["trainer"]["iteration"] == 4 and last["config"]["size"] == [64, 64]
+    assert len(last["rng"]) == world
+    assert best["val_mean_dice"] is not None and 0.0 <= best["val_mean_dice"] <= 1.0
+    history = json.loads((out / "history.json").read_text())
+    assert [e["iteration"] for e in history["epochs"]] == [2, 4]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_train_evaluate_infer(name: str, data, tmp_path) -> None:
+    out = tmp_path / "fold_1"
+    base = _overrides(data, name, out)
+    _run(["--config_file", _cfg(name, "train.yaml"), *base, *TINY], tmp_path)
+    _check_training(out)
+
+    # evaluate overlay: the fold's test cases with best.pt; the summary names that checkpoint
+    _run(["--config_file", _cfg(name, "train.yaml", "evaluate.yaml"), *base, "--size", "64", "--progress", "False"], tmp_path)
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    best_iteration = torch.load(out / "best.pt", weights_only=True)["trainer"]["iteration"]
+    assert summary["checkpoint"].startswith(f"best.pt (iteration {best_iteration}, val mean Dice")
+    assert file_sha256(out / "best.pt") in summary["checkpoint"]
+    dataset = open_dataset(data[name]["layout"], data[name]["dir"])
+    test_ids = [c.case_id for c in dataset if c.patient_id in _test_patients(name, dataset)]
+    assert summary["n_cases"] == len(test_ids)
+    assert sorted(p.name for p in (out / "evaluation" / "predictions").iterdir()) == sorted(f"{c}.nii.gz" for c in test_ids)
+    record = json.loads((out / "fold.json").read_text())
+    assert (record["fold"], record["checkpoint"], record["checkpoint_policy"]) == (1, "best.pt", "best")
+    assert record["checkpoint_sha256"] == file_sha256(out / "best.pt")
+    # the folds of bundle runs merge like the cross-validation runner's
+    from scribmed.crossval.runner import merge_folds
+
+    merged = json.loads(merge_folds(tmp_path).read_text())
+    assert merged["folds_merged"] == [1] and merged["pooled"]["n_cases"] == len(test_ids)
+
+    # inference on every case of dataset_dir with an explicit checkpoint
+    preds = tmp_path / "preds"
+    _run(["--config_file", _cfg(name, "inference.yaml"), *base, "--size", "64", "--progress", "False",
+          "--predict", "all", "--ckpt_path", str(out / "last.pt"), "--prediction_dir", str(preds)], tmp_path)
+    assert sorted(p.name for p in preds.iterdir()) == sorted(f"{c}.nii.gz" for c in dataset.case_ids)
+    for case in dataset:
+        pred = read_label_nifti(preds / f"{case.case_id}.nii.gz", "prediction").array
+        assert pred.shape == case.image.shape  # the reference grid (MSCMR train cases have no label)
+        assert set(pred.ravel().tolist()) <= set(dataset.class_map.names)
+
+
+def _test_patients(name: str, dataset) -> set[str]:
+    if name == "dmpls_mscmr":
+        return {p for p in dataset.patients if p == "subject3"}  # the phantom's TestSet subject
+    return {sorted(dataset.patients)[2]}
+
+
+@pytest.fixture(scope="module")
+def acdc_run(data, tmp_path_factory) -> Path:
+    """One tiny ACDC bundle training run shared by the tests below (read-only for them)."""
+    root = tmp_path_factory.mktemp("acdc_run")
+    out = root / "run"
+    _run(["--config_file", _cfg("dmpls_acdc", "train.yaml"), *_overrides(data, "dmpls_acdc", out), *TINY], root)
+    return out
+
+
+def test_bundle_training_equals_train_dmpls(data, acdc_run, tmp_path) -> None:
+    """The bundle only wires the engine: same seed and settings give the weights train_dmpls gives."""
+    from scribmed.bundles.locate import fold_case_lists
+    from scribmed.recipes.dmpls.config import DMPLSConfig
+    from scribmed.recipes.dmpls.trainer import train_dmpls
+
+    out = acdc_run
+    d = data["dmpls_acdc"]
+    dataset = open_dataset(d["layout"], d["dir"])
+    cases = fold_case_lists(dataset, d["args"][1], 1)
+    cfg = DMPLSConfig(iterations=4, epoch_length=2, batch_size=2, size=(64, 64), progress=False)
+    train_dmpls(cases["train"], cases["val"], dataset.class_map, tmp_path / "engine", cfg)
+    a = torch.load(out / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "engine" / "last.pt", weights_only=True)
+    assert a["config"] == b["config"]
+    assert a["network"].keys() == b["network"].keys()
+    assert all(torch.equal(a["network"][k], b["network"][k]) for k in a["network"])
+    assert a["best"] == b["best"]
+
+
+def test_existing_run_is_refused_then_resumed(data, acdc_run, restore_torch_flags) -> None:
+    out = acdc_run
+    tmp_path = out.parent  # _workflow writes to tmp_path / "run"
+    digest = file_sha256(out / "last.pt")
+    tiny = dict(iterations=4, val_interval=2, batch_size=2)
+    wf = _workflow("dmpls_acdc", data, tmp_path, "train.yaml", "train", **tiny)
+    wf.initialize()
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the DataError raised by the expression
+        wf.run()
+    assert isinstance(err.value.__cause__, DataError) and "already holds a training run" in str(err.value.__cause__)
+    wf = _workflow("dmpls_acdc", data, tmp_path, "train.yaml", "train", resume=True, **tiny)
+    wf.initialize()
+    wf.run()  # finished run: restored, not trained again
+    assert file_sha256(out / "last.pt") == digest
+    changed = _workflow("dmpls_acdc", data, tmp_path, "train.yaml", "train", resume=True, **{**tiny, "lr": 0.02})
+    changed.initialize()
+    with pytest.raises(RuntimeError) as err:
+        changed.run()
+    assert isinstance(err.value.__cause__, DataError) and "configuration changed" in str(err.value.__cause__)
+
+
+def test_torchrun_two_cpu_processes(data, tmp_path) -> None:
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    _run(["--config_file", _cfg("dmpls_acdc", "train.yaml", "multi_gpu_train.yaml"),
+          *_overrides(data, "dmpls_acdc", out), *TINY], tmp_path, launcher=torchrun)
+    _check_training(out, world=2)  # both ranks' RNG states are in the checkpoint

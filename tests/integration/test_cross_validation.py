@@ -1,0 +1,185 @@
+"""Five-fold cross-validation runner on a tiny phantom set: on-disk contract, skip/resume, merge, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from scribmed.cli import main
+from scribmed.data.errors import DataError
+from scribmed.data.layouts import open_dataset
+from scribmed.data.nifti import read_label_nifti
+from scribmed.data.phantoms import write_phantom_dataset
+from scribmed.crossval.runner import run_cross_validation
+from scribmed.recipes import build
+
+TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(64, 64), device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cv") / "acdc"
+    return write_phantom_dataset("cardiac", "acdc-h5", out, n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
+
+
+@pytest.fixture(scope="module")
+def cv_run(phantom, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cvrun") / "run"
+    ds = open_dataset("acdc-h5", phantom)
+    run_cross_validation(build("dmpls", **TINY), ds, "auto", out, progress=False)
+    return out
+
+
+def test_all_folds_written(cv_run, phantom):
+    ds = open_dataset("acdc-h5", phantom)
+    split = json.loads((cv_run / "split.json").read_text())
+    assert len(split["folds"]) == 5
+    tested = []
+    for k in range(1, 6):
+        fold = cv_run / f"fold_{k}"
+        done = json.loads((fold / "fold.json").read_text())
+        assert done["checkpoint_policy"] == "best"  # every fold has a validation patient
+        assert len(done["checkpoint_sha256"]) == 64
+        assert (fold / "train" / "best.pt").exists() and (fold / "train" / "last.pt").exists()
+        torch.load(fold / "train" / "best.pt", weights_only=True)
+        test_patients = split["folds"][k - 1]["test"]
+        assert not set(test_patients) & set(split["folds"][k - 1]["train"] + split["folds"][k - 1]["val"])
+        preds = sorted(p.name for p in (fold / "predictions").glob("*.nii.gz"))
+        expected = sorted(f"{c.case_id}.nii.gz" for c in ds if c.patient_id in test_patients)
+        assert preds == expected
+        for name in preds:
+            case = ds[name[: -len(".nii.gz")]]
+            assert read_label_nifti(fold / "predictions" / name).array.shape == case.label.shape
+        assert (fold / "evaluation" / "per_case.csv").exists()
+        assert list((fold / "overlays").glob("*.png"))
+        tested += test_patients
+    assert sorted(tested) == ds.patients  # out-of-fold covers every patient once
+
+
+def test_summary_contents(cv_run):
+    summary = json.loads((cv_run / "summary.json").read_text())
+    assert summary["folds_merged"] == [1, 2, 3, 4, 5]
+    assert set(summary["folds"]) == {f"fold_{k}" for k in range(1, 6)}
+    assert summary["pooled"]["n_cases"] == 10
+    assert summary["across_folds"]["n_folds"] == 5
+    for name in ("RV", "Myo", "LV"):
+        d = summary["across_folds"]["classes"][name]["dice"]
+        assert 0.0 <= d["mean"] <= 1.0 and d["n"] == 5
+    assert summary["pooled"]["checkpoint"] == "best"
+    md = (cv_run / "summary.md").read_text()
+    assert "mean ± std over folds" in md and "Pooled out-of-fold" in md and "| fold_5 |" in md
+    assert (cv_run / "boxplot_folds.png").stat().st_size > 1000
+    assert (cv_run / "run.json").exists()
+
+
+def test_rerun_skips_finished_folds(cv_run, phantom):
+    stamps = {k: (cv_run / f"fold_{k}" / "fold.json").stat().st_mtime_ns for k in range(1, 6)}
+    ds = open_dataset("acdc-h5", phantom)
+    run_cross_validation(build("dmpls", **TINY), ds, "auto", cv_run, progress=False)
+    assert stamps == {k: (cv_run / f"fold_{k}" / "fold.json").stat().st_mtime_ns for k in range(1, 6)}
+
+
+def test_rerun_with_other_settings_is_refused(cv_run, phantom):
+    ds = open_dataset("acdc-h5", phantom)
+    with pytest.raises(DataError, match="other settings"):
+        run_cross_validation(build("dmpls", **{**TINY, "iterations": 6}), ds, "auto", cv_run, progress=False)
+
+
+def test_single_folds_then_merge_equals_full_run(cv_run, phantom, tmp_path):
+    """Folds run as separate jobs (--fold k) and merged afterwards give the same fold results."""
+    out = tmp_path / "split_run"
+    base = ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out),
+            "--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--device", "cpu", "--seed", "0",
+            "--size", "64", "--quiet", "--no-merge"]  # fmt: skip
+    assert main([*base, "--fold", "2"]) == 0
+    assert main([*base, "--fold", "4"]) == 0
+    assert not (out / "summary.json").exists()
+    assert main(["cv", "merge", str(out)]) == 0
+    merged = json.loads((out / "summary.json").read_text())
+    full = json.loads((cv_run / "summary.json").read_text())
+    assert merged["folds_merged"] == [2, 4]
+    for k in ("fold_2", "fold_4"):
+        assert merged["folds"][k]["overall"]["dice"] == pytest.approx(full["folds"][k]["overall"]["dice"], abs=1e-12)
+
+
+def test_merge_without_folds_is_an_error(tmp_path, capsys):
+    assert main(["cv", "merge", str(tmp_path)]) == 1
+    assert "no finished fold" in capsys.readouterr().err
+
+
+def test_killed_fold_resumes(phantom, tmp_path, monkeypatch):
+    """A fold killed mid-training continues from last.pt and ends with the uninterrupted run's weights."""
+    from scribmed.data.splits import fold_cases, make_kfold_split
+    from scribmed.training import trainer as trainer_mod
+    from scribmed.recipes.dmpls.config import DMPLSConfig
+    from scribmed.recipes.dmpls.trainer import train_dmpls
+
+    ds = open_dataset("acdc-h5", phantom)
+    recipe = build("dmpls", **TINY)
+    ids = fold_cases(make_kfold_split(ds.patients, k=5, seed=0), 0, ds)
+    ref = train_dmpls([ds[c] for c in ids["train"]], [ds[c] for c in ids["val"]], ds.class_map, tmp_path / "ref",
+                      DMPLSConfig.from_dict({**recipe.config.to_dict(), "progress": False}))  # fmt: skip
+
+    out = tmp_path / "killed"
+    original = trainer_mod.DMPLSTrainer._iteration
+    calls = {"n": 0}
+
+    def dies_at_third(self, engine, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the first epoch's checkpoint (2 iterations)
+            raise KeyboardInterrupt("killed")
+        return original(self, engine, batch)
+
+    monkeypatch.setattr(trainer_mod.DMPLSTrainer, "_iteration", dies_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_cross_validation(recipe, ds, "auto", out, folds=[1], progress=False, merge=False)
+    assert not (out / "fold_1" / "fold.json").exists()
+    assert torch.load(out / "fold_1" / "train" / "last.pt", weights_only=True)["trainer"]["iteration"] == 2
+    monkeypatch.setattr(trainer_mod.DMPLSTrainer, "_iteration", original)
+    run_cross_validation(recipe, ds, "auto", out, folds=[1], progress=False, merge=False)
+    assert (out / "fold_1" / "fold.json").exists()
+    got = torch.load(out / "fold_1" / "train" / "last.pt", weights_only=True)["network"]
+    want = torch.load(ref.last_checkpoint, weights_only=True)["network"]
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_split_naming_absent_patients(phantom, tmp_path, capsys):
+    """Like the ACDC split on a dataset without patients 081-100: refused, or run on present patients."""
+    from scribmed.data.split_files import save_split
+    from scribmed.data.splits import make_kfold_split
+
+    ds = open_dataset("acdc-h5", phantom)
+    patients = ds.patients + ["patient098", "patient099"]
+    split = make_kfold_split(patients, k=3, seed=1, name="with_absent")
+    split_file = save_split(split, tmp_path / "with_absent.json")
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="absent from the dataset"):
+        run_cross_validation(build("dmpls", **TINY), ds, split_file, out, progress=False)
+    run_cross_validation(build("dmpls", **TINY), ds, split_file, out, allow_missing=True, progress=False)
+    run = json.loads((out / "run.json").read_text())
+    assert run["missing_patients_dropped"] == ["patient098", "patient099"]
+    assert json.loads((out / "split.json").read_text())["name"] == "with_absent"
+    summary = json.loads((out / "summary.json").read_text())
+    tested = sum(s["n_cases"] for s in summary["folds"].values())
+    assert tested == len(ds)  # every present patient tested once; folds left empty are skipped
+
+
+def test_fold_is_scored_from_the_predictions_in_memory(phantom, tmp_path, monkeypatch):
+    """The runner never reads back the NIfTI it just wrote; a rerun after a crash reads what exists."""
+    import scribmed.data.nifti as nifti
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the CV runner read a prediction file back")
+
+    monkeypatch.setattr(nifti, "read_label_nifti", no_reading)
+    ds = open_dataset("acdc-h5", phantom)
+    run_cross_validation(build("nearest"), ds, "auto", tmp_path / "run", folds=[1], progress=False, merge=False)
+    fold = tmp_path / "run" / "fold_1"
+    monkeypatch.undo()
+    preds = sorted(p.name for p in (fold / "predictions").glob("*.nii.gz"))
+    assert preds and json.loads((fold / "fold.json").read_text())["checkpoint_policy"] == "none"
+    rows = (fold / "evaluation" / "per_case.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * len(preds)  # header + one row per case and foreground class

@@ -1,0 +1,118 @@
+"""Every command of docs/cluster.md runs, in order, up to where a real cluster would be needed.
+
+What stands in for the cluster and the data (the page says so too):
+
+* ``sbatch`` / ``srun`` are scripts that record the job script (or ``--wrap`` command) and answer
+  like Slurm; nothing is executed by them;
+* ``$ACDC`` is a 100-patient ACDC-layout phantom (the ``acdc_5fold`` split names 100 patients);
+* ``--iterations 60000`` becomes 2, ``--nproc_per_node 4`` becomes 2, the GPU check runs with
+  ``--quick``, and the local executor (section 5) runs fold 1 only with 2 workers.
+
+``scribmed cv merge`` is expected to stop at "no finished fold": the folds run on the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scribmed.cli import build_parser
+from scribmed.data.phantoms import write_phantom_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "cluster.md"
+
+FAKE_SBATCH = """#!/bin/sh
+n=$(ls "$FAKE_SLURM_DIR" | grep -c '^job_')
+id=$((5000 + n))
+mkdir -p "$FAKE_SLURM_DIR/job_$id"
+printf '%s\\n' "$@" > "$FAKE_SLURM_DIR/job_$id/args"
+for last; do :; done
+if [ -f "$last" ]; then cp "$last" "$FAKE_SLURM_DIR/job_$id/script.sh"; fi
+echo "Submitted batch job $id"
+"""
+
+
+def bash_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def adapt(block: str, acdc: Path, tmp: Path) -> str:
+    """The test's substitutions (module docstring)."""
+    block = block.replace("--iterations 60000", "--iterations 2").replace("--nproc_per_node 4", "--nproc_per_node 2")
+    block = block.replace("python benchmarks/gpu_check.py", f"{shlex.quote(sys.executable)} benchmarks/gpu_check.py --quick")
+    block = block.replace("--executor local --workers 4", "--executor local --workers 2 --fold 1")
+    block = block.replace("ACDC=/data/ACDC", f"ACDC={shlex.quote(str(acdc))}")
+    return block.replace("runs/", f"{tmp}/runs/")
+
+
+@pytest.fixture(scope="module")
+def acdc(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("docs_cluster") / "ACDC"
+    return write_phantom_dataset("cardiac", "acdc-h5", root, n_patients=100, seed=5, size=(48, 48), slices=(2, 2))
+
+
+def test_every_command_of_the_cluster_page(acdc, tmp_path):
+    text = DOC.read_text()
+    blocks = bash_blocks(text)
+    assert len(blocks) >= 9, "docs/cluster.md lost commands"
+    assert "pip install 'scribmed[cluster]'" in text
+    assert '"submitit>=1.5"' in (REPO / "pyproject.toml").read_text().split("cluster = [", 1)[1].split("]")[0]
+    variables = adapt(blocks[0], acdc, tmp_path)
+    bindir, record = tmp_path / "bin", tmp_path / "slurm"
+    bindir.mkdir()
+    record.mkdir()
+    (bindir / "sbatch").write_text(FAKE_SBATCH)
+    (bindir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for f in bindir.iterdir():
+        f.chmod(0o755)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")},
+           "PATH": os.pathsep.join([str(bindir), str(Path(sys.executable).parent), os.environ["PATH"]]),
+           "FAKE_SLURM_DIR": str(record), "OMP_NUM_THREADS": "1"}
+    results = []
+    for block in blocks[1:]:
+        script = variables + "\n" + adapt(block, acdc, tmp_path)
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=900)
+        results.append((block, done))
+        if "scribmed cv merge" in block:  # the folds have not run: that needs the cluster
+            assert done.returncode == 1 and "no finished fold" in done.stderr, done.stderr[-2000:]
+        else:
+            assert done.returncode == 0, f"{block}\n{done.stderr[-3000:]}"
+
+    run = tmp_path / "runs" / "samsp_acdc_5fold"
+    # 1. the GPU check wrote its JSON with the fold estimate
+    gpu = json.loads((run / "gpu_check.json").read_text())
+    assert gpu["reduced"] and "dmpls_hours" in gpu["fold_estimate"]
+    # 2. the shard array was submitted with a command scribmed accepts for every task
+    jobs = sorted(record.iterdir())
+    wrap = next(a for a in (jobs[0] / "args").read_text().splitlines() if a.startswith("--wrap="))[len("--wrap="):]
+    argv = shlex.split(wrap.replace("${SLURM_ARRAY_TASK_ID}", "3"))
+    parsed = build_parser().parse_args(argv[1:])
+    assert argv[0] == "scribmed" and parsed.shard == (3, 4) and str(parsed.cache).endswith("sam_embeddings")
+    assert "--array=1-4" in (jobs[0] / "args").read_text()
+    # 3. SAM-SP: a prepare array and a train array waiting task by task for it, with the flags' resources
+    prepare, train = (jobs[1] / "script.sh").read_text(), (jobs[2] / "script.sh").read_text()
+    for line in ("#SBATCH --array=0-4%5", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --mem=64G", "#SBATCH --time=720", "module load cuda/12.4"):
+        assert line in prepare and line in train
+    assert f"#SBATCH --dependency=aftercorr:{jobs[1].name.split('_')[1]}" in train
+    status = next(d for b, d in results if b.strip().startswith("scribmed cv status"))
+    assert status.stdout.count("pending") == 6  # five folds and the summary line
+    # 4. the rerun submitted nothing twice
+    rerun = [d for b, d in results if "--executor slurm" in b and "samsp" in b][1]
+    assert rerun.stdout.count("not submitted again") == 5
+    # 5. the local executor finished its fold
+    assert (tmp_path / "runs" / "dmpls_acdc_local" / "fold_1" / "fold.json").exists()
+    # 6. torchrun wrote fold 1 once; the DDP Slurm job asks for 4 tasks with 4 GPUs
+    ddp = json.loads((tmp_path / "runs" / "dmpls_acdc_ddp" / "fold_1" / "fold.json").read_text())
+    assert ddp["iterations"] == 2
+    ddp4 = (jobs[-1] / "script.sh").read_text()
+    assert "#SBATCH --ntasks-per-node=4" in ddp4 and "#SBATCH --gpus-per-node=4" in ddp4

@@ -1,0 +1,168 @@
+"""Compiled SAM image encoders (OpenVINO, ONNX Runtime): agreement with PyTorch, the cache, errors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from scribmed.networks import encoder_runtime as er
+from scribmed.networks.sam_registry import build_sam_backend
+
+RUNTIMES = [r for r in ("openvino", "onnxruntime") if er.runtime_available(r)]
+
+
+def _slices(n: int = 2, hw: tuple[int, int] = (216, 256)) -> np.ndarray:
+    """Smooth, image-like grey slices (seeded)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]] / max(hw)
+    out = [np.sin(6 * yy * (k + 1)) + np.cos(4 * xx) + 0.1 * rng.standard_normal(hw) for k in range(n)]
+    return np.stack(out).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def lite(tmp_path_factory):
+    """LiteMedSAM in PyTorch plus one compiled copy per installed runtime, exported into one cache folder."""
+    cache = tmp_path_factory.mktemp("encoders")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        ref = build_sam_backend("lite_medsam")
+        compiled = {r: build_sam_backend("lite_medsam", encoder_runtime=r, encoder_cache=cache) for r in RUNTIMES}
+    return ref, compiled, cache
+
+
+def test_runtimes_installed():
+    """The project installs OpenVINO (default CPU runtime) and, for tests, ONNX Runtime."""
+    assert RUNTIMES == ["openvino", "onnxruntime"]
+    assert er.resolve_runtime("auto", "cpu") == "openvino"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_compiled_matches_torch_within_1e3(lite, runtime):
+    ref, compiled, _ = lite
+    backend = compiled[runtime]
+    assert backend.encoder_runtime == runtime
+    x = ref.preprocess(_slices(3))
+    with torch.no_grad():
+        expected = ref.encode(x).numpy()
+    got = backend.encode(x)
+    assert got.shape == (3, 256, 64, 64) and got.dtype == torch.float32
+    assert er.relative_error(got.numpy(), expected) <= 1e-3
+    # slice by slice inside a batch: each slice is its own single-slice result
+    one = backend.encode(x[1:2]).numpy()
+    np.testing.assert_allclose(one[0], got.numpy()[1], rtol=0, atol=1e-6 * np.abs(one).max())
+    assert backend.compiled_encoder.max_rel_error <= 1e-3
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_compiled_matches_torch_on_real_acdc_slice(lite, runtime, acdc_root):
+    from scribmed.data.layouts import open_dataset
+
+    case = open_dataset("acdc-h5", acdc_root).cases_of(["patient001"])[0]
+    image = np.asarray(case.image)
+    ref, compiled, _ = lite
+    x = ref.preprocess(image[image.shape[0] // 2][None])
+    with torch.no_grad():
+        expected = ref.encode(x).numpy()
+    assert er.relative_error(compiled[runtime].encode(x).numpy(), expected) <= 1e-3
+
+
+def test_cache_key_names_the_runtime(lite):
+    ref, compiled, _ = lite
+    assert ref.cache_key.endswith("minmax256v1")
+    for runtime, backend in compiled.items():
+        assert backend.cache_key == f"{ref.cache_key}-{runtime}"
+    switched = build_sam_backend("lite_medsam").use_encoder_runtime("torch")
+    assert switched.cache_key == ref.cache_key
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_second_build_loads_the_cached_export(lite, runtime, monkeypatch):
+    ref, _, cache = lite
+    records = sorted(cache.glob(f"*-{runtime}*.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["weights_id"] == ref.weights_id and record["runtime"] == runtime
+    assert record["max_rel_error"] <= record["tolerance"] == 1e-3
+    assert all((cache / name).is_file() for name in record["files"])
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(er, "_export", no_export)
+    backend = build_sam_backend("lite_medsam", encoder_runtime=runtime, encoder_cache=cache)
+    assert backend.encoder_runtime == runtime
+    assert not list(cache.glob(".*"))  # no temporary folder left behind
+
+
+def test_damaged_or_half_written_export_is_redone(tmp_path):
+    """An export without its record is never loaded; a damaged one is exported again with a warning."""
+    torch.manual_seed(0)
+    backend = build_sam_backend("vit_b", random_init=True, encoder_config=_TINY_VIT)
+    backend.use_encoder_runtime("onnxruntime", tmp_path)
+    record = next(tmp_path.glob("*.json"))
+    model = next(tmp_path.glob("*.onnx"))
+    model.write_bytes(b"not an onnx file")
+    with pytest.warns(UserWarning, match="unreadable"):
+        backend.use_encoder_runtime("onnxruntime", tmp_path)
+    assert model.stat().st_size > 1000
+    record.unlink()  # as if killed after publishing the model, before the record
+    model.write_bytes(b"half")
+    backend.use_encoder_runtime("onnxruntime", tmp_path)
+    assert record.is_file() and model.stat().st_size > 1000
+
+
+_TINY_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,)}
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_vit_backend_compiles_too(tmp_path, runtime):
+    torch.manual_seed(0)
+    backend = build_sam_backend("vit_b", random_init=True, encoder_config=_TINY_VIT)
+    x = backend.preprocess(_slices(1, (120, 160)))
+    with torch.no_grad():
+        expected = backend.encode(x).numpy()
+    backend.use_encoder_runtime(runtime, tmp_path)
+    assert backend.cache_key.endswith(runtime) and backend.weights_id.startswith("vit_b-random-")
+    assert er.relative_error(backend.encode(x).numpy(), expected) <= 1e-3
+
+
+def test_tolerance_failure_raises_or_falls_back(tmp_path):
+    torch.manual_seed(0)
+    backend = build_sam_backend("vit_b", random_init=True, encoder_config=_TINY_VIT)
+    with pytest.raises(RuntimeError, match=r"differs from PyTorch by .* relative \(> 0\); use the torch"):
+        backend.use_encoder_runtime("onnxruntime", tmp_path, tolerance=0.0)
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.json"))
+    with pytest.warns(UserWarning, match="encoding with PyTorch"):
+        backend.use_encoder_runtime("auto", tmp_path, tolerance=0.0)
+    assert backend.encoder_runtime == "torch"
+
+
+def test_resolve_runtime_errors(monkeypatch):
+    with pytest.raises(ValueError, match="unknown encoder runtime 'tensorrt'"):
+        er.resolve_runtime("tensorrt", "cpu")
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        er.resolve_runtime("openvino", "cuda")
+    assert er.resolve_runtime("auto", "cuda") == "torch"
+    assert er.resolve_runtime("torch", "cuda") == "torch"
+    monkeypatch.setattr(er, "runtime_available", lambda r: r == "torch")
+    with pytest.raises(ValueError, match="pip install onnx onnxruntime"):
+        er.resolve_runtime("onnxruntime", "cpu")
+    assert er.resolve_runtime("auto", "cpu") == "torch"
+
+
+def test_encoder_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCRIBMED_CACHE", str(tmp_path / "s"))
+    assert er.encoder_cache_dir() == tmp_path / "s" / "encoders"
+    monkeypatch.delenv("SCRIBMED_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert er.encoder_cache_dir() == tmp_path / "x" / "scribmed" / "encoders"
+
+
+def test_relative_error():
+    assert er.relative_error(np.array([1.0, 2.1]), np.array([1.0, 2.0])) == pytest.approx(0.05)
+    assert er.relative_error(np.zeros(3), np.zeros(3)) == 0.0

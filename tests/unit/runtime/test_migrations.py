@@ -1,0 +1,209 @@
+"""Versioned records: older ones (the fixture written by the code before schemas, hand-written v1
+dicts) upgrade to the current schema in one place; newer or foreign ones are refused naming the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scribmed import recipes
+from scribmed.crossval.runner import open_run, read_fold_record, read_run_record
+from scribmed.data.case import CARDIAC, Case, CaseArrays
+from scribmed.data.errors import DataError
+from scribmed.data.layouts import open_dataset
+from scribmed.data.phantoms import write_phantom_dataset
+from scribmed.recipes.dmpls.config import DMPLSConfig
+from scribmed.runtime.checkpoint import load_checkpoint, save_checkpoint
+from scribmed.runtime.migrations import (
+    SEGMENTOR_CONFIG_V1_VALUES,
+    upgrade_checkpoint,
+    upgrade_fold_record,
+    upgrade_pseudo_label_record,
+    upgrade_run_record,
+    upgrade_sam_decoder_checkpoint,
+    upgrade_sam_rounds_record,
+)
+from scribmed.runtime.records import CHECKPOINT, CURRENT_VERSIONS, FOLD, RUN, schema_id, stamp
+from scribmed.training.run_record import check_resumable
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "records"
+OLD_CHECKPOINT = FIXTURES / "dmpls_last.pt"
+OLD_RUN = FIXTURES / "cv_nearest"
+
+
+# -- the fixture written by the code before schemas ------------------------------------------------
+
+
+def test_old_dmpls_checkpoint_loads_in_the_current_schema():
+    ckpt = load_checkpoint(OLD_CHECKPOINT)
+    assert ckpt["schema"] == schema_id(CHECKPOINT) == "scribmed.checkpoint/2" and "format" not in ckpt
+    assert set(DMPLSConfig().to_dict()) == set(ckpt["config"])  # every field of today's config, no other
+    check_resumable(ckpt, OLD_CHECKPOINT, DMPLSConfig.from_dict(ckpt["config"]), CARDIAC)  # resumable as it is
+
+
+def test_old_dmpls_checkpoint_predicts_what_the_old_code_predicted():
+    image = np.load(FIXTURES / "dmpls_input.npy")
+    expected = np.load(FIXTURES / "dmpls_prediction.npy")
+    assert len(np.unique(expected)) == 4  # every class: the weights matter, not only their shapes
+    recipe, model, class_map = recipes.get("dmpls").from_checkpoint(OLD_CHECKPOINT)
+    assert class_map == {"names": CARDIAC.names, "ignore_index": CARDIAC.ignore_index}
+    assert recipe.config.iterations == 30 and recipe.config.momentum == 0.0 and recipe.config.lam == 0.5
+    case = Case("old_case", "old_patient", FIXTURES / "dmpls_input.npy", loader=lambda: CaseArrays(image=image))
+    predicted = recipe.predict_case(model, case)
+    assert predicted.dtype == expected.dtype and np.array_equal(predicted, expected)
+
+
+def test_old_run_and_fold_records_upgrade():
+    old_run = json.loads((OLD_RUN / "run.json").read_text())
+    run = read_run_record(OLD_RUN)
+    assert "schema" not in old_run and run["schema"] == schema_id(RUN) == "scribmed.run/2"
+    assert run == {"schema": "scribmed.run/2", **old_run, "task": "semantic", "supervision": None}
+    old_fold = json.loads((OLD_RUN / "fold_1" / "fold.json").read_text())
+    fold = read_fold_record(OLD_RUN / "fold_1")
+    assert fold == {"schema": schema_id(FOLD), **old_fold} and fold["schema"] == "scribmed.fold/2"
+
+
+def test_a_run_folder_of_the_old_code_is_the_same_run(tmp_path):
+    """A rerun compares run.json after upgrading it: the schema key does not make it another run."""
+    root = write_phantom_dataset("cardiac", "acdc-nifti", tmp_path / "phantom", 5, seed=0, size=(32, 32), slices=(2, 2))
+    dataset = open_dataset("acdc-nifti", root)
+    out = tmp_path / "run"
+    out.mkdir()
+    old = json.loads((OLD_RUN / "run.json").read_text())
+    text = json.dumps({**old, "root": str(Path(root).resolve())}, indent=2) + "\n"  # the old record, moved here
+    (out / "run.json").write_text(text)
+    open_run(recipes.build("nearest"), dataset, "auto", out)
+    assert (out / "run.json").read_text() == text  # accepted, and left as it was
+    with pytest.raises(DataError, match="other settings"):
+        open_run(recipes.build("dmpls"), dataset, "auto", out)
+
+
+def test_records_written_now_carry_the_schema(tmp_path):
+    root = write_phantom_dataset("cardiac", "acdc-nifti", tmp_path / "phantom", 5, seed=0, size=(32, 32), slices=(2, 2))
+    out = tmp_path / "run"
+    open_run(recipes.build("nearest"), open_dataset("acdc-nifti", root), "auto", out)
+    record = json.loads((out / "run.json").read_text())
+    assert list(record)[0] == "schema" and record["schema"] == "scribmed.run/2"
+    assert record["task"] == "semantic" and record["supervision"] is None
+
+
+# -- refused: newer, foreign -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, reader, kind", [
+    ("run.json", lambda p: read_run_record(p.parent), "scribmed.run"),
+    ("fold.json", lambda p: read_fold_record(p.parent), "scribmed.fold"),
+])
+def test_a_newer_json_record_is_refused_naming_the_file(tmp_path, name, reader, kind):
+    path = tmp_path / name
+    path.write_text(json.dumps({"schema": f"{kind}/{CURRENT_VERSIONS[kind] + 1}", "recipe": "dmpls"}))
+    with pytest.raises(DataError, match="unsupported schema version") as err:
+        reader(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_a_newer_checkpoint_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"schema": "scribmed.checkpoint/3", "recipe": "dmpls", "network": {}})
+    with pytest.raises(DataError, match="unsupported schema version 'scribmed.checkpoint/3'") as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"schema": "scribmed.fold/2"}, "unknown schema 'scribmed.fold/2'"),
+    ({"schema": "scribmed.run/two"}, "unknown schema"),
+    ({"schema": "scribmed.run/0"}, "unknown schema"),
+])
+def test_a_foreign_or_malformed_schema_is_refused(record, message):
+    with pytest.raises(DataError, match=message):
+        upgrade_run_record(record, "x/run.json")
+
+
+def test_unknown_checkpoint_formats_are_refused_and_foreign_dicts_pass_untouched():
+    with pytest.raises(DataError, match="unsupported format 'scribmed-checkpoint-v7'"):
+        upgrade_checkpoint({"format": "scribmed-checkpoint-v7"}, "last.pt")
+    with pytest.raises(DataError, match="unknown schema 'scribmed.sam_decoder/2'"):
+        upgrade_checkpoint({"schema": "scribmed.sam_decoder/2"}, "decoder_best.pt")
+    state = {"conv.weight": torch.zeros(2)}  # a bare state dict is no record
+    assert upgrade_checkpoint(state) is state
+    sam = {"model": {"mask_decoder.w": torch.zeros(1)}}  # a SAM checkpoint from elsewhere
+    assert upgrade_sam_decoder_checkpoint(sam) is sam
+
+
+# -- each step on hand-written version-1 records ---------------------------------------------------
+
+
+def test_checkpoint_v1_to_v2_segmentor():
+    v1 = {"format": "scribmed-checkpoint-v1", "recipe": "dmpls", "trainer": {"iteration": 3, "epoch": 1},
+          "config": {"iterations": 5, "lam": 0.3, "upsample": "bilinear"}}
+    v2 = upgrade_checkpoint(v1, "last.pt")
+    assert list(v2)[0] == "schema" and v2["schema"] == "scribmed.checkpoint/2" and "format" not in v2
+    assert v2["config"] == {"iterations": 5, "lam": 0.3, "upsample": "bilinear", "lr_horizon": None,
+                            "image_interp": "bilinear", "channels_last": False}  # a stored value wins
+    assert v2["trainer"] == v1["trainer"] and v1["format"] == "scribmed-checkpoint-v1"  # the input is untouched
+    other = upgrade_checkpoint({**v1, "recipe": "samsp", "config": {"lam": 0.5, "align_weight": 1.0}})
+    assert other["config"] == {"align_weight": 1.0, **SEGMENTOR_CONFIG_V1_VALUES}  # lam is DMPLS's alone now
+    assert upgrade_checkpoint(v2) == v2  # current: unchanged
+
+
+def test_checkpoint_v1_to_v2_instance_trainer():
+    v1 = {"format": "scribmed-checkpoint-v1", "recipe": "sesam", "record": {"config": {"lr": 1e-3}},
+          "config": {"lr": 1e-3}, "iteration": 4}
+    assert upgrade_checkpoint(v1) == {"schema": "scribmed.checkpoint/2", "recipe": "sesam",
+                                      "record": {"config": {"lr": 1e-3}}, "config": {"lr": 1e-3}, "iteration": 4}
+
+
+def test_sam_decoder_v1_to_v2():
+    identity = {"config": {"lr": 5e-5}, "train": ["a"], "val": ["b"], "backend": "lite_medsam"}
+    v1 = {"format": "scribmed-sam-decoder-v1", "backend": "lite_medsam", "epoch": 2,
+          "config": {"lr": 5e-5, "epochs": 2}, "identity": identity}
+    v2 = upgrade_sam_decoder_checkpoint(v1, "decoder_last.pt")
+    assert v2["schema"] == "scribmed.sam_decoder/2" and "format" not in v2
+    assert v2["config"] == {"lr": 5e-5, "epochs": 2, "loss_resolution": "full"}
+    assert v2["identity"] == {**identity, "config": {"lr": 5e-5, "loss_resolution": "full"},
+                              "weak_prompts": None, "supervision": None}
+    assert "loss_resolution" not in identity["config"]  # the input is untouched
+    low = upgrade_sam_decoder_checkpoint({**v1, "config": {"loss_resolution": "low"}})
+    assert low["config"] == {"loss_resolution": "low"}
+
+
+def test_run_record_v1_to_v2():
+    v1 = {"recipe": "dmpls", "layout": "acdc-h5", "config": {"lam": 0.5, "iterations": 10}}
+    assert upgrade_run_record(v1) == {"schema": "scribmed.run/2", **v1, "task": "semantic", "supervision": None}
+    instance = upgrade_run_record({"recipe": "sesam", "task": "instance", "supervision": {"source": "x"}})
+    assert instance["task"] == "instance" and instance["supervision"] == {"source": "x"}
+    mixsup = upgrade_run_record({"recipe": "mixsup", "config": {"lam": 0.5, "sam_weight": 1.0}})
+    assert mixsup["config"] == {"sam_weight": 1.0}
+
+
+def test_fold_record_v1_to_v2():
+    v1 = {"fold": 2, "checkpoint": "train/best.pt", "checkpoint_policy": "best", "checkpoint_sha256": "ab"}
+    assert upgrade_fold_record(v1) == {"schema": "scribmed.fold/2", **v1}
+
+
+def test_sam_rounds_record_v1_to_v2():
+    v1 = {"backend": "lite_medsam", "rounds": 2, "finetune": {"epochs": 2, "lr": 5e-5}}
+    v2 = upgrade_sam_rounds_record(v1, "run.json")
+    assert v2 == {"schema": "scribmed.sam_rounds/2", **v1, "finetune": {"epochs": 2, "lr": 5e-5, "loss_resolution": "full"},
+                  "weak_prompts": None, "supervision": None}
+    zero_shot = upgrade_sam_rounds_record({"rounds": 0, "finetune": None})
+    assert zero_shot["finetune"] is None
+
+
+def test_pseudo_label_record_v1_to_v2():
+    v1 = {"backend": "lite_medsam", "decoder": None, "prompts": {"n_points": 10}}
+    assert upgrade_pseudo_label_record(v1) == {"schema": "scribmed.pseudo_labels/2", **v1, "weak_prompts": None}
+    weak = {**v1, "weak_prompts": {"selection": "sesam"}}
+    assert upgrade_pseudo_label_record(weak)["weak_prompts"] == {"selection": "sesam"}
+
+
+def test_stamp_sets_the_current_schema_first():
+    assert stamp(RUN, {"recipe": "dmpls", "schema": "scribmed.run/1"}) == {"schema": "scribmed.run/2", "recipe": "dmpls"}
+    assert list(stamp(FOLD, {"fold": 1}))[0] == "schema"
+    with pytest.raises(ValueError, match="unknown record kind"):
+        stamp("scribmed.nothing", {})
