@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) -m scribmed demo --out runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/metrics_speed.py

@@ -258,16 +258,19 @@ def main() -> None:
     if args.finetune:
         from scribmed.sam.finetune_config import FinetuneConfig
         from scribmed.sam.rounds import run_pseudo_label_rounds
+        from scribmed.sam.stage_config import RoundsConfig
 
         t0 = time.perf_counter()
-        result = run_pseudo_label_rounds(
-            backend, dataset, args.run_dir, rounds=args.rounds,
-            train_patients=[pid(int(n)) for n in args.train.split(",")],
-            val_patients=[pid(int(n)) for n in args.val.split(",")],
-            eval_patients=held,
+        config = RoundsConfig(
+            backend=backend, rounds=args.rounds, cache_dir=args.cache,
             finetune_config=FinetuneConfig(epochs=args.epochs, lr=args.lr, loss_resolution=args.loss_resolution,
                                            progress=False),
-            cache_dir=args.cache, progress=False,
+        )
+        result = run_pseudo_label_rounds(
+            dataset, args.run_dir, config,
+            train_patients=[pid(int(n)) for n in args.train.split(",")],
+            val_patients=[pid(int(n)) for n in args.val.split(",")],
+            eval_patients=held, progress=False,
         )
         rows = []
         print(f"\nfine-tuning rounds (train {args.train}, val {args.val}), held-out pooled Dice")

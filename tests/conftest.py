@@ -17,6 +17,17 @@ def _need(path: Path) -> Path:
     return path
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs two workers on the 2-core machine) each worker and the
+    processes its tests start use one intra-op thread, so two workers never oversubscribe the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def acdc_root() -> Path:
     """The WSL4MIS ACDC folder (holds ACDC_training_volumes/)."""

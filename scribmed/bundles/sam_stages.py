@@ -12,41 +12,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scribmed.data.case import Case
+from scribmed.sam.stage_config import SamStageConfig
 
 __all__ = ["mixsup_stage", "samsp_pseudo_labels", "supervised_dataset"]
-
-
-def _sam_stage_config(
-    backend: str, checkpoint: Optional[str | Path], rounds: int, epochs: int, lr: float, n_points: int,
-    device: str, cache_dir: Optional[str | Path], encoder_runtime: str, loss_resolution: str,
-) -> Any:
-    """The :class:`~scribmed.recipes.samsp.recipe.SamStageConfig` of a bundle's SAM keys (samsp and mixsup bundles)."""
-    from scribmed.recipes.samsp.recipe import SamStageConfig
-
-    return SamStageConfig(
-        backend=backend, checkpoint=None if checkpoint is None else str(checkpoint), rounds=int(rounds),
-        epochs=int(epochs), lr=float(lr), n_points=int(n_points), device=str(device),
-        cache_dir=None if cache_dir is None else str(cache_dir), encoder_runtime=str(encoder_runtime),
-        loss_resolution=str(loss_resolution),
-    )
 
 
 def samsp_pseudo_labels(
     dataset: Any,
     fold_cases: dict[str, list[Case]],
     out_dir: str | Path,
-    backend: str = "lite_medsam",
-    checkpoint: Optional[str | Path] = None,
-    rounds: int = 2,
-    epochs: int = 2,
-    lr: float = 5e-5,
-    n_points: int = 10,
-    device: str = "auto",
-    cache_dir: Optional[str | Path] = None,
+    sam: Optional[SamStageConfig] = None,
     seed: int = 0,
     progress: bool = True,
-    encoder_runtime: str = "auto",
-    loss_resolution: str = "low",
 ) -> dict[str, Any]:
     """SAM pseudo labels of a fold's training cases: the ``samsp`` recipe's rounds, in ``out_dir/sam``.
 
@@ -62,10 +39,9 @@ def samsp_pseudo_labels(
         dataset: the opened dataset (gives the class map).
         fold_cases: :func:`~scribmed.bundles.locate.fold_case_lists` of the fold (``train`` prompted, ``val`` selects).
         out_dir: the fold's run folder (the rounds go to ``out_dir/sam``).
-        backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
-            loss_resolution: the SAM stage
-            (:class:`scribmed.recipes.samsp.recipe.SamStageConfig`; ``cache_dir`` ``None``:
-            ``out_dir/sam/embeddings``).
+        sam: the SAM stage (:class:`scribmed.sam.stage_config.SamStageConfig`, built by the
+            bundle's ``sam_config`` from its ``sam_*`` keys; ``None``: the defaults; ``cache_dir``
+            ``None``: ``out_dir/sam/embeddings``).
         seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
         progress: tqdm bars.
 
@@ -76,7 +52,7 @@ def samsp_pseudo_labels(
         DataError: a training case without a scribble; bad selection; a ``sam/`` folder made with
             other settings; a bad SAM checkpoint. (Validation cases without a scribble, such as
             MSCMR's val subjects, are prompted with scribbles synthesised from their labels, see
-            :func:`scribmed.sam.decoder_finetune.validation_scribble`.)
+            :func:`scribmed.sam.decoder_validation.validation_scribble`.)
     """
     import logging
 
@@ -87,8 +63,7 @@ def samsp_pseudo_labels(
 
     train, val = list(fold_cases["train"]), list(fold_cases["val"])
     require_scribbled(train)  # on every rank, before rank 0 starts the rounds
-    sam = _sam_stage_config(backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
-                            loss_resolution)
+    sam = sam or SamStageConfig()
     recipe = SAMSPRecipe(SAMSPTrainConfig(seed=int(seed), progress=bool(progress)), sam)
     out = Path(out_dir)
     main = dist_utils.is_main_process()
@@ -100,7 +75,7 @@ def samsp_pseudo_labels(
         )
     dist_utils.barrier()
     if not main:
-        pseudo = load_pseudo_labels(out / "sam" / f"round_{int(rounds)}", [c.case_id for c in train])
+        pseudo = load_pseudo_labels(out / "sam" / f"round_{sam.rounds}", [c.case_id for c in train])
     return pseudo
 
 
@@ -143,18 +118,9 @@ def mixsup_stage(
     dataset: Any,
     fold_cases: dict[str, list[Case]],
     out_dir: str | Path,
-    backend: str = "lite_medsam",
-    checkpoint: Optional[str | Path] = None,
-    rounds: int = 2,
-    epochs: int = 2,
-    lr: float = 5e-5,
-    n_points: int = 10,
-    device: str = "auto",
-    cache_dir: Optional[str | Path] = None,
+    sam: Optional[SamStageConfig] = None,
     seed: int = 0,
     progress: bool = True,
-    encoder_runtime: str = "auto",
-    loss_resolution: str = "low",
     box_margin: int = 0,
     selection: str = "sesam",
     min_coverage: float = 0.3,
@@ -175,9 +141,9 @@ def mixsup_stage(
         dataset: the opened dataset with its supervision set (:func:`supervised_dataset`).
         fold_cases: :func:`~scribmed.bundles.locate.fold_case_lists` of the fold (``train`` prompted, ``val`` selects).
         out_dir: the fold's run folder (the rounds go to ``out_dir/sam``).
-        backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
-            loss_resolution: the SAM stage (:class:`scribmed.recipes.samsp.recipe.SamStageConfig`;
-            ``cache_dir`` ``None``: ``out_dir/sam/embeddings``).
+        sam: the SAM stage (:class:`scribmed.sam.stage_config.SamStageConfig`, built by the
+            bundle's ``sam_config`` from its ``sam_*`` keys; ``None``: the defaults; ``cache_dir``
+            ``None``: ``out_dir/sam/embeddings``).
         seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
         progress: tqdm bars.
         box_margin, selection, min_coverage, min_compatibility: the weak prompts
@@ -200,8 +166,7 @@ def mixsup_stage(
     from scribmed.sam.weak_prompting import WeakPromptConfig
 
     train, val = list(fold_cases["train"]), list(fold_cases["val"])
-    sam = _sam_stage_config(backend, checkpoint, rounds, epochs, lr, n_points, device, cache_dir, encoder_runtime,
-                            loss_resolution)
+    sam = sam or SamStageConfig()
     weak = WeakPromptConfig.from_dict({
         **WeakPromptConfig().to_dict(), "box_margin": int(box_margin), "selection": str(selection),
         "min_coverage": float(min_coverage), "min_compatibility": float(min_compatibility),
@@ -222,5 +187,5 @@ def mixsup_stage(
             )
     dist_utils.barrier()
     if not main and not skips_sam:
-        pseudo = load_pseudo_labels(out / "sam" / f"round_{int(rounds)}", [c.case_id for c in labelled])
+        pseudo = load_pseudo_labels(out / "sam" / f"round_{sam.rounds}", [c.case_id for c in labelled])
     return {"pseudo": pseudo, "supervision": supervision}

@@ -39,6 +39,7 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
     from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, PromptConfig
     from scribmed.sam.quality import format_quality_table
     from scribmed.sam.rounds import run_pseudo_label_rounds
+    from scribmed.sam.stage_config import RoundsConfig
 
     if args.rounds < 0:
         raise DataError(None, f"--rounds must be >= 0, got {args.rounds}")
@@ -86,12 +87,13 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
         finetune = FinetuneConfig(epochs=args.epochs, lr=args.lr, n_points=args.n_points,
                                   negatives=finetuned.negatives, loss_resolution=args.loss_resolution,
                                   progress=not args.quiet)
-    result = run_pseudo_label_rounds(
-        args.backend, dataset, args.out, rounds=args.rounds, train_patients=train, val_patients=val,
-        zero_shot_prompts=zero_shot, finetuned_prompts=finetuned, finetune_config=finetune,
-        checkpoint=args.checkpoint, device=args.device, cache_dir=args.cache, progress=not args.quiet,
-        encoder_runtime=args.encoder_runtime, amp=args.amp,
+    config = RoundsConfig(
+        backend=args.backend, checkpoint=args.checkpoint, rounds=args.rounds, device=args.device, cache_dir=args.cache,
+        encoder_runtime=args.encoder_runtime, amp=args.amp, zero_shot_prompts=zero_shot, finetuned_prompts=finetuned,
+        finetune_config=finetune,
     )
+    result = run_pseudo_label_rounds(dataset, args.out, config, train_patients=train, val_patients=val,
+                                     progress=not args.quiet)
     names = [dataset.class_map.names[k] for k in dataset.class_map.foreground]
     if result.quality["rounds"]:
         print("pseudo-label Dice against ground truth (pooled over all slices):")

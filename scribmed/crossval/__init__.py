@@ -22,6 +22,7 @@ _EXPORTS = {
     "InstanceEvaluation": "scribmed.crossval.fold_evaluation",
     "JobFailure": "scribmed.crossval.executors",
     "PREPARE_DONE": "scribmed.crossval.runner",
+    "RUN_RECORD": "scribmed.crossval.runner",
     "STAGES": "scribmed.crossval.fold_jobs",
     "SemanticEvaluation": "scribmed.crossval.fold_evaluation",
     "SlurmOptions": "scribmed.crossval.executors",

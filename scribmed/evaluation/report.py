@@ -39,8 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "CSV_COLUMNS",
     "METRICS",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "make_boxplot_figure",
     "make_fold_boxplot_figure",
     "plot_boxplots",

@@ -58,7 +58,7 @@ _LAZY = {
     "ASDMetric": "scribmed.metrics.monai_metrics",
     "DiceMetric": "scribmed.metrics.monai_metrics",
     "HD95Metric": "scribmed.metrics.monai_metrics",
-    "MetricSummary": "scribmed.metrics.monai_metrics",
+    "MetricSummary": "scribmed.metrics.metric_summary",
 }
 
 __all__ = [

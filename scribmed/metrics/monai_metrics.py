@@ -51,7 +51,7 @@ from scribmed.metrics.metric_summary import (
     MetricSummary,
 )
 
-__all__ = ["ASDMetric", "DiceMetric", "EVENT_CODES", "HD95Metric", "MetricSummary"]
+__all__ = ["ASDMetric", "DiceMetric", "HD95Metric"]
 
 # --------------------------------------------------------------------------------------------
 # the metrics

@@ -42,6 +42,7 @@ from scribmed.sam.pseudo_labels import (
 )
 from scribmed.sam.quality import pseudo_label_dice
 from scribmed.sam.rounds import run_pseudo_label_rounds
+from scribmed.sam.stage_config import RoundsConfig, SamStageConfig
 
 __all__ = [
     "CARDIAC_MERGE_PRIORITY",
@@ -51,6 +52,8 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "PromptConfig",
+    "RoundsConfig",
+    "SamStageConfig",
     "decoder_state_path",
     "default_merge_priority",
     "finetune_decoder",

@@ -37,7 +37,6 @@ from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
 from scribmed.data.split_types import natural_key
 from scribmed.data.splits import carve_validation
-from scribmed.runtime.device import AmpRequest
 from scribmed.runtime.files import atomic_output, file_sha256
 from scribmed.runtime.migrations import upgrade_sam_rounds_record
 from scribmed.runtime.records import SAM_ROUNDS, stamp
@@ -45,6 +44,7 @@ from scribmed.sam.embedding_cache import EmbeddingCache
 from scribmed.sam.merge import default_merge_priority
 from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, PromptConfig, generate_pseudo_labels, load_pseudo_labels
 from scribmed.sam.quality import append_round, quality_entry, read_quality
+from scribmed.sam.stage_config import RoundsConfig
 
 PathLike = Union[str, Path]
 
@@ -211,60 +211,25 @@ def _check_run_record(out: Path, record: dict[str, Any]) -> None:
 
 
 def run_pseudo_label_rounds(
-    backend: Any = "lite_medsam",
-    dataset: Optional[Dataset] = None,
-    out_dir: PathLike = "runs/pseudolabel",
-    rounds: int = 2,
+    dataset: Dataset,
+    out_dir: PathLike,
+    config: RoundsConfig,
     *,
     train_patients: Optional[Sequence[str]] = None,
     val_patients: Optional[Sequence[str]] = None,
     eval_patients: Sequence[str] = (),
-    zero_shot_prompts: Optional[PromptConfig] = None,
-    finetuned_prompts: Optional[PromptConfig] = None,
-    finetune_config: Any = None,
-    merge_priority: Optional[Sequence[int]] = None,
-    checkpoint: Optional[PathLike] = None,
-    device: str = "cpu",
-    cache_dir: Optional[PathLike] = None,
     progress: bool = True,
-    encoder_runtime: str = "auto",
-    encoder_cache: Optional[PathLike] = None,
-    weak_prompts: Optional[Any] = None,
-    amp: Optional[AmpRequest] = None,
 ) -> RoundsResult:
     """Zero-shot pseudo labels (round 0) and ``rounds`` rounds of decoder fine-tuning + regeneration.
 
     Args:
-        backend: a backend name for :func:`~scribmed.networks.sam_registry.build_sam_backend`
-            (``"lite_medsam"`` default) or a built ``SamBackend``.
         dataset: the dataset (scribbles for prompts, labels for validation and quality).
         out_dir: run folder (see the module docstring).
-        rounds: fine-tuning rounds R (0: zero-shot only; SAM-SP: 2).
+        config: the backend, rounds, prompts, fine-tuning and cache settings
+            (:class:`~scribmed.sam.stage_config.RoundsConfig`; a recipe's SAM stage:
+            :meth:`RoundsConfig.from_stage <scribmed.sam.stage_config.RoundsConfig.from_stage>`).
         train_patients, val_patients, eval_patients: see :func:`select_round_cases`.
-        zero_shot_prompts: round-0 prompts (default positives only).
-        finetuned_prompts: prompts of rounds >= 1 (default: ``finetune_config``'s ``n_points`` and
-            ``negatives``, i.e. what the decoder was fine-tuned with).
-        finetune_config: a :class:`scribmed.sam.finetune_config.FinetuneConfig` (default one).
-        merge_priority: overlap paint order (default LV > RV > Myo for cardiac).
-        checkpoint: weights for ``build_sam_backend`` when ``backend`` is a name.
-        device: where the backend runs.
-        cache_dir: embedding cache root (default ``out_dir/embeddings``); share one across runs.
         progress: tqdm bars.
-        encoder_runtime: when ``backend`` is a name: ``auto`` (OpenVINO on the CPU when
-            installed), ``torch``, ``openvino`` or ``onnxruntime``
-            (:mod:`scribmed.networks.encoder_runtime`); part of the embeddings' cache key.
-        encoder_cache: folder of compiled encoders (default ``encoder_cache_dir()``).
-        weak_prompts: a :class:`~scribmed.sam.weak_prompting.WeakPromptConfig`: every case is
-            prompted and fine-tuned on from its own supervision (``case.supervision``; cases of
-            type ``none`` get no pseudo label). Scribble cases follow exactly the path they take
-            without it, so a scribble-only dataset gives SAM-SP's pseudo labels. ``None``:
-            scribbles only (SAM-SP).
-        amp: mixed precision of SAM encoding and decoder fine-tuning on CUDA
-            (:meth:`~scribmed.networks.sam_backends.SamBackend.use_amp`): ``"auto"``/``True``
-            (bfloat16 where supported, else float16 with a GradScaler), ``"bf16"``, ``"fp16"``,
-            ``"off"``/``False``. ``None`` (default): ``"auto"`` for a backend built here, a given
-            backend keeps its own setting. Float32 on the CPU whatever is asked; on CUDA it is part
-            of the embeddings' cache key (a run folder resumes only with the precision it began with).
 
     Returns:
         :class:`RoundsResult`.
@@ -274,14 +239,14 @@ def run_pseudo_label_rounds(
     """
     if dataset is None:
         raise ValueError("run_pseudo_label_rounds needs a dataset")
-    if int(rounds) < 0:
+    backend, rounds, amp, weak_prompts = config.backend, int(config.rounds), config.amp, config.weak_prompts
+    if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds}")
-    rounds = int(rounds)
     if isinstance(backend, str):
         from scribmed.networks.sam_registry import build_sam_backend
 
-        backend = build_sam_backend(backend, checkpoint=checkpoint, device=device,
-                                    encoder_runtime=encoder_runtime, encoder_cache=encoder_cache,
+        backend = build_sam_backend(backend, checkpoint=config.checkpoint, device=config.device,
+                                    encoder_runtime=config.encoder_runtime, encoder_cache=config.encoder_cache,
                                     amp="auto" if amp is None else amp)
     elif amp is not None:
         backend.use_amp(amp)
@@ -291,14 +256,16 @@ def run_pseudo_label_rounds(
     weak = weak_prompts is not None
     selection = select_round_cases(dataset, train_patients, val_patients, eval_patients, need_val=rounds > 0,
                                    weak=weak)
-    ft_cfg = finetune_config
+    ft_cfg = config.finetune_config
     if ft_cfg is None and rounds > 0:
         from scribmed.sam.finetune_config import FinetuneConfig
 
         ft_cfg = FinetuneConfig(progress=progress)
-    zs = zero_shot_prompts or ZERO_SHOT_PROMPTS
+    zs = config.zero_shot_prompts or ZERO_SHOT_PROMPTS
+    finetuned_prompts = config.finetuned_prompts
     if finetuned_prompts is None and ft_cfg is not None:
         finetuned_prompts = PromptConfig(n_points=int(ft_cfg.n_points), negatives=str(ft_cfg.negatives))
+    merge_priority = config.merge_priority
     priority = default_merge_priority(class_map) if merge_priority is None else tuple(int(k) for k in merge_priority)
     train_cases = _scribbled(dataset, selection.train, weak)
     eval_cases = _scribbled(dataset, selection.eval, weak)
@@ -323,6 +290,7 @@ def run_pseudo_label_rounds(
         **extra,
     })
 
+    cache_dir = config.cache_dir
     cache = EmbeddingCache(cache_dir if cache_dir is not None else out / "embeddings", backend, progress=progress)
     encoded_before = cache.slices_encoded
     label_cases = train_cases + eval_cases

@@ -40,7 +40,6 @@ _EXPORTS = {
     "VolumeDiceEvaluator": "scribmed.training.validation",
     "assemble_trainer": "scribmed.training.assembly",
     "check_resumable": "scribmed.training.run_record",
-    "combine_targets": "scribmed.training.ema_teacher",
     "confident_labels": "scribmed.training.ema_teacher",
     "make_training_curve_figure": "scribmed.training.run_record",
     "materialize_on_start": "scribmed.training.deferred_dataset",

@@ -56,7 +56,6 @@ __all__ = [
     "EMATeacher",
     "SeSAMConfig",
     "SeSAMObjective",
-    "combine_targets",
     "confident_labels",
 ]
 

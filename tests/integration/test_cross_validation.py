@@ -113,7 +113,7 @@ def test_merge_without_folds_is_an_error(tmp_path, capsys):
 def test_killed_fold_resumes(phantom, tmp_path, monkeypatch):
     """A fold killed mid-training continues from last.pt and ends with the uninterrupted run's weights."""
     from scribmed.data.splits import fold_cases, make_kfold_split
-    from scribmed.training import trainer as trainer_mod
+    from scribmed.recipes.dmpls import trainer as trainer_mod
     from scribmed.recipes.dmpls.config import DMPLSConfig
     from scribmed.recipes.dmpls.trainer import train_dmpls
 

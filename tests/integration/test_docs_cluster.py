@@ -1,4 +1,7 @@
-"""Every command of docs/cluster.md runs, in order, up to where a real cluster would be needed.
+"""Every command of docs/cluster.md runs, up to where a real cluster would be needed.
+
+The blocks run in page order within four independent tests: the GPU check, the Slurm sequence
+(submit, status, merge, rerun, the DDP job), the local executor and torchrun.
 
 What stands in for the cluster and the data (the page says so too):
 
@@ -59,14 +62,25 @@ def acdc(tmp_path_factory) -> Path:
     return write_phantom_dataset("cardiac", "acdc-h5", root, n_patients=100, seed=5, size=(48, 48), slices=(2, 2))
 
 
-def test_every_command_of_the_cluster_page(acdc, tmp_path):
+def _kind(block: str) -> str:
+    """Which test runs a block: the GPU check, the local executor, torchrun, or the Slurm sequence."""
+    if "gpu_check.py" in block:
+        return "gpu_check"
+    if "--executor local" in block:
+        return "local"
+    if block.strip().startswith("torchrun"):
+        return "torchrun"
+    return "slurm"
+
+
+@pytest.fixture(scope="module")
+def page(acdc, tmp_path_factory):
+    """The page's blocks, the stand-in ``sbatch``/``srun`` and the environment every block runs in."""
     text = DOC.read_text()
     blocks = bash_blocks(text)
     assert len(blocks) >= 9, "docs/cluster.md lost commands"
-    assert "pip install 'scribmed[cluster]'" in text
-    assert '"submitit>=1.5"' in (REPO / "pyproject.toml").read_text().split("cluster = [", 1)[1].split("]")[0]
-    variables = adapt(blocks[0], acdc, tmp_path)
-    bindir, record = tmp_path / "bin", tmp_path / "slurm"
+    tmp = tmp_path_factory.mktemp("cluster_page")
+    bindir, record = tmp / "bin", tmp / "slurm"
     bindir.mkdir()
     record.mkdir()
     (bindir / "sbatch").write_text(FAKE_SBATCH)
@@ -76,29 +90,50 @@ def test_every_command_of_the_cluster_page(acdc, tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")},
            "PATH": os.pathsep.join([str(bindir), str(Path(sys.executable).parent), os.environ["PATH"]]),
            "FAKE_SLURM_DIR": str(record), "OMP_NUM_THREADS": "1"}
+    return {"text": text, "blocks": blocks, "variables": adapt(blocks[0], acdc, tmp), "tmp": tmp, "env": env,
+            "record": record, "acdc": acdc}
+
+
+def run_blocks(page, kind: str) -> list[tuple[str, subprocess.CompletedProcess]]:
+    """Run the page's blocks of ``kind`` in page order (each after the variables block)."""
     results = []
-    for block in blocks[1:]:
-        script = variables + "\n" + adapt(block, acdc, tmp_path)
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=900)
+    for block in page["blocks"][1:]:
+        if _kind(block) != kind:
+            continue
+        script = page["variables"] + "\n" + adapt(block, page["acdc"], page["tmp"])
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=page["env"],
+                              capture_output=True, text=True, timeout=900)
         results.append((block, done))
         if "scribmed cv merge" in block:  # the folds have not run: that needs the cluster
             assert done.returncode == 1 and "no finished fold" in done.stderr, done.stderr[-2000:]
         else:
             assert done.returncode == 0, f"{block}\n{done.stderr[-3000:]}"
+    assert results, f"docs/cluster.md has no {kind} block"
+    return results
 
-    run = tmp_path / "runs" / "samsp_acdc_5fold"
-    # 1. the GPU check wrote its JSON with the fold estimate
-    gpu = json.loads((run / "gpu_check.json").read_text())
+
+def test_install_line_and_extra(page):
+    assert "pip install 'scribmed[cluster]'" in page["text"]
+    assert '"submitit>=1.5"' in (REPO / "pyproject.toml").read_text().split("cluster = [", 1)[1].split("]")[0]
+
+
+def test_gpu_check_block(page):
+    run_blocks(page, "gpu_check")
+    gpu = json.loads((page["tmp"] / "runs" / "samsp_acdc_5fold" / "gpu_check.json").read_text())
     assert gpu["reduced"] and "dmpls_hours" in gpu["fold_estimate"]
-    # 2. the shard array was submitted with a command scribmed accepts for every task
+
+
+def test_slurm_blocks(page):
+    results = run_blocks(page, "slurm")
+    record = page["record"]
+    # the shard array was submitted with a command scribmed accepts for every task
     jobs = sorted(record.iterdir())
     wrap = next(a for a in (jobs[0] / "args").read_text().splitlines() if a.startswith("--wrap="))[len("--wrap="):]
     argv = shlex.split(wrap.replace("${SLURM_ARRAY_TASK_ID}", "3"))
     parsed = build_parser().parse_args(argv[1:])
     assert argv[0] == "scribmed" and parsed.shard == (3, 4) and str(parsed.cache).endswith("sam_embeddings")
     assert "--array=1-4" in (jobs[0] / "args").read_text()
-    # 3. SAM-SP: a prepare array and a train array waiting task by task for it, with the flags' resources
+    # SAM-SP: a prepare array and a train array waiting task by task for it, with the flags' resources
     prepare, train = (jobs[1] / "script.sh").read_text(), (jobs[2] / "script.sh").read_text()
     for line in ("#SBATCH --array=0-4%5", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
                  "#SBATCH --mem=64G", "#SBATCH --time=720", "module load cuda/12.4"):
@@ -106,13 +141,20 @@ def test_every_command_of_the_cluster_page(acdc, tmp_path):
     assert f"#SBATCH --dependency=aftercorr:{jobs[1].name.split('_')[1]}" in train
     status = next(d for b, d in results if b.strip().startswith("scribmed cv status"))
     assert status.stdout.count("pending") == 6  # five folds and the summary line
-    # 4. the rerun submitted nothing twice
+    # the rerun submitted nothing twice
     rerun = [d for b, d in results if "--executor slurm" in b and "samsp" in b][1]
     assert rerun.stdout.count("not submitted again") == 5
-    # 5. the local executor finished its fold
-    assert (tmp_path / "runs" / "dmpls_acdc_local" / "fold_1" / "fold.json").exists()
-    # 6. torchrun wrote fold 1 once; the DDP Slurm job asks for 4 tasks with 4 GPUs
-    ddp = json.loads((tmp_path / "runs" / "dmpls_acdc_ddp" / "fold_1" / "fold.json").read_text())
-    assert ddp["iterations"] == 2
+    # the DDP Slurm job asks for 4 tasks with 4 GPUs
     ddp4 = (jobs[-1] / "script.sh").read_text()
     assert "#SBATCH --ntasks-per-node=4" in ddp4 and "#SBATCH --gpus-per-node=4" in ddp4
+
+
+def test_local_executor_block(page):
+    run_blocks(page, "local")
+    assert (page["tmp"] / "runs" / "dmpls_acdc_local" / "fold_1" / "fold.json").exists()
+
+
+def test_torchrun_block(page):
+    run_blocks(page, "torchrun")
+    ddp = json.loads((page["tmp"] / "runs" / "dmpls_acdc_ddp" / "fold_1" / "fold.json").read_text())
+    assert ddp["iterations"] == 2

@@ -3,7 +3,6 @@
 from scribmed.recipes.samsp.recipe import (
     SAMSPRecipe,
     SAM_OPTIONS,
-    SamStageConfig,
     add_sam_stage_arguments,
     require_scribbled,
 )
@@ -14,7 +13,6 @@ __all__ = [
     "SAMSPTrainConfig",
     "SAMSPTrainer",
     "SAM_OPTIONS",
-    "SamStageConfig",
     "add_sam_stage_arguments",
     "build_samsp_trainer",
     "require_scribbled",

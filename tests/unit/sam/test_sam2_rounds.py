@@ -25,6 +25,7 @@ from scribmed.sam.decoder_finetune import slice_loss  # noqa: E402
 from scribmed.sam.finetune_config import FinetuneConfig  # noqa: E402
 from scribmed.sam.finetune_prompts import _case_prompts, _prompter  # noqa: E402
 from scribmed.sam.rounds import run_pseudo_label_rounds  # noqa: E402
+from scribmed.sam.stage_config import RoundsConfig  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,9 +70,9 @@ def test_pseudo_label_and_finetuning_rounds_with_sam2(phantom_root, tmp_path):
     start = decoder_state(backend)
     cfg = FinetuneConfig(epochs=1, n_points=3, lr=1e-3, progress=False, validate_initial=False)
     out = tmp_path / "run"
-    res = run_pseudo_label_rounds(backend, ds, out, rounds=1, train_patients=["patient001"],
-                                  val_patients=["patient003"], finetune_config=cfg, progress=False,
-                                  cache_dir=tmp_path / "cache")
+    config = RoundsConfig(backend, rounds=1, finetune_config=cfg, cache_dir=tmp_path / "cache")
+    res = run_pseudo_label_rounds(ds, out, config, train_patients=["patient001"], val_patients=["patient003"],
+                                  progress=False)
     assert backend.encoder_calls == 4 and res.encoder_slices == 4  # train + val slices, once over both rounds
     assert [e["round"] for e in res.quality["rounds"]] == [0, 1]
     assert set(res.quality["rounds"][0]["dice"]) == {"RV", "Myo", "LV"}

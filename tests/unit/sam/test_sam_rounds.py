@@ -15,6 +15,7 @@ from scribmed.data.nifti import read_label_nifti
 from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.metrics import dc
 from scribmed.sam.rounds import run_pseudo_label_rounds, select_round_cases
+from scribmed.sam.stage_config import RoundsConfig
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,8 @@ def test_zero_shot_round_end_to_end_and_cached_rerun(phantom_root, tmp_path):
     backend = fake_backend()
     spy = DecodeSpy(backend, blobs=True)
     out = tmp_path / "run"
-    res = run_pseudo_label_rounds(backend, ds, out, rounds=0, eval_patients=["patient003"], progress=False)
+    res = run_pseudo_label_rounds(ds, out, RoundsConfig(backend, rounds=0), eval_patients=["patient003"],
+                                  progress=False)
     assert backend.encoder_calls == 6 and res.encoder_slices == 6  # 3 cases x 2 slices, once each
     assert len(spy.calls) == 6  # one decoder call per slice, all classes at once
     doc = _quality(out)
@@ -67,11 +69,11 @@ def test_zero_shot_round_end_to_end_and_cached_rerun(phantom_root, tmp_path):
     # a second invocation (new backend instance, same weights): nothing recomputed
     again = fake_backend()
     spy2 = DecodeSpy(again, blobs=True)
-    res2 = run_pseudo_label_rounds(again, open_dataset("acdc-h5", phantom_root), out, rounds=0,
+    res2 = run_pseudo_label_rounds(open_dataset("acdc-h5", phantom_root), out, RoundsConfig(again, rounds=0),
                                    eval_patients=["patient003"], progress=False)
     assert again.encoder_calls == 0 and len(spy2.calls) == 0 and res2.quality == doc
     with pytest.raises(DataError, match="other settings"):
-        run_pseudo_label_rounds(fake_backend(), ds, out, rounds=0, progress=False)  # other selection
+        run_pseudo_label_rounds(ds, out, RoundsConfig(fake_backend(), rounds=0), progress=False)  # other selection
 
 
 def test_one_finetuning_round_end_to_end(phantom_root, tmp_path):
@@ -82,9 +84,8 @@ def test_one_finetuning_round_end_to_end(phantom_root, tmp_path):
     backend = fake_backend()
     out = tmp_path / "run"
     cfg = FinetuneConfig(epochs=1, n_points=3, progress=False, validate_initial=False)
-    kwargs = dict(train_patients=["patient001"], val_patients=["patient003"],
-                  finetune_config=cfg, progress=False)
-    res = run_pseudo_label_rounds(backend, ds, out, rounds=1, **kwargs)
+    kwargs = dict(train_patients=["patient001"], val_patients=["patient003"], progress=False)
+    res = run_pseudo_label_rounds(ds, out, RoundsConfig(backend, rounds=1, finetune_config=cfg), **kwargs)
     assert backend.encoder_calls == 4  # train + val slices, once across both rounds
     doc = _quality(out)
     assert [e["round"] for e in doc["rounds"]] == [0, 1]
@@ -101,7 +102,7 @@ def test_one_finetuning_round_end_to_end(phantom_root, tmp_path):
     # rerun: both rounds finished -> skipped, no encoder or decoder work
     again = fake_backend()
     spy = DecodeSpy(again)
-    run_pseudo_label_rounds(again, ds, out, rounds=1, **kwargs)
+    run_pseudo_label_rounds(ds, out, RoundsConfig(again, rounds=1, finetune_config=cfg), **kwargs)
     assert again.encoder_calls == 0 and spy.calls == [] and _quality(out) == doc
 
 
