@@ -92,6 +92,11 @@ def _encoder_cache(tmp_path_factory):
     if os.environ.get("SCRIBMED_CACHE"):
         yield
         return
-    os.environ["SCRIBMED_CACHE"] = str(tmp_path_factory.mktemp("scribmed_cache"))
+    # one folder for all pytest-xdist workers of this run (their base temps share a parent), so an
+    # encoder compiled by one worker is loaded by the other instead of compiled twice
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "scribmed_cache"
+    shared.mkdir(parents=True, exist_ok=True)
+    os.environ["SCRIBMED_CACHE"] = str(shared)
     yield
     os.environ.pop("SCRIBMED_CACHE", None)

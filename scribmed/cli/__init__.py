@@ -26,8 +26,13 @@ __all__ = ["AMP_CHOICES", "LAYOUT_NAMES", "build_parser", "main"]
 COMMANDS = (data, evaluate, cv, bundle, predict, demo, pseudolabel)
 
 
-def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
-    """The ``scribmed`` parser; ``recipe_flags=False`` leaves out the recipes' own ``cv`` flags (faster start)."""
+def build_parser(recipe_flags: bool | str = True) -> argparse.ArgumentParser:
+    """The ``scribmed`` parser.
+
+    ``recipe_flags``: ``True`` declares every recipe's ``cv`` flags, a recipe name only that recipe's
+    (what ``scribmed cv --recipe NAME`` needs: importing one recipe, not all, keeps the start fast),
+    ``False`` none.
+    """
     parser = argparse.ArgumentParser(
         prog="scribmed",
         description="Scribble-supervised medical image segmentation: data checks, phantoms, evaluation, recipes.",
@@ -40,10 +45,31 @@ def build_parser(recipe_flags: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def _requested_recipe(argv: Sequence[str]) -> bool | str:
+    """The value of ``--recipe`` on a ``cv`` command line (its flags are the ones to declare), else ``True``."""
+    for i, arg in enumerate(argv):
+        if arg == "--recipe" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--recipe="):
+            return arg.split("=", 1)[1]
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(recipe_flags=bool(argv) and argv[0] == "cv")
-    args = parser.parse_args(argv)
+    recipe = _requested_recipe(argv) if argv and argv[0] == "cv" else False
+    parser = build_parser(recipe_flags=recipe)
+    if isinstance(recipe, str):  # only this recipe's flags are declared: name any other flag's misuse in one line
+        args, unknown = parser.parse_known_args(argv)
+        flags = [a.split("=", 1)[0] for a in unknown if a.startswith("--")]
+        if flags:
+            print(f"error: recipe {recipe!r} does not take {', '.join(flags)} (its flags: scribmed cv --recipe "
+                  f"{recipe} --help)", file=sys.stderr)
+            return 1
+        if unknown:
+            parser.parse_args(argv)  # argparse's own message for stray values
+    else:
+        args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         if getattr(args, "figures", None):

@@ -200,7 +200,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any, recipe_flags: bool = True) -> None:
+def add_parser(sub: Any, recipe_flags: bool | str = True) -> None:
     """Register the command(s) on the ``scribmed`` subparsers."""
     cv = sub.add_parser(
         "cv",
@@ -266,7 +266,9 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
                       help="array tasks running at once (default 5)")
     jobs.add_argument("--slurm-setup", dest="slurm_setup", action="append", metavar="LINE",
                       help="shell line run before each job, e.g. 'module load cuda/12.4' (repeatable)")
-    if recipe_flags:  # importing every recipe (torch, MONAI) only when `cv` is the command
-        cv.set_defaults(_recipe_flags={n: recipe_registry.get(n).add_arguments(cv) for n in recipe_registry.names()})
+    if recipe_flags:  # importing recipes (torch, MONAI) only when `cv` is the command, and only the one asked for
+        chosen = [recipe_flags] if isinstance(recipe_flags, str) and recipe_flags in recipe_registry.names() \
+            else recipe_registry.names()
+        cv.set_defaults(_recipe_flags={n: recipe_registry.get(n).add_arguments(cv) for n in chosen})
     add_common(cv)
     cv.set_defaults(func=cmd_cv)

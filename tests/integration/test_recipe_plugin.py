@@ -225,8 +225,8 @@ def test_a_recipe_package_runs_through_scribmed_cv_and_its_own_bundle(plugin, tm
     assert RECIPE in found["names"] and "dmpls" in found["names"]
     assert found["missing_properties"] == []  # MONAI's own check of the bundle's train properties
     assert not (tmp_path / "runs").exists()  # building the workflow wrote nothing
-    scribmed = Path(sys.executable).with_name("scribmed")
-    cli = [scribmed] if scribmed.is_file() else [sys.executable, "-m", "scribmed"]
+    console = Path(sys.executable).with_name("scribmed")
+    cli = [console] if console.is_file() else [sys.executable, "-m", "scribmed"]
     _run([*cli, "cv", "--recipe", RECIPE, "--layout", "acdc-h5", "--root", data, "--split", "auto",
           "--out", tmp_path / "cv", "--set", "trim=0.1", "--quiet"], cwd=tmp_path, env=env)
     cv = tmp_path / "cv"
