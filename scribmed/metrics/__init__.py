@@ -14,8 +14,6 @@ The MONAI metric classes (``DiceMetric``, ``HD95Metric``, ``ASDMetric`` and thei
 names (or ``from scribmed.metrics import *``) does.
 """
 
-from typing import Any
-
 from scribmed.metrics.binary import (
     SurfaceDistances,
     asd,
@@ -53,6 +51,7 @@ from scribmed.metrics.instance_evaluator import (
     evaluate_instance_case,
     evaluate_instance_cases,
 )
+from scribmed.runtime.lazy_exports import lazy_exports
 
 _LAZY = {
     "ASDMetric": "scribmed.metrics.monai_metrics",
@@ -97,18 +96,5 @@ __all__ = [
     "surface_distances",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Import the MONAI metric classes on first access (they need torch and MONAI)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+# the MONAI metric classes load on first access (they need torch and MONAI)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -12,8 +12,7 @@ importable without torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from scribmed.runtime.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "AMP_MODES": "scribmed.runtime.device",
@@ -60,6 +59,7 @@ _EXPORTS = {
     "is_distributed": "scribmed.runtime.distributed",
     "is_main_process": "scribmed.runtime.distributed",
     "label_rgba": "scribmed.runtime.figures",
+    "lazy_exports": "scribmed.runtime.lazy_exports",
     "load_checkpoint": "scribmed.runtime.checkpoint",
     "load_network_weights": "scribmed.runtime.checkpoint",
     "loader_generator": "scribmed.runtime.seeding",
@@ -93,16 +93,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first access (PEP 562), so importing the package stays cheap."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

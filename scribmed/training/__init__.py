@@ -11,8 +11,7 @@ slice-wise volume prediction; ``ema_teacher`` a mean teacher for any trainer;
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from scribmed.runtime.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "BEST_NAME": "scribmed.training.run_record",
@@ -60,16 +59,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first access (PEP 562), so importing the package stays cheap."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
