@@ -32,7 +32,7 @@ _VOLATILE = ("num_workers", "device", "progress", "val_batch_size")
 
 
 class SegmentorRecipe(Recipe):
-    """A recipe whose model is one network built as ``network_cls(in_channels, num_classes, **config.network_kwargs())``.
+    """A recipe whose model is one network built by ``config.build_network(network_cls, num_classes)``.
 
     In eval mode the network returns the logits used for prediction. Subclasses set
     :attr:`network_cls` and :attr:`config_cls` and implement ``train``.
@@ -72,10 +72,7 @@ class SegmentorRecipe(Recipe):
             from scribmed.runtime.checkpoint import load_network_weights
             from scribmed.runtime.device import resolve_device
 
-            net = self.network_cls(
-                in_channels=self.config.in_channels, num_classes=model.extra["num_classes"],
-                **self.config.network_kwargs(),
-            )
+            net = self.config.build_network(self.network_cls, model.extra["num_classes"])
             load_network_weights(net, model.checkpoint)
             self._network = (model.checkpoint, net.to(resolve_device(self.config.device)).eval())
         return self._network[1]

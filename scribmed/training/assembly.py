@@ -42,7 +42,7 @@ def assemble_trainer(
     out_dir: str | Path,
     config: TrainConfig,
     *,
-    make_network: Callable[[], torch.nn.Module],
+    network_cls: Callable[..., torch.nn.Module],
     loss: torch.nn.Module,
     trainer_cls: type[SegmentorTrainer],
     cache: Optional[SliceCache] = None,
@@ -56,7 +56,7 @@ def assemble_trainer(
     Shared by every segmentor recipe's builder (e.g.
     :func:`scribmed.recipes.dmpls.trainer.build_dmpls_trainer`): they differ only in the
     network, the loss, the trainer's :meth:`SegmentorTrainer.compute_loss` and whether slices carry
-    a pseudo label. Seeds torch with ``config.seed`` right before ``make_network()``, so two
+    a pseudo label. Seeds torch with ``config.seed`` right before building the network, so two
     builds with one seed start from identical weights. Under an initialised process group
     (world size > 1) the network is wrapped in ``DistributedDataParallel`` and the sampler is
     sharded by rank.
@@ -67,7 +67,7 @@ def assemble_trainer(
         class_map: classes and the scribble ignore value.
         out_dir: run folder for checkpoints and history.
         config: hyper-parameters.
-        make_network: builds the (untrained) network on the CPU.
+        network_cls: the network class, built on the CPU by ``config.build_network(network_cls, classes)``.
         loss: the recipe's loss module (moved to the device).
         trainer_cls: :class:`SegmentorTrainer` or a subclass.
         cache: a pre-built :class:`SliceCache` of ``train_cases`` (built here when ``None``).
@@ -116,7 +116,7 @@ def assemble_trainer(
             raise DataError(None, f"pseudo-label values {bad.tolist()} are not classes {sorted(class_map.names)}")
 
     torch.manual_seed(config.seed)
-    network = make_network().to(device)
+    network = config.build_network(network_cls, class_map.num_classes).to(device)
     if config.channels_last:
         network = network.to(memory_format=torch.channels_last)
     divisor = getattr(network, "divisor", 1)

@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 __all__ = ["TrainConfig", "TrainResult", "poly_lr"]
 
@@ -146,6 +146,11 @@ class TrainConfig:
     def network_kwargs(self) -> dict[str, Any]:
         """Architecture options every recipe network takes (besides channels and classes)."""
         return {"upsample": self.upsample}
+
+    def build_network(self, network_cls: Callable[..., Any], num_classes: int) -> Any:
+        """``network_cls(in_channels, num_classes, **network_kwargs())``: the one way a segmentor recipe's
+        network is built, for training and for loading a checkpoint."""
+        return network_cls(in_channels=self.in_channels, num_classes=int(num_classes), **self.network_kwargs())
 
     @property
     def max_epochs(self) -> int:

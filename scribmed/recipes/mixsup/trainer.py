@@ -227,9 +227,7 @@ def build_mixsup_trainer(
         class_map,
         out_dir,
         config,
-        make_network=lambda: DualBranchUNet(
-            in_channels=config.in_channels, num_classes=class_map.num_classes, **config.network_kwargs()
-        ),
+        network_cls=DualBranchUNet,
         loss=objective,
         trainer_cls=MixSupTrainer,
         cache=cache,

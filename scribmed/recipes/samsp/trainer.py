@@ -117,9 +117,7 @@ def build_samsp_trainer(
         class_map,
         out_dir,
         config,
-        make_network=lambda: SAMSPUNet(
-            in_channels=config.in_channels, num_classes=class_map.num_classes, **config.network_kwargs()
-        ),
+        network_cls=SAMSPUNet,
         loss=loss,
         trainer_cls=SAMSPTrainer,
         cache=cache,
