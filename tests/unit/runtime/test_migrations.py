@@ -31,30 +31,62 @@ from scribmed.runtime.records import CHECKPOINT, CURRENT_VERSIONS, FOLD, RUN, sc
 from scribmed.training.run_record import check_resumable
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "records"
-OLD_CHECKPOINT = FIXTURES / "dmpls_last.pt"
+OLD_CHECKPOINT = FIXTURES / "contour_unet_best.pt"
 OLD_RUN = FIXTURES / "cv_nearest"
 
 
 # -- the fixture written by the code before schemas ------------------------------------------------
 
 
-def test_old_dmpls_checkpoint_loads_in_the_current_schema():
+def test_old_contour_unet_checkpoint_loads_in_the_current_schema():
     ckpt = load_checkpoint(OLD_CHECKPOINT)
     assert ckpt["schema"] == schema_id(CHECKPOINT) == "scribmed.checkpoint/2" and "format" not in ckpt
-    assert set(DMPLSConfig().to_dict()) == set(ckpt["config"])  # every field of today's config, no other
-    check_resumable(ckpt, OLD_CHECKPOINT, DMPLSConfig.from_dict(ckpt["config"]), CARDIAC)  # resumable as it is
+    assert ckpt["recipe"] == "contour_unet"
 
 
-def test_old_dmpls_checkpoint_predicts_what_the_old_code_predicted():
-    image = np.load(FIXTURES / "dmpls_input.npy")
-    expected = np.load(FIXTURES / "dmpls_prediction.npy")
-    assert len(np.unique(expected)) == 4  # every class: the weights matter, not only their shapes
-    recipe, model, class_map = recipes.get("dmpls").from_checkpoint(OLD_CHECKPOINT)
-    assert class_map == {"names": CARDIAC.names, "ignore_index": CARDIAC.ignore_index}
-    assert recipe.config.iterations == 30 and recipe.config.momentum == 0.0 and recipe.config.lam == 0.5
-    case = Case("old_case", "old_patient", FIXTURES / "dmpls_input.npy", loader=lambda: CaseArrays(image=image))
+def test_old_contour_unet_checkpoint_predicts_what_the_old_code_predicted():
+    image = np.load(FIXTURES / "contour_unet_input.npy")
+    expected = np.load(FIXTURES / "contour_unet_prediction.npy")
+    assert len(np.unique(expected)) > 10  # many nuclei: the weights matter, not only their shapes
+    recipe, model, _ = recipes.get("contour_unet").from_checkpoint(OLD_CHECKPOINT)
+    assert tuple(recipe.config.features) == (4, 8) and recipe.config.iterations == 200
+    case = Case("old_case", "old_case", FIXTURES / "contour_unet_input.npy", loader=lambda: CaseArrays(image=image))
     predicted = recipe.predict_case(model, case)
     assert predicted.dtype == expected.dtype and np.array_equal(predicted, expected)
+
+
+def _v1_dmpls_checkpoint(path: Path) -> torch.nn.Module:
+    """A DMPLS checkpoint as the code before schemas wrote it before ``lr_horizon``, ``image_interp``,
+    ``upsample`` and ``channels_last`` existed (the network weights of a seeded transposed-conv U-Net)."""
+    from scribmed.networks.unet_dual import DualBranchUNet
+
+    torch.manual_seed(0)
+    net = DualBranchUNet(in_channels=1, num_classes=4, upsample="transpose").eval()
+    config = {k: v for k, v in DMPLSConfig(iterations=2, size=(32, 32), device="cpu", progress=False).to_dict().items()
+              if k not in SEGMENTOR_CONFIG_V1_VALUES}
+    torch.save({"format": "scribmed-checkpoint-v1", "recipe": "dmpls", "network": net.state_dict(),
+                "trainer": {"iteration": 2, "epoch": 1}, "config": config,
+                "class_map": {"names": {str(k): v for k, v in CARDIAC.names.items()},
+                              "ignore_index": CARDIAC.ignore_index}}, path)
+    return net
+
+
+def test_old_dmpls_checkpoint_without_the_later_fields_loads_and_predicts_with_its_network(tmp_path):
+    from scribmed.training.inference import predict_volume
+
+    path = tmp_path / "last.pt"
+    net = _v1_dmpls_checkpoint(path)
+    ckpt = load_checkpoint(path)
+    assert ckpt["schema"] == "scribmed.checkpoint/2" and set(DMPLSConfig().to_dict()) == set(ckpt["config"])
+    check_resumable(ckpt, path, DMPLSConfig.from_dict(ckpt["config"]), CARDIAC)  # resumable as it is
+    recipe, model, class_map = recipes.get("dmpls").from_checkpoint(path)
+    assert recipe.config.upsample == "transpose" and recipe.config.channels_last is False  # what such runs used
+    assert class_map == {"names": CARDIAC.names, "ignore_index": CARDIAC.ignore_index}
+    image = np.random.default_rng(0).random((2, 40, 48), dtype=np.float32)
+    case = Case("old_case", "old_patient", path, loader=lambda: CaseArrays(image=image))
+    expected = predict_volume(net, image, size=(32, 32), batch_size=16, device="cpu", amp=False,
+                              image_mode="bilinear")
+    assert np.array_equal(recipe.predict_case(model, case), expected)
 
 
 def test_old_run_and_fold_records_upgrade():
