@@ -1,8 +1,8 @@
 """Small stand-ins shared by several test modules: a cheap SAM backend and a decoder-call spy.
 
 The backend has SAM's real prompt encoder and a small real mask decoder (``segment_anything``
-classes), with a deterministic pooling encoder instead of a ViT, so SAM code paths run end to end
-in milliseconds. Import with ``from fakes import fake_backend`` (``tests/`` is on ``sys.path``
+classes) at a narrow embedding width (:data:`EMBED_DIM` channels instead of SAM's 256), with a
+deterministic pooling encoder instead of a ViT, so SAM code paths run end to end in milliseconds. Import with ``from fakes import fake_backend`` (``tests/`` is on ``sys.path``
 through its ``conftest.py``).
 """
 
@@ -11,19 +11,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scribmed.networks.sam_architectures import _prompt_encoder
 from scribmed.networks.sam_backends import SamBackend
 
-__all__ = ["DecodeSpy", "TinyEncoder", "fake_backend", "tiny_decoder"]
+__all__ = ["DecodeSpy", "EMBED_DIM", "TinyEncoder", "fake_backend", "tiny_decoder"]
+
+#: channels of the fake's image embedding and decoder width (SAM's is 256); the mask decoder's
+#: upscaling path runs once per prompt, so this width sets the cost of every decode.
+EMBED_DIM = 32
 
 
 class TinyEncoder(nn.Module):
-    """(N, 3, 256, 256) -> (N, 256, 64, 64) by 4x average pooling and a 1x1 conv (deterministic)."""
+    """(N, 3, 256, 256) -> (N, EMBED_DIM, 64, 64) by 4x average pooling and a 1x1 conv (deterministic)."""
 
     def __init__(self) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 256, 1)
+        self.conv = nn.Conv2d(3, EMBED_DIM, 1)
         with torch.no_grad():
             self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=gen))
             self.conv.bias.zero_()
@@ -38,8 +41,8 @@ def tiny_decoder() -> nn.Module:
     torch.manual_seed(0)
     return MaskDecoder(
         num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=1, embedding_dim=256, mlp_dim=32, num_heads=2),
-        transformer_dim=256,
+        transformer=TwoWayTransformer(depth=1, embedding_dim=EMBED_DIM, mlp_dim=32, num_heads=2),
+        transformer_dim=EMBED_DIM,
         iou_head_depth=1,
         iou_head_hidden_dim=16,
     )
@@ -47,8 +50,13 @@ def tiny_decoder() -> nn.Module:
 
 def fake_backend() -> SamBackend:
     """A SAM backend with SAM's real prompt encoder, a small real mask decoder and a cheap encoder."""
+    from segment_anything.modeling import PromptEncoder
+
     torch.manual_seed(0)
-    return SamBackend("fake", TinyEncoder(), _prompt_encoder(256), tiny_decoder(), 256, "minmax").eval()
+    prompt = PromptEncoder(embed_dim=EMBED_DIM, image_embedding_size=(64, 64), input_image_size=(256, 256),
+                           mask_in_chans=16)
+    return SamBackend("fake", TinyEncoder(), prompt, tiny_decoder(), 256, "minmax",
+                      embedding_shape=(EMBED_DIM, 64, 64)).eval()
 
 
 class DecodeSpy:

@@ -1,21 +1,26 @@
 """Every command of docs/cluster.md runs, up to where a real cluster would be needed.
 
 The blocks run in page order within four independent tests: the GPU check, the Slurm sequence
-(submit, status, merge, rerun, the DDP job), the local executor and torchrun.
+(submit, status, merge, rerun, the DDP job), the local executor and torchrun. A ``scribmed``
+command is expanded by bash and run through the CLI's entry point in the test's process; the
+other commands run in bash.
 
 What stands in for the cluster and the data (the page says so too):
 
 * ``sbatch`` / ``srun`` are scripts that record the job script (or ``--wrap`` command) and answer
   like Slurm; nothing is executed by them;
 * ``$ACDC`` is a 100-patient ACDC-layout phantom (the ``acdc_5fold`` split names 100 patients);
-* ``--iterations 60000`` becomes 2, ``--nproc_per_node 4`` becomes 2, the GPU check runs with
-  ``--quick``, and the local executor (section 5) runs fold 1 only with 2 workers.
+* ``--iterations 60000`` becomes 2 iterations of batch 2 at 32x32, ``--nproc_per_node 4``
+  becomes 2, the GPU check runs with ``--quick``, and the local executor (section 5) runs fold 1
+  only with 2 workers.
 
 ``scribmed cv merge`` is expected to stop at "no finished fold": the folds run on the cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -26,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from scribmed.cli import build_parser
+from scribmed.cli import build_parser, main
 from scribmed.data.phantoms import write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +54,8 @@ def bash_blocks(text: str) -> list[str]:
 
 def adapt(block: str, acdc: Path, tmp: Path) -> str:
     """The test's substitutions (module docstring)."""
-    block = block.replace("--iterations 60000", "--iterations 2").replace("--nproc_per_node 4", "--nproc_per_node 2")
+    block = block.replace("--iterations 60000", "--iterations 2 --size 32 --batch-size 2")
+    block = block.replace("--nproc_per_node 4", "--nproc_per_node 2")
     block = block.replace("python benchmarks/gpu_check.py", f"{shlex.quote(sys.executable)} benchmarks/gpu_check.py --quick")
     block = block.replace("--executor local --workers 4", "--executor local --workers 2 --fold 1")
     block = block.replace("ACDC=/data/ACDC", f"ACDC={shlex.quote(str(acdc))}")
@@ -94,15 +100,60 @@ def page(acdc, tmp_path_factory):
             "record": record, "acdc": acdc}
 
 
-def run_blocks(page, kind: str) -> list[tuple[str, subprocess.CompletedProcess]]:
-    """Run the page's blocks of ``kind`` in page order (each after the variables block)."""
+#: defined before a ``scribmed ...`` block: the shell expands the command line (variables, quotes,
+#: continuation lines) and prints each call's arguments, NUL-separated, after a \x01 marker.
+RECORD_SCRIBMED = "scribmed() { printf '\\001\\0'; printf '%s\\0' \"$@\"; }\n"
+
+
+def scribmed_calls(script: str, env: dict) -> list[list[str]]:
+    """The argument lists of the ``scribmed`` commands ``script`` runs, as bash expands them."""
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", RECORD_SCRIBMED + script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    calls: list[list[str]] = []
+    for token in done.stdout.split("\0")[:-1]:
+        if token == "\x01":
+            calls.append([])
+        else:
+            calls[-1].append(token)
+    return calls
+
+
+def run_in_process(argv: list[str], page, monkeypatch) -> subprocess.CompletedProcess:
+    """``scribmed ARGV`` through the console script's entry point in this process, in the page's
+    environment (stand-in ``sbatch`` first on ``PATH``); a new Python would spend most of the test
+    importing torch and MONAI."""
+    for var in ("PATH", "FAKE_SLURM_DIR", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(var, page["env"][var])
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(REPO)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["scribmed", *argv], code, out.getvalue(), err.getvalue())
+
+
+def run_blocks(page, kind: str, monkeypatch) -> list[tuple[str, subprocess.CompletedProcess]]:
+    """Run the page's blocks of ``kind`` in page order (each after the variables block).
+
+    A block that is a ``scribmed`` command runs in this process (:func:`run_in_process`) with the
+    arguments bash expands it to; the others (``sbatch``, ``torchrun``, ``python``) run in bash.
+    """
     results = []
     for block in page["blocks"][1:]:
         if _kind(block) != kind:
             continue
         script = page["variables"] + "\n" + adapt(block, page["acdc"], page["tmp"])
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=page["env"],
-                              capture_output=True, text=True, timeout=900)
+        if block.lstrip().startswith("scribmed "):
+            calls = scribmed_calls(script, page["env"])
+            assert len(calls) == 1, f"one scribmed command per block:\n{block}"
+            done = run_in_process(calls[0], page, monkeypatch)
+        else:
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=page["env"],
+                                  capture_output=True, text=True, timeout=900)
         results.append((block, done))
         if "scribmed cv merge" in block:  # the folds have not run: that needs the cluster
             assert done.returncode == 1 and "no finished fold" in done.stderr, done.stderr[-2000:]
@@ -117,14 +168,21 @@ def test_install_line_and_extra(page):
     assert '"submitit>=1.5"' in (REPO / "pyproject.toml").read_text().split("cluster = [", 1)[1].split("]")[0]
 
 
-def test_gpu_check_block(page):
-    run_blocks(page, "gpu_check")
+def test_gpu_check_block(page, monkeypatch):
+    """The page's GPU check; without a GPU it is the suite's CPU run of benchmarks/gpu_check.py."""
+    import torch
+    from test_gpu_check import check_cpu_quick_run
+
+    (_, done), = run_blocks(page, "gpu_check", monkeypatch)
     gpu = json.loads((page["tmp"] / "runs" / "samsp_acdc_5fold" / "gpu_check.json").read_text())
-    assert gpu["reduced"] and "dmpls_hours" in gpu["fold_estimate"]
+    if torch.cuda.is_available():  # test_gpu_check.py checks the CUDA run itself
+        assert gpu["quick"] and "dmpls_hours" in gpu["fold_estimate"]
+    else:
+        check_cpu_quick_run(gpu, done.stdout)
 
 
-def test_slurm_blocks(page):
-    results = run_blocks(page, "slurm")
+def test_slurm_blocks(page, monkeypatch):
+    results = run_blocks(page, "slurm", monkeypatch)
     record = page["record"]
     # the shard array was submitted with a command scribmed accepts for every task
     jobs = sorted(record.iterdir())
@@ -149,12 +207,12 @@ def test_slurm_blocks(page):
     assert "#SBATCH --ntasks-per-node=4" in ddp4 and "#SBATCH --gpus-per-node=4" in ddp4
 
 
-def test_local_executor_block(page):
-    run_blocks(page, "local")
+def test_local_executor_block(page, monkeypatch):
+    run_blocks(page, "local", monkeypatch)
     assert (page["tmp"] / "runs" / "dmpls_acdc_local" / "fold_1" / "fold.json").exists()
 
 
-def test_torchrun_block(page):
-    run_blocks(page, "torchrun")
+def test_torchrun_block(page, monkeypatch):
+    run_blocks(page, "torchrun", monkeypatch)
     ddp = json.loads((page["tmp"] / "runs" / "dmpls_acdc_ddp" / "fold_1" / "fold.json").read_text())
     assert ddp["iterations"] == 2

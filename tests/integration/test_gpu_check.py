@@ -1,6 +1,8 @@
 """benchmarks/gpu_check.py in --quick mode, as a subprocess: JSON with the expected keys and the table.
 
-On a CPU the check says it ran a reduced version; on a GPU (``cuda`` test) it measures AMP on and off.
+On a CPU the check says it ran a reduced version: :func:`check_cpu_quick_run` is asserted on the
+run of docs/cluster.md's GPU-check command (``test_docs_cluster.py``), the one CPU run of the
+suite. On a GPU (``cuda`` test) it measures AMP on and off.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ def check_report(report: dict, precisions: list[str]) -> None:
     assert report["peak_memory_mb"] > 0
 
 
-def test_quick_check_on_cpu_is_reduced_and_says_so(tmp_path):
-    report, stdout = run_check(tmp_path, "cpu")
+def check_cpu_quick_run(report: dict, stdout: str) -> None:
+    """A ``--quick`` run on the CPU: reduced and saying so, fp32 only, and the fold estimate adds up."""
     check_report(report, ["fp32"])
     assert report["device"] == "cpu" and report["amp_auto"] == "fp32" and report["bf16_supported"] is None
     assert report["peak_memory_kind"].startswith("cpu_peak_rss")

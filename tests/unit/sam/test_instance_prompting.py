@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fakes import DecodeSpy, fake_backend  # noqa: E402
+from fakes import DecodeSpy, EMBED_DIM, fake_backend  # noqa: E402
 
 from scribmed.sam import (
     masks_to_instances,
@@ -59,7 +59,7 @@ def _square(y: int, x: int) -> np.ndarray:
 def test_fake_sam_shapes_batching_and_the_score_rule():
     backend = fake_backend()
     spy = DecodeSpy(backend)
-    emb = torch.randn(1, 256, 64, 64)
+    emb = torch.randn(1, EMBED_DIM, 64, 64)
     coords = torch.tensor([[[4.0, 5.0]], [[20.0, 10.0]], [[30.0, 20.0]], [[10.0, 18.0]], [[16.0, 12.0]]])
     res = prompt_instances(backend, emb, HW, coords, batch_size=2)
     assert [int(c["coords"].shape[0]) for c in spy.calls] == [2, 2, 1] and all(c["multimask"] for c in spy.calls)
@@ -162,7 +162,7 @@ def test_refine_instances_keeps_teacher_ids_and_reports():
     with pytest.raises(ValueError, match="hw"):
         refine_instances(stub, None, (10, 10), teacher, prob)
     backend = fake_backend()  # real prompt encoder + mask decoder, end to end
-    real, stats = refine_instances(backend, torch.randn(1, 256, 64, 64), HW, teacher, prob, rng=1)
+    real, stats = refine_instances(backend, torch.randn(1, EMBED_DIM, 64, 64), HW, teacher, prob, rng=1)
     assert real.shape == HW and real.dtype == np.int32 and stats["instances"] == 2
     assert set(np.unique(real)) <= {0, 3, 5}
 
@@ -201,10 +201,10 @@ def test_refine_instances_box_margin_adds_the_teacher_box():
     prob = np.where(teacher > 0, 0.9, 0.0)
     backend = fake_backend()
     spy = DecodeSpy(backend)
-    refine_instances(backend, torch.randn(1, 256, 64, 64), HW, teacher, prob, rng=1, box_margin=2)
+    refine_instances(backend, torch.randn(1, EMBED_DIM, 64, 64), HW, teacher, prob, rng=1, box_margin=2)
     boxes = spy.calls[-1]["boxes"]
     expected = backend.to_input_coords(torch.tensor([[[2.0, 2.0], [10.0, 10.0]]]), HW).reshape(1, 4)
     torch.testing.assert_close(torch.as_tensor(boxes, dtype=torch.float32), expected.float())
     spy.calls.clear()
-    refine_instances(backend, torch.randn(1, 256, 64, 64), HW, teacher, prob, rng=1)
+    refine_instances(backend, torch.randn(1, EMBED_DIM, 64, 64), HW, teacher, prob, rng=1)
     assert spy.calls[-1]["boxes"] is None and spy.calls[-1]["coords"].shape[1] == 3

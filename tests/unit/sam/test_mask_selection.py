@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fakes import fake_backend  # noqa: E402
+from fakes import EMBED_DIM, fake_backend  # noqa: E402
 
 from scribmed.sam import (
     MaskSelectionConfig,
@@ -128,7 +128,7 @@ def test_config_and_selector_on_sam_candidates():
     cfg = MaskSelectionConfig(min_coverage=0.2)
     assert MaskSelectionConfig(**cfg.to_dict()) == cfg
     backend = fake_backend()
-    emb = torch.randn(1, 256, 64, 64)
+    emb = torch.randn(1, EMBED_DIM, 64, 64)
     coords = torch.tensor([[[40.0, 50.0]], [[120.0, 100.0]]])
     with torch.no_grad():
         low, iou = backend.decode(emb, coords, torch.ones(2, 1, dtype=torch.int64), multimask_output=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fakes import DecodeSpy, fake_backend  # noqa: E402
+from fakes import DecodeSpy, EMBED_DIM, fake_backend  # noqa: E402
 from scipy.special import expit
 
 from scribmed.data.case import CARDIAC, Case, CaseArrays
@@ -75,7 +75,7 @@ def backend() -> SamBackend:
 def test_slice_logits_one_decoder_call_for_all_scribbled_classes(backend, tmp_path):
     spy = DecodeSpy(backend)
     scribble = scribble_slice(classes=(1, 3))  # no Myo scribble on this slice
-    emb = torch.randn(1, 256, 64, 64)
+    emb = torch.randn(1, EMBED_DIM, 64, 64)
     out = slice_logits(backend, emb, scribble, CARDIAC, PromptConfig(n_points=5, negatives="none"))
     assert len(spy.calls) == 1 and spy.calls[0]["multimask"] is False
     assert spy.calls[0]["coords"].shape == (2, 5, 2)  # RV and LV in one batch, Myo not prompted
@@ -94,7 +94,7 @@ def test_slice_logits_one_decoder_call_for_all_scribbled_classes(backend, tmp_pa
 
 def test_slice_logits_negatives_boxes_and_empty_slice(backend):
     spy = DecodeSpy(backend)
-    emb = torch.randn(1, 256, 64, 64)
+    emb = torch.randn(1, EMBED_DIM, 64, 64)
     cfg = PromptConfig(n_points=4, negatives="neighbour", boxes=True)
     out = slice_logits(backend, emb, scribble_slice(), CARDIAC, cfg)
     call = spy.calls[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fakes import DecodeSpy, fake_backend  # noqa: E402
+from fakes import DecodeSpy, EMBED_DIM, fake_backend  # noqa: E402
 from monai.transforms import Compose
 
 from scribmed.data.case import CARDIAC
@@ -242,7 +242,7 @@ def spy(backend):
 
 @torch.no_grad()
 def test_box_rows_decode_in_one_batched_call(backend, spy):
-    emb = torch.randn(1, 256, 64, 64)
+    emb = torch.randn(1, EMBED_DIM, 64, 64)
     t = WeakPromptsd(class_map=CARDIAC, input_size=backend.input_size)
     p_box = t({"supervision": "box", "weak": box_label(), "slice": 1})["prompts"]
     logits = decode_prompt_dict(backend, emb, p_box)
@@ -259,7 +259,7 @@ def test_box_rows_decode_in_one_batched_call(backend, spy):
 
 @torch.no_grad()
 def test_full_mask_rows_send_boxes_and_points_together(backend, spy):
-    emb = torch.randn(1, 256, 64, 64)
+    emb = torch.randn(1, EMBED_DIM, 64, 64)
     t = WeakPromptsd(class_map=CARDIAC, input_size=backend.input_size, n_points=4)
     p_full = t({"supervision": "full", "label": full_label()})["prompts"]
     out = decode_prompt_dict(backend, emb, p_full, multimask=True)
