@@ -9,8 +9,8 @@ in a fresh subprocess and an empty working directory::
     wf.initialize(); wf.check_properties()
 
 and reports the seconds, ``check_properties()`` and every file created or changed under the
-working directory, the bundle folder and the dataset folder. Real data from ``../shared/data``
-(ACDC, MSCMR, CHAOS T2 for the CHAOS bundles, DSB2018). A workflow that takes longer than
+working directory, the bundle folder and the dataset folder. Real data from the data folder beside
+the repository (ACDC, MSCMR, CHAOS T2 for the CHAOS bundles, DSB2018). A workflow that takes longer than
 ``--timeout`` seconds is stopped and reported as such.
 
 Usage::
@@ -33,10 +33,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
-#: the data each bundle initialises on, and the overrides the shared data needs
+#: the data each bundle initialises on, and the overrides the local data copy needs
 DATASETS: dict[str, tuple[str, dict[str, Any]]] = {
     "acdc": ("ACDC", {}),
-    "mscmr": ("MSCMR", {"allow_missing": True}),  # the shared data has no MSCMR test subjects
+    "mscmr": ("MSCMR", {"allow_missing": True}),  # the local copy has no MSCMR test subjects
     "chaos": ("CHAOS_T2", {"layout": "chaos-t2-nifti", "allow_missing": True}),
     "dsb2018": ("DSB2018", {}),
 }

@@ -1,7 +1,7 @@
 """Speed of Dice + HD95 for the 3 foreground classes of an ACDC volume: scribmed vs medpy vs MONAI.
 
-Loads a few real ACDC label volumes (``../shared/data/ACDC`` beside the repository, or
-``--data``), derives perturbed "predictions" from them (in-plane dilation / erosion, a 2-pixel
+Loads a few real ACDC label volumes (the ACDC folder of the data folder beside the
+repository, or ``--data``), derives perturbed "predictions" from them (in-plane dilation / erosion, a 2-pixel
 shift, a dropped slice, boundary noise), and times, interleaved in the same run:
 
 * scribmed: ``evaluate_case`` (Dice, HD95 and ASD of classes 1-3 in one pass);

@@ -1,24 +1,24 @@
 """Quality of LiteMedSAM pseudo labels on real ACDC: zero-shot prompts, then decoder fine-tuning rounds.
 
-Zero-shot part (always): for the held-out patients (default 001-003, both frames; ``acdc-h5`` layout
-under ``../shared/data/ACDC`` or ``--data``), pseudo labels from 10 points per class along the
-scribble skeleton in the prompt variants of :data:`VARIANTS` (single mask or SAM's best of three
+Zero-shot part (always): for the held-out patients (default 001-003, both frames; ``acdc-h5``
+layout in the ACDC folder of the data folder beside the repository, or ``--data``), pseudo labels
+from 10 points per class along the scribble skeleton in the prompt variants of :data:`VARIANTS` (single mask or SAM's best of three
 candidates by predicted IoU; with or without neighbour negatives; with or without the scribble's
 bounding box), marking scribmed's default (:data:`~scribmed.sam.pseudo_labels.ZERO_SHOT_PROMPTS`)
-and checking it against DESIGN §4.3's zero-shot row. Geometries:
+and checking it against the reference zero-shot row (:data:`REFERENCE_ZERO_SHOT`). Geometries:
 
 * ``aspect``: scribmed's backend (longest side resized to 256, aspect kept, zero-padded), Dice at
   the native resolution;
 * ``square``: every slice first resized to 256x256 (bilinear image, nearest scribble and label;
-  what DESIGN.md §4.3 measured), Dice at 256x256; single-mask variants only.
+  the reference geometry), Dice at 256x256; single-mask variants only.
 
 Dice is pooled over all slices of all cases (:func:`scribmed.sam.quality.dice_summary`).
 
 Fine-tuning part (``--finetune``): :func:`scribmed.sam.rounds.run_pseudo_label_rounds` with
-training patients 021-026 (as §4.3), validation patient 027, the held-out patients as ``eval``
-(pseudo-labelled and scored, never trained on), ``--rounds`` rounds of ``--epochs`` epochs;
-reports the held-out Dice after each round and checks the last round against DESIGN §4.3's
-fine-tuned rows.
+training patients 021-026 (as in the reference rows), validation patient 027, the held-out
+patients as ``eval`` (pseudo-labelled and scored, never trained on), ``--rounds`` rounds of
+``--epochs`` epochs; reports the held-out Dice after each round and checks the last round against the reference
+fine-tuned rows (:data:`REFERENCE_FINETUNED`).
 
 Point-prompt ablation (``--point-ablation``, SeSAM's Table 4 on medical data): pseudo-label Dice
 from **simulated point labels** (``--ablation-points`` per class and slice, drawn from the full
@@ -60,7 +60,10 @@ from scribmed.sam.embedding_cache import EmbeddingCache  # noqa: E402
 from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, PromptConfig, generate_case  # noqa: E402
 from scribmed.sam.quality import dice_summary  # noqa: E402
 
-DESIGN_ZERO_SHOT = {
+#: Reference LiteMedSAM zero-shot Dice measured on real ACDC: slices resized to 256x256, 10 points per
+#: class evenly spaced along the scribble skeleton, single mask, Dice pooled over all slices of
+#: patients 001-003 (both frames); keyed by the negatives setting.
+REFERENCE_ZERO_SHOT = {
     "none": {"RV": 0.535, "Myo": 0.009, "LV": 0.717},
     "neighbour": {"RV": 0.288, "Myo": 0.011, "LV": 0.682},
 }
@@ -88,7 +91,7 @@ def square_case(case: Case, side: int = 256) -> Case:
 
 #: zero-shot prompt variants: name -> PromptConfig fields (n_points is added from --n-points)
 VARIANTS = {
-    "single mask, positives (DESIGN §4.3)": {"negatives": "none"},
+    "single mask, positives (reference geometry)": {"negatives": "none"},
     "single mask, neighbour negatives": {"negatives": "neighbour"},
     "best of 3 masks, positives": {"negatives": "none", "multimask": True},
     "best of 3 masks, neighbour negatives": {"negatives": "neighbour", "multimask": True},
@@ -98,10 +101,12 @@ VARIANTS = {
     "best of 3 masks, neighbour negatives + scribble box + 5 px": {"negatives": "neighbour", "multimask": True,
                                                                     "boxes": True, "box_margin": 5},
 }
-#: the variants also run on slices squashed to 256x256 (DESIGN §4.3's geometry)
-SQUARE_VARIANTS = ("single mask, positives (DESIGN §4.3)", "single mask, neighbour negatives")
-DESIGN_FINETUNED = {"2 epochs": {"RV": 0.665, "Myo": 0.530, "LV": 0.889},
-                    "3 epochs": {"RV": 0.683, "Myo": 0.542, "LV": 0.881}}
+#: the variants also run on slices squashed to 256x256 (the reference geometry)
+SQUARE_VARIANTS = ("single mask, positives (reference geometry)", "single mask, neighbour negatives")
+#: Reference LiteMedSAM Dice on the same held-out patients 001-003 (pooled over all slices) after
+#: the mask decoder was fine-tuned on patients 021-026 (106 slices) for 2 / 3 epochs.
+REFERENCE_FINETUNED = {"2 epochs": {"RV": 0.665, "Myo": 0.530, "LV": 0.889},
+                       "3 epochs": {"RV": 0.683, "Myo": 0.542, "LV": 0.881}}
 
 
 def zero_shot(dataset, cases: list[Case], backend, cache: EmbeddingCache, geometry: str,
@@ -224,7 +229,7 @@ def main() -> None:
                     "threads": torch.get_num_threads()},
         "encoder_runtime": backend.encoder_runtime, "loss_resolution": args.loss_resolution,
         "held_out": held, "cases": [c.case_id for c in cases], "n_points": args.n_points,
-        "zero_shot": [], "design_zero_shot_square": DESIGN_ZERO_SHOT,
+        "zero_shot": [], "reference_zero_shot_square": REFERENCE_ZERO_SHOT,
     }
     print(f"zero-shot LiteMedSAM on {', '.join(held)} ({len(cases)} volumes), pooled Dice")
     print("| geometry | prompts | RV | Myo | LV | slices | s |")
@@ -245,15 +250,15 @@ def main() -> None:
                   f"{row['slices']} | {row['seconds']} |", flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=1))
-    for negatives, d in DESIGN_ZERO_SHOT.items():
-        print(f"| DESIGN §4.3 (square) | single mask, {negatives} | {d['RV']} | {d['Myo']} | {d['LV']} | | |")
+    for negatives, d in REFERENCE_ZERO_SHOT.items():
+        print(f"| reference (square) | single mask, {negatives} | {d['RV']} | {d['Myo']} | {d['LV']} | | |")
     defaults = [r for r in report["zero_shot"] if r.get("default")]
     if defaults:
-        d, ref = defaults[0]["dice"], DESIGN_ZERO_SHOT["none"]
+        d, ref = defaults[0]["dice"], REFERENCE_ZERO_SHOT["none"]
         ok = all(d[c] is not None and d[c] >= ref[c] for c in ref)
-        print("default zero-shot vs DESIGN §4.3 zero-shot row: "
+        print("default zero-shot vs reference zero-shot row: "
               + ", ".join(f"{c} {d[c]:.3f} vs {ref[c]:.3f}" for c in ref) + (" -> at least as good" if ok else " -> BELOW"))
-        report["default_zero_shot_meets_design"] = ok
+        report["default_zero_shot_meets_reference"] = ok
 
     if args.finetune:
         from scribmed.sam.finetune_config import FinetuneConfig
@@ -283,9 +288,9 @@ def main() -> None:
             print(f"| {e['round']} | {fmt(ev.get('RV'))} | {fmt(ev.get('Myo'))} | {fmt(ev.get('LV'))} | "
                   f"{fmt(tr.get('RV'))} | {fmt(tr.get('Myo'))} | {fmt(tr.get('LV'))} |")
         last = rows[-1]["held_out"] if rows else {}
-        for label, ref in DESIGN_FINETUNED.items():
+        for label, ref in REFERENCE_FINETUNED.items():
             ok = all(last.get(c) is not None and last[c] >= ref[c] for c in ref)
-            print(f"last round held-out vs DESIGN §4.3 fine-tuned ({label}): "
+            print(f"last round held-out vs reference fine-tuned ({label}): "
                   + ", ".join(f"{c} {fmt(last.get(c))} vs {ref[c]:.3f}" for c in ref)
                   + (" -> at least as good" if ok else " -> BELOW"))
         finetune = {"train": args.train, "val": args.val, "rounds": args.rounds, "epochs": args.epochs, "lr": args.lr,

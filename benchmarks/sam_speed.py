@@ -2,7 +2,7 @@
 
 Real slices with scribbles of all three classes, LiteMedSAM, 10 positive points per class:
 ACDC (``acdc-h5``, slices of at most 256 px) and MSCMR (``mscmr``, 480-512 px), from
-``../shared/data`` (or ``--acdc`` / ``--mscmr``). Everything is measured interleaved, slice by
+the data folder beside the repository (or ``--acdc`` / ``--mscmr``). Everything is measured interleaved, slice by
 slice, so load changes on a shared machine hit every variant alike:
 
 1. **Encoder**: preprocessing + image encoder per slice with PyTorch (today's path), OpenVINO

@@ -2,7 +2,8 @@
 
 Runs the real training engine (``build_dmpls_trainer``: slice cache, seeded sampler, DMPLS
 augmentation, DataLoader, dual-branch U-Net, DMPLS loss, SGD) at the paper's batch 12 and
-256x256 on a few real ACDC volumes (``../shared/data/ACDC``, acdc-h5 reader) when present, else on
+256x256 on a few real ACDC volumes (the ACDC folder of the data folder beside the
+repository, override with ``--data-root``; acdc-h5 reader) when present, else on
 phantoms. A few warm-up iterations are excluded. The time between ``GET_BATCH_STARTED`` and
 ``GET_BATCH_COMPLETED`` is the data wait; ``ITERATION_STARTED``..``ITERATION_COMPLETED`` is the
 step (forward, loss, backward, SGD).
@@ -11,7 +12,7 @@ With ``--reference`` it also times a re-implementation of the reference code's s
 scribmed's steps in turn on the same batches. The reference step uses the reference network (the
 same U-Net with 1x1 conv + bilinear up-steps, as WSL4MIS runs it) and its pseudo-label Dice, which
 one-hot encodes the ``(B, 1, H, W)`` pseudo label into ``(B, C, 1, H, W)`` so every class term
-broadcasts to a ``(B, B, H, W)`` product (the wasted work DESIGN section 6 mentions). scribmed's
+broadcasts to a ``(B, B, H, W)`` product (wasted work). scribmed's
 steps: NCHW float32 (the default), channels-last (``--channels-last``), and channels-last with
 bfloat16 autocast. Compute only: the reference's per-sample HDF5 reading and scipy resizing are
 not included.

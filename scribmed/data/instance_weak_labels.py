@@ -1,6 +1,6 @@
 """Weak labels per instance (points, boxes, scribbles, coarse masks, tags): the label and its JSON.
 
-The instance-level recipes (SeSAM, WISH, S4M on DSB2018 nuclei, DESIGN §4.4) learn from one weak
+The instance-level recipes (SeSAM, WISH, S4M on DSB2018 nuclei) learn from one weak
 label per image, of one of :data:`INSTANCE_WEAK_KINDS` (``point``, ``box``, ``scribble``,
 ``coarse``, ``tag``, ``full``), over the image's instance map ``(H, W)`` (0 background, ``k > 0``
 instance ``k``; ids need not be contiguous and every dictionary below is keyed by them). They are

@@ -1,4 +1,4 @@
-"""SeSAM's point sampler (DESIGN.md Sec. 4.4): K random points per connected instance of a binary mask.
+"""SeSAM's point sampler: K random points per connected instance of a binary mask.
 
 :func:`instance_points` covers each instance's box with square cells, picks K cells at random and
 draws one pixel in each, biased towards the instance's skeleton. Pure numpy / scipy, so the

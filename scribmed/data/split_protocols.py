@@ -22,7 +22,7 @@ MSCMR_VAL = [1, 8, 29, 36, 41]
 MSCMR_TEST = [3, 5, 10, 11, 12, 16, 17, 23, 28, 30, 33, 35, 38, 40, 43]
 CHAOS_TEST_FOLDS = [[5, 36, 13, 21], [3, 33, 8, 37], [15, 2, 32, 1], [39, 38, 20, 34], [19, 31, 22, 10]]
 CHAOS_PATIENTS = sorted(f"patient{i:02d}" for block in CHAOS_TEST_FOLDS for i in block)
-#: The 50 DSB2018 stage 1 test images whose masks were released (../shared/data/DSB2018); one image per patient.
+#: The 50 DSB2018 stage 1 test images whose masks were released; one image per patient.
 DSB2018_IDS = (
     "0114f484a16c152baa2d82fdd43740880a762c93f436c8988ac461c5c9dbe7d5",
     "0999dab07b11bc85fb8464fc36c947fbd8b5d6ec49817361cb780659ca805eac",

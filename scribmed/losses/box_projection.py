@@ -1,6 +1,6 @@
 """Box projection loss: supervise a segmentation with boxes through the mask's axis projections.
 
-SAMIX (DESIGN §4.4) trains on box-labelled slices with the projection loss of BoxInst (Tian et
+SAMIX trains on box-labelled slices with the projection loss of BoxInst (Tian et
 al., CVPR 2021): a mask lies inside its box and touches every row and column the box spans, so
 the mask's max-projection onto each axis must equal the box's. For sample ``b`` and class ``k``
 with box mask ``M`` (the union of the class's boxes on the slice) and the predicted class

@@ -1,6 +1,6 @@
 """Full-mask supervision: soft Dice over the foreground classes plus cross-entropy over all pixels.
 
-SAMIX (DESIGN §4.4) trains fully labelled slices with Dice + CE, the nnU-Net / MONAI
+SAMIX trains fully labelled slices with Dice + CE, the nnU-Net / MONAI
 ``DiceCELoss`` combination. Per sample ``b`` with ``p = softmax(logits)`` and the one-hot target
 ``t`` over the sample's valid pixels (all pixels, or those whose label is not ``ignore_index``):
 

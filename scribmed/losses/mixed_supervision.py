@@ -1,6 +1,6 @@
 """Mixed supervision: each sample of a batch trained with the loss of its own label type.
 
-SAMIX (DESIGN §4.4) supervises each label type with its own loss — full mask → Dice + CE
+SAMIX supervises each label type with its own loss — full mask → Dice + CE
 (:func:`~scribmed.losses.mask_dice_ce.mask_dice_ce_loss`), box → projection loss
 (:func:`~scribmed.losses.box_projection.box_projection_loss`), scribble and point → partial CE
 (:func:`~scribmed.losses.partial_ce.partial_cross_entropy`) — and SeSAM adds a SAM pseudo-label

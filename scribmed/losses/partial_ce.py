@@ -4,7 +4,7 @@ Unlabelled pixels carry the dataset's ignore value (e.g. 4 for ACDC, where 0 is 
 scribble). The mean is taken over labelled pixels of the whole batch; a batch without any
 labelled pixel gives 0 (with a graph, so ``backward`` still works) instead of NaN.
 
-It is the loss of every sparse supervision (SAMIX, DESIGN §4.4: scribble and point → partial
+It is the loss of every sparse supervision (SAMIX: scribble and point → partial
 CE): a scribble map is used as it is, points through
 :meth:`scribmed.data.weak_labels.WeakLabel.point_map` (the class at each positive point,
 ``ignore_index`` elsewhere), and pseudo labels with unconfident pixels set to ``ignore_index``

@@ -15,9 +15,9 @@ computed per prompted class and averaged over the classes:
 ``L = ce_weight * CE + dice_weight * Dice + iou_weight * IoU``.
 
 Defaults (``ce_weight=1, dice_weight=0.5, iou_weight=0``) are the recipe measured on real ACDC
-with LiteMedSAM on a CPU (DESIGN.md §4.3: binary CE on scribble pixels + 0.5 x soft Dice against
+with LiteMedSAM on a CPU (binary CE on scribble pixels + 0.5 x soft Dice against
 the zero-shot pseudo label; Myo Dice 0.01 → 0.53 after 2 epochs). SAM-SP's paper combination
-(§4.2: soft Dice + soft IoU against the pseudo label plus partial CE) is
+(soft Dice + soft IoU against the pseudo label plus partial CE) is
 :meth:`SamFinetuneLoss.paper` (all three weights 1).
 """
 
@@ -88,7 +88,8 @@ class SamFinetuneLoss(nn.Module):
     Args:
         ignore_index: the scribbles' unlabeled value (ACDC: 4).
         ce_weight: weight of the partial binary CE on scribble pixels.
-        dice_weight: weight of the soft Dice against ``pseudo_label == k`` (0.5: DESIGN §4.3).
+        dice_weight: weight of the soft Dice against ``pseudo_label == k`` (0.5: the measured CPU
+            recipe).
         iou_weight: weight of the soft IoU against ``pseudo_label == k`` (0 by default: the
             measured CPU recipe had none; 1 in SAM-SP's combination, see :meth:`paper`).
         eps: smoothing of Dice and IoU.
@@ -124,7 +125,7 @@ class SamFinetuneLoss(nn.Module):
 
     @classmethod
     def paper(cls, ignore_index: int, **kwargs: Any) -> "SamFinetuneLoss":
-        """SAM-SP's combination (DESIGN §4.2): CE + soft Dice + soft IoU, all weight 1."""
+        """SAM-SP's combination: CE + soft Dice + soft IoU, all weight 1."""
         weights = {"ce_weight": 1.0, "dice_weight": 1.0, "iou_weight": 1.0}
         weights.update(kwargs)
         return cls(ignore_index, **weights)

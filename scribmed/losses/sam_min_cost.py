@@ -1,4 +1,4 @@
-"""WISH's mask cost against SAM (DESIGN.md §4.4): the minimum over SAM's candidate masks.
+"""WISH's mask cost against SAM: the minimum over SAM's candidate masks.
 
 A point or box prompt is ambiguous (a nucleus, its cell, the cluster), and SAM answers it with
 ``M`` (= 3) candidate masks. WISH does not pick one in advance: each predicted instance mask is

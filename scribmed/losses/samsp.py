@@ -1,10 +1,10 @@
-"""The SAM-SP segmentor objective (DESIGN 4.2 step 4).
+"""The SAM-SP segmentor objective (step 4, the aligned segmentor).
 
 ``L = sum_h pCE(y_h, s) + sum_h Dice(softmax(y_h), PL_SAM) + align_weight * L_align`` over the
 heads ``h`` = main, aux, fused of :class:`~scribmed.networks.samsp_unet.SAMSPUNet`, with ``s``
 the scribble (unlabelled = ``ignore_index``), ``PL_SAM`` the merged SAM pseudo label, Dice the
 batch-pooled soft Dice of DMPLS, and ``L_align`` the semantic alignment loss on the bottleneck
-features. Terms are summed, not averaged, as the DESIGN writes them.
+features. Terms are summed, not averaged.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ class SAMSPLoss(nn.Module):
     Args:
         num_classes: classes including background.
         ignore_index: the scribbles' unlabelled value.
-        align_weight: weight of the alignment term (1 in the DESIGN).
+        align_weight: weight of the alignment term (1 in SAM-SP).
         pl_ignore_index: pseudo-label value the alignment term skips, if any (SAM pseudo labels
             are dense, so usually None).
-        foreground_only: alignment targets are foreground pixels only (DESIGN).
+        foreground_only: alignment targets are foreground pixels only (as in SAM-SP).
         temperature: alignment cosine-similarity temperature.
 
     Call ``loss(outputs, scribble, pseudo_label)`` with ``outputs`` the network's training

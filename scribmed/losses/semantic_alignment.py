@@ -1,6 +1,6 @@
 """SAM-SP semantic alignment loss: classify bottleneck features by their class prototypes.
 
-DESIGN 4.2 step 4. Per image ``b`` and class ``k``, the prototype is
+SAM-SP's step 4 (the aligned segmentor). Per image ``b`` and class ``k``, the prototype is
 ``p_bk = normalize(mean_{n : PL_bn = k} normalize(f_bn).detach())``, with the SAM pseudo label
 ``PL`` resized to the bottleneck's size by nearest-neighbour sampling. Each pixel's logits are
 the cosine similarities ``<normalize(f_bn), p_bk> / temperature`` to the prototypes of *its own

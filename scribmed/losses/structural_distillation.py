@@ -1,4 +1,4 @@
-"""S4M's structural distillation (DESIGN.md §4.4): match the *shape* of two feature spaces.
+"""S4M's structural distillation: match the *shape* of two feature spaces.
 
 The student should arrange its pixels the way SAM's mask decoder does, whatever the channel
 count of either. Per image, ``P`` (= 128) query pixels are sampled (half from the foreground when

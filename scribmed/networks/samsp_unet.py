@@ -1,8 +1,8 @@
 """SAM-SP segmentor: the DMPLS dual-branch U-Net with cross-scale fused skips and a fusion head.
 
-DESIGN 4.2 step 4. One shared encoder (:class:`~scribmed.networks.unet_dual.UNetEncoder`), two
-decoders with separate weights (main and auxiliary, as in DESIGN 4.1), and per skip level a
-cross-scale fusion (CSF) block:
+SAM-SP's step 4 (the aligned dual-branch segmentor). One shared encoder
+(:class:`~scribmed.networks.unet_dual.UNetEncoder`), two decoders with separate weights (main and
+auxiliary, as in DMPLS), and per skip level a cross-scale fusion (CSF) block:
 
 ``skip_i' = conv1x1([skip_i, CBAM(conv3x3-BN-ReLU([skip_i, up(enc_{i+1})]))])``
 
@@ -158,7 +158,7 @@ def _decode_features(decoder: UNetDecoder, feats: Sequence[torch.Tensor]) -> tor
 
 
 class SAMSPUNet(DualBranchUNet):
-    """SAM-SP segmentor (DESIGN 4.2 step 4): dual-branch U-Net, shared CSF skips, fusion head.
+    """SAM-SP segmentor (step 4, the aligned segmentor): dual-branch U-Net, shared CSF skips, fusion head.
 
     ``forward`` returns a :class:`SAMSPOutput` ``(main, aux, fused, bottleneck)`` in training mode
     and the fused logits only in eval mode, so MONAI inferers and ``predict_volume`` work

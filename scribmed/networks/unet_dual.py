@@ -83,9 +83,9 @@ class _BilinearUp(nn.Sequential):
 class _UpBlock(nn.Module):
     """x2 upsampling, concatenation with the skip, conv block (no dropout).
 
-    ``upsample="transpose"`` is DESIGN §4.1's 2x2 transposed convolution; ``"bilinear"`` is what
-    the public WSL4MIS code actually runs (its ``bilinear: False`` flag is never passed on):
-    a 1x1 convolution followed by bilinear upsampling.
+    ``upsample="transpose"`` is the 2x2 transposed convolution of the DMPLS paper's text;
+    ``"bilinear"`` is what the public WSL4MIS code actually runs (its ``bilinear: False`` flag is
+    never passed on): a 1x1 convolution followed by bilinear upsampling.
     """
 
     def __init__(self, deep_channels: int, skip_channels: int, upsample: str = "transpose") -> None:
@@ -139,7 +139,7 @@ class DualBranchUNet(nn.Module):
         upsample: decoder up-steps, ``"bilinear"`` (default: 1x1 conv + bilinear, what the
             WSL4MIS reference code runs and what produced the paper's numbers; it learns much faster
             at short budgets, see docs/recipes.md) or ``"transpose"`` (2x2 transposed conv, the
-            paper's text, DESIGN §4.1; scribmed's default before the DMPLS parity study).
+            DMPLS paper's text; scribmed's default before the DMPLS parity study).
 
     Raises:
         ValueError: on inconsistent ``features``/``dropout`` or, in ``forward``, an input whose

@@ -1,8 +1,8 @@
 """Training checkpoints: written atomically, loaded with ``weights_only=True``, identified by sha256.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
-``torch.load(..., weights_only=True)`` can read it and a file from elsewhere never executes code
-(DESIGN §5b). RNG states are stored as tensors and lists for the same reason. Files are written
+``torch.load(..., weights_only=True)`` can read it and a file from elsewhere never executes code.
+RNG states are stored as tensors and lists for the same reason. Files are written
 to a temporary name in the same folder and renamed, so a crash never leaves a truncated
 ``last.pt``. Writers stamp the payload with the checkpoint schema
 (``stamp(CHECKPOINT, payload)``, :mod:`scribmed.runtime.records`); :func:`load_checkpoint`

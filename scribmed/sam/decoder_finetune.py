@@ -1,6 +1,6 @@
 """One round of SAM mask-decoder fine-tuning on scribbles + the previous round's pseudo labels.
 
-SAM-SP step 3 (DESIGN.md §4.2): the image encoder and the prompt encoder stay frozen, only the
+SAM-SP step 3: the image encoder and the prompt encoder stay frozen, only the
 mask decoder trains (AdamW). Per training slice, every foreground class with a scribble on the
 slice is prompted exactly as pseudo-label generation prompts it (:class:`ScribblePromptsd`:
 positives along the scribble skeleton, negatives from the neighbouring structure), all classes
@@ -24,7 +24,7 @@ checkpoint=...)`` file, since the weights sit under ``"model"`` with ``mask_deco
 * ``decoder_last.pt``: the latest decoder + AdamW state + completed epoch + history + RNG
   state; ``resume=True`` continues from it after a crash (epoch granularity).
 
-Defaults follow the CPU recipe measured on real ACDC with LiteMedSAM (§4.3): lr 5e-5 (10x the
+Defaults follow the CPU recipe measured on real ACDC with LiteMedSAM: lr 5e-5 (10x the
 paper's 5e-6: with a few epochs on a CPU the paper's rate barely moves the decoder), weight
 decay 1e-4, 10 points per class with neighbour negatives, CE + 0.5 x soft Dice, 2 epochs.
 The order of training slices is a permutation seeded by ``(seed, epoch)``, so a run (and a
@@ -230,7 +230,7 @@ def finetune_decoder(
             for every training case when ``dice_weight`` or ``iou_weight`` > 0; for validation
             cases only when they have no label).
         class_map: classes and the scribbles' ignore value.
-        config: :class:`FinetuneConfig` (defaults: the §4.3 CPU recipe).
+        config: :class:`FinetuneConfig` (defaults: the measured CPU recipe).
         out_dir: the round's folder (``decoder_best.pt``, ``decoder_last.pt``).
         resume: continue from ``out_dir/decoder_last.pt`` when it exists (it must come from the
             same cases, backend and settings; ``epochs`` may grow). ``False`` starts over.

@@ -22,7 +22,7 @@ class FinetuneConfig:
 
     Attributes:
         epochs: passes over the training slices (each followed by validation).
-        lr: AdamW learning rate. 5e-5 is 10x SAM-SP's 5e-6 (DESIGN §4.3): on short CPU budgets
+        lr: AdamW learning rate. 5e-5 is 10x SAM-SP's 5e-6: on short CPU budgets
             (a few epochs) the paper's rate barely moves the decoder; use 5e-6 for long GPU runs.
         weight_decay: AdamW weight decay (paper: 1e-4).
         n_points: positive (and negative) points per class.

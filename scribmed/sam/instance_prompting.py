@@ -1,4 +1,4 @@
-"""Prompting SAM once per instance and turning its answers into an instance map (DESIGN.md §4.4).
+"""Prompting SAM once per instance and turning its answers into an instance map.
 
 The instance-level recipes (SeSAM's instance priors, S4M, WISH) prompt SAM with one prompt row per
 object, e.g. nucleus: a few points and/or a box. SAM answers every row with ``M`` (= 3) candidate

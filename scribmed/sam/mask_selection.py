@@ -1,4 +1,4 @@
-"""Choosing one of SAM's candidate masks per prompt (SeSAM's rule, DESIGN.md §4.4, and ablations).
+"""Choosing one of SAM's candidate masks per prompt (SeSAM's rule and ablations).
 
 SAM answers a prompt with ``M`` (= 3 with ``multimask_output``) candidate masks ``S_j`` and a
 predicted IoU per candidate. Given the weak label's region ``W`` of that prompt (a boolean

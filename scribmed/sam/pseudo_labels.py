@@ -18,7 +18,7 @@ records the prompt settings and backend. Cases whose two files exist are skipped
 
 Default prompts: zero-shot (before any fine-tuning) uses **positives only**, the scribble's box
 (+5 px) and SAM's best-of-three mask (:data:`ZERO_SHOT_PROMPTS`): on real ACDC, LiteMedSAM
-zero-shot with neighbour negatives lost Dice on RV and LV in every variant (DESIGN.md §4.3: RV
+zero-shot with neighbour negatives lost Dice on RV and LV in every variant (RV
 0.535 → 0.288, LV 0.717 → 0.682; see ``docs/sam.md`` for the measurements with this code). After
 the decoder is fine-tuned with negatives in its prompts (single mask, no box), the same prompts
 are used to generate (:data:`FINETUNED_PROMPTS`).

@@ -2,7 +2,7 @@
 
 Two summaries per class over a set of cases:
 
-* **pooled** Dice (the headline, as in DESIGN.md §4.3's table): ``Σ 2|P∩G| / Σ (|P| + |G|)`` with
+* **pooled** Dice (the headline): ``Σ 2|P∩G| / Σ (|P| + |G|)`` with
   the sums over every slice of every case — big structures weigh more, and a class missing from
   some slices never produces an undefined value unless it is absent everywhere (then ``None``);
 * **mean per case**: the mean over cases of each case's 3D Dice (``1.0`` for a case where the

@@ -35,7 +35,7 @@ class SamStageConfig:
         rounds: decoder fine-tuning rounds after the zero-shot pseudo labels (paper: 2).
         epochs: fine-tuning epochs per round.
         lr: decoder AdamW learning rate (5e-5 for short CPU budgets; the paper's 5e-6 for long
-            GPU schedules, DESIGN §4.3).
+            GPU schedules).
         n_points: points per class along the scribble skeleton (paper: 10).
         device: where SAM runs (``auto``: CUDA when present).
         cache_dir: embedding cache shared by all folds (``None``: ``<fold>/train/sam/embeddings``;

@@ -1,6 +1,6 @@
 """SAM prompted from each case's own weak label: the mixed-supervision side of the pseudo-label rounds.
 
-SAM-SP prompts every case with its scribble. With mixed supervision (DESIGN §4.4, issue 9) a case
+SAM-SP prompts every case with its scribble. With mixed supervision (issue 9) a case
 has one of :data:`~scribmed.data.weak_labels.SUPERVISION_TYPES`, and the rounds prompt it from
 that label (:class:`~scribmed.transforms.weak_prompts.WeakPromptsd`):
 

@@ -39,7 +39,7 @@ class TrainConfig:
         upsample: the U-Net decoder's up-steps, ``"bilinear"`` (default: 1x1 conv + bilinear, what
             the WSL4MIS code that produced the paper's numbers runs; measured to learn much faster
             at short budgets, docs/recipes.md) or ``"transpose"`` (2x2 transposed conv as the
-            paper's text and DESIGN §4.1 describe it).
+            DMPLS paper's text describes it).
         channels_last: train in the NHWC memory format (default: 1.29x faster than NCHW per
             iteration on a 2-core CPU, docs/recipes.md). The forward pass equals NCHW's to float
             rounding; dropout masks are drawn in memory order, so the run is another reproducible

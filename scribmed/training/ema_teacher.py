@@ -1,4 +1,4 @@
-"""An EMA (mean) teacher for any trainer, and the SeSAM objective built on it (DESIGN §4.4).
+"""An EMA (mean) teacher for any trainer, and the SeSAM objective built on it.
 
 :class:`EMATeacher` holds a copy of the student network whose parameters follow the student's as
 an exponential moving average (Tarvainen & Valpola, NeurIPS 2017), updated after every
@@ -219,7 +219,7 @@ class EMATeacher(nn.Module):
 
 @dataclass
 class SeSAMConfig:
-    """SeSAM's training weights and teacher settings (DESIGN §4.4).
+    """SeSAM's training weights and teacher settings.
 
     Attributes:
         sam_weight: weight of the SAM pseudo-label term (1.0).

@@ -3,7 +3,7 @@
 Matches DMPLS evaluation: every 2D slice of a ``(slices, H, W)`` volume is resized to the
 network's input size with the same function the training cache used, the main head predicts
 (eval mode, no grad, mixed precision on CUDA by :func:`~scribmed.runtime.device.amp_policy`), the argmax label map is resized back to ``(H, W)`` with
-nearest neighbour, so metrics are computed at the original resolution (DESIGN §5).
+nearest neighbour, so metrics are computed at the original resolution.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""S4M's ARP copy-paste (DESIGN.md §4.4): swap random instances between two samples, labels follow.
+"""S4M's ARP copy-paste: swap random instances between two samples, labels follow.
 
 Two samples A and B of the same spatial size ``(H, W)``. One draw per call picks a random subset
 of B's instances (each with probability ``prob_instance``, at most ``max_instances``) and a random

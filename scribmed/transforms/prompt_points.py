@@ -1,6 +1,6 @@
 """Point prompts on one scribble slice: positives along the skeleton, negatives from a neighbour.
 
-Positive points (SAM-SP, Sec. 4.2 of DESIGN.md): ``n`` points evenly spaced *along* the skeleton of
+Positive points (SAM-SP): ``n`` points evenly spaced *along* the skeleton of
 the slightly dilated class scribble. The skeleton is walked as a graph (depth first from one end of
 its longest path), so "evenly spaced" means equal arc length along the stroke; several strokes
 share the ``n`` points in proportion to their lengths. Deterministic.

@@ -4,7 +4,7 @@ All coordinates are ``(x, y) = (column, row)`` in pixels, SAM's convention; a pi
 its integer index (SAM's prompt encoder adds the half pixel itself). Functions work on one 2D
 slice ``(H, W)``; the dictionary transforms accept ``(H, W)`` or ``(1, H, W)`` arrays or tensors.
 
-Positive points (SAM-SP, Sec. 4.2 of DESIGN.md): ``n`` points evenly spaced *along* the skeleton of
+Positive points (SAM-SP): ``n`` points evenly spaced *along* the skeleton of
 the slightly dilated class scribble. The skeleton is walked as a graph (depth first from one end of
 its longest path), so "evenly spaced" means equal arc length along the stroke; several strokes
 share the ``n`` points in proportion to their lengths. Deterministic.
@@ -17,7 +17,7 @@ background scribble (0), never from the *unlabeled* value; a slice where a class
 just omits that class (the reference blanks the whole slice when Myo is missing); the dilation never
 grows into another class's scribble when the ignore value is known.
 
-SeSAM points (DESIGN.md Sec. 4.4), K random points per connected instance of a mask, are drawn
+SeSAM points, K random points per connected instance of a mask, are drawn
 by :class:`~scribmed.transforms.sesam_points.SeSAMPointsd`.
 
 This module holds :class:`ScribblePromptsd`; the functions it builds on live next to it:

@@ -1,4 +1,4 @@
-"""SeSAM point prompts (DESIGN.md Sec. 4.4): K random points per connected instance of a mask.
+"""SeSAM point prompts: K random points per connected instance of a mask.
 
 :class:`SeSAMPointsd` is the randomizable dictionary transform (all draws from ``self.R``); the
 sampler it calls, :func:`~scribmed.data.sesam_sampling.instance_points` (biased towards each

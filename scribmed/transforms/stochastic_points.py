@@ -1,4 +1,4 @@
-"""S4M stochastic point prompts (DESIGN.md §4.4): K points per instance drawn from a probability map.
+"""S4M stochastic point prompts: K points per instance drawn from a probability map.
 
 S4M refines a teacher's instance masks by prompting SAM with ``K`` (= 3) positive points per
 instance, drawn at random from the teacher's own (softmaxed) mask probability restricted to that

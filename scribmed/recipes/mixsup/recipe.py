@@ -1,4 +1,4 @@
-"""Mixed supervision: SAM pseudo labels from each case's own weak label, then the dual-branch segmentor (DESIGN §4.4).
+"""Mixed supervision: SAM pseudo labels from each case's own weak label, then the dual-branch segmentor.
 
 Per fold:
 

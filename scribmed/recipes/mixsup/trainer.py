@@ -1,4 +1,4 @@
-"""Mixed-supervision segmentor training (DESIGN §4.4) on the shared DMPLS engine.
+"""Mixed-supervision segmentor training on the shared DMPLS engine.
 
 :class:`MixSupTrainer` is a :class:`~scribmed.training.trainer.SegmentorTrainer` whose iteration runs the
 dual-branch U-Net (DMPLS's network) through the SeSAM objective
@@ -61,7 +61,7 @@ SPARSE = ("sam",)
 
 @dataclass
 class MixSupTrainConfig(TrainConfig):
-    """The DMPLS schedule and network (DESIGN §4.1) with SeSAM's objective weights (DESIGN §4.4).
+    """The DMPLS schedule and network (Luo et al., MICCAI 2022) with SeSAM's objective weights.
 
     Attributes:
         sam_weight: weight of the SAM pseudo-label term (1.0, SeSAM).

@@ -1,4 +1,4 @@
-"""S4M: semi-supervised instance segmentation with SAM refinement, ARP and structural distillation (DESIGN §4.4).
+"""S4M: semi-supervised instance segmentation with SAM refinement, ARP and structural distillation.
 
 A few training images are fully labelled (``labelled_fraction``, seeded); the rest are unlabeled.
 

@@ -1,4 +1,4 @@
-"""SAM-SP: SAM pseudo labels refined by mask-decoder fine-tuning, then the aligned segmentor (DESIGN §4.2).
+"""SAM-SP: SAM pseudo labels refined by mask-decoder fine-tuning, then the aligned segmentor.
 
 Per fold: SAM pseudo-label rounds on the fold's training patients (zero-shot, then decoder
 fine-tuning selected on the fold's validation patients), then the SAM-SP segmentor on scribbles +
@@ -85,7 +85,7 @@ def add_sam_stage_arguments(parser: argparse.ArgumentParser) -> list[str]:
 
 
 class SAMSPRecipe(SegmentorRecipe):
-    """SAM-SP (DESIGN §4.2): SAM pseudo-label rounds on the fold's training patients, then the aligned segmentor.
+    """SAM-SP: SAM pseudo-label rounds on the fold's training patients, then the aligned segmentor.
 
     Fold folder (``out_dir`` = ``fold_k/train``)::
 

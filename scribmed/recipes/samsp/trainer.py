@@ -1,4 +1,4 @@
-"""SAM-SP segmentor training (DESIGN §4.2 step 4) on the shared DMPLS engine.
+"""SAM-SP segmentor training (step 4, the aligned segmentor) on the shared DMPLS engine.
 
 :class:`SAMSPTrainer` is a :class:`~scribmed.training.trainer.SegmentorTrainer` whose iteration runs
 the :class:`~scribmed.networks.samsp_unet.SAMSPUNet` (main, auxiliary and fusion heads plus the
@@ -36,10 +36,10 @@ __all__ = ["SAMSPTrainConfig", "SAMSPTrainer", "build_samsp_trainer", "train_sam
 
 @dataclass
 class SAMSPTrainConfig(TrainConfig):
-    """Hyper-parameters of the SAM-SP segmentor: the DMPLS schedule (DESIGN §4.1) plus the alignment term.
+    """Hyper-parameters of the SAM-SP segmentor: the DMPLS schedule plus the alignment term.
 
     Attributes:
-        align_weight: weight of the semantic-alignment loss (1 in DESIGN §4.2).
+        align_weight: weight of the semantic-alignment loss (1 in SAM-SP).
         temperature: cosine-similarity temperature of the alignment loss.
     """
 

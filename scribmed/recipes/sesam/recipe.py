@@ -1,4 +1,4 @@
-"""SeSAM on instances: SAM pseudo labels from instance-prior prompts + an EMA teacher (DESIGN §4.4).
+"""SeSAM on instances: SAM pseudo labels from instance-prior prompts + an EMA teacher.
 
 Per training image, from its weak label (points by default; scribbles or coarse masks too):
 

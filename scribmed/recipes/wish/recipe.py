@@ -1,4 +1,4 @@
-"""WISH: instance segmentation from heterogeneous weak labels (tags, points, boxes) with SAM (DESIGN §4.4).
+"""WISH: instance segmentation from heterogeneous weak labels (tags, points, boxes) with SAM.
 
 Each training image carries one kind of label, assigned in the ratios of ``mix``
 (:func:`scribmed.data.instance_weak_mix.assign_weak_kinds`, seeded): an image-level **tag**

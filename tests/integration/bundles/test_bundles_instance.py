@@ -171,7 +171,7 @@ def test_readme_documents_every_key_and_run_id(name: str) -> None:
     assert "`merge_folds`" in readme and "`run`" in readme and "`initialize`" in readme
     assert MEASURED in readme.splitlines()
     assert f"python -m monai.bundle run --config_file bundles/{name}/configs/train.yaml" in readme
-    assert "--dataset_dir ../shared/data/DSB2018 --fold 1" in readme
+    assert "--dataset_dir /data/DSB2018 --fold 1" in readme
     assert "configs/inference.yaml" in readme and "configs/evaluate.yaml" in readme
     assert "simulated" in readme and "multi_gpu_train.yaml" in readme
     assert f"scribmed cv --recipe {_recipe(name)}" in readme
