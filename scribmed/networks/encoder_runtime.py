@@ -177,9 +177,12 @@ def _export(encoder: nn.Module, example: torch.Tensor, runtime: str, stem: Path)
     if runtime == "openvino":
         import openvino as ov
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            model = ov.convert_model(encoder, example_input=example)
+            # traced here without TorchScript's re-run check (convert_model's own trace runs the
+            # encoder three more times to check it); the export is checked against PyTorch anyway
+            traced = torch.jit.trace(encoder.eval(), example, check_trace=False)
+            model = ov.convert_model(traced, example_input=example)
         ov.save_model(model, str(_file(stem, ".xml")), compress_to_fp16=False)
     else:
         with warnings.catch_warnings():

@@ -40,16 +40,23 @@ def test_runtimes_installed():
     assert er.resolve_runtime("auto", "cpu") == "openvino"
 
 
+@pytest.fixture(scope="module")
+def two_slices(lite):
+    """Two preprocessed slices and their PyTorch embeddings (computed once for both runtimes)."""
+    ref = lite[0]
+    x = ref.preprocess(_slices(2))
+    with torch.no_grad():
+        return x, ref.encode(x).numpy()
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_compiled_matches_torch_within_1e3(lite, runtime):
-    ref, compiled, _ = lite
+def test_compiled_matches_torch_within_1e3(lite, two_slices, runtime):
+    _, compiled, _ = lite
     backend = compiled[runtime]
     assert backend.encoder_runtime == runtime
-    x = ref.preprocess(_slices(3))
-    with torch.no_grad():
-        expected = ref.encode(x).numpy()
+    x, expected = two_slices
     got = backend.encode(x)
-    assert got.shape == (3, 256, 64, 64) and got.dtype == torch.float32
+    assert got.shape == (2, 256, 64, 64) and got.dtype == torch.float32
     assert er.relative_error(got.numpy(), expected) <= 1e-3
     # slice by slice inside a batch: each slice is its own single-slice result
     one = backend.encode(x[1:2]).numpy()
@@ -57,18 +64,23 @@ def test_compiled_matches_torch_within_1e3(lite, runtime):
     assert backend.compiled_encoder.max_rel_error <= 1e-3
 
 
-@pytest.mark.realdata
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_compiled_matches_torch_on_real_acdc_slice(lite, runtime, acdc_root):
+@pytest.fixture(scope="module")
+def real_slice(lite, acdc_root):
+    """The middle slice of ACDC patient001's first frame, preprocessed, and its PyTorch embedding."""
     from scribmed.data.layouts import open_dataset
 
     case = open_dataset("acdc-h5", acdc_root).cases_of(["patient001"])[0]
     image = np.asarray(case.image)
-    ref, compiled, _ = lite
-    x = ref.preprocess(image[image.shape[0] // 2][None])
+    x = lite[0].preprocess(image[image.shape[0] // 2][None])
     with torch.no_grad():
-        expected = ref.encode(x).numpy()
-    assert er.relative_error(compiled[runtime].encode(x).numpy(), expected) <= 1e-3
+        return x, lite[0].encode(x).numpy()
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_compiled_matches_torch_on_real_acdc_slice(lite, real_slice, runtime):
+    x, expected = real_slice
+    assert er.relative_error(lite[1][runtime].encode(x).numpy(), expected) <= 1e-3
 
 
 def test_cache_key_names_the_runtime(lite):
