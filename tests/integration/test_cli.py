@@ -216,11 +216,12 @@ def test_data_check_real_acdc_with_split(acdc_root, capsys):
     assert code == 0 and len(out["split"]["missing_patients_dropped"]) == 20
 
 
-def test_demo_runs(tmp_path):
-    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--patients", "5", "--iterations", "2",
-                   "--size", "64", "--batch-size", "2", "--recipes", "dmpls", "--quiet")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "demo report:" in proc.stdout and "| DMPLS |" in proc.stdout and "| nearest scribble" in proc.stdout
+def test_demo_runs(tmp_path, capsys):
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--patients", "5", "--iterations", "2",
+                 "--size", "64", "--batch-size", "2", "--recipes", "dmpls", "--quiet"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "demo report:" in out and "| DMPLS |" in out and "| nearest scribble" in out
     summary = json.loads((tmp_path / "demo" / "dmpls" / "summary.json").read_text())
     assert summary["folds_merged"] == [1, 2, 3]  # three folds by default
     assert summary["pooled"]["n_cases"] == 5  # one frame per patient by default

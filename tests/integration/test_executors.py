@@ -4,7 +4,9 @@ stand-in sbatch), and ``scribmed cv status`` reads the run directory."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -26,12 +28,13 @@ from scribmed.crossval.fold_jobs import read_job_record, read_submission
 from scribmed.crossval.fold_status import fold_states, format_status
 from scribmed.recipes import build
 
-TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(64, 64), device="cpu", seed=0)
-TINY_FLAGS = ["--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--size", "64", "--device", "cpu",
+TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(32, 32), device="cpu", seed=0)
+TINY_FLAGS = ["--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--size", "32", "--device", "cpu",
               "--seed", "0"]
-# long enough to be stopped mid-training, checkpointed every 10 iterations
-LONG = dict(iterations=100, val_interval=10, batch_size=2, size=(64, 64), device="cpu", seed=0)
-LONG_FLAGS = ["--iterations", "100", "--val-interval", "10", "--batch-size", "2", "--size", "64", "--device", "cpu",
+# long enough to be stopped mid-training (the job is signalled once its first checkpoint exists,
+# about 45 iterations of some 90 ms each before the end), checkpointed every 5 iterations
+LONG = dict(iterations=50, val_interval=5, batch_size=2, size=(32, 32), device="cpu", seed=0)
+LONG_FLAGS = ["--iterations", "50", "--val-interval", "5", "--batch-size", "2", "--size", "32", "--device", "cpu",
               "--seed", "0"]
 
 
@@ -113,20 +116,27 @@ def _mid_training(run: Path, k: int) -> bool:
 
 
 def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_reference, tmp_path):
-    """SIGKILL one job mid-fold: the command reports it failed, status names it, a rerun resumes it."""
+    """SIGKILL one job mid-fold: the command reports it failed, status names it, a rerun resumes it.
+
+    The command runs in a thread of the test's process (its jobs are processes of their own)."""
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "scribmed", *_cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor",
-                                                  "local", "--workers", "2", "--no-merge")]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: _mid_training(run, 1), what="fold 1 to checkpoint")
-        assert not (run / "fold_1" / "fold.json").exists()
-        os.kill(int(read_job_record(run, 1, "train")["pid"]), signal.SIGKILL)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1
+    argv = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local", "--workers", "2", "--no-merge")
+    outcome: dict[str, object] = {}
+
+    def command() -> None:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            outcome["code"] = main(argv)
+        outcome["err"] = err.getvalue()
+
+    thread = threading.Thread(target=command, daemon=True)
+    thread.start()
+    _wait_for(lambda: _mid_training(run, 1), what="fold 1 to checkpoint")
+    assert not (run / "fold_1" / "fold.json").exists()
+    os.kill(int(read_job_record(run, 1, "train")["pid"]), signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and outcome["code"] == 1
+    err = str(outcome["err"])
     assert "did not finish" in err and "fold 1 train" in err and "rerun the same command" in err
     rows = {r["fold"]: r for r in fold_states(run)}
     assert rows[1]["state"] == "failed" and "killed" in rows[1]["detail"]
