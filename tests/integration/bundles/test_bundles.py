@@ -1,9 +1,9 @@
 """The DMPLS MONAI bundles (bundles/dmpls_{acdc,mscmr,chaos}) run as users run them, on tiny phantoms.
 
 Each bundle's train, evaluate-overlay and inference workflows run through ``monai.bundle run``'s
-command line (64x64 slices, 4 iterations): the shared ACDC training run as
-``python -m monai.bundle run`` in a subprocess, the others in the test's process through the same
-``fire`` entry point (a new Python would spend most of each run importing torch and MONAI). The
+command line (64x64 slices, 4 iterations), in the test's process through the ``fire`` entry point
+of ``python -m monai.bundle`` (a new Python would spend most of each run importing torch and
+MONAI; ``python -m monai.bundle run`` itself runs as a process in ``test_recipe_plugin.py``). The
 DDP overlay runs under ``torchrun`` with two CPU processes (gloo). MONAI's property checks run
 in-process.
 """
@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -222,11 +223,19 @@ def _test_patients(name: str, dataset) -> set[str]:
 
 @pytest.fixture(scope="module")
 def acdc_run(data, tmp_path_factory) -> Path:
-    """One tiny ACDC bundle training run shared by the tests below (read-only for them), through
-    ``python -m monai.bundle run`` itself."""
+    """One tiny ACDC bundle training run shared by the tests below (read-only for them)."""
+    import torch
+
     root = tmp_path_factory.mktemp("acdc_run")
     out = root / "run"
-    _run(["--config_file", _cfg("dmpls_acdc", "train.yaml"), *_overrides(data, "dmpls_acdc", out), *TINY], root)
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "parsing config_file", UserWarning)
+        _run_here(["--config_file", _cfg("dmpls_acdc", "train.yaml"), *_overrides(data, "dmpls_acdc", out), *TINY],
+                  root, mp)
+    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])  # the bundle turns them on
+    torch.backends.cudnn.benchmark = flags[2]
     return out
 
 
