@@ -21,13 +21,13 @@ from scribmed.cli import main
 from scribmed.data.phantoms import write_phantom_dataset
 
 #: validation Dice of the DDP fold vs the single-process fold with the same global batch (absolute).
-#: Measured on this phantom fold at 80 iterations of 32x32 slices: DDP 0.420 vs one process 0.377
-#: (difference 0.043); one process with seeds 1 / 2 / 3 gives 0.587 / 0.523 / 0.307, so 0.1 is well
-#: inside the seed spread.
+#: Measured on this phantom fold at 80 iterations of 32x32 slices (validation every 40): DDP 0.428
+#: vs one process 0.382 (difference 0.046); one process with seeds 1 / 2 / 3 gives 0.587 / 0.584 /
+#: 0.288, so 0.1 is well inside the seed spread.
 #: The differences come from each rank's BatchNorm statistics (4 slices, not 8) and dropout draws.
 DICE_TOLERANCE = 0.1
 
-FLAGS = ["--recipe", "dmpls", "--layout", "acdc-h5", "--fold", "1", "--iterations", "80", "--val-interval", "20",
+FLAGS = ["--recipe", "dmpls", "--layout", "acdc-h5", "--fold", "1", "--iterations", "80", "--val-interval", "40",
          "--size", "32", "--device", "cpu", "--seed", "0", "--quiet"]
 
 
@@ -59,7 +59,7 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(phantom, tm
     assert done.returncode == 0, done.stderr[-3000:]
     # written once, by rank 0: one history entry per validation, one prediction per test case
     history = json.loads((ddp / "fold_1" / "train" / "history.json").read_text())
-    assert [e["iteration"] for e in history["epochs"]] == [20, 40, 60, 80]
+    assert [e["iteration"] for e in history["epochs"]] == [40, 80]
     record = json.loads((ddp / "fold_1" / "fold.json").read_text())
     assert record["iterations"] == 80
     assert len(list((ddp / "fold_1" / "predictions").glob("*.nii.gz"))) == record["cases"]["test"]
