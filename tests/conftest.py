@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -101,16 +102,26 @@ def default_figure_formats(monkeypatch):
     figures.set_figure_formats(None, environ=False)
 
 
-@pytest.fixture()
-def restore_torch_flags():
-    """Training workflows turn on deterministic algorithms; undo it after the test."""
+@contextlib.contextmanager
+def torch_flags_kept():
+    """Restore torch's deterministic-algorithm and cuDNN-benchmark flags on exit (training
+    workflows turn them on); module fixtures use it directly, tests through :func:`restore_torch_flags`."""
     import torch
 
     det, warn, bench = (torch.are_deterministic_algorithms_enabled(),
                         torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
-    yield
-    torch.use_deterministic_algorithms(det, warn_only=warn)
-    torch.backends.cudnn.benchmark = bench
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+        torch.backends.cudnn.benchmark = bench
+
+
+@pytest.fixture()
+def restore_torch_flags():
+    """Training workflows turn on deterministic algorithms; undo it after the test."""
+    with torch_flags_kept():
+        yield
 
 
 @pytest.fixture()

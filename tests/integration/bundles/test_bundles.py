@@ -61,11 +61,11 @@ def data(tmp_path_factory) -> dict[str, dict]:
     }
 
 
-def _run(args: list[str], cwd: Path, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    cmd = (launcher or [sys.executable]) + ["-m", "monai.bundle", "run", *args]
-    # same intra-op threads as this process, so float results can be compared bit for bit
-    threads = "1" if launcher else str(torch.get_num_threads())
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": threads}
+def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 -m monai.bundle run ARGS`` on the CPU, one intra-op thread per rank."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
+           "run", *args]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
@@ -224,18 +224,14 @@ def _test_patients(name: str, dataset) -> set[str]:
 @pytest.fixture(scope="module")
 def acdc_run(data, tmp_path_factory) -> Path:
     """One tiny ACDC bundle training run shared by the tests below (read-only for them)."""
-    import torch
+    from conftest import torch_flags_kept
 
     root = tmp_path_factory.mktemp("acdc_run")
     out = root / "run"
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark)
-    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings(), torch_flags_kept():
         warnings.filterwarnings("ignore", "parsing config_file", UserWarning)
         _run_here(["--config_file", _cfg("dmpls_acdc", "train.yaml"), *_overrides(data, "dmpls_acdc", out), *TINY],
                   root, mp)
-    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])  # the bundle turns them on
-    torch.backends.cudnn.benchmark = flags[2]
     return out
 
 
@@ -282,7 +278,6 @@ def test_existing_run_is_refused_then_resumed(data, acdc_run, restore_torch_flag
 
 def test_torchrun_two_cpu_processes(data, tmp_path) -> None:
     out = tmp_path / "ddp"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    _run(["--config_file", _cfg("dmpls_acdc", "train.yaml", "multi_gpu_train.yaml"),
-          *_overrides(data, "dmpls_acdc", out), *TINY], tmp_path, launcher=torchrun)
+    _torchrun(["--config_file", _cfg("dmpls_acdc", "train.yaml", "multi_gpu_train.yaml"),
+               *_overrides(data, "dmpls_acdc", out), *TINY], tmp_path)
     _check_training(out, world=2)  # both ranks' RNG states are in the checkpoint
