@@ -43,7 +43,7 @@ class SamStageConfig:
         encoder_runtime: ``auto`` (default: OpenVINO on the CPU when installed, about 3x faster
             encoding than PyTorch), ``torch``, ``openvino`` or ``onnxruntime``.
         loss_resolution: ``low`` (default: the fine-tuning loss on the decoder's 256x256 logits)
-            or ``full`` (upsampled to the slice, as runs before this option).
+            or ``full`` (upsampled to the slice).
         amp: mixed precision of SAM encoding and decoder fine-tuning on CUDA: ``auto``
             (default: bfloat16 where the GPU has it, else float16 with a GradScaler), ``bf16``,
             ``fp16``, ``off`` (``True``/``False`` too). Always float32 on the CPU. Not in
