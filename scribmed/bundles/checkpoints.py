@@ -54,17 +54,23 @@ def predict_with_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, dev
     return predict_cases(load_weights(network, ckpt_path, device), device=device, **kwargs)
 
 
+#: how reports name the validation score a checkpoint holds
+_SCORE_NAMES = {"val_mean_dice": "val mean Dice", "val_dsb_score": "val DSB score"}
+
+
 def describe_checkpoint(path: str | Path) -> str:
-    """One line naming a checkpoint for reports: file, iteration, validation Dice and sha256."""
+    """One line naming a training checkpoint of any recipe for reports: file, recipe, iteration,
+    its validation score (mean Dice, or DSB score for the instance recipes) and sha256."""
     path = Path(path)
     ckpt = load_checkpoint(path)
-    parts = [path.name]
+    parts = [path.name, f"recipe {ckpt.get('recipe')}"]
     iteration = (ckpt.get("trainer") or {}).get("iteration")
     if iteration is not None:
         parts.append(f"iteration {iteration}")
-    val: Optional[float] = ckpt.get("val_mean_dice")
-    if val is not None:
-        parts.append(f"val mean Dice {val:.4f}")
+    for key, name in _SCORE_NAMES.items():
+        val: Optional[float] = ckpt.get(key)
+        if val is not None:
+            parts.append(f"{name} {val:.4f}")
     parts.append(f"sha256 {file_sha256(path)}")
     return f"{parts[0]} ({', '.join(parts[1:])}) at {path.resolve()}"
 

@@ -13,10 +13,8 @@ from typing import Any, Optional, Sequence
 
 from scribmed.data.case import Case
 from scribmed.data.errors import DataError
-from scribmed.runtime.checkpoint import load_checkpoint
-from scribmed.runtime.files import file_sha256
 
-__all__ = ["describe_instance_checkpoint", "evaluate_instance_folder", "predict_instance_cases", "predict_with_loaded"]
+__all__ = ["evaluate_instance_folder", "predict_instance_cases", "predict_with_loaded"]
 
 
 def predict_with_loaded(loaded: Any, cases: Sequence[Case], out_dir: str | Path, **kwargs: Any) -> list[Path]:
@@ -118,14 +116,4 @@ def evaluate_instance_folder(
     return write_instance_report(results, Path(out_dir), checkpoint=checkpoint, provenance=provenance)["summary"]
 
 
-def describe_instance_checkpoint(path: str | Path) -> str:
-    """One line naming an instance-recipe checkpoint: file, iteration, best validation DSB score, sha256."""
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    parts = [f"recipe {ckpt.get('recipe')}"]
-    if ckpt.get("iteration") is not None:
-        parts.append(f"iteration {ckpt['iteration']}")
-    if ckpt.get("best_metric") is not None:
-        parts.append(f"best val DSB score {float(ckpt['best_metric']):.4f} at iteration {ckpt.get('best_iteration')}")
-    parts.append(f"sha256 {file_sha256(path)}")
-    return f"{path.name} ({', '.join(parts)}) at {path.resolve()}"
+

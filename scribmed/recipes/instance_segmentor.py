@@ -6,7 +6,7 @@ int32, 0 background) and the CV runner judges it with the instance metrics
 per-pixel maps each training image gets (:meth:`InstanceSegmentorRecipe.prepare_samples`: weak
 targets, SAM pseudo labels, ...) and which loss reads them (:meth:`objective`); the schedule, the
 network, selection on the validation images (DSB score), checkpoints, resume and prediction live
-here and in :mod:`scribmed.training.instance_trainer`.
+here and in the shared training loop (:mod:`scribmed.training.instance_trainer`).
 
 Weak labels are simulated per training image from its instance map
 (:func:`scribmed.data.instance_weak_simulation.make_instance_weak`, seeded by ``weak_seed`` and the
@@ -30,13 +30,12 @@ import torch.nn.functional as F
 
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.errors import DataError
+from scribmed.training.instance_batches import BatchMix, TrainSample
+from scribmed.training.instance_inference import normalise_image, predict_instances
 from scribmed.training.instance_trainer import (
+    InstanceTask,
     InstanceTrainConfig,
     StudentOutput,
-    TrainSample,
-    config_dict,
-    normalise_image,
-    predict_instances,
     train_instance_segmentor,
 )
 from scribmed.runtime.files import file_sha256
@@ -85,9 +84,6 @@ class InstanceRecipeConfig(InstanceTrainConfig):
         super().__post_init__()
         if self.weak not in WEAK_KINDS:
             raise ValueError(f"weak must be one of {WEAK_KINDS}, got {self.weak!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "InstanceRecipeConfig":
@@ -192,7 +188,7 @@ class InstanceSegmentorRecipe(Recipe):
     title = "Contour U-Net"
     task: ClassVar[str] = "instance"
     config_cls: ClassVar[type] = InstanceRecipeConfig
-    volatile: ClassVar[tuple[str, ...]] = ("device", "progress")
+    volatile: ClassVar[tuple[str, ...]] = InstanceRecipeConfig.VOLATILE
     supervision_types: ClassVar[tuple[str, ...]] = ("full",)  # weak labels are simulated from the instance maps
     config: InstanceRecipeConfig
 
@@ -215,7 +211,7 @@ class InstanceSegmentorRecipe(Recipe):
         """The loss over a batch of the samples' maps."""
         return PartialContourLoss({"weak": 1.0}, self.config.boundary_weight)
 
-    def mix(self) -> Any:
+    def mix(self) -> Optional[BatchMix]:
         """An optional batch step after cropping (``None``: none)."""
         return None
 
@@ -223,10 +219,10 @@ class InstanceSegmentorRecipe(Recipe):
         """An optional ``(iteration, student)`` hook run after each validation (``None``: none)."""
         return None
 
-    def record(self, class_map: ClassMap) -> dict[str, Any]:
-        """What a checkpoint stores and a resumed run must match."""
-        return {"config": self.config_dict(), "class_map": {"names": class_map.to_json(),
-                                                            "ignore_index": class_map.ignore_index}}
+    def training_task(self, samples: Sequence[TrainSample], out_dir: Path) -> InstanceTask:
+        """What the training loop trains: the samples, :meth:`objective` and the hooks."""
+        return InstanceTask(self.name, samples, self.objective(), mix=self.mix(), init_state=self.init_state(out_dir),
+                            refresh=self.refresher())
 
     # -- the contract ----------------------------------------------------------------------
 
@@ -243,11 +239,8 @@ class InstanceSegmentorRecipe(Recipe):
         out_dir = Path(out_dir)
         samples = self.prepare_samples(train, out_dir, progress and cfg.progress)
         val_items = [(c.case_id, normalise_image(c.image), case_instance(c)) for c in val]
-        trainer_cfg = InstanceTrainConfig(**{k: getattr(cfg, k) for k in InstanceTrainConfig.field_names()})
-        trainer_cfg.progress = progress and cfg.progress
-        result = train_instance_segmentor(samples, val_items, self.objective(), out_dir, trainer_cfg, self.name,
-                                          self.record(class_map), mix=self.mix(), init_state=self.init_state(out_dir),
-                                          refresh=self.refresher())
+        run_cfg = dataclasses.replace(cfg, progress=progress and cfg.progress)
+        result = train_instance_segmentor(self.training_task(samples, out_dir), val_items, out_dir, run_cfg, class_map)
         policy = "best" if result.best_checkpoint is not None else "last"
         ckpt = result.checkpoint(policy)
         return FoldModel(ckpt, policy, result.checksums.get(policy) or file_sha256(ckpt), {
@@ -301,7 +294,8 @@ class InstanceSegmentorRecipe(Recipe):
     @classmethod
     def from_stored_config(cls, stored: Mapping[str, Any]) -> "InstanceSegmentorRecipe":
         """The recipe from the config a checkpoint stored (volatile fields take their defaults)."""
-        return cls(cls.config_cls.from_dict({**dict(stored), "progress": False}))
+        kept = {k: v for k, v in stored.items() if k not in cls.volatile}
+        return cls(cls.config_cls.from_dict({**kept, "progress": False}))
 
 
 @dataclass
@@ -321,12 +315,14 @@ class SamInstanceConfig(InstanceRecipeConfig):
     sam_cache: Optional[str] = None
     sam_min_size: int = 5
 
+    VOLATILE: ClassVar[tuple[str, ...]] = ("device", "progress", "sam_cache")
+
 
 class SamInstanceRecipe(InstanceSegmentorRecipe):
     """An instance recipe that prompts SAM (:class:`~scribmed.sam.instance_stage.InstanceSamStage`)."""
 
     config_cls: ClassVar[type] = SamInstanceConfig
-    volatile: ClassVar[tuple[str, ...]] = ("device", "progress", "sam_cache")
+    volatile: ClassVar[tuple[str, ...]] = SamInstanceConfig.VOLATILE
     config: SamInstanceConfig
     prepare_stage: ClassVar[Optional[str]] = "sam"
 

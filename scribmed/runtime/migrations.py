@@ -14,6 +14,7 @@ is kept here as plain data, applied by record kind.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -22,6 +23,7 @@ from scribmed.runtime.records import (
     CHECKPOINT,
     CURRENT_VERSIONS,
     FOLD,
+    HISTORY,
     PSEUDO_LABELS,
     RUN,
     SAM_DECODER,
@@ -33,7 +35,7 @@ from scribmed.runtime.records import (
 
 __all__ = [
     "FINETUNE_CONFIG_V1_VALUES", "SEGMENTOR_CONFIG_V1_VALUES", "read_json_record", "upgrade_checkpoint",
-    "upgrade_fold_record", "upgrade_pseudo_label_record", "upgrade_run_record", "upgrade_sam_decoder_checkpoint",
+    "upgrade_fold_record", "upgrade_history_record", "upgrade_pseudo_label_record", "upgrade_run_record", "upgrade_sam_decoder_checkpoint",
     "upgrade_sam_rounds_record",
 ]
 
@@ -115,6 +117,45 @@ def _checkpoint_1_to_2(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _checkpoint_2_to_3(d: dict[str, Any]) -> dict[str, Any]:
+    """The instance recipes train in the segmentors' loop: their checkpoints take its layout.
+
+    A version-2 instance checkpoint (it holds ``record``: the recipe config, class map and any
+    further identity such as S4M's teacher stage) gets ``record`` reduced to that further identity,
+    ``trainer`` / ``sampler_epoch`` (engine epochs of ``val_interval`` iterations), ``best``,
+    ``val_dsb_score`` (its last validation) and an empty ``loss`` state; ``rng`` is ``None`` (every
+    random draw of those runs derives from the seed and the iteration, so none is needed to resume);
+    the history moves out of the checkpoint (``history.json`` holds it). Segmentor checkpoints change
+    in nothing.
+    """
+    if "record" not in d or "trainer" in d:
+        return d
+    record = d.pop("record") or {}
+    d["record"] = {k: v for k, v in record.items() if k not in ("config", "class_map")}
+    iteration = int(d.pop("iteration", 0))
+    interval = int((d.get("config") or {}).get("val_interval") or 1)
+    epoch = math.ceil(iteration / max(interval, 1))
+    d["trainer"] = {"iteration": iteration, "epoch": epoch}
+    d["sampler_epoch"] = epoch
+    d.setdefault("loss", {})
+    d.setdefault("rng", None)
+    d["best"] = {"metric": d.pop("best_metric", None), "iteration": d.pop("best_iteration", None)}
+    epochs = (d.pop("history", None) or {}).get("epochs") or [{}]
+    d["val_dsb_score"] = epochs[-1].get("val_dsb_score")
+    return d
+
+
+def _history_1_to_2(d: dict[str, Any]) -> dict[str, Any]:
+    """The schema replaces ``format`` (the instance trainer wrote none); ``validation`` names the
+    score the epochs hold (``val_dsb_score`` in the instance recipes' histories)."""
+    d.pop("format", None)
+    if "validation" not in d:
+        instance = any("val_dsb_score" in e for e in d.get("epochs", []))
+        d["validation"] = ({"metric": "val_dsb_score", "label": "validation DSB score"} if instance else
+                           {"metric": "val_mean_dice", "label": "validation mean foreground Dice"})
+    return d
+
+
 def _finetune_config(config: Any) -> Any:
     return _filled(config, FINETUNE_CONFIG_V1_VALUES) if isinstance(config, Mapping) else config
 
@@ -179,7 +220,7 @@ def upgrade_checkpoint(d: Mapping[str, Any], path: PathLike = None) -> dict[str,
     Raises:
         DataError: a newer version, another kind's schema, or an unknown checkpoint format.
     """
-    return _upgrade(d, CHECKPOINT, {1: _checkpoint_1_to_2}, path, V1_CHECKPOINT_FORMAT)
+    return _upgrade(d, CHECKPOINT, {1: _checkpoint_1_to_2, 2: _checkpoint_2_to_3}, path, V1_CHECKPOINT_FORMAT)
 
 
 def upgrade_sam_decoder_checkpoint(d: Mapping[str, Any], path: PathLike = None) -> dict[str, Any]:
@@ -207,6 +248,11 @@ def upgrade_sam_rounds_record(d: Mapping[str, Any], path: PathLike = None) -> di
 def upgrade_pseudo_label_record(d: Mapping[str, Any], path: PathLike = None) -> dict[str, Any]:
     """A pseudo-label folder's ``pseudo_labels.json`` in the current :data:`PSEUDO_LABELS` schema."""
     return _upgrade(d, PSEUDO_LABELS, {1: _pseudo_labels_1_to_2}, path)
+
+
+def upgrade_history_record(d: Mapping[str, Any], path: PathLike = None) -> dict[str, Any]:
+    """A training run's ``history.json`` in the current :data:`HISTORY` schema (``DataError``: newer or foreign)."""
+    return _upgrade(d, HISTORY, {1: _history_1_to_2}, path)
 
 
 def read_json_record(path: str | Path, upgrade: Callable[[Mapping[str, Any], PathLike], dict[str, Any]]) -> dict[str, Any]:

@@ -9,8 +9,8 @@ the record is read, so the rest of the code sees only current records.
 Kinds (current versions in :data:`CURRENT_VERSIONS`):
 
 * :data:`CHECKPOINT` (``scribmed.checkpoint``): training checkpoints ``last.pt`` / ``best.pt`` of
-  the segmentor recipes (:class:`~scribmed.training.run_record.RunRecorder`) and of the instance
-  trainer (:mod:`scribmed.training.instance_trainer`);
+  every recipe's training loop (:class:`~scribmed.training.run_record.RunRecorder`);
+* :data:`HISTORY` (``scribmed.history``): a training run's ``history.json`` (same writer);
 * :data:`SAM_DECODER` (``scribmed.sam_decoder``): fine-tuned SAM mask decoders
   ``decoder_best.pt`` / ``decoder_last.pt`` (:mod:`scribmed.sam.decoder_checkpoint`);
 * :data:`RUN` (``scribmed.run``): a cross-validation run's ``run.json``;
@@ -25,13 +25,14 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 __all__ = [
-    "CHECKPOINT", "CURRENT_VERSIONS", "FOLD", "PSEUDO_LABELS", "RUN", "SAM_DECODER", "SAM_ROUNDS", "SCHEMA_KEY",
+    "CHECKPOINT", "CURRENT_VERSIONS", "FOLD", "HISTORY", "PSEUDO_LABELS", "RUN", "SAM_DECODER", "SAM_ROUNDS", "SCHEMA_KEY",
     "parse_schema", "schema_id", "stamp",
 ]
 
 SCHEMA_KEY = "schema"
 
 CHECKPOINT = "scribmed.checkpoint"
+HISTORY = "scribmed.history"
 SAM_DECODER = "scribmed.sam_decoder"
 RUN = "scribmed.run"
 FOLD = "scribmed.fold"
@@ -40,7 +41,7 @@ PSEUDO_LABELS = "scribmed.pseudo_labels"
 
 #: the version each kind is written in today
 CURRENT_VERSIONS: dict[str, int] = {
-    CHECKPOINT: 2, SAM_DECODER: 2, RUN: 2, FOLD: 2, SAM_ROUNDS: 2, PSEUDO_LABELS: 2,
+    CHECKPOINT: 3, HISTORY: 2, SAM_DECODER: 2, RUN: 2, FOLD: 2, SAM_ROUNDS: 2, PSEUDO_LABELS: 2,
 }
 
 

@@ -1,15 +1,16 @@
 """Assembling and running a recipe's trainer: network, seeded data pipeline, SGD, evaluator, recorder.
 
-:func:`assemble_trainer` is shared by every segmentor recipe (each recipe's ``trainer`` module
+:func:`assemble_trainer` is shared by every semantic recipe (each recipe's ``trainer`` module
 calls it with its network, loss and :class:`~scribmed.training.trainer.SegmentorTrainer`
-subclass); :func:`run_training` builds and runs (or resumes) it.
+subclass); :func:`run_training` builds and runs (or resumes) any recipe's trainer (the instance
+recipes' assembly is :func:`scribmed.training.instance_trainer.assemble_instance_trainer`).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -188,21 +189,23 @@ def assemble_trainer(
 
 
 def run_training(
-    build: Callable[[], tuple[SegmentorTrainer, Optional[VolumeDiceEvaluator]]],
+    build: Callable[[], tuple[SegmentorTrainer, Any]],
     out_dir: str | Path,
-    config: TrainConfig,
+    deterministic: bool,
     has_validation: bool,
     resume: bool = False,
 ) -> TrainResult:
-    """Build a trainer with ``build()`` and run or resume it in ``out_dir`` (deterministic mode as configured).
+    """Build a trainer with ``build()`` and run or resume it in ``out_dir``.
 
-    The common tail of every segmentor recipe's ``train_*`` function.
+    The common tail of every recipe's ``train_*`` function, semantic and instance alike.
+    ``deterministic``: run with torch's deterministic algorithms (warn-only) and without cuDNN
+    benchmarking, restoring the previous settings afterwards.
     """
     out_dir = Path(out_dir)
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     prev_bench = torch.backends.cudnn.benchmark
-    if config.deterministic:
+    if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     try:

@@ -119,6 +119,11 @@ class TrainConfig:
         if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.poly_power < 0:
             raise ValueError(f"{type(self).__name__}: lr must be > 0 and momentum, weight_decay, poly_power >= 0")
 
+    @classmethod
+    def result_fields(cls) -> tuple[str, ...]:
+        """The fields a resumed run must agree on (:attr:`RESULT_FIELDS`)."""
+        return tuple(cls.RESULT_FIELDS)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``size`` as a list)."""
         d = dataclasses.asdict(self)
@@ -166,7 +171,8 @@ class TrainResult:
         best_checkpoint: ``best.pt`` (highest validation Dice), ``None`` without validation cases.
         last_checkpoint: ``last.pt`` (state at the final iteration).
         history_path: ``history.json``.
-        best_metric: best validation mean foreground Dice (``None`` without validation).
+        best_metric: best validation score (``None`` without validation): mean foreground Dice, or the
+            DSB score for the instance recipes.
         best_iteration: iteration of ``best_checkpoint``.
         curve_path: training-curve PNG.
         checksums: sha256 by checkpoint name (``"best"``, ``"last"``).

@@ -1,9 +1,12 @@
 """Run bookkeeping of a training run: checkpoints, history, training curve, resume.
 
-:class:`RunRecorder` keeps ``best.pt`` (highest validation Dice, ties keep the earlier) and
+:class:`RunRecorder` keeps ``best.pt`` (highest validation score, ties keep the earlier) and
 ``last.pt``, ``checkpoints.json``, a ``history.json`` and a training-curve PNG in the run folder,
 all written atomically by rank 0. :func:`run_or_resume` runs a trainer to its budget, refusing or
-resuming an earlier run in the same folder (bit-identical on CPU).
+resuming an earlier run in the same folder (bit-identical on CPU). Semantic and instance recipes
+share it: the validation score is the evaluator's key metric (``val_mean_dice`` of
+:class:`~scribmed.training.validation.VolumeDiceEvaluator`, ``val_dsb_score`` of
+:class:`~scribmed.training.validation.InstanceScoreEvaluator`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Protocol
 
-import numpy as np
 import torch
 from ignite.engine import Events
 from monai.utils.enums import CommonKeys as Keys
@@ -29,16 +31,13 @@ from scribmed.runtime.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from scribmed.runtime.records import CHECKPOINT, SCHEMA_KEY, schema_id, stamp
-from scribmed.training.config import TrainConfig
+from scribmed.runtime.records import CHECKPOINT, HISTORY, SCHEMA_KEY, schema_id, stamp
 from scribmed.training.trainer import SegmentorTrainer
-from scribmed.training.validation import VolumeDiceEvaluator
+from scribmed.training.training_curve import plot_training_curve, read_history
 from scribmed.runtime.files import atomic_write_text, file_sha256
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from matplotlib.figure import Figure
-
-__all__ = ["BEST_NAME", "CHECKSUMS_NAME", "CURVE_NAME", "HISTORY_NAME", "LAST_NAME", "RunRecorder", "check_resumable", "make_training_curve_figure", "plot_training_curve", "run_or_resume"]
+__all__ = ["BEST_NAME", "CHECKSUMS_NAME", "CURVE_NAME", "HISTORY_NAME", "LAST_NAME", "RecordedConfig", "RunRecorder",
+           "check_resumable", "run_or_resume"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +48,17 @@ CURVE_NAME = "training_curve.png"
 CHECKSUMS_NAME = "checkpoints.json"
 
 
+class RecordedConfig(Protocol):
+    """A run's configuration as the recorder stores it and a resumed run must match it."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def result_fields(cls) -> tuple[str, ...]: ...
 
 
 class RunRecorder:
-    """Epoch-end bookkeeping of a training run (attached by :func:`build_dmpls_trainer`).
+    """Epoch-end bookkeeping of a training run (attached by the trainer's assembly).
 
     At every engine epoch end (and at the final iteration): validate (rank 0), update the best
     metric (strictly greater wins, so ties keep the earlier checkpoint), write ``last.pt`` and,
@@ -60,21 +66,26 @@ class RunRecorder:
 
     Args:
         trainer: the trainer.
-        evaluator: validation engine or ``None`` (then no ``best.pt``).
+        evaluator: validation engine or ``None`` (then no ``best.pt``); its ``metric_key`` (the
+            key metric) and ``metric_label`` name the score.
         out_dir: run folder.
-        config: the run's configuration (stored in checkpoints and history).
+        config: the run's configuration (stored in checkpoints and history; its
+            ``result_fields()`` must match on resume).
         class_map: stored in checkpoints and history.
         progress: tqdm bar over iterations on rank 0.
+        record: further identity of the run a resumed run must match (e.g. S4M's teacher stage
+            and its labelled images), stored in the checkpoints.
     """
 
     def __init__(
         self,
         trainer: SegmentorTrainer,
-        evaluator: Optional[VolumeDiceEvaluator],
+        evaluator: Any,
         out_dir: Path,
-        config: TrainConfig,
+        config: RecordedConfig,
         class_map: ClassMap,
         progress: bool = True,
+        record: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self.trainer = trainer
         self.evaluator = evaluator
@@ -82,22 +93,24 @@ class RunRecorder:
         self.config = config
         self.class_map = class_map
         self.progress = progress
+        self.record = json.loads(json.dumps(dict(record or {}), default=str))
+        self.metric_key: str = getattr(evaluator, "metric_key", "val_mean_dice")
         self.best_metric: Optional[float] = None
         self.best_iteration: Optional[int] = None
-        self.history: dict[str, Any] = {
-            "format": "scribmed-history-v1",
+        self.history: dict[str, Any] = stamp(HISTORY, {
             "recipe": trainer.recipe,
             "loss_terms": list(trainer.loss_terms),
+            "validation": {"metric": self.metric_key, "label": getattr(evaluator, "metric_label", self.metric_key)},
             "config": config.to_dict(),
             "class_map": {"names": class_map.to_json(), "ignore_index": class_map.ignore_index},
             "resumed_from": [],
             "epochs": [],
-        }
+        })
         self.checksums: dict[str, str] = {}
         self.last_saved_iteration = -1
         self._bar: Any = None
         self._sums: dict[str, torch.Tensor] = {}
-        self._count = 0
+        self._counts: dict[str, int] = {}
         self._epoch_start = time.perf_counter()
         trainer.add_event_handler(Events.STARTED, self._on_started)
         trainer.add_event_handler(Events.EPOCH_STARTED, self._reset_epoch)
@@ -138,15 +151,17 @@ class RunRecorder:
 
     def _reset_epoch(self, engine: SegmentorTrainer) -> None:
         self._sums = {}
-        self._count = 0
+        self._counts = {}
         self._epoch_start = time.perf_counter()
 
     def _accumulate(self, engine: SegmentorTrainer) -> None:
         out = engine.state.output
         for key in (Keys.LOSS, *engine.loss_terms):
-            value = out[key].detach().float()
+            if out.get(key) is None:  # a term this batch had no pixels for
+                continue
+            value = torch.as_tensor(out[key]).detach().float()
             self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
-        self._count += 1
+            self._counts[key] = self._counts.get(key, 0) + 1
         if self._bar is not None:
             self._bar.update(1)
             if engine.state.iteration % 10 == 0 or engine.state.iteration == engine.total_iterations:
@@ -170,8 +185,8 @@ class RunRecorder:
         iteration = int(engine.state.iteration)
         if iteration == self.last_saved_iteration:
             return
-        means = {k: float(v) / max(self._count, 1) for k, v in self._sums.items()}
-        if self._count and not math.isfinite(means[Keys.LOSS]):
+        means = {k: float(v) / self._counts[k] for k, v in self._sums.items()}
+        if Keys.LOSS in means and not math.isfinite(means[Keys.LOSS]):
             raise FloatingPointError(
                 f"{engine.recipe} training diverged: mean loss {means[Keys.LOSS]} in the iterations up to {iteration}"
             )
@@ -184,8 +199,9 @@ class RunRecorder:
             val, per_class = None, {}
             if self.evaluator is not None:
                 self.evaluator.run(global_epoch=engine.state.epoch)
-                val = float(self.evaluator.state.metrics["val_mean_dice"])
-                per_class = dict(self.evaluator.metric.per_class)
+                val = float(self.evaluator.state.metrics[self.metric_key])
+                details = getattr(getattr(self.evaluator, "metric", None), "per_class", None)
+                per_class = dict(details) if isinstance(details, Mapping) else {}
             improved = val is not None and (self.best_metric is None or val > self.best_metric)
             if improved:
                 self.best_metric, self.best_iteration = val, iteration
@@ -195,13 +211,15 @@ class RunRecorder:
                 "rng": rng_all,
                 "config": self.config.to_dict(),
                 "class_map": {"names": self.class_map.to_json(), "ignore_index": self.class_map.ignore_index},
-                "val_mean_dice": val,
+                "record": self.record,
+                self.metric_key: val,
                 "best": {"metric": self.best_metric, "iteration": self.best_iteration},
             })
             self.checksums["last"] = save_checkpoint(self.last_path, payload)
             if improved:
                 self.checksums["best"] = save_checkpoint(self.best_path, payload)
             self._write_checksums(iteration)
+            self.history["loss_terms"] = list(engine.loss_terms)
             self.history["epochs"].append(
                 {
                     "epoch": int(engine.state.epoch),
@@ -209,8 +227,8 @@ class RunRecorder:
                     "lr": float(engine.optimizer.param_groups[0]["lr"]),
                     "loss": means.get(Keys.LOSS),
                     **{term: means.get(term) for term in engine.loss_terms},
-                    "val_mean_dice": val,
-                    "val_dice": per_class,
+                    self.metric_key: val,
+                    **({"val_dice": per_class} if per_class else {}),
                     "best_metric": self.best_metric,
                     "best_iteration": self.best_iteration,
                     "seconds": round(time.perf_counter() - self._epoch_start, 3),
@@ -238,14 +256,15 @@ class RunRecorder:
     def restore(self, ckpt: Mapping[str, Any], path: Path) -> None:
         """Resume from a checkpoint: trainer state, RNG of this rank, best metric, history."""
         self.trainer.load_training_state(ckpt)
-        rng_all = ckpt["rng"]
+        rng_all = ckpt.get("rng")
         rank = dist_utils.get_rank()
-        if len(rng_all) != dist_utils.get_world_size():
-            logger.warning(
-                "%s was written by %d process(es), resuming with %d: RNG streams differ from an uninterrupted run",
-                path, len(rng_all), dist_utils.get_world_size(),
-            )
-        restore_rng_state(rng_all[rank] if rank < len(rng_all) else rng_all[0])
+        if rng_all:  # None: a run whose draws all derive from (seed, iteration) (see runtime.migrations)
+            if len(rng_all) != dist_utils.get_world_size():
+                logger.warning(
+                    "%s was written by %d process(es), resuming with %d: RNG streams differ from an uninterrupted run",
+                    path, len(rng_all), dist_utils.get_world_size(),
+                )
+            restore_rng_state(rng_all[rank] if rank < len(rng_all) else rng_all[0])
         best = ckpt.get("best") or {}
         self.best_metric = best.get("metric")
         self.best_iteration = best.get("iteration")
@@ -257,96 +276,28 @@ class RunRecorder:
             self.checksums["best"] = file_sha256(self.best_path)
         if self.history_path.is_file():
             try:
-                old = json.loads(self.history_path.read_text())
+                old = read_history(self.history_path)
                 self.history["epochs"] = [e for e in old.get("epochs", []) if e.get("iteration", 0) <= iteration]
                 self.history["resumed_from"] = list(old.get("resumed_from", []))
-            except (OSError, ValueError):
+            except (OSError, ValueError, DataError):
                 logger.warning("%s is unreadable; starting a new history", self.history_path)
         self.history["resumed_from"].append({"checkpoint": str(path), "sha256": digest, "iteration": iteration})
 
 
-def make_training_curve_figure(
-    history: Mapping[str, Any] | str | Path,
-    val_key: str = "val_mean_dice",
-    val_label: str = "validation mean foreground Dice",
-) -> Optional["Figure"]:
-    """The figure of :func:`plot_training_curve`, or ``None`` when the history has no epochs yet.
-
-    Loss terms (left axis) in black and the colour-blind-safe palette, the validation score
-    (right axis, [0, 1]) in vermillion; one legend below the axes; constrained layout.
-    """
-    from scribmed.runtime.figures import (
-        OKABE_ITO,
-        figure_legend,
-        new_figure,
-        palette_colour,
-        set_title,
-    )
-
-    if not isinstance(history, Mapping):
-        history = json.loads(Path(history).read_text())
-    epochs = history.get("epochs", [])
-    if not epochs:
-        return None
-    its = [e["iteration"] for e in epochs]
-    fig = new_figure((7, 4.4))
-    ax = fig.add_subplot(1, 1, 1)
-    terms = history.get("loss_terms") or ["pce", "dice"]
-    colours = [OKABE_ITO["black"], *(palette_colour(i) for i in (0, 1, 2, 4, 5))]
-    for key, style, colour in zip(["loss", *terms], ["-", "--", ":", "-.", (0, (1, 3)), (0, (5, 5))], colours):
-        vals = [np.nan if e.get(key) is None else e[key] for e in epochs]
-        ax.plot(its, vals, linestyle=style, color=colour, label=f"train {key}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    val = [np.nan if e.get(val_key) is None else e[val_key] for e in epochs]
-    lines, labels = ax.get_legend_handles_labels()
-    if not all(np.isnan(val)):
-        ax2 = ax.twinx()
-        ax2.plot(its, val, "o-", color=OKABE_ITO["vermillion"], markersize=3, label=val_label)
-        ax2.set_ylabel(val_label)
-        ax2.set_ylim(0, 1)
-        l2, lb2 = ax2.get_legend_handles_labels()
-        lines, labels = lines + l2, labels + lb2
-    figure_legend(fig, lines, labels, max_cols=4, fontsize=8)
-    set_title(ax, f"{str(history.get('recipe', 'dmpls')).upper()} training")
-    return fig
-
-
-def plot_training_curve(
-    history: Mapping[str, Any] | str | Path,
-    png_path: str | Path,
-    val_key: str = "val_mean_dice",
-    val_label: str = "validation mean foreground Dice",
-    formats: str | Sequence[str] | None = None,
-) -> Optional[Path]:
-    """Plot loss terms and validation Dice against iterations into a PNG (matplotlib Agg).
-
-    Args:
-        history: a history dict or the path of ``history.json``.
-        png_path: output PNG (written atomically).
-        val_key / val_label: the per-epoch validation score plotted on the right axis and its
-            name (instance recipes plot the DSB score).
-        formats: e.g. ``("png", "pdf")`` to write ``training_curve.pdf`` beside the PNG; default
-            :func:`scribmed.runtime.figures.figure_formats`.
-
-    Returns:
-        The PNG path, or ``None`` when the history has no epochs yet.
-    """
-    from scribmed.runtime.figures import save_figure
-
-    fig = make_training_curve_figure(history, val_key, val_label)
-    if fig is None:
-        return None
-    return save_figure(fig, png_path, formats)
-
-
-def check_resumable(ckpt: Mapping[str, Any], path: Path, config: TrainConfig, class_map: ClassMap) -> None:
-    """Raise ``DataError`` unless ``ckpt`` was written with the same result-affecting config and class map."""
+def check_resumable(
+    ckpt: Mapping[str, Any], path: Path, config: RecordedConfig, class_map: ClassMap,
+    record: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """Raise ``DataError`` unless ``ckpt`` was written with the same result-affecting config,
+    class map and further identity ``record`` (e.g. S4M's teacher stage)."""
     stored = ckpt.get("config") or {}
     current = config.to_dict()
-    diff = [f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in type(config).RESULT_FIELDS if stored.get(k) != current[k]]
+    diff = [f"{k}: {stored.get(k)!r} -> {current[k]!r}" for k in config.result_fields() if stored.get(k) != current[k]]
     if diff:
         raise DataError(path, "cannot resume, the configuration changed (" + "; ".join(diff) + ")")
+    if (ckpt.get("record") or {}) != json.loads(json.dumps(dict(record or {}), default=str)):
+        raise DataError(path, "cannot resume, written by another configuration of this recipe "
+                        f"({ckpt.get('record')} vs {dict(record or {})}); use a new output folder")
     cm = ckpt.get("class_map") or {}
     if cm.get("names") != class_map.to_json() or cm.get("ignore_index") != class_map.ignore_index:
         raise DataError(path, f"cannot resume, the class map changed ({cm} vs {class_map.to_json()})")
@@ -374,7 +325,7 @@ def run_or_resume(recorder: "RunRecorder", resume: bool) -> None:
         recipe = recorder.trainer.recipe
         if ckpt.get("recipe") != recipe or ckpt.get(SCHEMA_KEY) != schema_id(CHECKPOINT):
             raise DataError(last, f"not a scribmed {recipe} training checkpoint (found {ckpt.get('recipe')!r})")
-        check_resumable(ckpt, last, recorder.config, recorder.class_map)
+        check_resumable(ckpt, last, recorder.config, recorder.class_map, recorder.record)
         recorder.restore(ckpt, last)
     elif resume:
         logger.info("no %s to resume from; starting a new run", last)

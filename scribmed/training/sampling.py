@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from scribmed.runtime.seeding import derive_seed
 from scribmed.training.slice_cache import SliceCache
 
-__all__ = ["EpochSeededSampler", "SliceTrainingDataset", "slice_permutation"]
+__all__ = ["EpochSeededSampler", "IterationSampler", "SliceTrainingDataset", "slice_permutation"]
 
 
 _PERM_TAG = 0x5CA1AB1E  # separates the permutation stream from the augmentation stream
@@ -80,6 +80,36 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
         self.epoch += 1
         total = self.epoch_length * self.batch_size * self.world_size
         return ((epoch, p) for p in range(self.rank, total, self.world_size))
+
+
+class IterationSampler(Sampler[int]):
+    """Yields the 0-based iteration numbers of one epoch: ``epoch * epoch_length`` onwards.
+
+    For datasets that build a whole batch per iteration from ``(seed, iteration)`` (the instance
+    recipes' crops, :class:`~scribmed.training.instance_batches.CropBatchDataset`, loaded with
+    ``batch_size=None``). Like :class:`EpochSeededSampler` each ``iter()`` uses the current epoch
+    and then advances it, and the trainer sets the epoch at every epoch start and on resume.
+    """
+
+    def __init__(self, epoch_length: int, start_epoch: int = 0) -> None:
+        if epoch_length < 1:
+            raise ValueError(f"epoch_length must be >= 1, got {epoch_length}")
+        self.epoch_length = int(epoch_length)
+        self.epoch = int(start_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` produce epoch ``epoch`` (0-based)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch
+        self.epoch += 1
+        return iter(range(epoch * self.epoch_length, (epoch + 1) * self.epoch_length))
 
 
 class SliceTrainingDataset(Dataset):

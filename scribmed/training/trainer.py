@@ -2,12 +2,17 @@
 
 :class:`SegmentorTrainer` is a ``monai.engines.SupervisedTrainer`` whose iteration runs the
 network, the recipe's objective (the :meth:`SegmentorTrainer.compute_loss` hook, the one method a
-recipe's trainer overrides: DMPLS in :mod:`scribmed.recipes.dmpls.trainer`, SAM-SP and mixsup in
-theirs) and an SGD step (on CUDA mixed precision by :func:`~scribmed.runtime.device.amp_policy`:
+semantic recipe's trainer overrides: DMPLS in :mod:`scribmed.recipes.dmpls.trainer`, SAM-SP and
+mixsup in theirs) and an optimizer step (on CUDA mixed precision by :func:`~scribmed.runtime.device.amp_policy`:
 bfloat16, or float16 with a ``GradScaler``), with the poly learning rate
-``lr = base * (1 - it / total) ** power`` set before every iteration (as WSL4MIS). An engine *epoch* is ``epoch_length`` iterations
+``lr = base * (1 - it / total) ** power`` set before every iteration (as WSL4MIS; the :meth:`SegmentorTrainer.learning_rate` hook). An engine *epoch* is ``epoch_length`` iterations
 (the validation and checkpoint interval), ``max_epochs = ceil(iterations / epoch_length)`` and
 the run stops exactly at ``iterations``.
+
+The instance recipes run the same loop (:class:`~scribmed.training.instance_trainer.InstanceTrainer`
+overrides :meth:`~SegmentorTrainer.learning_rate`, :meth:`~SegmentorTrainer.forward`,
+:meth:`~SegmentorTrainer.compute_loss`, :meth:`~SegmentorTrainer.after_step` and the state
+hooks), with the same run record, checkpoint format and resume.
 
 Validation lives in :mod:`scribmed.training.validation`, checkpoints/history/resume in
 :mod:`scribmed.training.run_record`, the builders in :mod:`scribmed.training.assembly`.
@@ -35,7 +40,7 @@ from torch.utils.data import DataLoader
 from scribmed.training.config import poly_lr
 from scribmed.runtime.device import AmpRequest, amp_enabled, amp_policy
 from scribmed.training.inference import unwrap_network
-from scribmed.training.sampling import EpochSeededSampler
+from scribmed.training.sampling import EpochSeededSampler, IterationSampler
 
 __all__ = ["SegmentorTrainer"]
 
@@ -52,11 +57,12 @@ class SegmentorTrainer(SupervisedTrainer):
         device: compute device.
         network: the recipe's network (optionally DDP-wrapped); its training-mode output goes
             to :meth:`compute_loss`.
-        optimizer: SGD over the network's parameters.
+        optimizer: the optimizer over the network's parameters (SGD for the semantic recipes).
         loss_function: the recipe's loss module (its ``state_dict``, e.g. a generator state, is
             part of the checkpoint).
         train_data_loader: yields ``{"image": (B, C, h, w), "scribble": (B, h, w)}``.
-        sampler: the loader's :class:`EpochSeededSampler` (its epoch follows the engine's).
+        sampler: the loader's :class:`EpochSeededSampler` or :class:`IterationSampler` (its epoch
+            follows the engine's).
         iterations: total iterations; the run stops exactly there.
         epoch_length: iterations per engine epoch.
         base_lr, poly_power: poly schedule.
@@ -79,7 +85,7 @@ class SegmentorTrainer(SupervisedTrainer):
         optimizer: torch.optim.Optimizer,
         loss_function: torch.nn.Module,
         train_data_loader: DataLoader,
-        sampler: EpochSeededSampler,
+        sampler: EpochSeededSampler | IterationSampler,
         iterations: int,
         epoch_length: int,
         base_lr: float,
@@ -132,9 +138,13 @@ class SegmentorTrainer(SupervisedTrainer):
         self.sampler.set_epoch(engine.state.epoch - 1)
 
     def _set_lr(self, engine: "SegmentorTrainer") -> None:
-        lr = poly_lr(self.base_lr, engine.state.iteration - 1, self.lr_horizon, self.poly_power)
+        lr = self.learning_rate(engine.state.iteration - 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+    def learning_rate(self, index: int) -> float:
+        """The learning rate of 0-based iteration ``index`` (poly decay over :attr:`lr_horizon`)."""
+        return poly_lr(self.base_lr, index, self.lr_horizon, self.poly_power)
 
     def _stop_at_budget(self, engine: "SegmentorTrainer") -> None:
         if engine.state.iteration >= self.total_iterations and engine.state.iteration % engine.state.epoch_length:
@@ -152,11 +162,11 @@ class SegmentorTrainer(SupervisedTrainer):
         images = batch["image"]
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: batch[self.target_key]}
+        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: batch.get(self.target_key)}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
         with self.amp_policy.autocast():
-            outputs = engine.network(images)
+            outputs = self.forward(images)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         loss, pred, parts = self.compute_loss(outputs, batch)
         engine.state.output[Keys.PRED] = pred.detach()
@@ -172,8 +182,16 @@ class SegmentorTrainer(SupervisedTrainer):
             loss.backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
+        self.after_step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+    def forward(self, images: torch.Tensor) -> Any:
+        """The network's training-mode output for a batch (under the autocast of :attr:`amp_policy`)."""
+        return self.network(images)
+
+    def after_step(self) -> None:
+        """Called after every optimizer step (e.g. a mean teacher's update); nothing by default."""
 
     def compute_loss(
         self, outputs: Any, batch: Mapping[str, torch.Tensor]

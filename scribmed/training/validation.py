@@ -1,8 +1,12 @@
-"""Validation during training: slice-wise volume inference on held-out cases, mean foreground Dice.
+"""Validation during training, on the fold's **validation** cases (never its test cases).
 
-:class:`VolumeDiceEvaluator` (a ``SupervisedEvaluator``) validates on the fold's **validation**
-cases (never its test cases) at native resolution; its key metric ``val_mean_dice`` is
+:class:`VolumeDiceEvaluator` (a ``SupervisedEvaluator``) validates the semantic recipes by
+slice-wise volume inference at native resolution; its key metric ``val_mean_dice`` is
 :class:`MeanForegroundDice`, computed with :func:`scribmed.metrics.dc` (medpy's Dice).
+:class:`InstanceScoreEvaluator` validates the instance recipes on whole images; its key metric
+``val_dsb_score`` is the mean DSB2018 score (:func:`scribmed.metrics.instance.dsb_score`).
+Each names its key metric (``metric_key``) and how plots label it (``metric_label``) for the
+:class:`~scribmed.training.run_record.RunRecorder`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from scribmed.data.case import Case, ClassMap
 from scribmed.data.errors import DataError
 from scribmed.runtime.device import AmpRequest, amp_enabled
 from scribmed.training.inference import predict_volume
+from scribmed.training.instance_inference import predict_instances
 from scribmed.metrics.binary import dc
 
-__all__ = ["MeanForegroundDice", "VolumeDiceEvaluator"]
+__all__ = ["InstanceScoreEvaluator", "MeanForegroundDice", "MeanScore", "VolumeDiceEvaluator"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,24 @@ class MeanForegroundDice(Metric):
         return float(table.mean(axis=1).mean())
 
 
+class MeanScore(Metric):
+    """Mean over cases of a per-case score (engine outputs with ``"score"``)."""
+
+    def __init__(self) -> None:
+        super().__init__(output_transform=lambda out: out["score"])
+
+    def reset(self) -> None:
+        self._scores: list[float] = []
+
+    def update(self, output: float) -> None:
+        self._scores.append(float(output))
+
+    def compute(self) -> float:
+        if not self._scores:
+            raise RuntimeError("MeanScore: no case was evaluated")
+        return float(np.mean(self._scores))
+
+
 class VolumeDiceEvaluator(SupervisedEvaluator):
     """Validation by slice-wise volume inference on whole cases at native resolution.
 
@@ -69,6 +92,9 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
             on the CPU whatever is asked).
         image_mode: image resizing to ``size`` (``"bilinear"`` or ``"nearest"``), as in training.
     """
+
+    metric_key = "val_mean_dice"
+    metric_label = "validation mean foreground Dice"
 
     def __init__(
         self,
@@ -93,7 +119,7 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
             val_data_loader=self.cases,
             network=network,
             epoch_length=len(self.cases),
-            key_val_metric={"val_mean_dice": self.metric},
+            key_val_metric={self.metric_key: self.metric},
             amp=amp_enabled(device, amp),
             decollate=False,
         )
@@ -113,3 +139,47 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
         return {"dice": dice, "case_id": case.case_id}
 
 
+class InstanceScoreEvaluator(SupervisedEvaluator):
+    """Validation of an instance recipe: whole-image instance prediction, mean DSB2018 score.
+
+    Its data is the list of ``(case_id, normalised image (C, H, W), reference instance map
+    (H, W))`` items (one engine iteration each); instances come from the recipe's
+    post-processing.
+
+    Args:
+        device: where to infer.
+        items: the validation images.
+        network: the network validated (the student, or the EMA teacher's network).
+        postprocess / min_size: :func:`~scribmed.training.instance_inference.predict_instances`'s.
+    """
+
+    metric_key = "val_dsb_score"
+    metric_label = "validation DSB score"
+
+    def __init__(
+        self,
+        device: torch.device,
+        items: Sequence[tuple[str, np.ndarray, np.ndarray]],
+        network: torch.nn.Module,
+        postprocess: str = "watershed",
+        min_size: int = 10,
+    ) -> None:
+        self.items = list(items)
+        self.postprocess = postprocess
+        self.min_size = int(min_size)
+        self.metric = MeanScore()
+        super().__init__(
+            device=device,
+            val_data_loader=self.items,
+            network=network,
+            epoch_length=len(self.items),
+            key_val_metric={self.metric_key: self.metric},
+            decollate=False,
+        )
+
+    def _iteration(self, engine: Any, batchdata: tuple[str, np.ndarray, np.ndarray]) -> dict:
+        from scribmed.metrics.instance import dsb_score
+
+        case_id, image, reference = batchdata
+        pred = predict_instances(engine.network, image, engine.state.device, self.postprocess, self.min_size)
+        return {"score": dsb_score(pred, reference), "case_id": case_id}

@@ -111,7 +111,7 @@ def train_dmpls(
     return run_training(
         lambda: build_dmpls_trainer(train_cases, val_cases, class_map, out_dir, config),
         out_dir,
-        config,
+        deterministic=config.deterministic,
         has_validation=bool(val_cases),
         resume=resume,
     )

@@ -257,7 +257,7 @@ def train_mixsup(
     return run_training(
         lambda: build_mixsup_trainer(train_cases, val_cases, class_map, out_dir, config, supervision, pseudo),
         out_dir,
-        config,
+        deterministic=config.deterministic,
         has_validation=bool(val_cases),
         resume=resume,
     )

@@ -25,6 +25,7 @@ prompt-free features of :func:`scribmed.sam.instance_stage.decoder_features`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Sequence
@@ -33,14 +34,9 @@ import numpy as np
 import torch
 
 from scribmed.data.case import Case
-from scribmed.training.instance_trainer import (
-    InstanceTrainConfig,
-    StudentOutput,
-    TrainSample,
-    normalise_image,
-    predict_probabilities,
-    train_instance_segmentor,
-)
+from scribmed.training.instance_batches import TrainSample
+from scribmed.training.instance_inference import normalise_image, predict_probabilities
+from scribmed.training.instance_trainer import InstanceTask, StudentOutput, train_instance_segmentor
 from scribmed.recipes.instance_segmentor import (
     PartialContourLoss,
     SamInstanceConfig,
@@ -240,17 +236,14 @@ class S4MRecipe(SamInstanceRecipe):
         from scribmed.networks.instance_unet import InstanceUNet
 
         cfg = self.config
-        fields = {k: getattr(cfg, k) for k in InstanceTrainConfig.field_names()}
-        fields["iterations"] = int(cfg.teacher_iterations or max(1, cfg.iterations // 2))
-        fields["progress"] = progress
-        tcfg = InstanceTrainConfig(**fields)
+        tcfg = dataclasses.replace(cfg, iterations=int(cfg.teacher_iterations or max(1, cfg.iterations // 2)),
+                                   progress=progress)
         samples = [TrainSample(c.case_id, normalise_image(c.image), {"target": contour_target(case_instance(c))},
                                {"target": IGNORE}) for c in labelled]
-        val = getattr(self, "_val_items", [])
-        result = train_instance_segmentor(samples, val, PartialContourLoss({"target": 1.0}, cfg.boundary_weight),
-                                          out_dir / "teacher", tcfg, f"{self.name}-teacher",
-                                          {"config": self.config_dict(), "stage": "teacher",
-                                           "labelled": sorted(c.case_id for c in labelled)})
+        task = InstanceTask(f"{self.name}-teacher", samples, PartialContourLoss({"target": 1.0}, cfg.boundary_weight),
+                            record={"stage": "teacher", "labelled": sorted(c.case_id for c in labelled)})
+        result = train_instance_segmentor(task, getattr(self, "_val_items", []), out_dir / "teacher", tcfg,
+                                          self._class_map)
         net = InstanceUNet(cfg.in_channels, 3, cfg.features)
         load_network_weights(net, result.checkpoint("best"))
         return net.to(resolve_device(cfg.device)).eval()
@@ -276,6 +269,7 @@ class S4MRecipe(SamInstanceRecipe):
 
     def train(self, train, val, class_map, out_dir, progress):
         self._val_items = [(c.case_id, normalise_image(c.image), case_instance(c)) for c in val]
+        self._class_map = class_map
         return super().train(train, val, class_map, out_dir, progress)
 
     def weak_provenance(self) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def train_samsp(
     return run_training(
         lambda: build_samsp_trainer(train_cases, val_cases, class_map, out_dir, config, pseudo),
         out_dir,
-        config,
+        deterministic=config.deterministic,
         has_validation=bool(val_cases),
         resume=resume,
     )

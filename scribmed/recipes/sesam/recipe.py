@@ -33,7 +33,9 @@ import numpy as np
 import torch
 
 from scribmed.data.case import Case
-from scribmed.training.instance_trainer import StudentOutput, TrainSample, normalise_image
+from scribmed.training.instance_batches import TrainSample
+from scribmed.training.instance_inference import normalise_image
+from scribmed.training.instance_trainer import StudentOutput
 from scribmed.recipes.instance_segmentor import (
     PartialContourLoss,
     SamInstanceConfig,

@@ -29,11 +29,8 @@ import numpy as np
 import torch
 
 from scribmed.data.case import Case
-from scribmed.training.instance_trainer import (
-    TrainSample,
-    normalise_image,
-    predict_probabilities,
-)
+from scribmed.training.instance_batches import TrainSample
+from scribmed.training.instance_inference import normalise_image, predict_probabilities
 from scribmed.recipes.instance_segmentor import (
     SamInstanceConfig,
     SamInstanceRecipe,

@@ -188,7 +188,7 @@ def test_train_evaluate_infer(name: str, data, tmp_path, monkeypatch, restore_to
                "False"], tmp_path, monkeypatch)
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     best_iteration = torch.load(out / "best.pt", weights_only=True)["trainer"]["iteration"]
-    assert summary["checkpoint"].startswith(f"best.pt (iteration {best_iteration}, val mean Dice")
+    assert summary["checkpoint"].startswith(f"best.pt (recipe dmpls, iteration {best_iteration}, val mean Dice")
     assert file_sha256(out / "best.pt") in summary["checkpoint"]
     dataset = open_dataset(data[name]["layout"], data[name]["dir"])
     test_ids = [c.case_id for c in dataset if c.patient_id in _test_patients(name, dataset)]

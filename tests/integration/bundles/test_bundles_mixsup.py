@@ -317,7 +317,7 @@ def test_acdc_fold_train_evaluate_infer(data, tmp_path, fake_sam, restore_torch_
                    device_name="cpu")
     ev.run()
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
-    assert summary["n_cases"] == 1 and summary["checkpoint"].startswith("best.pt (iteration")
+    assert summary["n_cases"] == 1 and summary["checkpoint"].startswith("best.pt (recipe mixsup, iteration")
     record = json.loads((out / "fold.json").read_text())
     assert record["checkpoint"] == "segmentor/best.pt" and record["checkpoint_sha256"] == file_sha256(seg / "best.pt")
     assert (out / "evaluation" / "predictions" / "patient004_frame01.nii.gz").is_file()

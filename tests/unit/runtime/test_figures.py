@@ -181,7 +181,7 @@ def test_instance_box_plots_fit():
 
 
 def test_training_curves_fit():
-    from scribmed.training.run_record import make_training_curve_figure
+    from scribmed.training.training_curve import make_training_curve_figure
 
     terms = ["pce", "dice", "alpha_weighted_mixed_pseudo_label_dice", "semantic_alignment", "distill"]
     epochs = [{"iteration": 10 * i, "loss": 1 / (i + 1), **{t: 0.5 / (i + 1) for t in terms},
@@ -255,7 +255,7 @@ def test_pdf_beside_png_only_when_asked(tmp_path):
 
 
 def test_training_curve_pdf(tmp_path):
-    from scribmed.training.run_record import plot_training_curve
+    from scribmed.training.training_curve import plot_training_curve
 
     history = {"epochs": [{"iteration": i, "loss": 1.0 / (i + 1), "pce": 0.5, "dice": 0.4,
                            "val_mean_dice": 0.1 * i} for i in range(1, 4)]}

@@ -22,6 +22,7 @@ from scribmed.runtime.migrations import (
     SEGMENTOR_CONFIG_V1_VALUES,
     upgrade_checkpoint,
     upgrade_fold_record,
+    upgrade_history_record,
     upgrade_pseudo_label_record,
     upgrade_run_record,
     upgrade_sam_decoder_checkpoint,
@@ -40,8 +41,9 @@ OLD_RUN = FIXTURES / "cv_nearest"
 
 def test_old_contour_unet_checkpoint_loads_in_the_current_schema():
     ckpt = load_checkpoint(OLD_CHECKPOINT)
-    assert ckpt["schema"] == schema_id(CHECKPOINT) == "scribmed.checkpoint/2" and "format" not in ckpt
-    assert ckpt["recipe"] == "contour_unet"
+    assert ckpt["schema"] == schema_id(CHECKPOINT) == "scribmed.checkpoint/3" and "format" not in ckpt
+    assert ckpt["recipe"] == "contour_unet" and ckpt["trainer"] == {"iteration": 200, "epoch": 4}
+    assert ckpt["record"] == {} and ckpt["best"]["iteration"] in (50, 100, 150, 200) and "history" not in ckpt
 
 
 def test_old_contour_unet_checkpoint_predicts_what_the_old_code_predicted():
@@ -77,7 +79,7 @@ def test_old_dmpls_checkpoint_without_the_later_fields_loads_and_predicts_with_i
     path = tmp_path / "last.pt"
     net = _v1_dmpls_checkpoint(path)
     ckpt = load_checkpoint(path)
-    assert ckpt["schema"] == "scribmed.checkpoint/2" and set(DMPLSConfig().to_dict()) == set(ckpt["config"])
+    assert ckpt["schema"] == "scribmed.checkpoint/3" and set(DMPLSConfig().to_dict()) == set(ckpt["config"])
     check_resumable(ckpt, path, DMPLSConfig.from_dict(ckpt["config"]), CARDIAC)  # resumable as it is
     recipe, model, class_map = recipes.get("dmpls").from_checkpoint(path)
     assert recipe.config.upsample == "transpose" and recipe.config.channels_last is False  # what such runs used
@@ -140,8 +142,8 @@ def test_a_newer_json_record_is_refused_naming_the_file(tmp_path, name, reader, 
 
 def test_a_newer_checkpoint_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"schema": "scribmed.checkpoint/3", "recipe": "dmpls", "network": {}})
-    with pytest.raises(DataError, match="unsupported schema version 'scribmed.checkpoint/3'") as err:
+    save_checkpoint(path, {"schema": "scribmed.checkpoint/4", "recipe": "dmpls", "network": {}})
+    with pytest.raises(DataError, match="unsupported schema version 'scribmed.checkpoint/4'") as err:
         load_checkpoint(path)
     assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
 
@@ -170,11 +172,11 @@ def test_unknown_checkpoint_formats_are_refused_and_foreign_dicts_pass_untouched
 # -- each step on hand-written version-1 records ---------------------------------------------------
 
 
-def test_checkpoint_v1_to_v2_segmentor():
+def test_checkpoint_v1_to_current_segmentor():
     v1 = {"format": "scribmed-checkpoint-v1", "recipe": "dmpls", "trainer": {"iteration": 3, "epoch": 1},
           "config": {"iterations": 5, "lam": 0.3, "upsample": "bilinear"}}
     v2 = upgrade_checkpoint(v1, "last.pt")
-    assert list(v2)[0] == "schema" and v2["schema"] == "scribmed.checkpoint/2" and "format" not in v2
+    assert list(v2)[0] == "schema" and v2["schema"] == "scribmed.checkpoint/3" and "format" not in v2
     assert v2["config"] == {"iterations": 5, "lam": 0.3, "upsample": "bilinear", "lr_horizon": None,
                             "image_interp": "bilinear", "channels_last": False}  # a stored value wins
     assert v2["trainer"] == v1["trainer"] and v1["format"] == "scribmed-checkpoint-v1"  # the input is untouched
@@ -183,11 +185,39 @@ def test_checkpoint_v1_to_v2_segmentor():
     assert upgrade_checkpoint(v2) == v2  # current: unchanged
 
 
-def test_checkpoint_v1_to_v2_instance_trainer():
+def test_checkpoint_v1_to_current_instance_trainer():
     v1 = {"format": "scribmed-checkpoint-v1", "recipe": "sesam", "record": {"config": {"lr": 1e-3}},
           "config": {"lr": 1e-3}, "iteration": 4}
-    assert upgrade_checkpoint(v1) == {"schema": "scribmed.checkpoint/2", "recipe": "sesam",
-                                      "record": {"config": {"lr": 1e-3}}, "config": {"lr": 1e-3}, "iteration": 4}
+    assert upgrade_checkpoint(v1) == {"schema": "scribmed.checkpoint/3", "recipe": "sesam", "config": {"lr": 1e-3},
+                                      "record": {}, "trainer": {"iteration": 4, "epoch": 4}, "sampler_epoch": 4,
+                                      "loss": {}, "rng": None, "best": {"metric": None, "iteration": None},
+                                      "val_dsb_score": None}
+
+
+def test_checkpoint_v2_to_v3_instance_trainer_takes_the_shared_loops_layout():
+    v2 = {"schema": "scribmed.checkpoint/2", "recipe": "s4m-teacher", "network": {"w": 1}, "student": {"w": 2},
+          "teacher": None, "optimizer": {}, "scaler": {}, "config": {"val_interval": 50, "iterations": 120},
+          "class_map": {"names": {"0": "background"}, "ignore_index": 255},
+          "record": {"config": {"val_interval": 50}, "class_map": {}, "stage": "teacher", "labelled": ["a"]},
+          "iteration": 120, "best_metric": 0.4, "best_iteration": 100,
+          "history": {"epochs": [{"iteration": 100, "val_dsb_score": 0.4}, {"iteration": 120, "val_dsb_score": 0.3}]}}
+    v3 = upgrade_checkpoint(v2, "last.pt")
+    assert v3["schema"] == "scribmed.checkpoint/3" and v3["record"] == {"stage": "teacher", "labelled": ["a"]}
+    assert v3["trainer"] == {"iteration": 120, "epoch": 3} and v3["sampler_epoch"] == 3 and v3["rng"] is None
+    assert v3["best"] == {"metric": 0.4, "iteration": 100} and v3["val_dsb_score"] == 0.3
+    assert "history" not in v3 and "iteration" not in v3 and v3["student"] == {"w": 2} and v3["loss"] == {}
+    segmentor = {**v2, "recipe": "dmpls", "trainer": {"iteration": 3, "epoch": 1}}
+    del segmentor["record"]
+    assert upgrade_checkpoint(segmentor) == {**segmentor, "schema": "scribmed.checkpoint/3"}
+
+
+def test_history_v1_to_v2_names_its_validation_score():
+    semantic = {"format": "scribmed-history-v1", "recipe": "dmpls", "epochs": [{"iteration": 5, "val_mean_dice": 0.5}]}
+    v2 = upgrade_history_record(semantic)
+    assert list(v2)[0] == "schema" and v2["schema"] == "scribmed.history/2" and "format" not in v2
+    assert v2["validation"] == {"metric": "val_mean_dice", "label": "validation mean foreground Dice"}
+    instance = upgrade_history_record({"recipe": "wish", "epochs": [{"iteration": 5, "val_dsb_score": 0.2}]})
+    assert instance["validation"]["metric"] == "val_dsb_score" and upgrade_history_record(v2) == v2
 
 
 def test_sam_decoder_v1_to_v2():

@@ -1,24 +1,33 @@
-"""The instance segmentor's training loop: learning, selection, exact resume, prediction; the contour U-Net."""
+"""The instance recipes in the shared training loop: learning, selection, exact resume, hooks, prediction."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
+from scribmed.data.case import ClassMap
 from scribmed.data.phantoms import make_nuclei_image
 from scribmed.runtime.checkpoint import load_checkpoint
+from scribmed.runtime.records import CHECKPOINT, HISTORY, SCHEMA_KEY, schema_id
+from scribmed.training.instance_batches import TrainSample
+from scribmed.training.instance_inference import normalise_image, predict_instances
 from scribmed.training.instance_trainer import (
+    InstanceTask,
     InstanceTrainConfig,
-    TrainSample,
-    normalise_image,
-    predict_instances,
-    sample_batch,
+    StudentOutput,
+    cosine_lr,
     train_instance_segmentor,
 )
 from scribmed.networks.instance_unet import InstanceUNet
 from scribmed.recipes.instance_segmentor import PartialContourLoss
 from scribmed.transforms.contour_targets import IGNORE, contour_target
+
+NUCLEI = ClassMap({0: "background", 1: "nucleus"}, ignore_index=255)
+CFG = dict(iterations=6, batch_size=2, patch=32, val_interval=3, device="cpu", progress=False,
+           features=(8, 16), lr=5e-3)
 
 
 def nuclei(n: int, seed: int = 0, size=(64, 64)):
@@ -31,8 +40,13 @@ def samples_of(images) -> list[TrainSample]:
             for i, (img, inst) in enumerate(images)]
 
 
-CFG = dict(iterations=6, batch_size=2, patch=32, val_interval=3, device="cpu", progress=False,
-           features=(8, 16), lr=5e-3)
+def task(images, objective=None, **kw) -> InstanceTask:
+    return InstanceTask("test", samples_of(images), objective or PartialContourLoss({"weak": 1.0}), **kw)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return nuclei(4), [("v", normalise_image(img), inst) for img, inst in nuclei(1, seed=9)]
 
 
 def test_instance_unet_shapes_and_features():
@@ -47,26 +61,32 @@ def test_instance_unet_shapes_and_features():
         net(torch.randn(1, 3, 32, 32))
 
 
-def test_sample_batch_same_geometry_for_image_and_maps():
-    img = np.arange(40 * 50, dtype=np.float32).reshape(1, 40, 50)
-    s = TrainSample("a", img, {"copy": img[0].astype(np.int64)}, {})
-    for item in sample_batch([s], 4, 32, np.random.default_rng(0)):
-        np.testing.assert_array_equal(item["image"][0].astype(np.int64), item["copy"])
-    small = TrainSample("b", np.ones((1, 10, 12), np.float32), {"t": np.zeros((10, 12), np.uint8)}, {"t": IGNORE})
-    item = sample_batch([small], 1, 16, np.random.default_rng(0))[0]
-    assert item["image"].shape == (1, 16, 16) and (item["t"] == IGNORE).sum() == 16 * 16 - 10 * 12
+def test_cosine_lr_decays_to_five_percent():
+    assert cosine_lr(1.0, 0, 10) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 5, 10) == pytest.approx(0.525)
+    assert cosine_lr(1.0, 10, 10) == pytest.approx(0.05) == cosine_lr(1.0, 99, 10)
 
 
-def test_training_learns_selects_and_resumes_exactly(tmp_path):
-    images = nuclei(4)
-    val = [("v", normalise_image(img), inst) for img, inst in nuclei(1, seed=9)]
+def test_config_result_fields_leave_out_the_volatile_ones():
+    fields = InstanceTrainConfig.result_fields()
+    assert "device" not in fields and "progress" not in fields and {"iterations", "seed", "features"} <= set(fields)
+    assert InstanceTrainConfig(features=(8, 16), patch=32).to_dict()["features"] == [8, 16]
+
+
+def test_training_learns_selects_and_resumes_exactly(tmp_path, data):
+    images, val = data
     cfg = InstanceTrainConfig(**CFG)
-    a = train_instance_segmentor(samples_of(images), val, PartialContourLoss({"weak": 1.0}), tmp_path / "a", cfg,
-                                 "test", {"config": "x"})
+    a = train_instance_segmentor(task(images), val, tmp_path / "a", cfg, NUCLEI)
     assert a.best_checkpoint is not None and a.last_checkpoint.is_file() and a.iterations == 6
     ck = load_checkpoint(a.last_checkpoint)
-    assert ck["iteration"] == 6 and len(ck["history"]["epochs"]) == 2
-    assert 0.0 <= ck["best_metric"] <= 1.0 and "val_dsb_score" in ck["history"]["epochs"][0]
+    assert ck[SCHEMA_KEY] == schema_id(CHECKPOINT) and ck["recipe"] == "test"
+    assert ck["trainer"] == {"iteration": 6, "epoch": 2} and 0.0 <= ck["best"]["metric"] <= 1.0
+    assert ck["config"]["features"] == [8, 16] and ck["class_map"]["names"] == {"0": "background", "1": "nucleus"}
+    history = json.loads(a.history_path.read_text())
+    assert history[SCHEMA_KEY] == schema_id(HISTORY) and history["validation"]["metric"] == "val_dsb_score"
+    assert [e["iteration"] for e in history["epochs"]] == [3, 6] and "val_dsb_score" in history["epochs"][0]
+    assert history["loss_terms"] == ["weak"] and (tmp_path / "a" / "checkpoints.json").is_file()
+    assert a.curve_path is not None and a.curve_path.is_file()
 
     class Crash(PartialContourLoss):
         calls = 0
@@ -78,26 +98,41 @@ def test_training_learns_selects_and_resumes_exactly(tmp_path):
             return super().forward(out, batch, teacher_probs)
 
     with pytest.raises(KeyboardInterrupt):
-        train_instance_segmentor(samples_of(images), val, Crash({"weak": 1.0}), tmp_path / "b", cfg, "test",
-                                 {"config": "x"})
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["iteration"] == 3
-    b = train_instance_segmentor(samples_of(images), val, PartialContourLoss({"weak": 1.0}), tmp_path / "b", cfg,
-                                 "test", {"config": "x"})
+        train_instance_segmentor(task(images, Crash({"weak": 1.0})), val, tmp_path / "b", cfg, NUCLEI)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["trainer"]["iteration"] == 3
+    b = train_instance_segmentor(task(images), val, tmp_path / "b", cfg, NUCLEI)
     sa, sb = load_checkpoint(a.last_checkpoint)["student"], load_checkpoint(b.last_checkpoint)["student"]
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
-    # another configuration in the same folder is refused
+    assert [e["iteration"] for e in json.loads(b.history_path.read_text())["epochs"]] == [3, 6]
+    # a finished run is not trained again; another configuration in the same folder is refused
+    assert train_instance_segmentor(task(images), val, tmp_path / "b", cfg, NUCLEI).checksums == b.checksums
+    with pytest.raises(Exception, match="configuration changed"):
+        train_instance_segmentor(task(images), val, tmp_path / "b", InstanceTrainConfig(**{**CFG, "lr": 1e-3}), NUCLEI)
     with pytest.raises(Exception, match="another configuration"):
-        train_instance_segmentor(samples_of(images), val, PartialContourLoss({"weak": 1.0}), tmp_path / "b", cfg,
-                                 "test", {"config": "y"})
+        train_instance_segmentor(task(images, record={"stage": "teacher"}), val, tmp_path / "b", cfg, NUCLEI)
 
 
-def test_training_reduces_the_loss_and_predicts_instances(tmp_path):
-    images = nuclei(4)
+def test_teacher_is_the_network_predicted_and_refresh_runs_after_validation(tmp_path, data):
+    images, val = data
+    calls: list[int] = []
+    cfg = InstanceTrainConfig(**{**CFG, "predict_with": "teacher", "ema_decay": 0.5})
+    res = train_instance_segmentor(task(images, refresh=lambda it, net: calls.append(it)), val, tmp_path, cfg, NUCLEI)
+    assert calls == [3]  # after the first validation, not after the last
+    ck = load_checkpoint(res.last_checkpoint)
+    assert ck["teacher"] is not None
+    net_w, student_w = ck["network"], ck["student"]
+    assert any(not torch.equal(net_w[k], student_w[k]) for k in net_w if net_w[k].is_floating_point())
+    teacher_w = {k[len("network."):]: v for k, v in ck["teacher"].items() if k.startswith("network.")}
+    for k in net_w:
+        torch.testing.assert_close(net_w[k], teacher_w[k], rtol=0, atol=0)
+
+
+def test_training_reduces_the_loss_and_predicts_instances(tmp_path, data):
+    images, _ = data
     cfg = InstanceTrainConfig(**{**CFG, "iterations": 30, "val_interval": 10})
-    res = train_instance_segmentor(samples_of(images), [], PartialContourLoss({"weak": 1.0}), tmp_path, cfg, "test",
-                                   {"config": "x"})
-    epochs = load_checkpoint(res.last_checkpoint)["history"]["epochs"]
+    res = train_instance_segmentor(task(images), [], tmp_path, cfg, NUCLEI)
+    epochs = json.loads(res.history_path.read_text())["epochs"]
     assert epochs[-1]["loss"] < epochs[0]["loss"]
     assert res.best_checkpoint is None  # no validation images: the last checkpoint is the model
     net = InstanceUNet(1, 3, (8, 16), dropout=(0.0, 0.05))
@@ -111,8 +146,6 @@ def test_partial_contour_loss_precedence_and_gradient():
     weak = torch.full((1, 4, 4), IGNORE)
     weak[0, 0, 0] = 1
     sam = torch.zeros((1, 4, 4), dtype=torch.long)
-    from scribmed.training.instance_trainer import StudentOutput
-
     loss, parts = PartialContourLoss({"weak": 1.0, "sam": 1.0})(StudentOutput(logits), {"weak": weak, "sam": sam})
     loss.backward()
     assert logits.grad is not None and set(parts) == {"weak", "sam"}
