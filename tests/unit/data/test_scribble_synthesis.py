@@ -151,3 +151,47 @@ def test_matches_real_acdc_statistics(acdc_root):
         ra, rb = a["classes"][k]["fraction_of_region"], b["classes"][k]["fraction_of_region"]
         assert rb / ra == pytest.approx(1, abs=0.75), f"class {k}: real {ra:.3f} vs synthetic {rb:.3f}"
         assert b["classes"][k]["slices_with_scribble"] >= a["classes"][k]["slices_with_scribble"] - 1
+
+
+def _arc_by_dilation(curve, fraction, rng):
+    """The arc's definition run step by step: geodesic dilation from the start pixel."""
+    from scipy import ndimage as ndi
+
+    eight = np.ones((3, 3), bool)
+    ys, xs = np.nonzero(curve)
+    n = len(ys)
+    i = int(rng.integers(n))
+    seed = np.zeros_like(curve)
+    seed[ys[i], xs[i]] = True
+    steps = max(1, int(round(fraction * n / 2)))
+    grown = ndi.binary_dilation(seed, structure=eight, iterations=steps, mask=curve)
+    while grown.sum() < fraction * n and steps < n:
+        more = ndi.binary_dilation(grown, structure=eight, iterations=1, mask=curve)
+        if more.sum() == grown.sum():
+            break
+        grown, steps = more, steps + 1
+    return grown
+
+
+def test_arc_is_the_geodesic_ball_grown_step_by_step():
+    from skimage.morphology import skeletonize
+
+    from scribmed.data.scribble_synthesis import _arc
+
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        h, w = (int(v) for v in rng.integers(6, 40, 2))
+        if t % 3 == 0:  # scattered pixels: several components, some unreachable
+            curve = rng.random((h, w)) < rng.uniform(0.05, 0.6)
+        elif t % 3 == 1:  # skeletons: open lines with branches
+            from scipy import ndimage as ndi
+
+            curve = skeletonize(ndi.gaussian_filter(rng.random((h, w)), 2) > 0.5)
+        else:  # a ring: growth both ways
+            yy, xx = np.ogrid[:h, :w]
+            curve = np.abs(np.hypot(yy - h / 2, xx - w / 2) - min(h, w) / 3) < 0.7
+        if not curve.any():
+            continue
+        fraction, seed = float(rng.uniform(0.05, 0.99)), int(rng.integers(1 << 30))
+        expected = _arc_by_dilation(curve, fraction, np.random.default_rng(seed))
+        np.testing.assert_array_equal(_arc(curve, fraction, np.random.default_rng(seed)), expected)
