@@ -104,6 +104,8 @@ def make_overlay_figure(
             title += " (none)"
         set_title(ax, title, fontsize=9)
         ax.axis("off")
+        ax.set_xticks([])  # no tick machinery for an image panel: the layout skips it
+        ax.set_yticks([])
     names = dict(class_map.names)
     for k in sorted(present - set(names)):
         names[k] = f"class {k}"
