@@ -47,31 +47,48 @@ def _val_dice(run: Path) -> list[float]:
     return [e["val_mean_dice"] for e in history["epochs"]]
 
 
-def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(phantom, tmp_path):
-    single = tmp_path / "single"
-    assert main(["cv", *FLAGS, "--root", str(phantom), "--out", str(single), "--batch-size", "8"]) == 0
-    ddp = tmp_path / "ddp"
+@pytest.fixture(scope="module")
+def ddp_run(phantom, tmp_path_factory) -> tuple[Path, str]:
+    """The fold trained by two gloo ranks under torchrun (4 slices each); its folder and stdout."""
+    ddp = tmp_path_factory.mktemp("ddp_run") / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                          "MASTER_PORT")}
     done = subprocess.run([*_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "scribmed", "cv", *FLAGS,
                            "--root", str(phantom), "--out", str(ddp), "--batch-size", "4"],
                           env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    return ddp, done.stdout
+
+
+@pytest.fixture(scope="module")
+def single_run(phantom, tmp_path_factory) -> Path:
+    """The same fold in one process with the same global batch (8 slices)."""
+    single = tmp_path_factory.mktemp("single_run") / "single"
+    assert main(["cv", *FLAGS, "--root", str(phantom), "--out", str(single), "--batch-size", "8"]) == 0
+    return single
+
+
+def test_two_gloo_ranks_write_the_fold_once(ddp_run):
+    ddp, stdout = ddp_run
     # written once, by rank 0: one history entry per validation, one prediction per test case
     history = json.loads((ddp / "fold_1" / "train" / "history.json").read_text())
     assert [e["iteration"] for e in history["epochs"]] == [40, 80]
     record = json.loads((ddp / "fold_1" / "fold.json").read_text())
     assert record["iterations"] == 80
     assert len(list((ddp / "fold_1" / "predictions").glob("*.nii.gz"))) == record["cases"]["test"]
-    assert done.stdout.count("summary: ") == 1  # rank 0 alone reports
+    assert stdout.count("summary: ") == 1  # rank 0 alone reports
     leftovers = [p.name for p in (ddp / "fold_1").rglob("*") if ".tmp" in p.name]
     assert leftovers == []
+
+
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(ddp_run, single_run):
+    ddp, single = ddp_run[0], single_run
     # the same validation Dice as one process with the same global batch, within the tolerance
     want, got = _val_dice(single), _val_dice(ddp)
     assert want[-1] > 0.3, f"the single-process run did not learn ({want})"
     assert abs(got[-1] - want[-1]) <= DICE_TOLERANCE, (got, want)
-    assert abs(record["best_val_dice"] - json.loads((single / "fold_1" / "fold.json").read_text())["best_val_dice"]) \
-        <= DICE_TOLERANCE
+    best = [json.loads((run / "fold_1" / "fold.json").read_text())["best_val_dice"] for run in (ddp, single)]
+    assert abs(best[0] - best[1]) <= DICE_TOLERANCE
 
 
 def test_instance_recipes_refuse_torchrun(tmp_path, monkeypatch, capsys):
