@@ -2,7 +2,7 @@
 
 The checkpoint names its recipe, config and class map, so nothing but the file is needed: the
 recipe is rebuilt with :meth:`scribmed.recipes.base.Recipe.from_checkpoint`, every case of the
-input folder is predicted slice-wise and written as ``<out>/<case_id>.nii.gz`` on the case's own
+input folder (a plain folder of ``*.nii.gz`` images, or any layout) is predicted slice-wise and written as ``<out>/<case_id>.nii.gz`` on the case's own
 grid (its spacing and affine). Outputs already present are kept, so a killed run resumes; the
 input folder is never written to.
 """
@@ -21,13 +21,17 @@ __all__ = ["predict_folder"]
 def predict_folder(
     checkpoint: str | Path,
     input_root: str | Path,
-    layout: str,
-    out_dir: str | Path,
+    layout: str = "generic",
+    out_dir: str | Path = "predictions",
     device: str = "auto",
     spacing: Optional[Sequence[float]] = None,
     progress: bool = True,
 ) -> list[Path]:
     """Predict every case of ``input_root`` (read with ``layout``) with ``checkpoint``.
+
+    With the ``generic`` layout (the default) ``input_root`` may be a plain folder of ``*.nii.gz``
+    images (or nnU-Net's ``imagesTr/``, multi-channel ``_0000``/``_0001`` files included); the class
+    map is the checkpoint's unless the folder's ``dataset.json`` names one.
 
     Returns:
         The written (or already present) prediction paths, in dataset order.
@@ -49,7 +53,13 @@ def predict_folder(
     recipe, model, class_map = recipes.get(name).from_checkpoint(checkpoint)
     if hasattr(recipe.config, "device"):
         recipe.config = dataclasses.replace(recipe.config, device=device)
-    options = {"spacing": tuple(spacing)} if spacing is not None else {}
+    options: dict = {"spacing": tuple(spacing)} if spacing is not None else {}
+    if layout == "generic":
+        from scribmed.data.case import ClassMap
+
+        names = {int(k): v for k, v in class_map["names"].items()}
+        ignore = class_map.get("ignore_index")
+        options["fallback_class_map"] = ClassMap(names, len(names) if ignore is None else int(ignore))
     dataset = open_dataset(layout, input_root, **options)
     if {int(k): v for k, v in dataset.class_map.names.items()} != class_map["names"]:
         raise DataError(input_root, f"class map {dict(dataset.class_map.names)} of this {layout} dataset does not fit "

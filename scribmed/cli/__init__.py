@@ -17,7 +17,7 @@ import sys
 from typing import Callable, Sequence
 
 from scribmed.cli import bundle, cv, data, demo, evaluate, predict, pseudolabel
-from scribmed.cli.options import AMP_CHOICES, LAYOUT_NAMES
+from scribmed.cli.options import AMP_CHOICES, LAYOUT_NAMES, ScribmedParser
 from scribmed.data.errors import DataError
 
 __all__ = ["AMP_CHOICES", "LAYOUT_NAMES", "build_parser", "main"]
@@ -33,16 +33,27 @@ def build_parser(recipe_flags: bool | str = True) -> argparse.ArgumentParser:
     (what ``scribmed cv --recipe NAME`` needs: importing one recipe, not all, keeps the start fast),
     ``False`` none.
     """
-    parser = argparse.ArgumentParser(
+    parser = ScribmedParser(
         prog="scribmed",
         description="Scribble-supervised medical image segmentation: data checks, phantoms, evaluation, recipes.",
     )
+    parser.add_argument("--version", action="version", version=f"scribmed {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     for command in COMMANDS:
         command.add_parser(sub, recipe_flags)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (``unknown`` when run from a source tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scribmed")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _requested_recipe(argv: Sequence[str]) -> bool | str:

@@ -75,7 +75,7 @@ def _run_cv(args: argparse.Namespace) -> Optional[Path]:
         return run_cross_validation(
             recipe, dataset, args.split, args.out, folds=_requested_folds(args), allow_missing=args.allow_missing,
             progress=not args.quiet and dist_utils.is_main_process(), merge=not args.no_merge,
-            supervision=supervision, stage=args.stage,
+            supervision=supervision, stage=args.stage, check_data=getattr(args, "check_data", True),
         )
     finally:
         if under_torchrun:
@@ -90,6 +90,7 @@ def _cv_job(args: argparse.Namespace, fold: int, stage: str) -> None:
         set_figure_formats(args.figures)
     job = argparse.Namespace(**vars(args))
     job.fold, job.folds, job.executor, job.no_merge = int(fold), None, "sequential", True
+    job.check_data = False  # the submitting command checked every case of the run's folds
     job.stage = "prepare" if stage == "prepare" else "all"
     _run_cv(job)
 
@@ -119,6 +120,7 @@ def _submit_cv(args: argparse.Namespace) -> int:
                         "train with DDP; give each fold one process")
     run = open_run(recipe, dataset, args.split, args.out, allow_missing=args.allow_missing, supervision=supervision)
     folds = run.folds(_requested_folds(args))
+    run.check_data(dataset, folds, progress=not args.quiet)  # before any job is submitted
     busy = {} if args.resubmit else active_folds(run.out, folds)
     for k, row in sorted(busy.items()):
         print(f"fold {k}: {row['stage']} job {row['job_id']} is {row['state']}; not submitted again (--resubmit to force)")

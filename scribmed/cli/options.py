@@ -11,6 +11,26 @@ from scribmed.recipes.options import AMP_CHOICES
 LAYOUT_NAMES = tuple(LAYOUTS)  # from the registry: a new layout needs no CLI edit
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` states each option's default (when it has one and the help does not say it already)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and default not in (None, False, argparse.SUPPRESS) and default != []
+                and "(default" not in text and "%(default)" not in text):
+            text += " (default: %(default)s)"
+        return text
+
+
+class ScribmedParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help shows defaults; sub-commands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def key_value(text: str) -> dict[str, object]:
     """``KEY=VALUE`` with VALUE parsed as JSON when it is JSON (numbers, true/false, lists), else a string."""
     key, sep, value = text.partition("=")

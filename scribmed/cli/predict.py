@@ -29,13 +29,16 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
         "predict",
         help="apply a trained checkpoint to images without labels (NIfTI on each image's grid)",
         description="Load a scribmed checkpoint (e.g. RUN/fold_1/train/best.pt; its recipe, config and class map "
-        "are read from it), predict every case of --input read with --layout, and write OUT/<case_id>.nii.gz "
-        "on each image's own grid. An input whose channel count or class map does not fit the checkpoint is "
+        "are read from it), predict every image of --input (a folder of *.nii.gz images, or a dataset read with "
+        "--layout), and write OUT/<case_id>.nii.gz on each image's own grid. An input whose channel count or class map does not fit the checkpoint is "
         "refused. Existing outputs are kept (a killed run resumes).",
     )
     pr.add_argument("--checkpoint", required=True, type=Path, help="a scribmed training checkpoint (.pt)")
-    pr.add_argument("--input", required=True, type=Path, help="dataset folder read with --layout (labels not needed)")
-    pr.add_argument("--layout", required=True, choices=LAYOUT_NAMES)
+    pr.add_argument("--input", required=True, type=Path,
+                    help="a folder of *.nii.gz images, or a dataset folder read with --layout (labels not needed)")
+    pr.add_argument("--layout", default="generic", choices=LAYOUT_NAMES,
+                    help="how --input is read: generic (a plain folder of *.nii.gz images or nnU-Net's imagesTr/; "
+                    "the class map is the checkpoint's unless its dataset.json names one), or a dataset layout")
     pr.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
     pr.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
     pr.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")

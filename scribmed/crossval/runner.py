@@ -293,6 +293,22 @@ class CVRun:
         """1-based folds to run (default all); unknown folds are an error."""
         return _parse_folds(requested, self.num_folds)
 
+    def check_data(self, dataset: Dataset, folds: Sequence[int], progress: bool = True) -> int:
+        """Load and check every case the unfinished ``folds`` use (training, validation and test),
+        before any of them trains: a bad file stops the run now with one line naming it, not after
+        days of training (:meth:`scribmed.data.dataset.Dataset.validate`). Returns the number of
+        cases checked."""
+        ids: list[str] = []
+        for k in folds:
+            if (self.out / f"fold_{k}" / FOLD_DONE).exists():
+                continue
+            for subset in fold_cases(self.report.split, k - 1, dataset).values():
+                ids.extend(subset)
+        unique = list(dict.fromkeys(ids))
+        if unique:
+            dataset.validate(progress=progress, cases=[dataset[c] for c in unique])
+        return len(unique)
+
 
 def open_run(
     recipe: "Recipe",
@@ -355,6 +371,7 @@ def run_cross_validation(
     merge: bool = True,
     supervision: Optional[dict[str, Any]] = None,
     stage: str = "all",
+    check_data: bool = True,
 ) -> Optional[Path]:
     """Run the requested folds (1-based; default all) and merge what is finished.
 
@@ -370,11 +387,15 @@ def run_cross_validation(
         supervision: the record of the supervision assignment applied to ``dataset``
             (:func:`scribmed.data.supervision_assignment.apply_supervision`), kept in ``run.json``.
         stage: ``"all"`` or ``"prepare"`` (only the recipe's stage before training, see :func:`run_fold`).
+        check_data: load and check every case of the unfinished requested folds before the first
+            one runs (:meth:`CVRun.check_data`); a job whose submitter checked them skips it.
 
     Returns:
         ``summary.json`` when merged (on rank 0 under ``torchrun``), else None.
     """
     run = open_run(recipe, dataset, split, out, allow_missing=allow_missing, seed=seed, supervision=supervision)
+    if check_data:
+        run.check_data(dataset, run.folds(folds), progress=progress)
     for k in run.folds(folds):
         run_fold(recipe, dataset, run.report, k, run.out, progress=progress, stage=stage)
     if merge and stage == "all" and dist_utils.is_main_process():

@@ -168,8 +168,8 @@ class Dataset:
             out["supervision"] = {k: stated.count(k) for k in sorted(set(stated))}
         return out
 
-    def validate(self, progress: bool = True) -> None:
-        """Load every case once and check it; raise the first problem as :class:`DataError`.
+    def validate(self, progress: bool = True, cases: Optional[Sequence[Case]] = None) -> None:
+        """Load every case (or the given ``cases``) once and check it; raise the first problem as :class:`DataError`.
 
         Checks: files readable, required keys, shapes agree, header spacings agree, labels in
         the class map, scribbles in the class map or the ignore value, finite image, spacing
@@ -179,11 +179,12 @@ class Dataset:
         """
         if self.problems:
             raise self.problems[0]
-        iterator: Iterable[Case] = self.cases
+        selected = list(self.cases if cases is None else cases)
+        iterator: Iterable[Case] = selected
         if progress:
             from tqdm.auto import tqdm
 
-            iterator = tqdm(self.cases, desc=f"checking {self.layout}", unit="case")
+            iterator = tqdm(selected, desc=f"checking {self.layout}", unit="case")
         for case in iterator:
             was_cached = case._cache is not None
             try:

@@ -97,11 +97,12 @@ class SamFinetuneLoss(nn.Module):
     Call with ``logits`` ``(K, H, W)`` or ``(K, 1, H, W)`` (one map per prompted class, e.g. all
     classes of one slice from one batched decoder call), ``scribble`` ``(H, W)`` or ``(K, H, W)``,
     ``classes`` (length K) and optionally ``pseudo_label`` ``(H, W)`` / ``(K, H, W)`` (integer
-    class map). Returns a scalar; :attr:`last` holds the unweighted terms of the last call
-    (floats) for logging.
+    class map). Without a pseudo label the loss is the scribble term alone (the Dice / IoU terms
+    need one), so the defaults work from scribbles only. Returns a scalar; :attr:`last` holds the
+    unweighted terms of the last call (floats) for logging.
 
     Raises:
-        ValueError: shape mismatches, or a pseudo-label weight > 0 without a pseudo label.
+        ValueError: shape mismatches.
     """
 
     def __init__(
@@ -157,9 +158,7 @@ class SamFinetuneLoss(nn.Module):
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
             per_class = (bce * labelled).sum((1, 2)) / labelled.sum((1, 2)).clamp_min(1)
             terms["ce"] = per_class.mean() if k else zero
-        if self.uses_pseudo_label:
-            if pseudo_label is None:
-                raise ValueError("dice_weight / iou_weight > 0 need a pseudo_label")
+        if self.uses_pseudo_label and pseudo_label is not None:
             pl = _as_kx(torch.as_tensor(pseudo_label, device=logits.device), k, hw, "pseudo_label")
             cls = torch.as_tensor(list(classes), dtype=torch.long, device=logits.device).view(k, 1, 1)
             pl_target = (pl.long() == cls).float()

@@ -137,7 +137,10 @@ class Recipe:
         """
         from scribmed.recipes.options import add_shared_flags
 
-        return add_shared_flags(parser, cls.option_names())
+        config = cls.config_cls().to_dict() if hasattr(cls.config_cls, "to_dict") else {}
+        defaults = {n: config[cls.option_aliases.get(n, n)] for n in cls.option_names()
+                    if cls.option_aliases.get(n, n) in config}
+        return add_shared_flags(parser, cls.option_names(), defaults)
 
     # -- the contract --------------------------------------------------------------------
 

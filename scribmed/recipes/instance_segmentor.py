@@ -315,7 +315,7 @@ class SamInstanceConfig(InstanceRecipeConfig):
     sam_cache: Optional[str] = None
     sam_min_size: int = 5
 
-    VOLATILE: ClassVar[tuple[str, ...]] = ("device", "progress", "sam_cache")
+    VOLATILE: ClassVar[tuple[str, ...]] = ("device", "progress", "max_cpu_hours", "sam_cache")
 
 
 class SamInstanceRecipe(InstanceSegmentorRecipe):

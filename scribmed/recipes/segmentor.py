@@ -28,7 +28,7 @@ from scribmed.recipes.base import (
 __all__ = ["SegmentorRecipe"]
 
 # settings that do not change results (may differ between reruns of one CV run)
-_VOLATILE = ("num_workers", "device", "progress", "val_batch_size")
+_VOLATILE = ("num_workers", "device", "progress", "val_batch_size", "max_cpu_hours")
 
 
 class SegmentorRecipe(Recipe):

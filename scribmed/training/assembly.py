@@ -26,6 +26,7 @@ from scribmed.training.run_record import BEST_NAME, LAST_NAME, RunRecorder, run_
 from scribmed.training.sampling import EpochSeededSampler, SliceTrainingDataset
 from scribmed.runtime.seeding import loader_generator, reseed_rank
 from scribmed.training.slice_cache import SliceCache
+from scribmed.training.time_estimate import TrainingTimeEstimate
 from scribmed.training.trainer import SegmentorTrainer
 from scribmed.training.validation import VolumeDiceEvaluator
 from scribmed.transforms.augment import DMPLSAugmentd
@@ -184,6 +185,7 @@ def assemble_trainer(
             image_mode=config.image_interp,
         )
     trainer.recorder = RunRecorder(trainer, evaluator, Path(out_dir), config, class_map, progress=config.progress)
+    TrainingTimeEstimate(config.max_cpu_hours, report=config.progress).attach(trainer)
     trainer.slice_cache = cache
     return trainer, evaluator
 

@@ -57,7 +57,10 @@ class TrainConfig:
         augment: DMPLS augmentation (rot90 + flip or a rotation within +-20 degrees).
         deterministic: ``torch.use_deterministic_algorithms`` (warn-only) during training.
         val_batch_size: slices per forward pass during validation.
-        progress: tqdm bar over iterations (rank 0).
+        progress: tqdm bar over iterations (rank 0); also the printed training-time estimate.
+        max_cpu_hours: on a CPU, stop a run whose training would take longer than this many hours,
+            estimated from its first iterations (:mod:`scribmed.training.time_estimate`); ``None``
+            or ``0``: no limit. Never applies on CUDA; does not change results.
     """
 
     iterations: int = 60000
@@ -81,6 +84,7 @@ class TrainConfig:
     deterministic: bool = True
     val_batch_size: int = 16
     progress: bool = True
+    max_cpu_hours: Optional[float] = 4.0
 
     #: fields that change the result; a resumed run must agree on them.
     RESULT_FIELDS = (
@@ -93,6 +97,8 @@ class TrainConfig:
         for name in ("iterations", "batch_size", "epoch_length", "in_channels", "val_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_cpu_hours is not None and float(self.max_cpu_hours) < 0:
+            raise ValueError(f"TrainConfig.max_cpu_hours must be >= 0 (0: no limit), got {self.max_cpu_hours}")
         if isinstance(self.num_workers, str) and self.num_workers.strip().lower() == "auto":
             self.num_workers = None
         if self.num_workers is not None:

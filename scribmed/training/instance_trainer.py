@@ -51,6 +51,7 @@ from scribmed.training.ema_teacher import EMATeacher
 from scribmed.training.instance_batches import BatchMix, CropBatchDataset, TrainSample
 from scribmed.training.run_record import RunRecorder
 from scribmed.training.sampling import IterationSampler
+from scribmed.training.time_estimate import TrainingTimeEstimate
 from scribmed.training.trainer import SegmentorTrainer
 from scribmed.training.validation import InstanceScoreEvaluator
 
@@ -87,7 +88,9 @@ class InstanceTrainConfig:
         predict_with: ``"student"`` or ``"teacher"`` (the network validated, saved and predicted).
         postprocess: ``"watershed"`` or ``"components"``; ``min_size``: smallest instance kept (px).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``.
-        progress: tqdm bar.
+        progress: tqdm bar (and the printed training-time estimate).
+        max_cpu_hours: on a CPU, stop a run whose training would take longer (hours, estimated from
+            its first iterations); ``None`` or ``0``: no limit.
     """
 
     iterations: int = 400
@@ -105,9 +108,10 @@ class InstanceTrainConfig:
     min_size: int = 10
     device: str = "auto"
     progress: bool = True
+    max_cpu_hours: Optional[float] = 4.0
 
     #: fields that do not change results (not compared when a run resumes)
-    VOLATILE: ClassVar[tuple[str, ...]] = ("device", "progress")
+    VOLATILE: ClassVar[tuple[str, ...]] = ("device", "progress", "max_cpu_hours")
 
     def __post_init__(self) -> None:
         self.features = tuple(int(f) for f in self.features)
@@ -290,6 +294,7 @@ def assemble_instance_trainer(
         evaluator = InstanceScoreEvaluator(device, val, trainer.predicted_network, cfg.postprocess, cfg.min_size)
     trainer.recorder = RunRecorder(trainer, evaluator, Path(out_dir), cfg, class_map, progress=cfg.progress,
                                    record=task.record)
+    TrainingTimeEstimate(cfg.max_cpu_hours, report=cfg.progress).attach(trainer)
     if task.refresh is not None:
         refresh = task.refresh
 

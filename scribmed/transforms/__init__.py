@@ -26,6 +26,7 @@ from scribmed.transforms.intensity import (
     ScaleIntensityPercentiled,
 )
 from scribmed.transforms.prompt_boxes import mask_box, scribble_box
+from scribmed.transforms.prompt_collate import collate_prompts, is_prompt_dict
 from scribmed.transforms.prompt_frame import (
     boxes_from_input_frame,
     boxes_to_input_frame,
@@ -75,7 +76,9 @@ __all__ = [
     "SeSAMPointsd",
     "boxes_from_input_frame",
     "boxes_to_input_frame",
+    "collate_prompts",
     "default_negative_priority",
+    "is_prompt_dict",
     "from_input_frame",
     "input_frame_shape",
     "mask_box",

@@ -290,3 +290,21 @@ def test_cv_amp_flag_reaches_the_recipe_config_and_instance_recipes_refuse_it(tm
     assert main(["cv", "--recipe", "contour_unet", "--layout", "acdc-h5", "--root", str(root), "--out",
                  str(tmp_path / "other"), "--amp", "bf16"]) == 1
     assert "recipe 'contour_unet' does not take --amp" in capsys.readouterr().err
+
+
+def test_version_and_help_state_the_defaults(capsys):
+    import re
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and re.fullmatch(r"scribmed \S+\n", capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["cv", "--recipe", "dmpls", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in (("--iterations", "60000"), ("--batch-size", "12"), ("--size", "256"),
+                          ("--val-interval", "100"), ("--seed", "0"), ("--upsample", "bilinear")):
+        assert re.search(rf"{flag} .*?\(default: {default}\)", text), flag
+    assert "(default 4; 0: no limit" in text and text.count("training (the flags") == 1
+    with pytest.raises(SystemExit):
+        main(["cv", "--help"])  # every recipe's flags: a shared flag whose defaults differ says so
+    assert "(default: the recipe's; see scribmed cv --recipe NAME --help)" in " ".join(capsys.readouterr().out.split())

@@ -183,3 +183,34 @@ def test_fold_is_scored_from_the_predictions_in_memory(phantom, tmp_path, monkey
     assert preds and json.loads((fold / "fold.json").read_text())["checkpoint_policy"] == "none"
     rows = (fold / "evaluation" / "per_case.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * len(preds)  # header + one row per case and foreground class
+
+
+def test_a_bad_file_in_a_selected_fold_stops_cv_before_training(tmp_path, capsys):
+    """A truncated test image stops `scribmed cv` with one line naming it, before the fold trains."""
+    root = write_phantom_dataset("cardiac", "acdc-nifti", tmp_path / "acdc", n_patients=5, seed=3, size=(48, 48),
+                                 slices=(2, 3))
+    ds = open_dataset("acdc-nifti", root)
+    bad = Path(ds.meta[ds.cases[-1].case_id]["files"]["image"])
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    out = tmp_path / "run"
+    argv = ["cv", "--recipe", "dmpls", "--layout", "acdc-nifti", "--root", str(root), "--out", str(out), "--fold", "1",
+            "--iterations", "2", "--val-interval", "1", "--batch-size", "2", "--size", "32", "--device", "cpu",
+            "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and str(bad) in err and len(err.splitlines()) == 1
+    assert (out / "run.json").is_file() and not (out / "fold_1").exists()  # nothing trained
+
+
+def test_cv_at_the_paper_budget_on_a_cpu_stops_with_the_estimate(phantom, tmp_path, capsys):
+    """Without --iterations (the paper's 60000) a CPU fold over the limit stops after a few timed iterations.
+
+    The default limit is 4 h at 256 px; here 32 px and a 0.01 h limit make the same decision in seconds."""
+    out = tmp_path / "run"
+    argv = ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out), "--fold", "1",
+            "--size", "32", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--max-cpu-hours", "0.01"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: this run would train for about ")
+    assert "on the CPU (60000 iterations at " in err and "--max-cpu-hours 0 to go on" in err
+    assert not (out / "fold_1" / "train" / "last.pt").exists()

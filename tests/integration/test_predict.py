@@ -78,3 +78,23 @@ def test_channel_count_must_fit(trained):
     rgb = Case("c", "p", Path("c.png"), lambda: CaseArrays(np.zeros((2, 3, 32, 32), np.float32)))
     with pytest.raises(DataError, match=r"image has 3 channel\(s\) but the model was trained on 1"):
         recipe.predict_case(model, rgb)
+
+
+def test_predict_on_a_plain_folder_of_nifti_images(trained, tmp_path, capsys):
+    """New scans as users have them: *.nii.gz files alone; class map and channels come from the checkpoint."""
+    from scribmed.data.nifti import write_nifti
+
+    root, ckpt, _ = trained
+    scans = tmp_path / "scans"
+    ds = open_dataset("acdc-h5", root)
+    for case in list(ds)[:2]:
+        write_nifti(scans / f"{case.case_id}.nii.gz", np.asarray(case.image), spacing=(5.0, 1.5, 1.5))
+    out = tmp_path / "preds"
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(scans), "--out", str(out), "--device", "cpu",
+                 "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["cases"] == 2
+    recipe, model, _ = DMPLSRecipe.from_checkpoint(ckpt)
+    for case in list(ds)[:2]:
+        pred = read_label_nifti(out / f"{case.case_id}.nii.gz", "prediction").array
+        np.testing.assert_array_equal(pred, recipe.predict_case(model, case))
+    assert sorted(p.name for p in scans.iterdir()) == sorted(f"{c.case_id}.nii.gz" for c in list(ds)[:2])  # untouched

@@ -11,8 +11,12 @@ On disk::
                                         "ignore_index": N, "patients": {"<case>": "<patient>"},
                                         "provenance": {...}}
 
-The class map comes from ``dataset.json`` ("classes", or nnU-Net's ``"labels": {name: value}``)
-or from the ``class_map=`` option; one of the two is required. ``ignore_index`` defaults to the
+A plain folder of ``*.nii.gz`` images (no ``imagesTr/``) is read as the images of such a dataset
+(what ``scribmed predict`` is given for new scans).
+
+The class map comes from the ``class_map=`` option, ``dataset.json`` ("classes", or nnU-Net's
+``"labels": {name: value}``) or the ``fallback_class_map=`` option (e.g. a checkpoint's), in
+that order; one of them is required. ``ignore_index`` defaults to the
 largest class value + 1 (= the number of classes for contiguous labels). Patients default to the
 case id. Spacing comes from the image header. ``provenance`` (optional) becomes
 ``Dataset.provenance``.
@@ -135,14 +139,17 @@ def _check_supervision(path: Path, supervision: Mapping[str, str], label: Mappin
             raise DataError(path, f"case {case_id} is supervised by {kind} but has no {needs[kind][1]}")
 
 
-def read_dataset(root: str | Path, *, class_map: Optional[ClassMap] = None) -> Dataset:
+def read_dataset(root: str | Path, *, class_map: Optional[ClassMap] = None,
+                 fallback_class_map: Optional[ClassMap] = None) -> Dataset:
     """List ``imagesTr/`` with its optional ``labelsTr/``, ``scribblesTr/``, ``weak/`` (no voxel reads).
 
-    ``supervision.json``, when present, is read and checked against the listing here.
+    ``supervision.json``, when present, is read and checked against the listing here. A folder
+    without ``imagesTr/`` that holds ``*.nii.gz`` files itself is read as the images alone.
 
     Args:
         root: the dataset folder.
-        class_map: overrides the classes of ``dataset.json``; required when it has none.
+        class_map: overrides the classes of ``dataset.json``.
+        fallback_class_map: the classes when neither ``class_map`` nor ``dataset.json`` names them.
     """
     root = Path(root)
     if not root.is_dir():
@@ -152,6 +159,8 @@ def read_dataset(root: str | Path, *, class_map: Optional[ClassMap] = None) -> D
     if class_map is None:
         class_map = class_map_from_json(meta, meta_path)
     if class_map is None:
+        class_map = fallback_class_map
+    if class_map is None:
         raise DataError(
             meta_path,
             "no class map: add \"classes\" (e.g. {\"0\": \"background\", \"1\": \"organ\"}) "
@@ -160,9 +169,10 @@ def read_dataset(root: str | Path, *, class_map: Optional[ClassMap] = None) -> D
     patients = meta.get("patients", {})
     if not isinstance(patients, dict):
         raise DataError(meta_path, "\"patients\" must map case ids to patient ids")
-    images = _index(root / IMAGES, strip_channel=True)
+    flat = not (root / IMAGES).is_dir() and any(strip_nifti_suffix(p.name) for p in root.iterdir() if p.is_file())
+    images = _index(root if flat else root / IMAGES, strip_channel=True)
     if not images:
-        raise DataError(root / IMAGES, "no <case>.nii.gz images found")
+        raise DataError(root / IMAGES, f"no <case>.nii.gz images found (here or in {root})")
     labels = _index(root / LABELS, strip_channel=False)
     scribbles = _index(root / SCRIBBLES, strip_channel=False)
     weak = _weak_index(root / WEAK)

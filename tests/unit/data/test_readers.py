@@ -304,3 +304,21 @@ def test_atomic_output_publishes_shareable_files_and_cleans_up(tmp_path: Path):
             tmp.write_text("half")
             raise RuntimeError("crash")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "last.pt"]
+
+
+def test_generic_reads_a_plain_folder_of_images_with_a_fallback_class_map(tmp_path: Path):
+    """New scans as users have them: *.nii.gz files alone (nnU-Net channel suffix accepted)."""
+    from scribmed.data.nifti import write_nifti
+
+    image = np.random.default_rng(0).random((2, 8, 9)).astype(np.float32)
+    write_nifti(tmp_path / "scan_a.nii.gz", image, (5.0, 1.0, 1.0))
+    write_nifti(tmp_path / "scan_b_0000.nii.gz", image, (5.0, 1.0, 1.0))
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="no class map"):
+        open_dataset("generic", tmp_path)
+    ds = open_dataset("generic", tmp_path, fallback_class_map=CARDIAC)
+    assert ds.case_ids == ["scan_a", "scan_b"] and ds.class_map == CARDIAC
+    np.testing.assert_array_equal(ds["scan_a"].image, image)
+    assert not ds["scan_a"].has_label
+    (tmp_path / "dataset.json").write_text('{"classes": {"0": "background", "1": "organ"}}')
+    assert open_dataset("generic", tmp_path, fallback_class_map=CARDIAC).class_map.names == {0: "background", 1: "organ"}

@@ -124,9 +124,15 @@ def test_no_nan_on_empty_inputs():
     out.backward()
 
 
+def test_scribbles_alone_give_the_scribble_term():
+    """The defaults work without a pseudo label: the loss is the scribble CE, as with dice_weight 0."""
+    loss_fn = SamFinetuneLoss(IGNORE)
+    out = loss_fn(LOGITS, SCRIBBLE, [1, 3])
+    assert set(loss_fn.last) == {"ce"}
+    torch.testing.assert_close(out, SamFinetuneLoss(IGNORE, dice_weight=0.0)(LOGITS, SCRIBBLE, [1, 3]))
+
+
 def test_errors():
-    with pytest.raises(ValueError, match="pseudo_label"):
-        SamFinetuneLoss(IGNORE)(LOGITS, SCRIBBLE, [1, 3])
     with pytest.raises(ValueError, match="classes"):
         SamFinetuneLoss(IGNORE, 1.0, 0.0)(LOGITS, SCRIBBLE, [1])
     with pytest.raises(ValueError, match="scribble"):
