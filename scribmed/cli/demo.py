@@ -30,11 +30,11 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
         help="end-to-end run on a generated phantom dataset",
         description="Generate a phantom ACDC-like dataset, run a short three-fold cross-validation of SAM-SP "
         "(LiteMedSAM pseudo-label rounds + aligned segmentor) and DMPLS on it, compare with the nearest-scribble "
-        "baseline, print the table and where the report is. Under 10 minutes on 2 CPU cores.",
+        "baseline, print the table and where the report is. About 15 minutes on 2 CPU cores.",
     )
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
-    demo.add_argument("--patients", type=int, default=9)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
+    demo.add_argument("--patients", type=int, default=9, help="phantom patients to generate")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the phantom, the split and training")
     demo.add_argument("--iterations", type=int, default=300, help="segmentor iterations per fold (every recipe)")
     demo.add_argument("--folds", type=int, default=3, help="cross-validation folds by patient (default 3)")
     demo.add_argument("--recipes", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
@@ -42,6 +42,6 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
     demo.add_argument("--rounds", type=int, default=1, help="SAM-SP decoder fine-tuning rounds (default 1)")
     demo.add_argument("--sam-epochs", dest="sam_epochs", type=int, default=1, help="fine-tuning epochs per round")
     demo.add_argument("--size", type=int, default=64, help="network input side (pixels)")
-    demo.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    demo.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="slices per iteration")
     add_common(demo)
     demo.set_defaults(func=cmd_demo)
