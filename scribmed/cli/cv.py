@@ -189,17 +189,45 @@ def cmd_cv(args: argparse.Namespace) -> int:
             )
         summary = merge_folds(Path(args.action[1]))
         print((summary.parent / "summary.md").read_text())
+        _say_missing(Path(args.action[1]))
         print(f"summary: {summary}")
         return 0
     if args.executor != "sequential":
         return _submit_cv(args)
     if args.workers != 1:
         raise DataError(None, "--workers applies to --executor local")
+    finished_before = _finished(args.out)
     summary = _run_cv(args)
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun rank 0 alone reports
+        return 0
+    requested = _requested_folds(args)
+    for k in sorted(finished_before):
+        if requested is None or k in requested:
+            print(f"fold {k} finished earlier: skipped (delete {args.out / f'fold_{k}'} to run it again)")
     if summary is not None:
         print((summary.parent / "summary.md").read_text())
+        _say_missing(args.out)
         print(f"summary: {summary}")
+    else:
+        done = sorted(_finished(args.out) - finished_before)
+        print(f"folds {', '.join(map(str, done))} finished: {args.out}" if done else f"run folder: {args.out}")
     return 0
+
+
+def _finished(out: Path) -> set[int]:
+    """Folds of the run folder ``out`` with a ``fold.json``."""
+    return {int(p.parent.name.split("_")[1]) for p in Path(out).glob("fold_*/fold.json")
+            if p.parent.name.split("_")[1].isdigit()}
+
+
+def _say_missing(out: Path) -> None:
+    """Name the folds a merged summary leaves out (not finished yet)."""
+    from scribmed.crossval.runner import missing_folds
+
+    missing, total = missing_folds(out)
+    if missing:
+        print(f"merged {total - len(missing)} of {total} folds; not finished: {', '.join(map(str, missing))} "
+              "(the summary covers the finished ones only)")
 
 
 def add_parser(sub: Any, recipe_flags: bool | str = True) -> None:

@@ -100,7 +100,7 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
         "--allow-missing", action="store_true", help="restrict the split to present patients instead of failing"
     )
     check.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")
-    add_common(check)
+    add_common(check, figures=False)
     check.set_defaults(func=cmd_data_check)
 
     # phantom
@@ -145,5 +145,5 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
     wm.add_argument("--scribbles", choices=("auto", "synthetic", "source"), default="auto",
                     help="scribble cases: the source's own scribbles when present, else synthesised (auto, default)")
     wm.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")
-    add_common(wm)
+    add_common(wm, figures=False)
     wm.set_defaults(func=cmd_weak_make)

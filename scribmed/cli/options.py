@@ -75,9 +75,11 @@ def open_from_args(args: argparse.Namespace):
     return open_dataset(args.layout, args.root, **options)
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    """Options every command takes."""
+def add_common(p: argparse.ArgumentParser, figures: bool = True) -> None:
+    """Options every command takes (``--figures`` only where the command draws figures)."""
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if not figures:
+        return
     p.add_argument("--figures", metavar="FORMATS",
                    help="figure files: png (default) or png,pdf (vector PDF beside every PNG, for papers); "
                    "also $SCRIBMED_FIGURES")

@@ -42,5 +42,5 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
     pr.add_argument("--out", required=True, type=Path, help="output folder for <case_id>.nii.gz")
     pr.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
     pr.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")
-    add_common(pr)
+    add_common(pr, figures=False)
     pr.set_defaults(func=cmd_predict)

@@ -278,6 +278,19 @@ def merge_folds(out: Path) -> Path:
     return out / "summary.json"
 
 
+def missing_folds(out: Path) -> tuple[list[int], int]:
+    """``(folds of the run's split without a fold.json, number of folds)``; ``([], 0)`` without ``split.json``."""
+    out = Path(out)
+    split_file = out / "split.json"
+    if not split_file.is_file():
+        return [], 0
+    try:
+        n = len(json.loads(split_file.read_text()).get("folds", []))
+    except (OSError, ValueError):
+        return [], 0
+    return [k for k in range(1, n + 1) if not (out / f"fold_{k}" / FOLD_DONE).exists()], n
+
+
 class CVRun:
     """An opened run directory: the checked run record, the validated split and its fold numbers."""
 

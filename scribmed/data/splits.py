@@ -211,7 +211,7 @@ def validate_split(split: Split, dataset_or_patient_ids: Any, allow_missing: boo
         raise SplitError(
             split.source,
             f"split names {len(missing)} patients absent from the dataset: {_name_list(missing)} "
-            f"(allow missing patients to run on the {len(named) - len(missing)} present ones)",
+            f"(--allow-missing, or allow_missing=True, runs on the {len(named) - len(missing)} present ones)",
         )
     keep = lambda ids: tuple(p for p in ids if p in present)  # noqa: E731
     folds = tuple(Fold(keep(f.train), keep(f.val), keep(f.test)) for f in split.folds)

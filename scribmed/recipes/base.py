@@ -69,6 +69,30 @@ class NoConfig:
         return cls()
 
 
+def _as_type_of(default: Any, value: Any, what: str) -> Any:
+    """A ``--set`` / flag value as the type of the option's numeric ``default``.
+
+    Numbers given as text become numbers, ``"true"``/``"false"`` become booleans where the default
+    is one; a value that cannot be the default's number type is a one-line ``ValueError``. Other
+    values pass unchanged (the config checks them; e.g. ``amp`` takes ``True`` or ``"bf16"``).
+    """
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.strip().lower() in ("true", "yes", "1")
+        return value
+    if isinstance(default, (int, float)) and not isinstance(value, bool):
+        kind = type(default)
+        if isinstance(value, (int, float)) and (kind is float or float(value).is_integer()):
+            return kind(value)
+        if isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{what}: {value!r} is not {'an integer' if kind is int else 'a number'} (default {default!r})")
+    return value
+
+
 class Recipe:
     """Base class of scribmed's recipes (see the module docstring for the contract).
 
@@ -125,7 +149,12 @@ class Recipe:
             raise ValueError(f"recipe {cls.name!r} does not take {', '.join(unknown)} (its options: {valid})")
         fields = {cls.option_aliases.get(k, k): v for k, v in given.items()}
         defaults = cls.config_cls().to_dict()
-        return cls(cls.config_cls.from_dict({**defaults, **fields}))
+        for key, value in fields.items():
+            fields[key] = _as_type_of(defaults.get(key), value, f"recipe {cls.name!r} option {key}")
+        try:
+            return cls(cls.config_cls.from_dict({**defaults, **fields}))
+        except TypeError as exc:  # a value of the wrong kind the config itself did not name
+            raise ValueError(f"recipe {cls.name!r}: an option has a value of the wrong type ({exc})") from None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> list[str]:

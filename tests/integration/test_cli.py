@@ -72,7 +72,7 @@ def test_data_check_split_missing_patients(phantom_h5, capsys):
     split = Path(__file__).resolve().parents[2] / "data_splits" / "acdc_5fold.json"
     code = main(["data", "check", "--layout", "acdc-h5", "--root", str(phantom_h5), "--split", str(split), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and "absent from the dataset" in err and len(err.splitlines()) == 1
+    assert code == 1 and "absent from the dataset" in err and "--allow-missing" in err and len(err.splitlines()) == 1
 
 
 def test_data_check_layout_mismatch(phantom_h5, capsys):
@@ -308,3 +308,16 @@ def test_version_and_help_state_the_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["cv", "--help"])  # every recipe's flags: a shared flag whose defaults differ says so
     assert "(default: the recipe's; see scribmed cv --recipe NAME --help)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_set_value_of_the_wrong_type_is_one_line(tmp_path, capsys):
+    from scribmed.data.phantoms import write_phantom_dataset
+
+    root = write_phantom_dataset("cardiac", "acdc-h5", tmp_path / "acdc", n_patients=5, seed=3, size=(48, 48),
+                                 slices=(2, 3))
+    argv = ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(root), "--out", str(tmp_path / "run"),
+            "--fold", "1", "--quiet"]
+    assert main([*argv, "--set", "lam=abc"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: recipe 'dmpls' option lam: 'abc' is not a number (default 0.5)"
+    assert not (tmp_path / "run").exists()

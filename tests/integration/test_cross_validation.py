@@ -88,16 +88,20 @@ def test_rerun_with_other_settings_is_refused(cv_run, phantom):
         run_cross_validation(build("dmpls", **{**TINY, "iterations": 6}), ds, "auto", cv_run, progress=False)
 
 
-def test_single_folds_then_merge_equals_full_run(cv_run, phantom, tmp_path):
+def test_single_folds_then_merge_equals_full_run(cv_run, phantom, tmp_path, capsys):
     """Folds run as separate jobs (--fold k) and merged afterwards give the same fold results."""
     out = tmp_path / "split_run"
     base = ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out),
             "--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--device", "cpu", "--seed", "0",
             "--size", "64", "--quiet", "--no-merge"]  # fmt: skip
     assert main([*base, "--fold", "2"]) == 0
+    assert capsys.readouterr().out.strip() == f"folds 2 finished: {out}"
     assert main([*base, "--fold", "4"]) == 0
+    assert main([*base, "--fold", "2"]) == 0  # a rerun says it skips the finished fold
+    assert f"fold 2 finished earlier: skipped (delete {out / 'fold_2'} to run it again)" in capsys.readouterr().out
     assert not (out / "summary.json").exists()
     assert main(["cv", "merge", str(out)]) == 0
+    assert "merged 2 of 5 folds; not finished: 1, 3, 5" in capsys.readouterr().out
     merged = json.loads((out / "summary.json").read_text())
     full = json.loads((cv_run / "summary.json").read_text())
     assert merged["folds_merged"] == [2, 4]
