@@ -248,7 +248,7 @@ def add_parser(sub: Any, recipe_flags: bool | str = True) -> None:
     cv.add_argument("--recipe", choices=recipe_registry.names(), help="method to train (scribmed.recipes)")
     cv.add_argument("--layout", choices=LAYOUT_NAMES)
     cv.add_argument("--root", type=Path, help="dataset folder as distributed")
-    cv.add_argument("--split", default="auto", help="split JSON, or 'auto' (seeded 5-fold by patient, saved in --out)")
+    cv.add_argument("--split", default="auto", help="split JSON, a shipped split's name, or auto / auto:K (seeded 5-fold / K-fold split by patient, saved in --out)")
     cv.add_argument("--out", type=Path, help="run directory")
     cv.add_argument("--folds", type=_fold_list, help="1-based folds to run, e.g. 1,3 (default all)")
     cv.add_argument("--fold", type=int, help="run this single fold (1-based); merge later with 'cv merge'")

@@ -44,7 +44,7 @@ from scribmed.data.case import Case
 from scribmed.data.dataset import Dataset
 from scribmed.data.errors import DataError
 from scribmed.data.split_files import load_split, save_split
-from scribmed.data.splits import SplitReport, fold_cases, make_kfold_split, split_summary, validate_split
+from scribmed.data.splits import SplitReport, auto_folds, fold_cases, make_kfold_split, split_summary, validate_split
 from scribmed.runtime import distributed as dist_utils
 from scribmed.crossval.fold_evaluation import evaluation_for
 from scribmed.runtime.files import atomic_write_text
@@ -339,7 +339,7 @@ def open_run(
     """
     out = Path(out)
     protocol = (
-        make_kfold_split(dataset.patients, k=5, seed=seed) if str(split) == "auto" else load_split(split)
+        make_kfold_split(dataset.patients, k=auto_folds(split), seed=seed) if auto_folds(split) else load_split(split)
     )
     report = validate_split(protocol, dataset, allow_missing=allow_missing)
     recipe.prepare_run(out)
@@ -391,7 +391,7 @@ def run_cross_validation(
     Args:
         recipe: the method, any :class:`scribmed.recipes.Recipe` (e.g. ``scribmed.recipes.build("dmpls")``).
         dataset: opened dataset (training cases need scribbles, test cases labels).
-        split: a split JSON path, or ``"auto"`` for a seeded five-fold split by patient.
+        split: a split JSON path, or ``"auto"`` / ``"auto:K"`` for a seeded five-fold / K-fold split by patient.
         out: run directory (created; a rerun skips finished folds and resumes unfinished ones).
         folds: 1-based folds to run.
         allow_missing: drop split patients the dataset lacks instead of failing.

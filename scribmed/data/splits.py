@@ -251,6 +251,21 @@ def fold_cases(split: Split, k: int, dataset: Any) -> dict[str, list[str]]:
     return {s: [cid for p in ids for cid in by_patient[p]] for s, ids in fold.subsets().items()}
 
 
+def auto_folds(spec: str | Path) -> int:
+    """The fold count of an ``auto`` split spec (``"auto"``: 5, ``"auto:K"``: K >= 2); 0 for a file or a name.
+
+    Raises:
+        SplitError: ``auto:`` with something else than a count of at least 2.
+    """
+    text = str(spec)
+    if text != "auto" and not text.startswith("auto:"):
+        return 0
+    count = text.partition(":")[2] or "5"
+    if not count.isdigit() or int(count) < 2:
+        raise SplitError(None, f"split {text!r}: auto takes a fold count of at least 2, e.g. auto:3")
+    return int(count)
+
+
 def resolve_split(
     spec: str | Path,
     dataset: Any,
@@ -258,12 +273,14 @@ def resolve_split(
     seed: int = 0,
     allow_missing: bool = False,
 ) -> SplitReport:
-    """What ``--split FILE|NAME|auto`` means: load (or make) the split and validate it on ``dataset``.
+    """What ``--split FILE|NAME|auto|auto:K`` means: load (or make) the split and validate it on ``dataset``.
 
-    ``"auto"`` makes a seeded ``k``-fold split of the dataset's patients (:func:`make_kfold_split`).
+    ``"auto"`` makes a seeded ``k``-fold split of the dataset's patients (:func:`make_kfold_split`),
+    ``"auto:K"`` a ``K``-fold one.
     """
-    if str(spec) == "auto":
-        split = make_kfold_split(_patient_ids(dataset), k=k, seed=seed)
+    if auto_folds(spec):
+        count = auto_folds(spec) if str(spec) != "auto" else k
+        split = make_kfold_split(_patient_ids(dataset), k=count, seed=seed)
     else:
         split = load_split(spec)
     return validate_split(split, dataset, allow_missing=allow_missing)
@@ -281,6 +298,7 @@ def split_summary(split: Split) -> Mapping[str, Any]:
 
 __all__ = [
     "SplitReport",
+    "auto_folds",
     "carve_validation",
     "fold_cases",
     "make_kfold_split",

@@ -218,3 +218,14 @@ def test_cv_at_the_paper_budget_on_a_cpu_stops_with_the_estimate(phantom, tmp_pa
     assert len(err.splitlines()) == 1 and err.startswith("error: this run would train for about ")
     assert "on the CPU (60000 iterations at " in err and "--max-cpu-hours 0 to go on" in err
     assert not (out / "fold_1" / "train" / "last.pt").exists()
+
+
+def test_auto_split_with_a_fold_count(phantom, tmp_path, capsys):
+    def cv(out, split):
+        return main(["cv", "--recipe", "nearest", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out),
+                     "--fold", "1", "--quiet", "--no-merge", "--split", split])
+
+    assert cv(tmp_path / "run", "auto:3") == 0
+    assert len(json.loads((tmp_path / "run" / "split.json").read_text())["folds"]) == 3
+    assert cv(tmp_path / "bad", "auto:1") == 1
+    assert "auto takes a fold count of at least 2" in capsys.readouterr().err

@@ -301,3 +301,15 @@ def test_chaos_split_on_phantom_by_patient():
 def test_fold_dataclass_patients():
     f = Fold(("b", "a"), ("c",), ("d",))
     assert f.patients == ["a", "b", "c", "d"]
+
+
+def test_auto_split_specs():
+    from scribmed.data.splits import auto_folds
+
+    assert [auto_folds(s) for s in ("auto", "auto:3", "auto:10", "acdc_5fold", "x/auto.json")] == [5, 3, 10, 0, 0]
+    for bad in ("auto:1", "auto:x", "auto:"):
+        if bad == "auto:":
+            assert auto_folds(bad) == 5
+            continue
+        with pytest.raises(SplitError, match="at least 2, e.g. auto:3"):
+            auto_folds(bad)
