@@ -216,8 +216,9 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 def _finished(out: Path) -> set[int]:
     """Folds of the run folder ``out`` with a ``fold.json``."""
-    return {int(p.parent.name.split("_")[1]) for p in Path(out).glob("fold_*/fold.json")
-            if p.parent.name.split("_")[1].isdigit()}
+    from scribmed.crossval.runner import finished_folds
+
+    return set(finished_folds(out))
 
 
 def _say_missing(out: Path) -> None:

@@ -265,9 +265,7 @@ def merge_folds(out: Path) -> Path:
     folder holds its ``fold.json`` and ``evaluation/``.
     """
     out = Path(out)
-    finished = sorted(
-        (int(p.name.split("_")[1]), p) for p in out.glob("fold_*") if (p / FOLD_DONE).exists()
-    )
+    finished = [(k, out / f"fold_{k}") for k in finished_folds(out)]
     if not finished:
         raise DataError(out, "no finished fold (fold_k/fold.json) to merge")
     run = read_run_record(out) if (out / RUN_RECORD).exists() else {}
@@ -276,6 +274,12 @@ def merge_folds(out: Path) -> Path:
     policies = sorted({read_fold_record(p)["checkpoint_policy"] for _, p in finished})
     evaluation.merge(folds, out, "/".join(policies), run)
     return out / "summary.json"
+
+
+def finished_folds(out: Path) -> list[int]:
+    """The folds of the run folder ``out`` that hold a ``fold.json``, in order."""
+    return sorted(int(p.name.split("_")[1]) for p in Path(out).glob("fold_*")
+                  if p.name.split("_")[1].isdigit() and (p / FOLD_DONE).exists())
 
 
 def missing_folds(out: Path) -> tuple[list[int], int]:
@@ -288,7 +292,8 @@ def missing_folds(out: Path) -> tuple[list[int], int]:
         n = len(json.loads(split_file.read_text()).get("folds", []))
     except (OSError, ValueError):
         return [], 0
-    return [k for k in range(1, n + 1) if not (out / f"fold_{k}" / FOLD_DONE).exists()], n
+    done = set(finished_folds(out))
+    return [k for k in range(1, n + 1) if k not in done], n
 
 
 class CVRun:
@@ -338,9 +343,8 @@ def open_run(
     Under ``torchrun`` rank 0 writes and the other ranks wait, then read.
     """
     out = Path(out)
-    protocol = (
-        make_kfold_split(dataset.patients, k=auto_folds(split), seed=seed) if auto_folds(split) else load_split(split)
-    )
+    k = auto_folds(split)
+    protocol = make_kfold_split(dataset.patients, k=k, seed=seed) if k else load_split(split)
     report = validate_split(protocol, dataset, allow_missing=allow_missing)
     recipe.prepare_run(out)
     record = {

@@ -278,9 +278,9 @@ def resolve_split(
     ``"auto"`` makes a seeded ``k``-fold split of the dataset's patients (:func:`make_kfold_split`),
     ``"auto:K"`` a ``K``-fold one.
     """
-    if auto_folds(spec):
-        count = auto_folds(spec) if str(spec) != "auto" else k
-        split = make_kfold_split(_patient_ids(dataset), k=count, seed=seed)
+    count = auto_folds(spec)
+    if count:
+        split = make_kfold_split(_patient_ids(dataset), k=k if str(spec) == "auto" else count, seed=seed)
     else:
         split = load_split(spec)
     return validate_split(split, dataset, allow_missing=allow_missing)

@@ -36,7 +36,27 @@ def slice_permutation(seed: int, epoch: int, block: int, n: int) -> np.ndarray:
     return np.random.default_rng([int(seed), _PERM_TAG, int(epoch), int(block)]).permutation(n)
 
 
-class EpochSeededSampler(Sampler[tuple[int, int]]):
+class _EpochSampler(Sampler):
+    """The epoch counter both samplers share: ``set_epoch`` sets it, each ``iter()`` uses it and advances it."""
+
+    def __init__(self, epoch_length: int, start_epoch: int = 0) -> None:
+        self.epoch_length = int(epoch_length)
+        self.epoch = int(start_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` produce epoch ``epoch`` (0-based)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    def _next_epoch(self) -> int:
+        """The epoch this ``iter()`` produces (the counter moves on to the next)."""
+        epoch = self.epoch
+        self.epoch += 1
+        return epoch
+
+
+class EpochSeededSampler(_EpochSampler):
     """Yields ``(epoch, position)`` keys, ``epoch_length * batch_size`` per epoch for this rank.
 
     Under DDP each of ``world_size`` ranks takes every ``world_size``-th of the
@@ -60,29 +80,21 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
             raise ValueError(f"epoch_length and batch_size must be >= 1, got {epoch_length}, {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"invalid shard: rank {rank} of world_size {world_size}")
-        self.epoch_length = int(epoch_length)
+        super().__init__(epoch_length, start_epoch)
         self.batch_size = int(batch_size)
         self.rank = int(rank)
         self.world_size = int(world_size)
-        self.epoch = int(start_epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` produce epoch ``epoch`` (0-based)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return self.epoch_length * self.batch_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        self.epoch += 1
+        epoch = self._next_epoch()
         total = self.epoch_length * self.batch_size * self.world_size
         return ((epoch, p) for p in range(self.rank, total, self.world_size))
 
 
-class IterationSampler(Sampler[int]):
+class IterationSampler(_EpochSampler):
     """Yields the 0-based iteration numbers of one epoch: ``epoch * epoch_length`` onwards.
 
     For datasets that build a whole batch per iteration from ``(seed, iteration)`` (the instance
@@ -94,21 +106,13 @@ class IterationSampler(Sampler[int]):
     def __init__(self, epoch_length: int, start_epoch: int = 0) -> None:
         if epoch_length < 1:
             raise ValueError(f"epoch_length must be >= 1, got {epoch_length}")
-        self.epoch_length = int(epoch_length)
-        self.epoch = int(start_epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` produce epoch ``epoch`` (0-based)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = int(epoch)
+        super().__init__(epoch_length, start_epoch)
 
     def __len__(self) -> int:
         return self.epoch_length
 
     def __iter__(self) -> Iterator[int]:
-        epoch = self.epoch
-        self.epoch += 1
+        epoch = self._next_epoch()
         return iter(range(epoch * self.epoch_length, (epoch + 1) * self.epoch_length))
 
 
