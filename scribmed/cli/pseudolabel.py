@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from scribmed.cli.options import (
-    AMP_CHOICES,
     LAYOUT_NAMES,
     add_common,
     open_from_args,
     spacing_mm,
 )
 from scribmed.data.errors import DataError
+from scribmed.sam.stage_config import SamStageConfig
+from scribmed.sam.stage_options import add_sam_stage_arguments
 
 
 def _patient_list(text: str) -> list[str]:
@@ -33,20 +34,35 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc))
 
 
-def cmd_pseudolabel(args: argparse.Namespace) -> int:
+def _rounds_config(args: argparse.Namespace):  # -> RoundsConfig
+    """The rounds of the parsed ``--sam-*`` flags and ``--negatives`` (as ``scribmed cv``'s SAM stage runs them)."""
     import dataclasses
 
-    from scribmed.sam.pseudo_labels import ZERO_SHOT_PROMPTS, PromptConfig
+    from scribmed.sam.pseudo_labels import PromptConfig
+    from scribmed.sam.stage_config import RoundsConfig
+    from scribmed.sam.stage_options import sam_stage_from_args
+
+    try:
+        stage = sam_stage_from_args(args)
+    except ValueError as exc:
+        raise DataError(None, str(exc))
+    config = RoundsConfig.from_stage(stage, progress=not args.quiet)
+    if args.negatives != "auto":  # auto: none for zero-shot, neighbour after fine-tuning
+        config.zero_shot_prompts = dataclasses.replace(config.zero_shot_prompts, negatives=args.negatives)
+        if config.finetune_config is not None:
+            config.finetune_config = dataclasses.replace(config.finetune_config, negatives=args.negatives)
+    negatives = config.finetune_config.negatives if config.finetune_config is not None else "neighbour"
+    config.finetuned_prompts = PromptConfig(n_points=stage.n_points, negatives=negatives)
+    return config
+
+
+def cmd_pseudolabel(args: argparse.Namespace) -> int:
     from scribmed.sam.quality import format_quality_table
     from scribmed.sam.rounds import run_pseudo_label_rounds
-    from scribmed.sam.stage_config import RoundsConfig
 
-    if args.rounds < 0:
-        raise DataError(None, f"--rounds must be >= 0, got {args.rounds}")
-    if args.n_points < 1:
-        raise DataError(None, f"--n-points must be >= 1, got {args.n_points}")
     if (args.split is None) != (args.fold is None):
         raise DataError(args.split, "--split and --fold go together (fold is 1-based)")
+    config = _rounds_config(args)
     dataset = open_from_args(args)
     train = val = None
     if args.split is not None:
@@ -69,29 +85,12 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
 
         patients = set(train if train is not None else dataset.patients) | set(val or ())
         cases = dataset.cases_of(sorted(patients))
-        stats = encode_shard(args.backend, cases, args.cache or Path(args.out) / "embeddings", args.shard,
-                             progress=not args.quiet, checkpoint=args.checkpoint, device=args.device,
-                             encoder_runtime=args.encoder_runtime,
-                             backend_options={"amp": "auto" if args.amp is None else args.amp})
+        stats = encode_shard(config.backend, cases, config.cache_dir or Path(args.out) / "embeddings", args.shard,
+                             progress=not args.quiet, checkpoint=config.checkpoint, device=config.device,
+                             encoder_runtime=config.encoder_runtime, backend_options={"amp": config.amp})
         print(json.dumps(stats))
         print("embeddings cached for this shard; when every shard is done, run the same command without --shard")
         return 0
-    zero_shot = dataclasses.replace(ZERO_SHOT_PROMPTS, n_points=args.n_points,
-                                    negatives="none" if args.negatives == "auto" else args.negatives)
-    finetuned = PromptConfig(n_points=args.n_points,
-                             negatives="neighbour" if args.negatives == "auto" else args.negatives)
-    finetune = None
-    if args.rounds > 0:
-        from scribmed.sam.finetune_config import FinetuneConfig
-
-        finetune = FinetuneConfig(epochs=args.epochs, lr=args.lr, n_points=args.n_points,
-                                  negatives=finetuned.negatives, loss_resolution=args.loss_resolution,
-                                  progress=not args.quiet)
-    config = RoundsConfig(
-        backend=args.backend, checkpoint=args.checkpoint, rounds=args.rounds, device=args.device, cache_dir=args.cache,
-        encoder_runtime=args.encoder_runtime, amp=args.amp, zero_shot_prompts=zero_shot, finetuned_prompts=finetuned,
-        finetune_config=finetune,
-    )
     result = run_pseudo_label_rounds(dataset, args.out, config, train_patients=train, val_patients=val,
                                      progress=not args.quiet)
     names = [dataset.class_map.names[k] for k in dataset.class_map.foreground]
@@ -118,44 +117,23 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
         "Dice of every round on the cases with ground truth. Image embeddings are cached (the encoder "
         "runs once per slice); finished rounds are skipped on a rerun.",
     )
-    # sam_backends.BACKENDS, spelled out so that building the parser imports no torch (a test checks they agree)
-    pl.add_argument("--backend", default="lite_medsam",
-                    choices=("lite_medsam", "vit_h", "vit_l", "vit_b", "medsam_vit_b",
-                             "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
-                             "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l"),
-                    help="SAM backend (default lite_medsam, weights included; others need --checkpoint; sam2* need "
-                    "the sam2 package)")
     pl.add_argument("--layout", required=True, choices=LAYOUT_NAMES, help="on-disk layout of --root")
     pl.add_argument("--root", required=True, type=Path, help="dataset folder as distributed")
     pl.add_argument("--out", required=True, type=Path, help="run folder (pseudo labels, quality.json)")
-    pl.add_argument("--split", type=Path, help="split JSON: the fold's train patients get pseudo labels and "
+    pl.add_argument("--split", help="split JSON path or a shipped split's name (e.g. acdc_5fold): the fold's "
+                    "train patients get pseudo labels and "
                     "fine-tune the decoder, its val patients select it")
     pl.add_argument("--fold", type=int, help="fold of --split (1-based)")
     pl.add_argument("--patients", type=_patient_list, help="comma-separated patient ids: restrict the "
                     "pseudo-labelled (training) patients to these")
-    pl.add_argument("--rounds", type=int, default=2, help="fine-tuning rounds after zero-shot (default 2, "
-                    "SAM-SP; 0 = zero-shot only)")
-    pl.add_argument("--checkpoint", type=Path, help="SAM weights (.pth, loaded weights_only)")
-    pl.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
-    pl.add_argument("--n-points", dest="n_points", type=int, default=10, help="points per class (default 10)")
     pl.add_argument("--negatives", choices=("auto", "none", "neighbour", "background"), default="auto",
                     help="negative points: auto (default) = none for zero-shot, neighbour after fine-tuning; "
                     "an explicit value applies to every round")
-    pl.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per round (default 2)")
-    pl.add_argument("--lr", type=float, default=5e-5, help="decoder AdamW learning rate (default 5e-5)")
-    pl.add_argument("--cache", type=Path, help="embedding cache folder to share across runs (default OUT/embeddings)")
-    pl.add_argument("--encoder-runtime", dest="encoder_runtime", default="auto",
-                    choices=("auto", "torch", "openvino", "onnxruntime"),
-                    help="runtime of SAM's image encoder: auto (default: OpenVINO on the CPU when installed), torch, "
-                    "openvino, onnxruntime")
-    pl.add_argument("--loss-resolution", dest="loss_resolution", default="low", choices=("low", "full"),
-                    help="decoder fine-tuning loss on the decoder's 256x256 logits (low, default) or on the slice (full)")
-    pl.add_argument("--amp", choices=AMP_CHOICES, help="SAM mixed precision on CUDA (encoder and decoder fine-tuning): "
-                    "auto (default: bf16 where the GPU has it, else fp16), bf16, fp16, off; off on a CPU")
     pl.add_argument("--shard", type=_shard, metavar="I/N",
-                    help="only encode the I-th of N shares of the cases into the embedding cache (--cache, shared "
+                    help="only encode the I-th of N shares of the cases into the embedding cache (--sam-cache, shared "
                     "by N jobs at once) and stop; then run without --shard for the rounds")
     pl.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")
     pl.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
-    add_common(pl)
+    add_sam_stage_arguments(pl, SamStageConfig(), "SAM (the same flags as scribmed cv's SAM stage)")
+    add_common(pl, figures=False)
     pl.set_defaults(func=cmd_pseudolabel)

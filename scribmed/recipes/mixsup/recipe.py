@@ -30,7 +30,7 @@ from scribmed.data.weak_labels import SUPERVISION_TYPES
 from scribmed.recipes.mixsup.trainer import MixSupTrainConfig, train_mixsup
 from scribmed.networks.unet_dual import DualBranchUNet
 from scribmed.recipes.base import FoldModel
-from scribmed.recipes.samsp.recipe import SAMSPRecipe, add_sam_stage_arguments
+from scribmed.recipes.samsp.recipe import SAMSPRecipe
 from scribmed.sam.stage_config import SamStageConfig
 from scribmed.sam.weak_prompting import WeakPromptConfig, case_supervision, case_target
 

@@ -2,8 +2,6 @@
 
 from scribmed.recipes.samsp.recipe import (
     SAMSPRecipe,
-    SAM_OPTIONS,
-    add_sam_stage_arguments,
     require_scribbled,
 )
 from scribmed.recipes.samsp.trainer import SAMSPTrainConfig, SAMSPTrainer, build_samsp_trainer, train_samsp
@@ -12,8 +10,6 @@ __all__ = [
     "SAMSPRecipe",
     "SAMSPTrainConfig",
     "SAMSPTrainer",
-    "SAM_OPTIONS",
-    "add_sam_stage_arguments",
     "build_samsp_trainer",
     "require_scribbled",
     "train_samsp",

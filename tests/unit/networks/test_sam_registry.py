@@ -29,27 +29,3 @@ def test_random_init_only_without_checkpoint(tmp_path):
         build_sam_backend("lite_medsam", random_init=True)
     with pytest.raises(ValueError, match="random_init applies"):
         build_sam_backend("vit_b", checkpoint=tmp_path / "x.pth", random_init=True)
-
-
-@pytest.mark.usefixtures("one_thread")
-def test_cli_and_recipe_accept_every_backend_name():
-    import argparse
-
-    from scribmed.cli import build_parser
-    from scribmed.recipes.samsp.recipe import add_sam_stage_arguments
-
-    def choices(parser: argparse.ArgumentParser, flag: str) -> tuple:
-        for action in parser._actions:
-            if flag in action.option_strings:
-                return tuple(action.choices)
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    found = choices(sub, flag)
-                    if found:
-                        return found
-        return ()
-
-    assert choices(build_parser(), "--backend") == tuple(BACKENDS)
-    parser = argparse.ArgumentParser()
-    add_sam_stage_arguments(parser)
-    assert choices(parser, "--sam-backend") == tuple(BACKENDS)

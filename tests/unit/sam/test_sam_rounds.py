@@ -168,12 +168,6 @@ def test_cli_pseudolabel_split_fold(phantom_root, tmp_path, monkeypatch, capsys)
     assert "fold" in capsys.readouterr().err
 
 
-def test_cli_pseudolabel_help():
-    with pytest.raises(SystemExit) as exc:
-        main(["pseudolabel", "--help"])
-    assert exc.value.code == 0
-
-
 def test_run_folder_of_another_encoder_runtime_says_which_flag_resumes_it(tmp_path):
     import json
 
