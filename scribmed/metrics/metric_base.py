@@ -2,8 +2,9 @@
 
 :class:`_SegmentationMetric` normalises one-hot / label-map / list inputs and per-item spacing,
 computes one value per item and foreground class with the functions of
-:mod:`scribmed.metrics.binary`, applies the empty-mask policy, and keeps the values and event codes
-in MONAI cumulative buffers; subclasses only choose which value they report.
+:mod:`scribmed.metrics.binary`, applies the empty-mask policy, keeps the values and event codes
+in MONAI cumulative buffers, and aggregates them as MONAI's own metrics do (``reduction``,
+``get_not_nans``); subclasses only choose which value they report.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.metric import Cumulative
+from monai.metrics.utils import do_metric_reduction
+from monai.utils import MetricReduction, look_up_option
 
 from scribmed.metrics.binary import (
     diagonal,
     normalize_spacing,
 )
 from scribmed.metrics.evaluator import (
-    EMPTY_EVENTS,
     EmptyPolicy,
     apply_empty_policy,
     empty_event,
 )
 from scribmed.metrics.metric_summary import (
     _CODE_OF,
-    AggregateOutput,
     BatchInput,
     ClassNames,
     MetricSummary,
@@ -97,7 +98,8 @@ class _SegmentationMetric(CumulativeIterationMetric):
         spacing: Any = None,
         empty_policy: Union[EmptyPolicy, str] = EmptyPolicy.NAN_COUNTED,
         spatial_dims: Optional[int] = None,
-        aggregate_output: AggregateOutput = "summary",
+        reduction: Union[MetricReduction, str] = MetricReduction.MEAN,
+        get_not_nans: bool = False,
     ) -> None:
         super().__init__()
         if num_classes is not None and (
@@ -106,15 +108,14 @@ class _SegmentationMetric(CumulativeIterationMetric):
             raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}")
         if spatial_dims is not None and spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2, 3 or None (inferred), got {spatial_dims!r}")
-        if aggregate_output not in ("summary", "mean"):
-            raise ValueError(f"aggregate_output must be 'summary' or 'mean', got {aggregate_output!r}")
+        self.reduction: MetricReduction = look_up_option(reduction, MetricReduction)  # ValueError if unknown
+        self.get_not_nans = bool(get_not_nans)
         self.num_classes: Optional[int] = None if num_classes is None else int(num_classes)
         self.include_background = bool(include_background)
         self.class_names = class_names
         self.spacing = _check_default_spacing(spacing)
         self.empty_policy = EmptyPolicy(empty_policy)
         self.spatial_dims = spatial_dims
-        self.aggregate_output: AggregateOutput = aggregate_output
         self._events = _EventBuffer()
         self._round_classes: Optional[int] = None
         self._units: Optional[str] = None
@@ -442,35 +443,13 @@ class _SegmentationMetric(CumulativeIterationMetric):
             A :class:`MetricSummary`. Before any call (or after ``reset()``) ``n_items`` is 0
             and every mean ``None``.
         """
-        values = self.get_buffer()
-        codes = self.get_event_buffer()
         n_classes = self._round_classes if self._round_classes is not None else self.num_classes
         names = [n for _, n in self._names(n_classes)] if n_classes is not None else []
-        if values is None or codes is None:
-            v = np.zeros((0, len(names)))
-            e = np.zeros((0, len(names)), dtype=np.int64)
-        else:
-            v = values.detach().cpu().numpy().astype(np.float64).reshape(values.shape[0], -1)
-            e = codes.detach().cpu().numpy().reshape(codes.shape[0], -1)
-        per_class: dict[str, Optional[float]] = {}
-        n: dict[str, int] = {}
-        events: dict[str, dict[str, int]] = {}
-        excluded: dict[str, int] = {}
-        for k, name in enumerate(names):
-            kept = v[:, k][~np.isnan(v[:, k])]
-            per_class[name] = float(np.mean(kept)) if kept.size else None
-            n[name] = int(kept.size)
-            excluded[name] = int(v.shape[0] - kept.size)
-            events[name] = {ev: int(np.count_nonzero(e[:, k] == _CODE_OF[ev])) for ev in EMPTY_EVENTS}
-        means = [m for m in per_class.values() if m is not None]
-        return MetricSummary(
-            metric=self.metric_name,
-            per_class=per_class,
-            mean=float(np.mean(means)) if means else None,
-            n=n,
-            n_items=int(v.shape[0]),
-            empty_events=events,
-            excluded=excluded,
+        return MetricSummary.from_buffers(
+            self.metric_name,
+            self.get_buffer(),
+            self.get_event_buffer(),
+            names,
             empty_policy=self.empty_policy.value,
             units=self._units if self.uses_spacing else None,
             hd95_mode=self._hd95_mode(),
@@ -479,19 +458,28 @@ class _SegmentationMetric(CumulativeIterationMetric):
     def _hd95_mode(self) -> Optional[str]:
         return None
 
-    def aggregate(self) -> Union[MetricSummary, float]:  # type: ignore[override]
-        """The summary (default), or its ``mean`` as a float with ``aggregate_output="mean"``.
+    def aggregate(  # type: ignore[override]
+        self, reduction: Union[MetricReduction, str, None] = None
+    ) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The buffer reduced as MONAI's metrics reduce theirs (``monai.metrics.DiceMetric.aggregate``).
 
-        ``aggregate_output="mean"`` suits an engine's ``key_val_metric`` (best-checkpoint
-        selection needs a scalar); the float is NaN only when no class has a value (every value
-        excluded, or nothing accumulated) — :meth:`summary` still tells why.
+        NaNs (the values the empty-mask policy excludes) are left out of every mean and sum, as
+        MONAI's ``do_metric_reduction`` does; a mean over no value is 0 with a ``not_nans`` count
+        of 0, MONAI's convention (:meth:`summary` says which values were left out and why).
+
+        Args:
+            reduction: a ``monai.utils.MetricReduction`` or its string; ``None`` uses the
+                constructor's (``"mean"`` by default: per-item class means, then their mean).
 
         Returns:
-            A :class:`MetricSummary` or a float.
+            The reduced tensor (``"mean_batch"``: one mean per reported class), or
+            ``(value, not_nans)`` when the metric was built with ``get_not_nans=True``.
+
+        Raises:
+            ValueError: nothing accumulated since the last ``reset()``, or an unknown reduction.
         """
-        s = self.summary()
-        if self.aggregate_output == "mean":
-            return math.nan if s.mean is None else s.mean
-        return s
-
-
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError(f"{type(self).__name__} has nothing to aggregate: call it on a batch first")
+        f, not_nans = do_metric_reduction(data, reduction or self.reduction)
+        return (f, not_nans) if self.get_not_nans else f

@@ -1,14 +1,15 @@
-"""What the MONAI metric classes' ``aggregate()`` returns: per-class means, counts, empty-mask events.
+"""What the MONAI metric classes' ``summary()`` returns: per-class means, counts, empty-mask events.
 
-:class:`MetricSummary` is read by attribute or key and never holds a NaN that silently dropped out
-of a mean (MONAI issue #9095): values left out by the empty-mask policy are counted and reported.
+``aggregate()`` returns MONAI's reduced tensor; :class:`MetricSummary` says what went into it. It
+is read by attribute or key and never holds a NaN that silently dropped out of a mean (MONAI issue
+#9095): values left out by the empty-mask policy are counted and reported.
 :data:`EVENT_CODES` numbers the empty-mask events stored in the metrics' event buffer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -27,23 +28,22 @@ TensorLike = Union[torch.Tensor, np.ndarray]
 BatchInput = Union[TensorLike, Sequence[TensorLike]]
 SpacingArg = Union[None, float, Sequence[float], Sequence[Optional[Sequence[float]]], np.ndarray, torch.Tensor]
 ClassNames = Union[None, Sequence[str], Mapping[int, str]]
-AggregateOutput = Literal["summary", "mean"]
 
 
 # --------------------------------------------------------------------------------------------
-# the aggregate
+# the summary
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class MetricSummary:
-    """What ``aggregate()`` returns: per-class means with their counts, events and exclusions.
+    """What ``summary()`` returns: per-class means with their counts, events and exclusions.
 
     Read fields as attributes or by key (``summary["per_class"]``); :meth:`as_dict` gives a
     plain, JSON-ready dict with the same keys. It is deliberately *not* a ``Mapping``: ignite
-    copies the keys of a Mapping result into ``engine.state.metrics`` and MONAI's
-    ``StatsHandler`` flattens nested dicts, so the ``"mean"`` of Dice, HD95 and ASD attached to
-    one engine would overwrite each other. As a plain object it stays under the metric's name.
+    copies the keys of a Mapping into ``engine.state.metrics`` and MONAI's ``StatsHandler``
+    flattens nested dicts, so the ``"mean"`` of several summaries stored on one engine would
+    overwrite each other. As a plain object it stays under its own name.
 
     Attributes:
         metric: ``"dice"``, ``"hd95"`` or ``"asd"``.
@@ -76,6 +76,48 @@ class MetricSummary:
         "metric", "per_class", "mean", "n", "n_items", "empty_events", "excluded",
         "total_events", "n_excluded", "empty_policy", "units", "hd95_mode",
     )
+
+    @classmethod
+    def from_buffers(
+        cls,
+        metric: str,
+        values: Optional[torch.Tensor],
+        codes: Optional[torch.Tensor],
+        names: Sequence[str],
+        empty_policy: str,
+        units: Optional[str] = None,
+        hd95_mode: Optional[str] = None,
+    ) -> "MetricSummary":
+        """Summarise a metric's value and event buffers ``(items, classes)`` (``None``: nothing yet)."""
+        if values is None or codes is None:
+            v = np.zeros((0, len(names)))
+            e = np.zeros((0, len(names)), dtype=np.int64)
+        else:
+            v = values.detach().cpu().numpy().astype(np.float64).reshape(values.shape[0], -1)
+            e = codes.detach().cpu().numpy().reshape(codes.shape[0], -1)
+        per_class: dict[str, Optional[float]] = {}
+        n: dict[str, int] = {}
+        events: dict[str, dict[str, int]] = {}
+        excluded: dict[str, int] = {}
+        for k, name in enumerate(names):
+            kept = v[:, k][~np.isnan(v[:, k])]
+            per_class[name] = float(np.mean(kept)) if kept.size else None
+            n[name] = int(kept.size)
+            excluded[name] = int(v.shape[0] - kept.size)
+            events[name] = {ev: int(np.count_nonzero(e[:, k] == _CODE_OF[ev])) for ev in EMPTY_EVENTS}
+        means = [m for m in per_class.values() if m is not None]
+        return cls(
+            metric=metric,
+            per_class=per_class,
+            mean=float(np.mean(means)) if means else None,
+            n=n,
+            n_items=int(v.shape[0]),
+            empty_events=events,
+            excluded=excluded,
+            empty_policy=empty_policy,
+            units=units,
+            hd95_mode=hd95_mode,
+        )
 
     @property
     def total_events(self) -> dict[str, int]:

@@ -1,10 +1,11 @@
 """MONAI metric classes over scribmed's medpy-exact Dice, HD95 and ASD.
 
 :class:`DiceMetric`, :class:`HD95Metric` and :class:`ASDMetric` are
-``monai.metrics.CumulativeIterationMetric`` subclasses: call them on every batch, read the
-per-item values with ``get_buffer()``, summarise with ``aggregate()``, start over with
-``reset()``. They plug into ``monai.handlers.IgniteMetricHandler`` and so into MONAI engines
-(``SupervisedEvaluator(key_val_metric=..., additional_metrics=...)``).
+``monai.metrics.CumulativeIterationMetric`` subclasses with MONAI's contract: call them on every
+batch, read the per-item values with ``get_buffer()``, reduce them with ``aggregate()`` (a tensor,
+as ``monai.metrics.DiceMetric``'s: ``reduction`` and ``get_not_nans`` mean what they mean there),
+start over with ``reset()``. They plug into ``monai.handlers.IgniteMetricHandler`` and so into
+MONAI engines (``SupervisedEvaluator(key_val_metric=..., additional_metrics=...)``).
 
 Values are those of :func:`scribmed.metrics.dc`, :func:`~scribmed.metrics.hd95` and
 :func:`~scribmed.metrics.asd` (medpy's, within 1e-6; the functions are called, nothing is
@@ -13,15 +14,16 @@ convention (max of the two directed 95th percentiles), as
 ``evaluate_case(..., hd95_mode="monai")`` does.
 
 Empty masks follow :mod:`scribmed.metrics.evaluator`'s :class:`EmptyPolicy` (via
-:func:`empty_event` and :func:`apply_empty_policy`). Unlike MONAI's metrics, whose NaN for an
-empty mask silently drops out of ``aggregate()``'s mean (MONAI issue #9095), every event is
-counted and every value left out of a mean is reported:
+:func:`empty_event` and :func:`apply_empty_policy`). MONAI's metrics return NaN for an empty
+mask, which silently drops out of ``aggregate()``'s mean (MONAI issue #9095); here the policy
+decides, and every event is counted and every value left out of a mean is reported:
 
 * the buffer (``get_buffer()``, float64 ``(items, classes)``) holds NaN exactly where the policy
   excludes a value from the mean: ``pred_empty``/``ref_empty`` HD95/ASD under ``nan_counted``,
-  every empty-mask record under ``skip``; nowhere under ``worst``;
+  every empty-mask record under ``skip``; nowhere under ``worst``. ``aggregate()`` leaves these
+  NaNs out as MONAI does (``get_not_nans=True`` also returns how many values each result has);
 * ``get_event_buffer()`` holds the event of every value (:data:`EVENT_CODES`);
-* ``aggregate()`` returns a :class:`MetricSummary` (per-class means over the values kept, their
+* ``summary()`` returns a :class:`MetricSummary` (per-class means over the values kept, their
   counts, the events and the exclusions per class).
 
 Importing this module imports torch and MONAI; ``scribmed.metrics`` exposes the classes lazily
@@ -33,6 +35,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
+from monai.utils import MetricReduction
 
 from scribmed.metrics.binary import (
     check_connectivity,
@@ -46,7 +49,6 @@ from scribmed.metrics.evaluator import (
 from scribmed.metrics.metric_base import _SegmentationMetric
 from scribmed.metrics.metric_summary import (
     EVENT_CODES,
-    AggregateOutput,
     ClassNames,
     MetricSummary,
 )
@@ -75,10 +77,14 @@ class DiceMetric(_SegmentationMetric):
         empty_policy: ``"nan_counted"`` (default), ``"worst"`` or ``"skip"``.
         spatial_dims: 2 or 3; inferred when ``None`` (a 4D batch is taken as ``(B, C, H, W)``:
             pass 3 for ``(B, D, H, W)`` label maps without a channel axis).
-        aggregate_output: ``"summary"`` (a :class:`MetricSummary`, default) or ``"mean"``.
+        reduction: how ``aggregate()`` reduces the buffer, as MONAI's: ``"mean"`` (default),
+            ``"sum"``, ``"mean_batch"`` (one mean per class), ``"sum_batch"``, ``"mean_channel"``,
+            ``"sum_channel"`` or ``"none"`` (a ``monai.utils.MetricReduction`` or its string).
+        get_not_nans: ``aggregate()`` returns ``(value, not_nans)``, the count of values
+            behind each result (default False).
 
     Raises:
-        ValueError: ``num_classes`` < 2, bad ``spatial_dims``/``aggregate_output``/policy,
+        ValueError: ``num_classes`` < 2, bad ``spatial_dims``/``reduction``/policy,
             ``class_names`` that do not fit the classes.
     """
 
@@ -102,7 +108,8 @@ class _DistanceMetric(_SegmentationMetric):
         empty_policy: Union[EmptyPolicy, str] = EmptyPolicy.NAN_COUNTED,
         connectivity: int = 1,
         spatial_dims: Optional[int] = None,
-        aggregate_output: AggregateOutput = "summary",
+        reduction: Union[MetricReduction, str] = MetricReduction.MEAN,
+        get_not_nans: bool = False,
     ) -> None:
         super().__init__(
             num_classes=num_classes,
@@ -111,7 +118,8 @@ class _DistanceMetric(_SegmentationMetric):
             spacing=spacing,
             empty_policy=empty_policy,
             spatial_dims=spatial_dims,
-            aggregate_output=aggregate_output,
+            reduction=reduction,
+            get_not_nans=get_not_nans,
         )
         self.connectivity = check_connectivity(connectivity, 3)
 
@@ -140,11 +148,13 @@ class HD95Metric(_DistanceMetric):
         hd95_mode: ``"medpy"`` (default) or ``"monai"``.
         connectivity: erosion neighbourhood defining surfaces (1 = faces, default, as medpy).
         spatial_dims: 2 or 3; inferred when ``None`` (pass 3 for ``(B, D, H, W)`` label maps).
-        aggregate_output: ``"summary"`` (a :class:`MetricSummary`, default) or ``"mean"``.
+        reduction: how ``aggregate()`` reduces the buffer (MONAI's ``MetricReduction``;
+            ``"mean"`` default, ``"mean_batch"`` one mean per class), as :class:`DiceMetric`.
+        get_not_nans: ``aggregate()`` returns ``(value, not_nans)`` (default False).
 
     Raises:
         ValueError: bad ``num_classes``, ``spacing``, ``hd95_mode``, ``connectivity``, policy,
-            ``spatial_dims``, ``aggregate_output`` or ``class_names``.
+            ``spatial_dims``, ``reduction`` or ``class_names``.
     """
 
     metric_name: ClassVar[str] = "hd95"
@@ -159,7 +169,8 @@ class HD95Metric(_DistanceMetric):
         hd95_mode: Union[HD95Mode, str] = HD95Mode.MEDPY,
         connectivity: int = 1,
         spatial_dims: Optional[int] = None,
-        aggregate_output: AggregateOutput = "summary",
+        reduction: Union[MetricReduction, str] = MetricReduction.MEAN,
+        get_not_nans: bool = False,
     ) -> None:
         self.hd95_mode = HD95Mode(hd95_mode)
         super().__init__(
@@ -170,7 +181,8 @@ class HD95Metric(_DistanceMetric):
             empty_policy=empty_policy,
             connectivity=connectivity,
             spatial_dims=spatial_dims,
-            aggregate_output=aggregate_output,
+            reduction=reduction,
+            get_not_nans=get_not_nans,
         )
 
     def _measure(self, pred: np.ndarray, ref: np.ndarray, spacing: Optional[tuple[float, ...]]) -> float:
@@ -201,11 +213,13 @@ class ASDMetric(_DistanceMetric):
         empty_policy: ``"nan_counted"`` (default), ``"worst"`` or ``"skip"``.
         connectivity: erosion neighbourhood defining surfaces (1 = faces, default).
         spatial_dims: 2 or 3; inferred when ``None`` (pass 3 for ``(B, D, H, W)`` label maps).
-        aggregate_output: ``"summary"`` (a :class:`MetricSummary`, default) or ``"mean"``.
+        reduction: how ``aggregate()`` reduces the buffer (MONAI's ``MetricReduction``;
+            ``"mean"`` default, ``"mean_batch"`` one mean per class), as :class:`DiceMetric`.
+        get_not_nans: ``aggregate()`` returns ``(value, not_nans)`` (default False).
 
     Raises:
         ValueError: bad ``num_classes``, ``spacing``, ``connectivity``, policy,
-            ``spatial_dims``, ``aggregate_output`` or ``class_names``.
+            ``spatial_dims``, ``reduction`` or ``class_names``.
     """
 
     metric_name: ClassVar[str] = "asd"

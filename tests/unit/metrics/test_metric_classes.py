@@ -119,14 +119,14 @@ def test_values_equal_functions_and_medpy(volumes):
             assert got["dice"][b, c - 1].item() == pytest.approx(medpy_binary.dc(p, r), abs=TOL)
             assert got["hd95"][b, c - 1].item() == pytest.approx(medpy_binary.hd95(p, r, spacing[b]), abs=TOL)
             assert got["asd"][b, c - 1].item() == pytest.approx(medpy_binary.asd(p, r, spacing[b]), abs=TOL)
-    summary = metrics["hd95"].aggregate()
+    summary = metrics["hd95"].summary()
     assert isinstance(summary, MetricSummary)
     assert list(summary.per_class) == NAMES and summary.n == {n: 3 for n in NAMES} and summary.n_items == 3
     for k, name in enumerate(NAMES):
         assert summary.per_class[name] == pytest.approx(got["hd95"][:, k].mean().item(), abs=1e-12)
     assert summary.mean == pytest.approx(float(np.mean(list(summary.per_class.values()))), abs=1e-12)
     assert summary.units == "mm" and summary.hd95_mode == "medpy" and summary.empty_policy == "nan_counted"
-    assert metrics["dice"].aggregate().units is None
+    assert metrics["dice"].summary().units is None
     assert torch.equal(metrics["asd"].get_buffer(), got["asd"])  # MONAI's buffer API holds the raw values
 
 
@@ -138,7 +138,7 @@ def test_pixels_without_spacing_and_2d(volumes):
     for b in range(3):
         for c in range(1, C):
             assert v[b, c - 1].item() == pytest.approx(medpy_binary.hd95(p2[b] == c, r2[b] == c), abs=TOL)
-    assert m.aggregate().units == "pixels" and list(m.aggregate().per_class) == ["1", "2", "3"]
+    assert m.summary().units == "pixels" and list(m.summary().per_class) == ["1", "2", "3"]
 
 
 def test_one_hot_and_label_map_inputs_agree(volumes):
@@ -170,7 +170,7 @@ def test_list_input(volumes):
     listed = m_list(items_pred, items_ref, spacing=spacing)
     torch.testing.assert_close(listed, batch, rtol=0, atol=0)
     torch.testing.assert_close(m_list.get_buffer(), m_batch.get_buffer(), rtol=0, atol=0)
-    assert m_list.aggregate().as_dict() == m_batch.aggregate().as_dict()
+    assert m_list.summary().as_dict() == m_batch.summary().as_dict()
 
     # items may differ in shape (different volumes); tuples work as lists
     m = ASDMetric(num_classes=C)
@@ -244,7 +244,7 @@ def test_empty_events_counted_and_never_nan_averaged(policy):
     for cls, field in ((DiceMetric, "dice"), (HD95Metric, "hd95"), (ASDMetric, "asd")):
         m = cls(num_classes=C, class_names=NAMES, empty_policy=policy)
         values = m(torch.as_tensor(pred), torch.as_tensor(ref), spacing=sp)
-        s = m.aggregate()
+        s = m.summary()
         assert s.empty_events == EXPECTED_EVENTS
         assert s.total_events == {"both_empty": 1, "pred_empty": 2, "ref_empty": 1}
         codes = m.get_event_buffer()
@@ -293,7 +293,7 @@ def test_all_values_of_a_class_excluded_is_reported_not_nan():
     pred[pred == 2] = 0  # class 2 missing in both predictions
     m = HD95Metric(num_classes=3, class_names=["a", "b"])
     m(torch.as_tensor(pred), torch.as_tensor(ref))
-    s = m.aggregate()
+    s = m.summary()
     assert s.per_class == {"a": 0.0, "b": None} and s.n == {"a": 2, "b": 0} and s.excluded == {"a": 0, "b": 2}
     assert s.mean == 0.0 and s.empty_events["b"]["pred_empty"] == 2
     assert "n/a" in str(s) and "excluded 2" in str(s)
@@ -313,7 +313,7 @@ def test_monai_hd95_mode_equals_evaluate_case_monai_mode(volumes):
         res = evaluate_case(pred[b], ref[b], [1, 2, 3], spacing=spacing[b], hd95_mode="monai")
         for c in range(1, C):
             assert v[b, c - 1].item() == pytest.approx(res[c].hd95, abs=TOL)
-    assert m.aggregate().hd95_mode == "monai"
+    assert m.summary().hd95_mode == "monai"
 
     # the docs' worked example: MONAI 12.0, medpy 10.8; MONAI's own function agrees (float32)
     from monai.metrics import compute_hausdorff_distance
@@ -339,23 +339,20 @@ def test_include_background_and_class_names():
     for names in (["bg", *NAMES], dict(zip([1, 2, 3], NAMES)), NAMES):
         m = DiceMetric(num_classes=C, class_names=names)
         m(torch.as_tensor(pred), torch.as_tensor(ref))
-        assert list(m.aggregate().per_class) == NAMES
+        assert list(m.summary().per_class) == NAMES
 
 
-def test_summary_structure_and_aggregate_output_mean(volumes):
+def test_summary_structure(volumes):
     pred, ref, spacing = volumes
     m = ASDMetric(num_classes=C, class_names=NAMES)
-    mean_only = ASDMetric(num_classes=C, aggregate_output="mean")
-    for metric in (m, mean_only):
-        metric(torch.as_tensor(pred[:, None]), torch.as_tensor(ref[:, None]), spacing=spacing)
-    s = m.aggregate()
-    assert not isinstance(s, Mapping)  # so ignite/StatsHandler keep it under the metric's name
+    m(torch.as_tensor(pred[:, None]), torch.as_tensor(ref[:, None]), spacing=spacing)
+    s = m.summary()
+    assert not isinstance(s, Mapping)  # so ignite/StatsHandler keep it under its own name
     d = s.as_dict()
     assert set(d) == set(s.keys()) >= {"per_class", "mean", "n", "n_items", "empty_events", "excluded"}
     assert s["per_class"] == s.per_class and dict(s)["mean"] == s.mean and json.loads(json.dumps(d)) == d
     with pytest.raises(KeyError):
         s["nope"]  # noqa: B018
-    assert isinstance(mean_only.aggregate(), float) and mean_only.aggregate() == pytest.approx(s.mean, abs=1e-12)
     assert m.summary().as_dict() == d
 
 
@@ -364,7 +361,7 @@ def test_reset_clears_everything(volumes):
     three = one_hot(np.minimum(pred, 2), 3), one_hot(np.minimum(ref, 2), 3)  # a 3-class version
     m = HD95Metric()
     m(torch.as_tensor(one_hot(pred)), torch.as_tensor(one_hot(ref)), spacing=spacing)
-    assert len(m) == 3 and m.aggregate().n_items == 3
+    assert len(m) == 3 and m.summary().n_items == 3
     with pytest.raises(ValueError, match="pixels but earlier batches were in mm"):
         m(torch.as_tensor(one_hot(pred)), torch.as_tensor(one_hot(ref)))
     with pytest.raises(ValueError, match="earlier items had 4"):
@@ -372,11 +369,13 @@ def test_reset_clears_everything(volumes):
     assert len(m) == 3  # failed calls added nothing
     m.reset()
     assert m.get_buffer() is None and m.get_event_buffer() is None and len(m) == 0
-    s = m.aggregate()
+    s = m.summary()
     assert s.n_items == 0 and s.per_class == {} and s.mean is None and s.units is None
+    with pytest.raises(ValueError, match="nothing to aggregate"):
+        m.aggregate()  # as MONAI's metrics: no buffer, no tensor
     # after reset a new round may use another class count and units
     v = m(torch.as_tensor(three[0]), torch.as_tensor(three[1]))
-    assert v.shape == (3, 2) and m.aggregate().units == "pixels" and m.aggregate().n_items == 3
+    assert v.shape == (3, 2) and m.summary().units == "pixels" and m.summary().n_items == 3
     assert m.get_event_buffer().shape == (3, 2)
 
 
@@ -433,7 +432,7 @@ BAD_INPUTS = [
     (lambda: HD95Metric(empty_policy="ignore"), None, "ignore"),
     (lambda: HD95Metric(spatial_dims=4), None, "spatial_dims"),
     (lambda: HD95Metric(connectivity=0), None, "connectivity"),
-    (lambda: HD95Metric(aggregate_output="median"), None, "aggregate_output"),
+    (lambda: HD95Metric(reduction="median"), None, "median"),
 ]
 
 
@@ -482,8 +481,13 @@ def test_docs_monai_evaluator_example_runs():
         assert summary.empty_events["LV"] == {"both_empty": 0, "pred_empty": 1, "ref_empty": 0}
     assert scope["hd95"].excluded == {"RV": 0, "Myo": 0, "LV": 1} and scope["dice"].n_excluded == 0
     assert scope["hd95"].units == "mm"
-    mean_dice = scope["evaluator"].state.metrics["mean_dice"]
-    assert isinstance(mean_dice, float) and mean_dice == pytest.approx(scope["dice"].mean, abs=1e-12)
-    assert scope["evaluator"].state.best_metric == pytest.approx(mean_dice)
-    details = scope["evaluator"].state.metric_details["hd95"]
+    state = scope["evaluator"].state
+    mean_dice = state.metrics["mean_dice"]  # no Dice excluded, same count per class: the two means agree
+    assert isinstance(mean_dice, float) and mean_dice == pytest.approx(scope["dice"].mean, abs=1e-6)
+    assert state.best_metric == pytest.approx(mean_dice)
+    for key in ("dice", "hd95", "asd"):  # "mean_batch": the summary's per-class means, NaNs left out
+        per_class = state.metrics[key]
+        assert isinstance(per_class, torch.Tensor) and per_class.shape == (3,)
+        assert per_class.tolist() == pytest.approx(list(scope[key].per_class.values()), rel=1e-6)
+    details = state.metric_details["hd95"]
     assert details.shape == (4, 3) and torch.isnan(details).tolist()[3] == [False, False, True]
