@@ -71,7 +71,7 @@ def run_demo(
         frames: cardiac phases per patient (``("ED",)`` or ``("ED", "ES")``); one keeps the SAM
             encoder and fine-tuning inside the CPU budget.
         folds: cross-validation folds (by patient, seeded).
-        progress: tqdm bars.
+        progress: progress bars.
     """
     known = recipe_registry.names()
     unknown = [r for r in recipes if r not in known]

@@ -52,7 +52,7 @@ def run_recipe_fold(
         output_dir: the fold folder; its name must be ``fold_<fold>`` (the runner's layout).
         allow_missing: drop split patients the dataset lacks instead of failing.
         seed: seed of an ``"auto"`` split.
-        progress: tqdm bars.
+        progress: progress bars.
         merge: write ``<parent>/summary.json`` / ``summary.md`` over the finished folds.
 
     Raises:

@@ -43,7 +43,7 @@ def samsp_pseudo_labels(
             bundle's ``sam_config`` from its ``sam_*`` keys; ``None``: the defaults; ``cache_dir``
             ``None``: ``out_dir/sam/embeddings``).
         seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
-        progress: tqdm bars.
+        progress: progress bars.
 
     Returns:
         ``{case_id: uint8 (S, H, W)}`` for every training case, on the case's grid.
@@ -145,7 +145,7 @@ def mixsup_stage(
             bundle's ``sam_config`` from its ``sam_*`` keys; ``None``: the defaults; ``cache_dir``
             ``None``: ``out_dir/sam/embeddings``).
         seed: seed of the decoder fine-tuning's slice order (the segmentor's seed).
-        progress: tqdm bars.
+        progress: progress bars.
         box_margin, selection, min_coverage, min_compatibility: the weak prompts
             (:class:`scribmed.sam.weak_prompting.WeakPromptConfig`; other fields at their defaults).
 

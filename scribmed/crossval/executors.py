@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from scribmed.data.errors import DataError
+from scribmed.runtime.progress import progress_bar
 from scribmed.crossval.fold_jobs import (
     FoldJob,
     read_job_record,
@@ -139,11 +140,7 @@ def run_local(
     done: set[Job] = set()
     failures: list[JobFailure] = []
     free = list(gpus)
-    bar = None
-    if progress and jobs:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc="cv jobs", unit="job")
+    bar = progress_bar(total=len(jobs), desc="cv jobs", unit="job", disable=not (progress and jobs))
     try:
         while waiting or running:
             for item in list(waiting):
@@ -174,8 +171,7 @@ def run_local(
                 del running[item]
                 if gpu is not None:
                     free.append(gpu)
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
                 failure = _local_outcome(out, item, job)
                 if failure is None:
                     done.add(item)
@@ -184,8 +180,7 @@ def run_local(
             if waiting or running:
                 time.sleep(poll_s)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return failures
 
 

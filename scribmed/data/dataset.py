@@ -8,6 +8,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Optional, Sequence
 from scribmed.data.case import Case, ClassMap, patients_of
 from scribmed.data.errors import DataError
 from scribmed.data.validation import check_arrays, check_spacing_values
+from scribmed.runtime.progress import progress_bar
 
 SpacingUnit = Literal["mm", "none"]
 
@@ -180,12 +181,7 @@ class Dataset:
         if self.problems:
             raise self.problems[0]
         selected = list(self.cases if cases is None else cases)
-        iterator: Iterable[Case] = selected
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(selected, desc=f"checking {self.layout}", unit="case")
-        for case in iterator:
+        for case in progress_bar(selected, desc=f"checking {self.layout}", unit="case", disable=not progress):
             was_cached = case._cache is not None
             try:
                 arrays = case.load()

@@ -35,6 +35,7 @@ from scribmed.data.errors import DataError
 from scribmed.data.sesam_sampling import instance_points
 from scribmed.data.supervision_mix import assign_supervision, check_mix
 from scribmed.data.weak_labels import SUPERVISION_TYPES, Box, PointSet, WeakLabel
+from scribmed.runtime.progress import progress_bar
 
 Rng = np.random.Generator | int | None
 POINT_MODES = ("center", "random", "boundary", "skeleton")
@@ -274,7 +275,7 @@ def make_weak_dataset(
             ``"synthetic"`` (always synthesised: ``ABDOMINAL_STYLE`` inside the body mask for the
             ABDOMINAL class map, the default style otherwise) or ``"source"`` (own scribbles only;
             a scribble case without one is an error).
-        progress: show a tqdm bar.
+        progress: show a progress bar.
 
     Returns:
         ``out``.
@@ -283,8 +284,6 @@ def make_weak_dataset(
         DataError: ``out`` not empty or inside the source, or a case without a label.
         ValueError: a bad mix or converter setting.
     """
-    from tqdm.auto import tqdm
-
     from scribmed.data.layouts import generic
     from scribmed.data.layouts.chaos_t2_nifti import body_mask
     from scribmed.data.scribble_synthesis import (
@@ -319,7 +318,7 @@ def make_weak_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        for case in tqdm(dataset.cases, desc="weak labels", unit="case", disable=not progress):
+        for case in progress_bar(dataset.cases, desc="weak labels", unit="case", disable=not progress):
             was_cached = case._cache is not None
             arrays = case.load()
             if arrays.label is None:

@@ -4,9 +4,9 @@ Instance metrics of integer instance maps (DSB 2018 score, F1, AJI, AJI+, PQ) an
 evaluator live in :mod:`scribmed.metrics.instance` and :mod:`scribmed.metrics.instance_evaluator`.
 Reports of results (CSV, summaries, tables, figures) are :mod:`scribmed.evaluation`'s.
 
-A leaf package: it imports only numpy, scipy and the standard library (tqdm optionally for
-progress bars), so ``from scribmed.metrics import dc, hd95, asd``
-works as a faster ``medpy.metric.binary`` anywhere.
+A leaf package: it imports only numpy, scipy, the standard library and
+:mod:`scribmed.runtime.progress` (standard library only; tqdm for a bar in a terminal), so
+``from scribmed.metrics import dc, hd95, asd`` works as a faster ``medpy.metric.binary`` anywhere.
 
 The MONAI metric classes (``DiceMetric``, ``HD95Metric``, ``ASDMetric`` and their
 ``MetricSummary``, from :mod:`scribmed.metrics.monai_metrics`) are loaded on first access

@@ -39,6 +39,7 @@ from scribmed.metrics.binary import (
     normalize_spacing,
     surface_distances_in_box,
 )
+from scribmed.runtime.progress import progress_bar
 
 __all__ = [
     "EMPTY_EVENTS",
@@ -292,19 +293,12 @@ def evaluate_cases(
     connectivity: int = 1,
     progress: bool = True,
 ) -> list[CaseResult]:
-    """:func:`evaluate_case` over ``(case_id, pred, ref, spacing)`` items, with a tqdm bar.
+    """:func:`evaluate_case` over ``(case_id, pred, ref, spacing)`` items, with progress output.
 
     The iterable is consumed lazily, so a generator that loads one case at a time keeps memory
-    flat. The progress bar is shown when ``progress`` and tqdm is installed.
+    flat. Progress (:func:`scribmed.runtime.progress.progress_bar`) is shown when ``progress``.
     """
-    items: Iterable = cases
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            items = tqdm(cases, desc="evaluate", unit="case", total=len(cases) if hasattr(cases, "__len__") else None)
-        except ImportError:  # tqdm is optional for the metrics leaf
-            pass
+    items = progress_bar(cases, desc="evaluate", unit="case", disable=not progress)
     return [
         evaluate_case(
             pred, ref, classes, spacing, hd95_mode=hd95_mode, empty_policy=empty_policy,

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Optional
 
 from scribmed.metrics.evaluator import empty_event
 from scribmed.metrics.instance import DSB_THRESHOLDS, overlap_table
+from scribmed.runtime.progress import progress_bar
 
 __all__ = ["INSTANCE_METRICS", "InstanceCaseResult", "evaluate_instance_case", "evaluate_instance_cases"]
 
@@ -108,16 +109,8 @@ def evaluate_instance_cases(
     """:func:`evaluate_instance_case` over ``(case_id, pred, ref)`` items.
 
     The iterable is consumed lazily (a generator loading one case at a time keeps memory flat);
-    a tqdm bar is shown when ``progress`` and tqdm is installed.
+    progress (:func:`scribmed.runtime.progress.progress_bar`) is shown when ``progress``.
     """
     ts = tuple(float(t) for t in thresholds)
-    items: Iterable = pairs
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            items = tqdm(pairs, desc="evaluate instances", unit="case",
-                         total=len(pairs) if hasattr(pairs, "__len__") else None)
-        except ImportError:  # tqdm is optional for the metrics leaf
-            pass
+    items = progress_bar(pairs, desc="evaluate instances", unit="case", disable=not progress)
     return [evaluate_instance_case(p, r, str(cid), ts, match_iou) for cid, p, r in items]

@@ -1,10 +1,12 @@
 """The bottom floor every package may use: device and precision policy, distributed setup, seeding,
-checkpoint IO, the atomic file writer, figure output, and where the shipped files are.
+checkpoint IO, the atomic file writer, figure output, progress output, and where the shipped files
+are.
 
 Modules: ``device`` (one mixed-precision policy), ``distributed`` (torchrun process groups),
 ``seeding`` (the seeded streams of a run), ``checkpoint`` (``weights_only`` loading, RNG state),
 ``files`` (atomic writes, sha256; standard library only), ``figures`` (palette, layout, PNG/PDF
-output), ``shipped`` (split files and bundles inside the wheel or the source tree), ``records``
+output), ``progress`` (a tqdm bar in a terminal, plain lines in a log), ``shipped`` (split files
+and bundles inside the wheel or the source tree), ``records``
 (schema identifiers of the records scribmed writes) and ``migrations`` (the one module that
 upgrades older records). Names load on first access, so ``scribmed.runtime.files`` stays
 importable without torch.
@@ -29,7 +31,12 @@ _EXPORTS = {
     "FORMATS": "scribmed.runtime.figures",
     "KINDS": "scribmed.runtime.shipped",
     "OKABE_ITO": "scribmed.runtime.figures",
+    "PROGRESS_ENV": "scribmed.runtime.progress",
+    "PROGRESS_INTERVAL_ENV": "scribmed.runtime.progress",
+    "PROGRESS_MODES": "scribmed.runtime.progress",
     "PSEUDO_LABELS": "scribmed.runtime.records",
+    "Progress": "scribmed.runtime.progress",
+    "ProgressLines": "scribmed.runtime.progress",
     "RUN": "scribmed.runtime.records",
     "SAM_DECODER": "scribmed.runtime.records",
     "SAM_ROUNDS": "scribmed.runtime.records",
@@ -69,6 +76,9 @@ _EXPORTS = {
     "palette_colour": "scribmed.runtime.figures",
     "parse_figure_formats": "scribmed.runtime.figures",
     "parse_schema": "scribmed.runtime.records",
+    "progress_bar": "scribmed.runtime.progress",
+    "progress_interval": "scribmed.runtime.progress",
+    "progress_mode": "scribmed.runtime.progress",
     "read_json_record": "scribmed.runtime.migrations",
     "reseed_rank": "scribmed.runtime.seeding",
     "resolve_device": "scribmed.runtime.device",

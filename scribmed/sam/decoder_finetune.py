@@ -57,6 +57,7 @@ import torch
 from scribmed.data.case import ClassMap
 from scribmed.losses.sam_finetune import SamFinetuneLoss
 from scribmed.networks.prompt_coords import input_size_for_prompts
+from scribmed.runtime.progress import progress_bar
 from scribmed.sam.decoder_checkpoint import (
     _atomic_save,
     _decoder_weights,
@@ -149,11 +150,8 @@ def _train_epoch(
     backend.mask_decoder.train()
     order = np.random.default_rng([int(config.seed), int(epoch)]).permutation(len(items))
     chunks = [order[i : i + int(config.batch_slices)] for i in range(0, len(order), int(config.batch_slices))]
-    bar = None
-    if config.progress and chunks:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(order), desc=f"decoder epoch {epoch}", unit="slice", leave=False)
+    bar = progress_bar(total=len(order), desc=f"decoder epoch {epoch}", unit="slice", leave=False,
+                       disable=not (config.progress and chunks))
     total, terms, n = 0.0, {}, 0
     for chunk in chunks:
         optimizer.zero_grad(set_to_none=True)
@@ -169,15 +167,13 @@ def _train_epoch(
             for name, value in loss_fn.last.items():
                 terms[name] = terms.get(name, 0.0) + value
             n += 1
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
-    if bar is not None:
-        bar.close()
+    bar.close()
     return {
         "train_loss": total / n if n else float("nan"),
         "train_terms": {k: v / n for k, v in terms.items()},

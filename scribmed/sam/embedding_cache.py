@@ -69,6 +69,7 @@ import numpy as np
 import torch
 
 from scribmed.runtime.files import atomic_output, atomic_write_text
+from scribmed.runtime.progress import progress_bar
 
 try:  # POSIX
     import fcntl
@@ -93,7 +94,7 @@ class EmbeddingCache:
         dtype: ``"float16"`` (default) or ``"float32"`` storage.
         fingerprint: ``"auto"`` (file stat when ``case.source`` is a file, else content hash),
             ``"stat"`` or ``"content"`` (always hash the image array; slower, exact).
-        progress: show tqdm bars while computing.
+        progress: show progress bars while computing.
 
     Attributes:
         hits / misses: cases served from disk / computed, since construction.
@@ -203,12 +204,8 @@ class EmbeddingCache:
     def precompute(self, cases: Iterable[Any]) -> dict[str, int]:
         """Make sure every case is cached (e.g. before training); returns :meth:`stats`."""
         cases = list(cases)
-        iterator: Iterable[Any] = cases
-        if self.progress and len(cases) > 1:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(cases, desc="SAM embeddings", unit="case", leave=False)
-        for case in iterator:
+        for case in progress_bar(cases, desc="SAM embeddings", unit="case", leave=False,
+                                 disable=not self.progress or len(cases) <= 1):
             self.get(case)
         return self.stats()
 
@@ -250,11 +247,8 @@ class EmbeddingCache:
             out = np.lib.format.open_memmap(
                 tmp, mode="w+", dtype=_DTYPES[self.dtype], shape=(n, *self.backend.embedding_shape)
             )
-            starts: Iterable[int] = range(0, n, self.batch_size)
-            if self.progress and n > self.batch_size:
-                from tqdm.auto import tqdm
-
-                starts = tqdm(list(starts), desc=f"encoding {case.case_id}", unit="batch", leave=False)
+            starts = progress_bar(range(0, n, self.batch_size), desc=f"encoding {case.case_id}", unit="batch",
+                                  leave=False, disable=not self.progress or n <= self.batch_size)
             for s in starts:
                 emb = self.backend.encode(self.backend.preprocess(image[s : s + self.batch_size]))
                 block = emb.detach().float().cpu().numpy()

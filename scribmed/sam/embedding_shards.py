@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
+from scribmed.runtime.progress import progress_bar
+
 T = TypeVar("T")
 Shard = tuple[int, int]
 PathLike = Union[str, Path]
@@ -91,7 +93,7 @@ def encode_shard(
         cache_dir: the cache root, as :class:`~scribmed.sam.embedding_cache.EmbeddingCache`'s ``root``
             (the pseudo-label rounds use their ``cache_dir``, default ``<out>/embeddings``).
         shard: ``(I, N)`` or ``"I/N"``; ``(1, 1)`` is every case.
-        progress: tqdm bars.
+        progress: progress bars.
         batch_size / dtype: as for :class:`EmbeddingCache` (keep the defaults to fill the cache
             the rounds read: ``dtype`` is part of the cache's folder name).
 
@@ -110,12 +112,8 @@ def encode_shard(
 
     mine = shard_items(list(cases), (i, n))
     cache = EmbeddingCache(cache_dir, backend, batch_size=batch_size, dtype=dtype, progress=progress)
-    iterator: Sequence[Any] = mine
-    if progress and len(mine) > 1:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(mine, desc=f"SAM embeddings (shard {i}/{n})", unit="case", leave=False)
-    for case in iterator:
+    for case in progress_bar(mine, desc=f"SAM embeddings (shard {i}/{n})", unit="case", leave=False,
+                             disable=not progress or len(mine) <= 1):
         loaded = getattr(case, "_cache", None) is not None
         cache.get(case)
         cache._open.pop(case.case_id, None)  # keep no memmap per case open: a shard may be large

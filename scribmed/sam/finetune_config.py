@@ -38,7 +38,7 @@ class FinetuneConfig:
             and pseudo label resized to that frame (nearest; no scribble pixel is dropped);
             ``"full"``: the logits are upsampled to the slice and the loss computed there (slower
             on large slices; what runs before this option used).
-        progress: tqdm bars.
+        progress: progress bars.
     """
 
     epochs: int = 2

@@ -72,7 +72,7 @@ class InstanceSamStage:
 
     Args:
         config: backend and cache settings.
-        progress: tqdm bars while encoding.
+        progress: progress bars while encoding.
     """
 
     def __init__(self, config: InstanceSamConfig, progress: bool = False) -> None:

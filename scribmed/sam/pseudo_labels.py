@@ -40,6 +40,7 @@ from scribmed.data.nifti import read_label_nifti, write_prediction
 from scribmed.runtime.files import atomic_output
 from scribmed.runtime.migrations import upgrade_pseudo_label_record
 from scribmed.runtime.records import PSEUDO_LABELS, stamp
+from scribmed.runtime.progress import progress_bar
 from scribmed.networks.prompt_coords import input_size_for_prompts
 from scribmed.sam.merge import default_merge_priority, merge_volume_logits
 from scribmed.transforms.prompt_points import default_negative_priority
@@ -416,7 +417,7 @@ def generate_pseudo_labels(
         out_dir: output folder (created). Never a dataset folder.
         decoder: identifies the decoder weights used (e.g. the fine-tuned file), recorded in
             ``pseudo_labels.json``; resuming with other settings is refused.
-        progress: tqdm bar over cases.
+        progress: progress bar over cases.
         release: drop each case's cached arrays after writing it (memory stays at one case).
         weak: prompt each case from its own supervision (see :func:`generate_case`).
 
@@ -436,13 +437,9 @@ def generate_pseudo_labels(
         with atomic_output(out / META_NAME) as tmp:
             tmp.write_text(json.dumps(meta, indent=1))
     cases = list(cases)
-    iterator: Iterable[Any] = cases
-    if progress and cases:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(cases, desc=f"pseudo labels -> {out.name}", unit="case", leave=False)
     written: dict[str, Path] = {}
-    for case in iterator:
+    for case in progress_bar(cases, desc=f"pseudo labels -> {out.name}", unit="case", leave=False,
+                             disable=not progress):
         lab_p, conf_p = label_path(out, case.case_id), confidence_path(out, case.case_id)
         if lab_p.is_file() and conf_p.is_file():
             written[case.case_id] = lab_p

@@ -229,7 +229,7 @@ def run_pseudo_label_rounds(
             (:class:`~scribmed.sam.stage_config.RoundsConfig`; a recipe's SAM stage:
             :meth:`RoundsConfig.from_stage <scribmed.sam.stage_config.RoundsConfig.from_stage>`).
         train_patients, val_patients, eval_patients: see :func:`select_round_cases`.
-        progress: tqdm bars.
+        progress: progress bars.
 
     Returns:
         :class:`RoundsResult`.

@@ -178,7 +178,7 @@ class RoundsConfig:
         Args:
             stage: the SAM stage.
             seed: seed of the decoder fine-tuning's slice order.
-            progress: tqdm bars of the fine-tuning.
+            progress: progress bars of the fine-tuning.
             weak_prompts: prompt each case from its own supervision (``mixsup``), ``None``: scribbles.
         """
         from scribmed.runtime.device import resolve_device

@@ -57,7 +57,7 @@ class TrainConfig:
         augment: DMPLS augmentation (rot90 + flip or a rotation within +-20 degrees).
         deterministic: ``torch.use_deterministic_algorithms`` (warn-only) during training.
         val_batch_size: slices per forward pass during validation.
-        progress: tqdm bar over iterations (rank 0); also the printed training-time estimate.
+        progress: progress bar over iterations (rank 0); also the printed training-time estimate.
         max_cpu_hours: on a CPU, stop a run whose training would take longer than this many hours,
             estimated from its first iterations (:mod:`scribmed.training.time_estimate`); ``None``
             or ``0``: no limit. Never applies on CUDA; does not change results.

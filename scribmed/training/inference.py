@@ -9,7 +9,7 @@ nearest neighbour, so metrics are computed at the original resolution.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ import torch
 from scribmed.data.case import Case
 from scribmed.data.errors import DataError
 from scribmed.runtime.device import AmpRequest, amp_policy, resolve_device
+from scribmed.runtime.progress import progress_bar
 from scribmed.transforms.resize import resize_back, resize_slices
 
 __all__ = ["predict_cases", "predict_to_folder", "predict_volume", "unwrap_network"]
@@ -119,7 +120,7 @@ def predict_cases(
         out_dir: output folder (created).
         size, batch_size, device, amp, image_mode: see :func:`predict_volume`.
         overwrite: recompute files that already exist.
-        progress: tqdm bar over cases.
+        progress: progress bar over cases.
 
     Returns:
         The prediction paths, one per case, in input order.
@@ -164,12 +165,7 @@ def predict_to_folder(
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(out_dir, "prediction output path exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    iterator: Iterable[Case] = cases
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(cases, desc="predicting", unit="case")
-    for case in iterator:
+    for case in progress_bar(cases, desc="predicting", unit="case", disable=not progress):
         path = out_dir / f"{case.case_id}.nii.gz"
         if path.exists() and not overwrite:
             yield case, path, None

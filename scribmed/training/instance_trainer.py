@@ -88,7 +88,7 @@ class InstanceTrainConfig:
         predict_with: ``"student"`` or ``"teacher"`` (the network validated, saved and predicted).
         postprocess: ``"watershed"`` or ``"components"``; ``min_size``: smallest instance kept (px).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:N]"``.
-        progress: tqdm bar (and the printed training-time estimate).
+        progress: progress bar (and the printed training-time estimate).
         max_cpu_hours: on a CPU, stop a run whose training would take longer (hours, estimated from
             its first iterations); ``None`` or ``0``: no limit.
     """

@@ -35,6 +35,7 @@ from scribmed.runtime.records import CHECKPOINT, HISTORY, SCHEMA_KEY, schema_id,
 from scribmed.training.trainer import SegmentorTrainer
 from scribmed.training.training_curve import plot_training_curve, read_history
 from scribmed.runtime.files import atomic_write_text, file_sha256
+from scribmed.runtime.progress import progress_bar
 
 __all__ = ["BEST_NAME", "CHECKSUMS_NAME", "CURVE_NAME", "HISTORY_NAME", "LAST_NAME", "RecordedConfig", "RunRecorder",
            "check_resumable", "run_or_resume"]
@@ -72,7 +73,7 @@ class RunRecorder:
         config: the run's configuration (stored in checkpoints and history; its
             ``result_fields()`` must match on resume).
         class_map: stored in checkpoints and history.
-        progress: tqdm bar over iterations on rank 0.
+        progress: progress bar over iterations on rank 0.
         record: further identity of the run a resumed run must match (e.g. S4M's teacher stage
             and its labelled images), stored in the checkpoints.
     """
@@ -143,10 +144,8 @@ class RunRecorder:
     def _on_started(self, engine: SegmentorTrainer) -> None:
         self.last_saved_iteration = max(self.last_saved_iteration, engine.state.iteration)
         if self.progress and self.is_main and self._bar is None:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(
-                total=engine.total_iterations, initial=engine.state.iteration, desc=engine.recipe.upper(), unit="it", dynamic_ncols=True
+            self._bar = progress_bar(
+                total=engine.total_iterations, initial=engine.state.iteration, desc=engine.recipe.upper(), unit="it"
             )
 
     def _reset_epoch(self, engine: SegmentorTrainer) -> None:

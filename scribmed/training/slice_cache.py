@@ -20,6 +20,7 @@ import numpy as np
 
 from scribmed.data.case import Case
 from scribmed.data.errors import DataError
+from scribmed.runtime.progress import progress_bar
 from scribmed.transforms.resize import resize_slices
 
 __all__ = ["SliceCache"]
@@ -126,7 +127,7 @@ class SliceCache:
                 ``"label"``.
             pseudo: optional pseudo labels by case id, each ``(slices, H, W)`` on the case's grid
                 (e.g. SAM pseudo labels); cached nearest-resized as ``pseudo``.
-            progress: show a tqdm bar over cases.
+            progress: show a progress bar over cases.
             release: drop each case's loaded arrays after caching (saves memory when the
                 cases are not needed again).
             image_mode: image resizing, ``"bilinear"`` (antialiased) or ``"nearest"`` (WSL4MIS).
@@ -162,12 +163,7 @@ class SliceCache:
         extra_rows: dict[str, list[np.ndarray]] = {k: [] for k in extra_maps}
         code_rows: list[np.ndarray] = []
         index: list[tuple[str, int]] = []
-        iterator = cases
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(cases, desc="caching slices", unit="case", leave=False)
-        for case in iterator:
+        for case in progress_bar(cases, desc="caching slices", unit="case", leave=False, disable=not progress):
             img = np.asarray(case.image)
             if img.ndim == 3:
                 img = img[:, None]

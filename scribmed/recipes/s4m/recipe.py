@@ -43,6 +43,7 @@ from scribmed.recipes.instance_segmentor import (
     SamInstanceRecipe,
     case_instance,
 )
+from scribmed.runtime.progress import progress_bar
 from scribmed.sam.instance_stage import instance_quality, write_instance_quality
 from scribmed.transforms.contour_targets import IGNORE, contour_target
 from scribmed.transforms.instance_postprocess import instances_from_contours
@@ -201,13 +202,8 @@ class S4MRecipe(SamInstanceRecipe):
         stage = self.sam_stage(out_dir)
         samples: list[TrainSample] = []
         quality: dict[str, dict[str, float]] = {}
-        iterator: Sequence[Case] = train
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(train, desc="S4M SAM refinement", unit="image")
         device = next(teacher.parameters()).device
-        for case in iterator:
+        for case in progress_bar(train, desc="S4M SAM refinement", unit="image", disable=not progress):
             image = normalise_image(case.image)
             hw = image.shape[-2:]
             if case.case_id in labelled:

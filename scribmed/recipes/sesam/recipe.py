@@ -44,6 +44,7 @@ from scribmed.recipes.instance_segmentor import (
     make_weak,
     weak_target,
 )
+from scribmed.runtime.progress import progress_bar
 from scribmed.sam.instance_stage import (
     InstanceSamStage,
     instance_quality,
@@ -210,12 +211,8 @@ class SeSAMRecipe(SamInstanceRecipe):
         cfg = self.config
         stage = self.sam_stage(out_dir) if cfg.use_sam else None
         samples, quality = [], {}
-        iterator: Sequence[Case] = train
-        if progress and stage is not None:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(train, desc="SAM pseudo labels", unit="image")
-        for case in iterator:
+        for case in progress_bar(train, desc="SAM pseudo labels", unit="image",
+                                 disable=not progress or stage is None):
             weak = make_weak(case, cfg)
             maps = {"weak": weak_target(weak, cfg)}
             if stage is not None:

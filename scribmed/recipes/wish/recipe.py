@@ -39,6 +39,7 @@ from scribmed.recipes.instance_segmentor import (
     weak_target,
 )
 from scribmed.recipes.sesam.recipe import SeSAMInstanceLoss, sam_target
+from scribmed.runtime.progress import progress_bar
 from scribmed.sam.instance_stage import instance_quality, write_instance_quality
 from scribmed.transforms.contour_targets import IGNORE
 
@@ -188,12 +189,7 @@ class WISHRecipe(SamInstanceRecipe):
         stage = self.sam_stage(out_dir)
         self._packed: dict[str, dict[str, np.ndarray]] = {}
         samples, quality = [], {}
-        iterator: Sequence[Case] = train
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(train, desc="WISH SAM candidates", unit="image")
-        for case in iterator:
+        for case in progress_bar(train, desc="WISH SAM candidates", unit="image", disable=not progress):
             kind = kinds[case.case_id]
             weak = make_weak(case, cfg, kind)
             maps = {"weak": weak_target(weak, cfg)}
