@@ -27,9 +27,10 @@ from typing import Any, Sequence
 
 from scribmed import recipes as recipe_registry
 from scribmed.data.layouts import open_dataset
+from scribmed.data.errors import SplitError
 from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.data.split_files import save_split
-from scribmed.data.splits import make_kfold_split
+from scribmed.data.splits import auto_folds, make_kfold_split
 from scribmed.crossval.runner import run_cross_validation
 from scribmed.evaluation.comparison import comparison_markdown, comparison_row
 from scribmed.runtime.files import atomic_write_text
@@ -54,7 +55,7 @@ def run_demo(
     sam_epochs: int = 1,
     slices: tuple[int, int] = (3, 4),
     frames: Sequence[str] = ("ED",),
-    folds: int = 3,
+    split: str = "auto:3",
     progress: bool = True,
 ) -> Path:
     """Phantom → k-fold CV of each recipe → baseline comparison; returns ``out/summary.md``.
@@ -70,9 +71,18 @@ def run_demo(
         slices: short-axis slices per phantom volume (min, max); SAM encodes each slice once.
         frames: cardiac phases per patient (``("ED",)`` or ``("ED", "ES")``); one keeps the SAM
             encoder and fine-tuning inside the CPU budget.
-        folds: cross-validation folds (by patient, seeded).
+        split: ``"auto:K"``: a seeded K-fold split by patient (``"auto"``: five folds), as
+            ``scribmed cv --split auto:K`` makes.
+
+    Raises:
+        SplitError: ``split`` is not ``auto`` or ``auto:K`` with K >= 2 (the phantom's patients are
+            generated, so no split file names them).
         progress: progress bars.
     """
+    folds = auto_folds(split)
+    if not folds:
+        raise SplitError(None, f"demo --split takes auto or auto:K (a K-fold split of the phantom's patients), "
+                               f"got {split!r}")
     known = recipe_registry.names()
     unknown = [r for r in recipes if r not in known]
     if unknown or not recipes:

@@ -17,7 +17,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = run_demo(
         out=args.out, patients=args.patients, seed=args.seed, iterations=args.iterations,
         size=args.size, batch_size=args.batch_size, recipes=args.recipes, rounds=args.rounds,
-        sam_epochs=args.sam_epochs, folds=args.folds, progress=not args.quiet,
+        sam_epochs=args.sam_epochs, split=args.split, progress=not args.quiet,
     )  # fmt: skip
     print(f"demo report: {report}")
     return 0
@@ -36,7 +36,8 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
     demo.add_argument("--patients", type=int, default=9, help="phantom patients to generate")
     demo.add_argument("--seed", type=int, default=0, help="seed of the phantom, the split and training")
     demo.add_argument("--iterations", type=int, default=300, help="segmentor iterations per fold (every recipe)")
-    demo.add_argument("--folds", type=int, default=3, help="cross-validation folds by patient (default 3)")
+    demo.add_argument("--split", default="auto:3", help="auto:K: a seeded K-fold split of the phantom's patients, as "
+                      "scribmed cv --split auto:K makes")
     demo.add_argument("--recipes", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
                       default=["samsp", "dmpls"], help="comma-separated recipes to compare (default samsp,dmpls)")
     demo.add_argument("--rounds", type=int, default=1, help="SAM-SP decoder fine-tuning rounds (default 1)")

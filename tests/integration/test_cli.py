@@ -217,13 +217,16 @@ def test_data_check_real_acdc_with_split(acdc_root, capsys):
 
 
 def test_demo_runs(tmp_path, capsys):
-    code = main(["demo", "--out", str(tmp_path / "demo"), "--patients", "5", "--iterations", "2",
-                 "--size", "64", "--batch-size", "2", "--recipes", "dmpls", "--quiet"])  # fmt: skip
+    argv = ["demo", "--out", str(tmp_path / "demo"), "--patients", "5", "--iterations", "2",
+            "--size", "64", "--batch-size", "2", "--recipes", "dmpls", "--quiet"]
+    assert main([*argv, "--split", "acdc_5fold"]) == 1  # the phantom's patients are generated: auto:K only
+    assert "demo --split takes auto or auto:K" in capsys.readouterr().err
+    code = main([*argv, "--split", "auto:2"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "demo report:" in out and "| DMPLS |" in out and "| nearest scribble" in out
     summary = json.loads((tmp_path / "demo" / "dmpls" / "summary.json").read_text())
-    assert summary["folds_merged"] == [1, 2, 3]  # three folds by default
+    assert summary["folds_merged"] == [1, 2]
     assert summary["pooled"]["n_cases"] == 5  # one frame per patient by default
     # the baseline is the `nearest` recipe, cross-validated like any other on the same folds
     base = json.loads((tmp_path / "demo" / "baseline" / "summary.json").read_text())["pooled"]
