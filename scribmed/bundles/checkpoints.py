@@ -2,8 +2,10 @@
 
 Loading a checkpoint's weights (``weights_only``) into the config's network, the inference
 workflow's engine (the checkpoint read when it runs, not at ``initialize()``), the network input
-size of a config key, the one-line checkpoint description an evaluation names and the ``fold.json``
-marker an evaluation writes last (so ``scribmed cv merge`` merges bundle folds).
+size and channels a checkpoint was trained with (:func:`checkpoint_size`: a config that asks for
+others is refused in one line), the run's model-zoo file ``models/model.pt``
+(:func:`publish_model`), the one-line checkpoint description an evaluation names and the
+``fold.json`` marker an evaluation writes last (so ``scribmed cv merge`` merges bundle folds).
 """
 
 from __future__ import annotations
@@ -11,13 +13,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import shutil
+
 import torch
 
 from scribmed.data.case import Case
+from scribmed.data.errors import DataError
 from scribmed.runtime.checkpoint import load_checkpoint
-from scribmed.runtime.files import file_sha256
+from scribmed.runtime.files import atomic_output, file_sha256
 
-__all__ = ["as_size", "describe_checkpoint", "load_weights", "predict_with_checkpoint", "write_fold_record"]
+__all__ = [
+    "as_size",
+    "checkpoint_size",
+    "describe_checkpoint",
+    "load_weights",
+    "predict_with_checkpoint",
+    "publish_model",
+    "trained_input",
+    "write_fold_record",
+]
 
 
 def as_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -30,28 +44,109 @@ def as_size(size: int | Sequence[int]) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
+def trained_input(ckpt_path: str | Path) -> tuple[Optional[tuple[int, int]], Optional[int]]:
+    """``(size, in_channels)`` a scribmed checkpoint was trained with (its stored ``config``);
+    ``None`` for what it does not record (e.g. a bare state dict)."""
+    config = load_checkpoint(ckpt_path).get("config") or {}
+    size = config.get("size")
+    channels = config.get("in_channels")
+    return (as_size(size) if size is not None else None), (int(channels) if channels is not None else None)
+
+
+def _size_text(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _refuse_other_channels(ckpt_path: str | Path, trained: Optional[int], wanted: Optional[int]) -> None:
+    if wanted is not None and trained is not None and int(wanted) != trained:
+        raise DataError(ckpt_path, f"checkpoint trained on {trained} input channel(s), this config has in_channels "
+                        f"{int(wanted)}: set in_channels to {trained}")
+
+
+def checkpoint_size(ckpt_path: str | Path, size: Optional[int | Sequence[int]] = None,
+                    in_channels: Optional[int] = None) -> tuple[int, int]:
+    """The network input ``(h, w)`` to predict with ``ckpt_path``: its training size.
+
+    ``size`` ``None`` takes the checkpoint's; a size (or ``in_channels``) other than the
+    checkpoint's is refused, since a network run at another size than it was trained at
+    segments silently worse. A checkpoint that records no size accepts the given one.
+
+    Raises:
+        DataError: one line naming the checkpoint and both sizes (or channel counts); a missing
+            or unsafe checkpoint.
+    """
+    trained, channels = trained_input(ckpt_path)
+    _refuse_other_channels(ckpt_path, channels, in_channels)
+    if trained is None:
+        if size is None:
+            raise DataError(ckpt_path, "checkpoint records no training size: pass --size")
+        return as_size(size)
+    if size is not None and as_size(size) != trained:
+        raise DataError(ckpt_path, f"checkpoint trained at {_size_text(trained)}, this config asks for "
+                        f"{_size_text(as_size(size))}: pass --size {trained[0]} or leave size null (the checkpoint's)")
+    return trained
+
+
 def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load a scribmed checkpoint (``weights_only=True``) into ``network``; return it on ``device``.
 
+    A network with an ``in_channels`` attribute must have the checkpoint's input channels.
+
     Raises:
-        DataError: missing or unsafe checkpoint, or weights that do not fit the network.
+        DataError: missing or unsafe checkpoint, other input channels than the checkpoint's, or
+            weights that do not fit the network.
     """
     from scribmed.runtime.checkpoint import load_network_weights
 
+    channels = getattr(network, "in_channels", None)
+    if isinstance(channels, int):
+        _refuse_other_channels(ckpt_path, trained_input(ckpt_path)[1], channels)
     load_network_weights(network, ckpt_path)
     return network.to(device).eval()
 
 
 def predict_with_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, device: str | torch.device = "cpu",
-                            **kwargs: Any) -> list[Path]:
-    """Load ``ckpt_path``'s weights into ``network``, then :func:`~scribmed.training.inference.predict_cases`.
+                            size: Optional[int | Sequence[int]] = None, **kwargs: Any) -> list[Path]:
+    """Load ``ckpt_path``'s weights into ``network``, then :func:`~scribmed.training.inference.predict_cases`
+    at the checkpoint's training size (:func:`checkpoint_size`: ``size`` ``None`` or equal to it).
 
     The inference bundles' engine: the checkpoint is read when the workflow runs, so
     ``initialize()`` and ``check_properties()`` work before any training has happened.
+
+    Raises:
+        DataError: a ``size`` or input channel count other than the checkpoint's (one line).
     """
+    from scribmed.runtime.checkpoint import load_network_weights
     from scribmed.training.inference import predict_cases
 
-    return predict_cases(load_weights(network, ckpt_path, device), device=device, **kwargs)
+    channels = getattr(network, "in_channels", None)
+    size_hw = checkpoint_size(ckpt_path, size, channels if isinstance(channels, int) else None)
+    load_network_weights(network, ckpt_path)
+    return predict_cases(network.to(device).eval(), device=device, size=size_hw, **kwargs)
+
+
+def publish_model(checkpoint: str | Path, model_path: str | Path) -> Optional[Path]:
+    """Copy a finished run's selected ``checkpoint`` to ``model_path`` (``<output_dir>/models/model.pt``).
+
+    The MONAI model-zoo file of a bundle run, the one its inference workflow reads by default;
+    written atomically and only by the main process (rank 0).
+
+    Returns:
+        ``model_path``, or ``None`` on the other ranks.
+
+    Raises:
+        DataError: no such checkpoint.
+    """
+    from scribmed.runtime.distributed import is_main_process
+
+    if not is_main_process():
+        return None
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise DataError(checkpoint, f"checkpoint not found, nothing to publish as {model_path}")
+    with atomic_output(model_path) as tmp:
+        shutil.copyfile(checkpoint, tmp)
+    return Path(model_path)
 
 
 #: how reports name the validation score a checkpoint holds

@@ -2,9 +2,12 @@
 
 Each factory is its recipe's trainer with MONAI's ``max_epochs`` bundle property checked against
 the iteration budget (``ceil(iterations / epoch_length)``), its deferred training set
-(:func:`scribmed.bundles.deferred.deferred_slice_dataset`) built when the engine starts;
-:func:`run_training` runs (or resumes) it; :func:`reseed_rank` and :func:`memory_format` prepare the
-network of the multi-GPU overlay. They hold no training logic.
+(:func:`scribmed.bundles.deferred.deferred_slice_dataset`) built when the engine starts and the
+CPU time limit of ``scribmed cv --max-cpu-hours``
+(:class:`~scribmed.training.time_estimate.TrainingTimeEstimate`) attached; :func:`run_training`
+runs (or resumes) it and publishes the selected checkpoint as ``models/model.pt``;
+:func:`reseed_rank` and :func:`memory_format` prepare the network of the multi-GPU overlay. They
+hold no training logic.
 """
 
 from __future__ import annotations
@@ -17,10 +20,16 @@ import torch
 __all__ = ["dmpls_trainer", "memory_format", "mixsup_trainer", "reseed_rank", "run_training", "samsp_trainer"]
 
 
-def _build_data_on_start(trainer: Any, loader: Any) -> Any:
+def _attach_start_hooks(trainer: Any, loader: Any, max_cpu_hours: Optional[float], progress: bool) -> Any:
+    """Build the deferred training set when the engine starts; attach the training-time estimate,
+    which stops a CPU run estimated over ``max_cpu_hours`` (``None`` or ``0``: no limit) with
+    :class:`~scribmed.training.time_estimate.TrainingTooLong`."""
     from scribmed.training.deferred_dataset import materialize_on_start
+    from scribmed.training.time_estimate import TrainingTimeEstimate
 
     materialize_on_start(trainer, getattr(loader, "dataset", None))
+    limit = TrainingTimeEstimate(max_cpu_hours, report=bool(progress), options=("--iterations", "--max_cpu_hours"))
+    limit.attach(trainer)
     return trainer
 
 
@@ -34,11 +43,16 @@ def _check_max_epochs(max_epochs: int, iterations: int, epoch_length: int) -> No
         )
 
 
-def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
+def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, max_cpu_hours: Optional[float] = 4.0,
+                  progress: bool = True, **kwargs: Any) -> Any:
     """A :class:`~scribmed.recipes.dmpls.trainer.DMPLSTrainer` with MONAI's ``max_epochs`` bundle property.
 
     The DMPLS budget is counted in iterations; ``max_epochs`` must equal
-    ``ceil(iterations / epoch_length)`` (set ``iterations`` to change the length of a run).
+    ``ceil(iterations / epoch_length)`` (set ``iterations`` to change the length of a run). On a
+    CPU, a run whose training is estimated from its first iterations to take longer than
+    ``max_cpu_hours`` stops with a one-line
+    :class:`~scribmed.training.time_estimate.TrainingTooLong` (``None`` or ``0``: no limit;
+    ``progress`` also prints the estimate), as ``scribmed cv --max-cpu-hours`` does.
 
     Raises:
         ValueError: ``max_epochs`` disagrees with ``iterations`` and ``epoch_length``.
@@ -47,13 +61,14 @@ def dmpls_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
     trainer = DMPLSTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
-    return _build_data_on_start(trainer, kwargs.get("train_data_loader"))
+    return _attach_start_hooks(trainer, kwargs.get("train_data_loader"), max_cpu_hours, progress)
 
 
-def samsp_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
+def samsp_trainer(max_epochs: int, iterations: int, epoch_length: int, max_cpu_hours: Optional[float] = 4.0,
+                  progress: bool = True, **kwargs: Any) -> Any:
     """A :class:`~scribmed.recipes.samsp.trainer.SAMSPTrainer` with MONAI's ``max_epochs`` bundle property.
 
-    The SAM-SP counterpart of :func:`dmpls_trainer` (same iteration budget and checks); batches
+    The SAM-SP counterpart of :func:`dmpls_trainer` (same iteration budget, checks and CPU time limit); batches
     must carry ``"pseudo"`` (the SAM pseudo label).
 
     Raises:
@@ -63,13 +78,14 @@ def samsp_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs:
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
     trainer = SAMSPTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
-    return _build_data_on_start(trainer, kwargs.get("train_data_loader"))
+    return _attach_start_hooks(trainer, kwargs.get("train_data_loader"), max_cpu_hours, progress)
 
 
-def mixsup_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs: Any) -> Any:
+def mixsup_trainer(max_epochs: int, iterations: int, epoch_length: int, max_cpu_hours: Optional[float] = 4.0,
+                   progress: bool = True, **kwargs: Any) -> Any:
     """A :class:`~scribmed.recipes.mixsup.trainer.MixSupTrainer` with MONAI's ``max_epochs`` bundle property.
 
-    The mixsup counterpart of :func:`dmpls_trainer` (same iteration budget and checks); the loss
+    The mixsup counterpart of :func:`dmpls_trainer` (same iteration budget, checks and CPU time limit); the loss
     reads the per-slice supervision codes of the loader's slice cache
     (:func:`~scribmed.recipes.mixsup.trainer.mixsup_cache`); batches must carry ``weak``, ``full``,
     ``box_bits`` and ``sam``.
@@ -81,14 +97,22 @@ def mixsup_trainer(max_epochs: int, iterations: int, epoch_length: int, **kwargs
 
     _check_max_epochs(max_epochs, iterations, epoch_length)
     trainer = MixSupTrainer(iterations=iterations, epoch_length=epoch_length, **kwargs)
-    return _build_data_on_start(trainer, kwargs.get("train_data_loader"))
+    return _attach_start_hooks(trainer, kwargs.get("train_data_loader"), max_cpu_hours, progress)
 
 
-def run_training(recorder: Any, resume: bool = False) -> Optional[float]:
-    """Run a bundle's trainer (:func:`scribmed.training.run_record.run_or_resume`); return the best val Dice."""
+def run_training(recorder: Any, resume: bool = False, model_path: Optional[str] = None) -> Optional[float]:
+    """Run a bundle's trainer (:func:`scribmed.training.run_record.run_or_resume`); return the best val Dice.
+
+    With ``model_path`` (``<output_dir>/models/model.pt``), the finished run's selected checkpoint
+    (``best.pt``, else ``last.pt``) is copied there (:func:`scribmed.bundles.checkpoints.publish_model`).
+    """
+    from scribmed.bundles.checkpoints import publish_model
     from scribmed.training.run_record import run_or_resume
 
     run_or_resume(recorder, resume)
+    if model_path is not None:
+        best = recorder.best_path
+        publish_model(best if best.is_file() else recorder.last_path, model_path)
     return recorder.best_metric
 
 

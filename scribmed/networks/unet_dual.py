@@ -6,11 +6,15 @@ so the two branches disagree enough for their mixture to be a useful pseudo labe
 
 Shapes: input ``(B, in_channels, H, W)`` with H and W divisible by ``2 ** (len(features) - 1)``
 (16 for the default five stages); each output ``(B, num_classes, H, W)`` logits.
+
+The modules are TorchScript-scriptable (``torch.jit.script``, and so ``python -m monai.bundle
+ckpt_export``): forward methods use ``typing.List``/``Tuple``/``Union`` annotations and only
+constructs TorchScript compiles; the scripted network computes exactly what the eager one does.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -35,10 +39,15 @@ class ConvBlock(nn.Sequential):
 
 def check_unet_input(x: torch.Tensor, in_channels: int, divisor: int) -> None:
     """Raise ``ValueError`` unless ``x`` is ``(B, in_channels, H, W)`` with H and W multiples of ``divisor``."""
-    if x.ndim != 4 or x.shape[1] != in_channels:
-        raise ValueError(f"expected input (B, {in_channels}, H, W), got {tuple(x.shape)}")
-    if x.shape[-2] % divisor or x.shape[-1] % divisor:
-        raise ValueError(f"input spatial size {tuple(x.shape[-2:])} is not divisible by {divisor}")
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise ValueError(f"expected input (B, {in_channels}, H, W), got {_shape_text(x.shape)}")
+    if x.shape[-2] % divisor != 0 or x.shape[-1] % divisor != 0:
+        raise ValueError(f"input spatial size {_shape_text(x.shape[-2:])} is not divisible by {divisor}")
+
+
+def _shape_text(shape: List[int]) -> str:
+    """``(2, 1, 64, 64)``: a shape as a tuple prints, in eager and scripted code alike."""
+    return "(" + ", ".join([str(s) for s in shape]) + ")"
 
 
 class UNetEncoder(nn.Module):
@@ -59,8 +68,8 @@ class UNetEncoder(nn.Module):
             self.stages.append(block if i == 0 else nn.Sequential(nn.MaxPool2d(2), block))
             prev = ch
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats: list[torch.Tensor] = []
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        feats: List[torch.Tensor] = []
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
@@ -114,10 +123,11 @@ class UNetDecoder(nn.Module):
         )
         self.out_conv = nn.Conv2d(feats[0], num_classes, kernel_size=3, padding=1)
 
-    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: List[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]
-        for up, skip in zip(self.ups, reversed(feats[:-1])):
-            x = up(x, skip)
+        deepest = len(feats) - 1
+        for i, up in enumerate(self.ups):  # skips from the second-deepest feature up to the shallowest
+            x = up(x, feats[deepest - 1 - i])
         return self.out_conv(x)
 
 
@@ -170,24 +180,27 @@ class DualBranchUNet(nn.Module):
         self.main_decoder = UNetDecoder(self.features, num_classes, upsample)
         self.aux_decoder = UNetDecoder(self.features, num_classes, upsample)
         self.feature_dropout = nn.Dropout2d(aux_feature_dropout)
+        self._divisor = 2 ** (len(self.features) - 1)
+
+    __jit_unused_properties__ = ["divisor"]
 
     @property
     def divisor(self) -> int:
         """Input height and width must be multiples of this."""
-        return 2 ** (len(self.features) - 1)
+        return self._divisor
 
-    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        check_unet_input(x, self.in_channels, self.divisor)
+    def _encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        check_unet_input(x, self.in_channels, self._divisor)
         return self.encoder(x)
 
-    def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_both(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Main and auxiliary logits, each ``(B, num_classes, H, W)``, in any mode."""
         feats = self._encode(x)
         main = self.main_decoder(feats)
         aux = self.aux_decoder([self.feature_dropout(f) for f in feats])
         return main, aux
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Training mode: ``(main_logits, aux_logits)``; eval mode: ``main_logits`` only."""
         if self.training:
             return self.forward_both(x)

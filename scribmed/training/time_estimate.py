@@ -49,11 +49,16 @@ class TrainingTimeEstimate:
         max_cpu_hours: the longest training a CPU run may start (hours); ``None`` or ``<= 0``: no limit.
             Runs on CUDA are never stopped.
         report: print the estimate (to stderr, on rank 0).
+        options: how the error names the two settings to change, ``(iterations, limit)``: the
+            ``scribmed cv`` flags by default; a MONAI bundle passes its keys
+            (``("--iterations", "--max_cpu_hours")``).
     """
 
-    def __init__(self, max_cpu_hours: Optional[float] = 4.0, report: bool = True) -> None:
+    def __init__(self, max_cpu_hours: Optional[float] = 4.0, report: bool = True,
+                 options: tuple[str, str] = ("--iterations", "--max-cpu-hours")) -> None:
         self.max_cpu_hours = None if max_cpu_hours is None or max_cpu_hours <= 0 else float(max_cpu_hours)
         self.report = bool(report)
+        self.options = options
         self.seconds_per_iteration: Optional[float] = None
         self.estimate_seconds: Optional[float] = None
         self._first: Optional[int] = None
@@ -92,4 +97,4 @@ class TrainingTimeEstimate:
         if on_cpu and self.max_cpu_hours is not None and self.estimate_seconds > self.max_cpu_hours * 3600:
             raise TrainingTooLong(
                 f"this run would train for about {format_duration(total)} on the CPU ({what}), over the "
-                f"{self.max_cpu_hours:g} h limit: use fewer --iterations, a GPU, or --max-cpu-hours 0 to go on")
+                f"{self.max_cpu_hours:g} h limit: use fewer {self.options[0]}, a GPU, or {self.options[1]} 0 to go on")

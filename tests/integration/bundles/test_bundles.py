@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import warnings
@@ -93,7 +94,7 @@ def _overrides(data: dict, name: str, out: Path) -> list[str]:
 def test_bundle_files_and_metadata(name: str) -> None:
     root = BUNDLES / name
     for rel in ("LICENSE", "configs/metadata.json", "configs/train.yaml", "configs/inference.yaml",
-                "configs/evaluate.yaml", "configs/multi_gpu_train.yaml", "docs/README.md"):
+                "configs/evaluate.yaml", "configs/multi_gpu_train.yaml", "docs/README.md", "large_files.yml"):
         assert (root / rel).is_file(), rel
     assert "Apache License" in (root / "LICENSE").read_text() and "Version 2.0" in (root / "LICENSE").read_text()
     meta = json.loads((root / "configs/metadata.json").read_text())
@@ -106,10 +107,10 @@ def test_bundle_files_and_metadata(name: str) -> None:
     assert any("Luo" in r and "MICCAI 2022" in r for r in meta["references"])
     image = meta["network_data_format"]["inputs"]["image"]
     assert (image["modality"], image["num_channels"], image["spatial_shape"], image["value_range"]) == ("MR", 1, [256, 256], [0, 1])
-    pred = meta["network_data_format"]["outputs"]["pred"]
+    pred = meta["network_data_format"]["outputs"]["pred"]  # what inference writes: uint8 label maps
     n = 5 if name == "dmpls_chaos" else 4
-    assert pred["num_channels"] == n and sorted(pred["channel_def"]) == [str(i) for i in range(n)]
-    assert pred["format"] == "segmentation" and pred["channel_def"]["0"] == "background"
+    assert (pred["format"], pred["num_channels"], pred["dtype"], pred["value_range"]) == ("labels", 1, "uint8", [0, n - 1])
+    assert sorted(pred["channel_def"]) == [str(i) for i in range(n)] and pred["channel_def"]["0"] == "background"
     for f in ("train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml"):
         assert "SECURITY" in (root / "configs" / f).read_text(), f
 
@@ -173,6 +174,8 @@ def _check_training(out: Path, world: int = 1) -> None:
     assert best["val_mean_dice"] is not None and 0.0 <= best["val_mean_dice"] <= 1.0
     history = json.loads((out / "history.json").read_text())
     assert [e["iteration"] for e in history["epochs"]] == [2, 4]
+    # the run ends with the model-zoo file: a copy of the selected checkpoint
+    assert (out / "models" / "model.pt").read_bytes() == (out / "best.pt").read_bytes()
 
 
 @pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")  # the subprocess runs set PYTHONWARNINGS
@@ -281,3 +284,71 @@ def test_torchrun_two_cpu_processes(data, tmp_path) -> None:
     _torchrun(["--config_file", _cfg("dmpls_acdc", "train.yaml", "multi_gpu_train.yaml"),
                *_overrides(data, "dmpls_acdc", out), *TINY], tmp_path)
     _check_training(out, world=2)  # both ranks' RNG states are in the checkpoint
+
+
+# ------------------------------------------- model.pt: its size, TorchScript export, the CPU time limit
+
+
+@pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
+def test_inference_takes_the_checkpoint_size_and_refuses_another(data, acdc_run, tmp_path, monkeypatch) -> None:
+    """inference.yaml's defaults: output_dir/models/model.pt at the size it was trained at (64, not 256)."""
+    base = [*_overrides(data, "dmpls_acdc", acdc_run), "--progress", "False", "--device_name", "cpu"]
+    preds = tmp_path / "preds"
+    _run_here(["--config_file", _cfg("dmpls_acdc", "inference.yaml"), *base, "--prediction_dir", str(preds)],
+              tmp_path, monkeypatch)
+    assert sorted(p.name for p in preds.iterdir()) == ["patient003_frame01.nii.gz", "patient003_frame15.nii.gz"]
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the DataError raised when the workflow runs
+        _run_here(["--config_file", _cfg("dmpls_acdc", "inference.yaml"), *base, "--size", "256",
+                   "--prediction_dir", str(tmp_path / "other")], tmp_path, monkeypatch)
+    msg = str(err.value.__cause__)
+    assert isinstance(err.value.__cause__, DataError) and "\n" not in msg
+    assert msg.startswith(str(acdc_run / "models" / "model.pt")) and "trained at 64x64" in msg and "256x256" in msg
+
+
+def _readme_ckpt_export() -> list[str]:
+    """The ckpt_export command of bundles/dmpls_acdc/docs/README.md, as words."""
+    readme = (BUNDLES / "dmpls_acdc" / "docs" / "README.md").read_text()
+    block = readme.split("## TorchScript export")[1].split("```bash\n")[1].split("```")[0]
+    return shlex.split(block.replace("\\\n", " "))
+
+
+def test_readme_ckpt_export_gives_torchscript_equal_to_the_eager_network(acdc_run, tmp_path) -> None:
+    """The README's `python -m monai.bundle ckpt_export` in a new process, on the trained model.pt."""
+    from scribmed.bundles.checkpoints import load_weights
+    from scribmed.networks.unet_dual import DualBranchUNet
+
+    words = _readme_ckpt_export()
+    assert words[:4] == ["python", "-m", "monai.bundle", "ckpt_export"]
+    paths = {"runs/dmpls_acdc/fold_1/models/model.ts": str(tmp_path / "model.ts"),
+             "runs/dmpls_acdc/fold_1": str(acdc_run), "bundles/dmpls_acdc": str(BUNDLES / "dmpls_acdc")}
+    for old, new in paths.items():
+        words = [w.replace(old, new) for w in words]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"{' '.join(words)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    extra = {"metadata.json": ""}
+    scripted = torch.jit.load(str(tmp_path / "model.ts"), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["version"] == json.loads(
+        (BUNDLES / "dmpls_acdc" / "configs" / "metadata.json").read_text())["version"]
+    eager = load_weights(DualBranchUNet(1, 4), acdc_run / "models" / "model.pt")
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(scripted.eval()(x), eager(x))
+
+
+@pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
+def test_cpu_time_limit_stops_a_bundle_run(data, tmp_path, monkeypatch, restore_torch_flags) -> None:
+    """train.yaml's max_cpu_hours: the run stops after its first iterations with one line."""
+    from scribmed.training.time_estimate import TrainingTooLong
+
+    out = tmp_path / "fold_1"
+    args = ["--config_file", _cfg("dmpls_acdc", "train.yaml"), *_overrides(data, "dmpls_acdc", out),
+            "--iterations", "2", "--val_interval", "2", "--batch_size", "2", "--size", "64", "--progress", "False",
+            "--device_name", "cpu", "--max_cpu_hours", "1e-9"]
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the error raised by the run expression
+        _run_here(args, tmp_path, monkeypatch)
+    msg = str(err.value.__cause__)
+    assert isinstance(err.value.__cause__, TrainingTooLong) and "\n" not in msg
+    assert "over the 1e-09 h limit" in msg and msg.endswith("--max_cpu_hours 0 to go on")
+    assert not (out / "models").exists()

@@ -116,10 +116,10 @@ def test_bundle_files_and_metadata(name: str) -> None:
     image = meta["network_data_format"]["inputs"]["image"]
     assert (image["modality"], image["num_channels"]) == ("MR", 1)
     assert (image["spatial_shape"], image["value_range"]) == ([256, 256], [0, 1])
-    pred = meta["network_data_format"]["outputs"]["pred"]
+    pred = meta["network_data_format"]["outputs"]["pred"]  # what inference writes: uint8 label maps
     n = 5 if name == "samsp_chaos" else 4
-    assert pred["num_channels"] == n and sorted(pred["channel_def"]) == [str(i) for i in range(n)]
-    assert pred["format"] == "segmentation" and pred["channel_def"]["0"] == "background"
+    assert (pred["format"], pred["num_channels"], pred["dtype"], pred["value_range"]) == ("labels", 1, "uint8", [0, n - 1])
+    assert sorted(pred["channel_def"]) == [str(i) for i in range(n)] and pred["channel_def"]["0"] == "background"
     for f in ("train.yaml", "inference.yaml", "evaluate.yaml", "multi_gpu_train.yaml"):
         text = (root / "configs" / f).read_text()
         assert "SECURITY" in text and f"bundles/{name}/" in text, f
@@ -231,6 +231,8 @@ def test_acdc_fold_train_evaluate_infer(data, tmp_path, fake_sam, restore_torch_
     again = _workflow("samsp_acdc", "train.yaml", "train", data, out, resume=True, **TINY)
     again.run()
     assert sum(b.encoder_calls for b in fake_sam) == 0 and file_sha256(seg / "last.pt") == digest
+
+    assert (out / "models" / "model.pt").read_bytes() == (seg / "best.pt").read_bytes()  # what inference reads
 
     # evaluate overlay: the test patient with segmentor/best.pt, fold.json for `cv merge`
     ev = _workflow("samsp_acdc", ["train.yaml", "evaluate.yaml"], "train", data, out, size=32, progress=False,

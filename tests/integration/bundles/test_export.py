@@ -32,10 +32,30 @@ def test_export_copies_configs_docs_and_license_but_no_runs(tmp_path, capsys):
             (src / "runs").rmdir()
     dest = tmp_path / "mine"
     assert "--bundle_root" in capsys.readouterr().out
-    assert {p.name for p in dest.iterdir()} >= {"configs", "docs", "LICENSE"}
+    assert {p.name for p in dest.iterdir()} >= {"configs", "docs", "LICENSE", "large_files.yml"}
     assert not (dest / "runs").exists()
     meta = json.loads((dest / "configs" / "metadata.json").read_text())
     assert meta == json.loads((src / "configs" / "metadata.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["dmpls_acdc", "mixsup_acdc", "sesam_dsb2018"])
+def test_exported_bundle_points_at_itself(name, tmp_path):
+    """bundle_root is the exported folder; comments, commands and doc links do not lead into the source tree."""
+    import yaml
+
+    dest = export_bundle(name, tmp_path / "mine")
+    for config in sorted((dest / "configs").glob("*.yaml")):
+        text = config.read_text()
+        assert f"bundles/{name}/" not in text, config.name
+        root = yaml.safe_load(text).get("bundle_root")
+        assert root is None or root == str(dest.resolve()), config.name  # overlays define none
+    assert yaml.safe_load((dest / "configs" / "train.yaml").read_text())["bundle_root"] == str(dest.resolve())
+    readme = (dest / "docs" / "README.md").read_text()
+    assert "](../" not in readme and f"bundles/{name}/" not in readme
+    assert f"--config_file {dest.resolve()}/configs/train.yaml" in readme.replace("\\\n    ", "")
+    source = (shipped_dir("bundles") / name / "docs" / "README.md").read_text()
+    if "../../../docs/" in source:  # a link into scribmed's docs becomes text naming the document
+        assert "(scribmed documentation: `docs/" in readme
 
 
 def test_export_refuses_unknown_names_and_non_empty_targets(tmp_path):
