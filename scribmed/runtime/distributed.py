@@ -83,6 +83,12 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return out / dist.get_world_size()
 
 
+def _launched_by_torchrun() -> bool:
+    """torchrun (or any launcher with its environment) started this process: a group of one process
+    is still a group, so code written for DDP (e.g. a ``DistributedDataParallel`` wrapper) runs."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -95,6 +101,10 @@ def _env_int(name: str, default: int) -> int:
 
 def init_distributed(device: str | torch.device | None = "auto", timeout_s: float = 1800.0) -> DistContext:
     """Join the process group described by torchrun's environment, or describe a single process.
+
+    Under torchrun a process group is made even for one process (``--nproc_per_node 1``), so a
+    bundle's multi-GPU overlay runs on one GPU as it does on several; without torchrun's
+    environment a single process joins no group.
 
     Args:
         device: requested device kind; with CUDA each process uses ``cuda:LOCAL_RANK``.
@@ -119,15 +129,12 @@ def init_distributed(device: str | torch.device | None = "auto", timeout_s: floa
             )
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
-    if world_size == 1:
-        if dist.is_available() and dist.is_initialized():
-            return DistContext(get_rank(), get_world_size(), local_rank, dist.get_backend(), dev)
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(get_rank(), get_world_size(), local_rank, dist.get_backend(), dev)
+    if world_size == 1 and not _launched_by_torchrun():
         return DistContext(0, 1, 0, None, dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(
-            backend=backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s)
-        )
+    dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), dev)
 
 
