@@ -17,18 +17,21 @@ from scribmed.cli.options import (
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     dataset = open_from_args(args)
-    dataset.validate(progress=not args.quiet)
-    summary = dataset.summary()
-    if args.split is not None:
+    split_summary = None
+    if args.split is not None:  # checked first: it takes a second, the cases take minutes
         from scribmed.data.split_files import load_split
         from scribmed.data.splits import validate_split
 
         split = load_split(args.split)
         report = validate_split(split, dataset, allow_missing=args.allow_missing)
-        summary["split"] = {"file": str(args.split), "name": split.name, "folds": len(split.folds)}
+        split_summary = {"file": str(args.split), "name": split.name, "folds": len(split.folds)}
         dropped = getattr(report, "missing", None) if report is not None else None
         if dropped:
-            summary["split"]["missing_patients_dropped"] = list(dropped)
+            split_summary["missing_patients_dropped"] = list(dropped)
+    dataset.validate(progress=not args.quiet)
+    summary = dataset.summary()
+    if split_summary is not None:
+        summary["split"] = split_summary
     print(json.dumps(summary, indent=2))
     return 0
 
