@@ -41,6 +41,7 @@ Usage::
     python benchmarks/annotation_cost.py                         # all configurations, fold 1, 120 iterations
     python benchmarks/annotation_cost.py --configs dmpls_scribble,mix4
     python benchmarks/annotation_cost.py --table                 # table + plot of the finished runs
+    python benchmarks/annotation_cost.py --merge runs/annotation_cost,runs/annotation_cost_s1 --out runs/ac_seeds
 
 Writes ``<out>/<config>/`` (CV run directories), ``<out>/annotation_cost.{md,json,png,pdf}``.
 """
@@ -175,7 +176,8 @@ def collect(args: argparse.Namespace, costs: dict[str, float]) -> list[dict[str,
         else:
             cost = cost_of(name, args, costs)
             cost_file.write_text(json.dumps({"cost_seconds": costs, "cost": cost}, indent=1))
-        row = {"config": name, "recipe": CONFIGS[name][0], "mix": CONFIGS[name][1], "n_cases": s["n_cases"],
+        row = {"config": name, "recipe": CONFIGS[name][0], "mix": CONFIGS[name][1], "seed": args.seed,
+               "n_cases": s["n_cases"],
                **{c: e["dice"]["mean"] for c, e in s["classes"].items()},
                "mean": s["overall"]["dice"], "hd95": s["overall"]["hd95"], "hd95_units": s.get("hd95_units"),
                "checkpoint": f"{fold['checkpoint_policy']}@{fold.get('best_iteration')}",
@@ -207,37 +209,80 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, costs: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def make_plot_figure(rows: list[dict[str, Any]], title: str) -> Any:
-    """Mean test Dice against annotation hours (log scale), one labelled marker per configuration."""
+#: configuration -> what a reader calls it (legend and table)
+LABELS = {
+    "dmpls_scribble": "DMPLS, scribbles",
+    "scribble": "scribbles",
+    "box": "boxes",
+    "point": "points",
+    "full10_scribble90": "10 % full masks + 90 % scribbles",
+    "mix4": "10 % full masks + 30 % boxes + 30 % points + 30 % scribbles",
+    "full": "full masks",
+}
+MARKERS = {"dmpls_scribble": "s", "scribble": "o", "box": "D", "point": "^", "full10_scribble90": "v",
+           "mix4": "P", "full": "*"}
+
+
+def by_config(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Rows of one or more seeds grouped by configuration: hours, mean Dice over the seeds, min and max."""
+    import numpy as np
+
+    grouped: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        g = grouped.setdefault(r["config"], {"recipe": r["recipe"], "hours": [], "dice": [], "seeds": []})
+        g["hours"].append(r["annotation"]["hours"])
+        g["dice"].append(r["mean"])
+        g["seeds"].append(r.get("seed", 0))
+    for g in grouped.values():
+        g["mean_hours"] = float(np.mean(g["hours"]))
+        g["mean_dice"], g["min_dice"], g["max_dice"] = (float(np.mean(g["dice"])), float(min(g["dice"])),
+                                                        float(max(g["dice"])))
+    return grouped
+
+
+def make_plot_figure(rows: list[dict[str, Any]], title: str, note: str | None = None) -> Any:
+    """Mean test Dice against annotation hours (log scale): one marker per configuration, named in the
+    legend; with several seeds the marker is their mean and the bar spans their lowest and highest."""
+    import textwrap
+
     import matplotlib.ticker
 
-    from scribmed.runtime.figures import OKABE_ITO, new_figure, set_title
+    from scribmed.runtime.figures import CLASS_COLOURS, new_figure, set_title
 
-    fig = new_figure((6.4, 4.2))
+    fig = new_figure((9.6, 4.4))
     ax = fig.add_subplot(1, 1, 1)
-    for r in rows:
-        marker = "s" if r["recipe"] == "dmpls" else "o"
-        colour = OKABE_ITO["blue"] if marker == "o" else OKABE_ITO["vermillion"]
-        ax.scatter(r["annotation"]["hours"], r["mean"], marker=marker, s=40, color=colour)
-        ax.annotate(r["config"], (r["annotation"]["hours"], r["mean"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8)
+    for i, (name, g) in enumerate(by_config(rows).items()):
+        n = len(g["dice"])
+        label = "\n".join(textwrap.wrap(LABELS.get(name, name), 38))
+        label += f" ({'DMPLS' if g['recipe'] == 'dmpls' else 'SeSAM objective'}"
+        label += f", {n} seeds)" if n > 1 else ", 1 seed)"
+        colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+        err = [[g["mean_dice"] - g["min_dice"]], [g["max_dice"] - g["mean_dice"]]] if n > 1 else None
+        ax.errorbar(g["mean_hours"], g["mean_dice"], yerr=err, fmt=MARKERS.get(name, "o"), color=colour,
+                    markersize=8 if name != "full" else 11, capsize=4, label=label)
     ax.set_xscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("annotation time of the training patients (hours, log scale)")
     ax.set_ylabel("mean test Dice (RV, Myo, LV)")
+    ax.set_ylim(0.0, max(0.5, ax.get_ylim()[1]))
     set_title(ax, title, fontsize=10)
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="training supervision\n(segmentor loss, seeds)",
+              title_fontsize=7, frameon=False)
+    if note:
+        ax.text(0.0, -0.16, "\n".join(textwrap.wrap(note, 100)), transform=ax.transAxes, fontsize=7, ha="left",
+                va="top")
     return fig
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """``annotation_cost.png`` and, as before, ``annotation_cost.pdf`` beside it (plus any other
-    format of :func:`scribmed.runtime.figures.figure_formats`)."""
+def plot(rows: list[dict[str, Any]], path: Path, title: str, note: str | None = None) -> None:
+    """``annotation_cost.png`` and ``annotation_cost.pdf`` beside it (plus any other format of
+    :func:`scribmed.runtime.figures.figure_formats`)."""
     from scribmed.runtime.figures import figure_formats, save_figure
 
-    save_figure(make_plot_figure(rows, title), path.with_suffix(".png"), (*figure_formats(), "pdf"), dpi=150)
+    save_figure(make_plot_figure(rows, title, note), path.with_suffix(".png"), (*figure_formats(), "pdf"), dpi=150)
 
 
 def _costs(text: str | None) -> dict[str, float]:
@@ -270,7 +315,20 @@ def main() -> int:
     ap.add_argument("--sam-cache", dest="sam_cache", type=Path,
                     help="SAM embedding cache (default OUT/sam_embeddings; share it between sweeps: it never changes results)")
     ap.add_argument("--table", action="store_true", help="only write the table and plot of finished runs")
+    ap.add_argument("--merge", metavar="DIR,DIR",
+                    help="plot the rows of several finished sweeps (one seed each, their annotation_cost.json) into "
+                    "--out as one figure: the mean over the seeds with a bar from the lowest to the highest")
+    ap.add_argument("--note", help="a line printed under the plot (e.g. why a point is not what it seems)")
     args = ap.parse_args()
+    if args.merge:
+        rows = [r for d in args.merge.split(",") if d.strip()
+                for r in json.loads((Path(d.strip()) / "annotation_cost.json").read_text())["rows"]]
+        args.out.mkdir(parents=True, exist_ok=True)
+        seeds = sorted({r.get("seed", 0) for r in rows})
+        plot(rows, args.out / "annotation_cost.png", f"ACDC fold {args.fold}, {args.iterations} iterations, "
+             f"seeds {', '.join(map(str, seeds))}: Dice vs annotation cost", args.note)
+        print(f"plot: {args.out / 'annotation_cost.png'}")
+        return 0
     if not args.root.is_dir():
         print(f"error: {args.root}: real ACDC not found", file=sys.stderr)
         return 1
@@ -292,7 +350,8 @@ def main() -> int:
                                                                "cost_units": COST_UNITS}, indent=1))
     if rows:
         plot(rows, args.out / "annotation_cost.png",
-             f"ACDC fold {args.fold}, {args.iterations} iterations: Dice vs annotation cost")
+             f"ACDC fold {args.fold}, {args.iterations} iterations, seed {args.seed}: Dice vs annotation cost",
+             args.note)
     print(text)
     return 0
 

@@ -201,8 +201,15 @@ def test_annotation_cost_plot_fits(tmp_path):
              "annotation": {"hours": hours}, "mean": dice}
             for name, hours, dice in (("dmpls_scribble", 3.1, 0.61), ("full", 95.0, 0.9), ("point", 0.8, 0.55),
                                       ("full10_scribble90", 12.0, 0.86), ("mix4", 20.0, 0.7))]
+    rows.append({"config": "mix4", "recipe": "mixsup", "seed": 1, "annotation": {"hours": 22.0}, "mean": 0.5})
     title = "ACDC fold 1, 120 iterations: Dice vs annotation cost"
-    assert F.text_outside_canvas(mod.make_plot_figure(rows, title)) == []
+    fig = mod.make_plot_figure(rows, title, "a note under the plot about the full-mask point")
+    assert F.text_outside_canvas(fig) == []
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(legend) == 5 and not any(name in " ".join(legend) for name in ("mix4", "full10_scribble90", "dmpls_"))
+    assert "(SeSAM objective, 2 seeds)" in " ".join(legend) and "full masks (SeSAM objective, 1 seed)" in legend
+    grouped = mod.by_config(rows)["mix4"]  # the marker is the seeds' mean, the bar their range
+    assert grouped["mean_dice"] == pytest.approx(0.6) and (grouped["min_dice"], grouped["max_dice"]) == (0.5, 0.7)
     mod.plot(rows, tmp_path / "annotation_cost.png", title)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotation_cost.pdf", "annotation_cost.png"]
 
