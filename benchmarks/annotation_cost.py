@@ -36,6 +36,8 @@ counted from the labels actually used (:data:`COST_SECONDS`, overridable with ``
 The validation patients are fully labelled in every configuration (checkpoint selection, as in
 every scribmed recipe); their labels are not counted.
 
+Data: ``ACDC/`` (``acdc-h5``) in the data folder, ``--data-root DIR`` or ``$SCRIBMED_DATA``.
+
 Usage::
 
     python benchmarks/annotation_cost.py                         # all configurations, fold 1, 120 iterations
@@ -57,7 +59,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DATA = REPO.parent / "shared" / "data" / "ACDC"
+from benchmarks.data_root import add_data_root, dataset_dir  # noqa: E402
+
 SPLIT = REPO / "data_splits" / "acdc_5fold.json"
 
 #: configuration -> (recipe, supervision mix over the patients)
@@ -299,7 +302,7 @@ def _costs(text: str | None) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
-    ap.add_argument("--root", type=Path, default=DATA)
+    add_data_root(ap, ("ACDC",))
     ap.add_argument("--split", type=Path, default=SPLIT)
     ap.add_argument("--fold", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=120)
@@ -329,9 +332,7 @@ def main() -> int:
              f"seeds {', '.join(map(str, seeds))}: Dice vs annotation cost", args.note)
         print(f"plot: {args.out / 'annotation_cost.png'}")
         return 0
-    if not args.root.is_dir():
-        print(f"error: {args.root}: real ACDC not found", file=sys.stderr)
-        return 1
+    args.root = dataset_dir(args, "ACDC")
     costs = _costs(args.cost)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [n for n in names if n not in CONFIGS]

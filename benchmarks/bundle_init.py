@@ -9,8 +9,9 @@ in a fresh subprocess and an empty working directory::
     wf.initialize(); wf.check_properties()
 
 and reports the seconds, ``check_properties()`` and every file created or changed under the
-working directory, the bundle folder and the dataset folder. Real data from the data folder beside
-the repository (ACDC, MSCMR, CHAOS T2 for the CHAOS bundles, DSB2018). A workflow that takes longer than
+working directory, the bundle folder and the dataset folder. Real data: the subfolder of the data
+folder (``--data-root DIR`` or ``$SCRIBMED_DATA``) each chosen bundle trains on, ``ACDC/``,
+``MSCMR/``, ``CHAOS_T2/`` (the CHAOS bundles) or ``DSB2018/``. A workflow that takes longer than
 ``--timeout`` seconds is stopped and reported as such.
 
 Usage::
@@ -31,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))
+
+from benchmarks.data_root import add_data_root, dataset_dir  # noqa: E402
 
 #: the data each bundle initialises on, and the overrides the local data copy needs
 DATASETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -73,17 +76,17 @@ def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
     return files
 
 
-def bundle_data(name: str) -> tuple[Path, dict[str, Any]]:
-    key = name.rsplit("_", 1)[1]
-    folder, overrides = DATASETS[key]
-    return DATA / folder, dict(overrides)
+def bundle_dataset(name: str) -> tuple[str, dict[str, Any]]:
+    """The data folder's subfolder the bundle initialises on, and its overrides."""
+    folder, overrides = DATASETS[name.rsplit("_", 1)[1]]
+    return folder, dict(overrides)
 
 
-def measure(name: str, workflow: str, timeout: float) -> dict[str, Any]:
+def measure(name: str, workflow: str, timeout: float, data: Path) -> dict[str, Any]:
     bundle = REPO / "bundles" / name
     files, workflow_type = WORKFLOWS[workflow]
     configs = [str(bundle / "configs" / c) for c in files]
-    data, overrides = bundle_data(name)
+    _, overrides = bundle_dataset(name)
     spec = {"config_file": configs if len(configs) > 1 else configs[0],
             "meta_file": str(bundle / "configs" / "metadata.json"), "workflow_type": workflow_type,
             "bundle_root": str(bundle), "dataset_dir": str(data), "overrides": overrides}
@@ -112,15 +115,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--workflows", default="train,infer,evaluate")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a workflow counts as too slow")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bundle_init.json")
+    add_data_root(ap)
     args = ap.parse_args(argv)
     names = args.bundles.split(",") if args.bundles else sorted(p.name for p in (REPO / "bundles").iterdir()
                                                                 if (p / "configs").is_dir())
+    folders = {folder: dataset_dir(args, folder) for folder in dict.fromkeys(bundle_dataset(n)[0] for n in names)}
     rows = []
     print("| bundle | workflow | seconds | check_properties | written |")
     print("|---|---|---|---|---|")
     for name in names:
         for workflow in args.workflows.split(","):
-            row = measure(name, workflow, args.timeout)
+            row = measure(name, workflow, args.timeout, folders[bundle_dataset(name)[0]])
             rows.append(row)
             secs = f"{row['seconds']:.1f}" if row.get("seconds") is not None else f"> {args.timeout:.0f} (stopped)"
             check = row.get("error") or row.get("check_properties")
@@ -134,5 +139,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main()

@@ -8,6 +8,9 @@ collects the test Dice / HD95 per class. Finished runs are skipped on a rerun, s
 resumes. One factor differs from ``baseline`` (the defaults before the parity study) per variant;
 ``lr_horizon+bilinear_up`` is the parity configuration.
 
+Data: ``ACDC/`` (``acdc-h5``) in the data folder, ``--data-root DIR`` or ``$SCRIBMED_DATA``
+(``--table`` reads only the finished runs).
+
 Usage::
 
     python benchmarks/dmpls_parity.py --variants baseline,lr_horizon,bilinear_up,nearest --seeds 0
@@ -34,7 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DATA = REPO.parent / "shared" / "data" / "ACDC"
+from benchmarks.data_root import add_data_root, dataset_dir  # noqa: E402
+
 SPLIT = REPO / "data_splits" / "acdc_5fold.json"
 
 #: one factor changed per variant from scribmed's defaults before the parity study (transposed-conv
@@ -55,7 +59,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 REFERENCE = {120: {"RV": 0.151, "Myo": 0.234, "LV": 0.232, "mean": 0.205}}
 
 
-def run_one(name: str, seed: int, iterations: int, out_root: Path, threads: int) -> Path:
+def run_one(name: str, seed: int, iterations: int, out_root: Path, threads: int, data: Path) -> Path:
     import torch
 
     from scribmed.data.layouts import open_dataset
@@ -69,7 +73,7 @@ def run_one(name: str, seed: int, iterations: int, out_root: Path, threads: int)
         "dmpls", iterations=iterations, batch_size=12, size=256, seed=seed, device="auto",
         val_interval=min(100, iterations), **overrides,
     )
-    dataset = open_dataset("acdc-h5", DATA)
+    dataset = open_dataset("acdc-h5", data)
     run_cross_validation(recipe, dataset, SPLIT, out, folds=[1], allow_missing=True, progress=True)
     return out
 
@@ -128,17 +132,16 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "parity")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table", action="store_true", help="only print the table of finished runs")
+    add_data_root(ap, ("ACDC",))
     args = ap.parse_args()
-    if not DATA.is_dir():
-        print(f"error: {DATA}: real ACDC not found", file=sys.stderr)
-        return 1
     if not args.table:
+        data = dataset_dir(args, "ACDC")
         for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
             if name not in VARIANTS:
                 print(f"error: unknown variant {name!r}; known: {', '.join(VARIANTS)}", file=sys.stderr)
                 return 1
             for seed in [int(s) for s in args.seeds.split(",")]:
-                run_one(name, seed, args.iterations, args.out, args.threads)
+                run_one(name, seed, args.iterations, args.out, args.threads, data)
     rows = collect(args.out)
     text = table(rows)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ masks; the **same prompts and the same candidates** are then reduced to one mask
 and the chosen masks become a pseudo instance map (overlaps: higher predicted IoU wins). Each map
 is scored against the reference instance map with the DSB2018 score, AJI, F1@0.5 and foreground
 Dice (mean over images). No model is trained or selected here, so all images can be used; the
-default is all 50.
+default is all 50. Data: ``DSB2018/`` (``dsb2018``) in the data folder, ``--data-root DIR`` or
+``$SCRIBMED_DATA``.
 
 Usage::
 
@@ -39,6 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data_root import add_data_root, dataset_dir  # noqa: E402
 from scribmed.data.instance_weak_simulation import make_instance_weak  # noqa: E402
 from scribmed.data.layouts import open_dataset  # noqa: E402
 from scribmed.metrics.instance import aji, dsb_score, f1  # noqa: E402
@@ -91,7 +93,7 @@ def pseudo_maps(stage: InstanceSamStage, case, weak, seed: int, prompt_box: bool
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "DSB2018")
+    add_data_root(ap, ("DSB2018",))
     ap.add_argument("--images", type=int, default=0, help="first N images (0: all)")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"weak kinds, from {', '.join(KINDS)}")
     ap.add_argument("--seed", type=int, default=0)
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench")
     args = ap.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
-    ds = open_dataset("dsb2018", args.root)
+    ds = open_dataset("dsb2018", dataset_dir(args, "DSB2018"))
     cases = list(ds)[: args.images or None]
     stage = InstanceSamStage(InstanceSamConfig(args.backend, args.checkpoint, str(args.cache), "cpu"))
     per = {k: {r: [] for r in RULES} for k in kinds}

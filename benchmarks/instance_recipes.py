@@ -18,7 +18,8 @@ wish        wish: per image a tag (count), points or boxes (34 / 33 / 33 %), min
 
 Weak labels are simulated from the instance masks (seeded, the recipes' defaults). All SAM runs
 share one embedding cache. Each configuration is a ``scribmed cv`` run directory under ``--out``;
-finished ones are skipped, so a killed sweep resumes.
+finished ones are skipped, so a killed sweep resumes. Data: ``DSB2018/`` (``dsb2018``) in the data
+folder, ``--data-root DIR`` or ``$SCRIBMED_DATA`` (``--table`` reads only the finished runs).
 
 Usage::
 
@@ -39,6 +40,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.data_root import add_data_root, dataset_dir  # noqa: E402
 
 CONFIGS: dict[str, tuple[str, list[str]]] = {
     "ceiling": ("contour_unet", ["--set", "weak=full"]),
@@ -117,7 +120,7 @@ def write_table(rows: list[dict], args: argparse.Namespace) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "data" / "DSB2018")
+    add_data_root(ap, ("DSB2018",))
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--fold", type=int, default=1)
     ap.add_argument("--iterations", type=int, default=600)
@@ -127,6 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "instance_recipes")
     ap.add_argument("--table", action="store_true", help="only tabulate finished runs")
     args = ap.parse_args(argv)
+    args.root = None if args.table else dataset_dir(args, "DSB2018")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table:
         for name in [c for c in args.configs.split(",") if c]:

@@ -1,8 +1,8 @@
 """Speed of Dice + HD95 for the 3 foreground classes of an ACDC volume: scribmed vs medpy vs MONAI.
 
-Loads a few real ACDC label volumes (the ACDC folder of the data folder beside the
-repository, or ``--data``), derives perturbed "predictions" from them (in-plane dilation / erosion, a 2-pixel
-shift, a dropped slice, boundary noise), and times, interleaved in the same run:
+Loads a few real ACDC label volumes (``ACDC/``, ``acdc-h5``, in the data folder: ``--data-root DIR``
+or ``$SCRIBMED_DATA``), derives perturbed "predictions" from them (in-plane dilation / erosion, a
+2-pixel shift, a dropped slice, boundary noise), and times, interleaved in the same run:
 
 * scribmed: ``evaluate_case`` (Dice, HD95 and ASD of classes 1-3 in one pass);
 * medpy: ``dc`` + ``hd95`` per class on ``pred == c`` / ``ref == c``;
@@ -11,9 +11,9 @@ shift, a dropped slice, boundary noise), and times, interleaved in the same run:
 
 It checks that scribmed's Dice/HD95 equal medpy's (max abs difference, must be ≤ 1e-6), prints a
 table of seconds per volume and the ratios, and writes JSON (default ``runs/bench/metrics_speed.json``).
-Without the data it falls back to phantom-like synthetic volumes and says so.
+``--synthetic`` times phantom-like synthetic volumes instead and needs no data.
 
-    python benchmarks/metrics_speed.py [--data DIR] [--cases 3] [--repeats 3] [--out FILE]
+    python benchmarks/metrics_speed.py [--data-root DIR | --synthetic] [--cases 3] [--repeats 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data_root import add_data_root, dataset_dir  # noqa: E402
 from scribmed.runtime.files import atomic_write_text  # noqa: E402
 from scribmed.metrics import evaluate_case  # noqa: E402
 
@@ -153,9 +154,9 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
-    default_data = Path(os.environ.get("SCRIBMED_SHARED_DATA", REPO.parent / "shared" / "data")) / "ACDC"
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=default_data, help="ACDC folder holding ACDC_training_volumes/")
+    add_data_root(ap, ("ACDC",))
+    ap.add_argument("--synthetic", action="store_true", help="phantom-like synthetic volumes instead (no data needed)")
     ap.add_argument("--cases", type=int, default=3, help="number of volumes (spread over the dataset)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per volume and perturbation (median kept)")
     ap.add_argument("--spacing", default="both", choices=["both", "pixels", "mm"],
@@ -167,14 +168,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "metrics_speed.json")
     args = ap.parse_args(argv)
 
-    if (args.data / "ACDC_training_volumes").is_dir():
-        volumes = load_acdc(args.data, args.cases)
-        source = f"ACDC h5 label volumes from {args.data}"
-    else:
-        volumes = []
-    if not volumes:
+    if args.synthetic:
         volumes = [(f"phantom{i}", phantom(i)) for i in range(args.cases)]
-        source = f"SYNTHETIC phantom volumes (no ACDC data at {args.data})"
+        source = "SYNTHETIC phantom volumes"
+    else:
+        acdc = dataset_dir(args, "ACDC")
+        volumes = load_acdc(acdc, args.cases)
+        if not volumes:
+            raise SystemExit(f"error: {acdc / 'ACDC_training_volumes'}: no patient*_frame*.h5 volumes")
+        source = f"ACDC h5 label volumes from {acdc}"
     print(f"data: {source}: {[name for name, _ in volumes]}")
 
     use_monai = not args.no_monai

@@ -1,7 +1,9 @@
 """Quality of LiteMedSAM pseudo labels on real ACDC: zero-shot prompts, then decoder fine-tuning rounds.
 
-Zero-shot part (always): for the held-out patients (default 001-003, both frames; ``acdc-h5``
-layout in the ACDC folder of the data folder beside the repository, or ``--data``), pseudo labels
+Data: ``ACDC/`` (``acdc-h5``) and, for ``--point-ablation``, ``CHAOS_T2/`` (``chaos-t2-nifti``;
+ACDC alone without it) in the data folder, ``--data-root DIR`` or ``$SCRIBMED_DATA``.
+
+Zero-shot part (always): for the held-out patients (default 001-003, both frames), pseudo labels
 from 10 points per class along the scribble skeleton in the prompt variants of :data:`VARIANTS` (single mask or SAM's best of three
 candidates by predicted IoU; with or without neighbour negatives; with or without the scribble's
 bounding box), marking scribmed's default (:data:`~scribmed.sam.pseudo_labels.ZERO_SHOT_PROMPTS`)
@@ -33,7 +35,7 @@ slices) plus per-class JSON in ``runs/bench/point_ablation.{md,json}``.
 Embeddings are cached under ``runs/bench/embeddings`` so reruns skip the encoder. Prints a table
 and writes JSON (default ``runs/bench/pseudo_labels.json``).
 
-    python benchmarks/pseudo_labels.py [--data DIR] [--patients 1,2,3] [--finetune --rounds 2 --epochs 2]
+    python benchmarks/pseudo_labels.py [--data-root DIR] [--patients 1,2,3] [--finetune --rounds 2 --epochs 2]
     python benchmarks/pseudo_labels.py --point-ablation
 """
 
@@ -53,6 +55,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data_root import add_data_root, dataset_dir  # noqa: E402
 from scribmed.data.case import Case, CaseArrays  # noqa: E402
 from scribmed.data.layouts import open_dataset  # noqa: E402
 from scribmed.networks.sam_registry import build_sam_backend  # noqa: E402
@@ -133,12 +136,12 @@ def point_ablation(args: argparse.Namespace, backend, cache: EmbeddingCache) -> 
     from scribmed.sam.weak_prompting import WeakPromptConfig
 
     sets = [("ACDC", open_dataset("acdc-h5", args.data), [pid(int(n)) for n in args.patients.split(",")])]
-    if args.chaos_data.is_dir():
+    if args.chaos_data is not None:
         chaos = open_dataset("chaos-t2-nifti", args.chaos_data)
         wanted = [f"patient{int(n):02d}" for n in args.chaos_patients.split(",")]
         sets.append(("CHAOS T2", chaos, [p for p in wanted if p in set(chaos.patients)]))
     else:
-        print(f"(CHAOS T2 not found at {args.chaos_data}: ACDC only)")
+        print(f"(no CHAOS_T2/ in the data folder {args.data.parent}: ACDC only)")
     report: dict = {"points_per_class": args.ablation_points, "seed": 0, "prompts": "zero-shot, points only",
                     "rows": []}
     for name, dataset, patients in sets:
@@ -183,7 +186,7 @@ def fmt(v) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "ACDC")
+    add_data_root(ap, ("ACDC", "CHAOS_T2"))
     ap.add_argument("--patients", default="1,2,3", help="held-out patient numbers")
     ap.add_argument("--n-points", type=int, default=10)
     ap.add_argument("--geometries", default="aspect,square")
@@ -205,10 +208,11 @@ def main() -> None:
     ap.add_argument("--point-ablation", action="store_true",
                     help="only the point sampling x mask selection table (SeSAM Table 4 analogue)")
     ap.add_argument("--ablation-points", type=int, default=5, help="simulated points per class and slice")
-    ap.add_argument("--chaos-data", type=Path, default=REPO.parent / "shared" / "data" / "CHAOS_T2")
     ap.add_argument("--chaos-patients", default="5,13,21", help="CHAOS T2 patient numbers (fold 1 test)")
     ap.add_argument("--ablation-out", type=Path, default=REPO / "runs" / "bench" / "point_ablation.json")
     args = ap.parse_args()
+    args.data = dataset_dir(args, "ACDC")
+    args.chaos_data = dataset_dir(args, "CHAOS_T2", required=False) if args.point_ablation else None
     if args.point_ablation:
         backend = build_sam_backend("lite_medsam", encoder_runtime=args.encoder_runtime)
         report = point_ablation(args, backend, EmbeddingCache(args.cache, backend, progress=False))

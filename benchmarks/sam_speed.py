@@ -1,9 +1,9 @@
 """SAM on the CPU, side by side: encoder runtimes, fine-tuning loss resolution, the embedding cache, batched decoding.
 
 Real slices with scribbles of all three classes, LiteMedSAM, 10 positive points per class:
-ACDC (``acdc-h5``, slices of at most 256 px) and MSCMR (``mscmr``, 480-512 px), from
-the data folder beside the repository (or ``--acdc`` / ``--mscmr``). Everything is measured interleaved, slice by
-slice, so load changes on a shared machine hit every variant alike:
+ACDC (``ACDC/``, ``acdc-h5``, slices of at most 256 px) and MSCMR (``MSCMR/``, ``mscmr``, 480-512 px),
+those of the two present in the data folder (``--data-root DIR`` or ``$SCRIBMED_DATA``). Everything is
+measured interleaved, slice by slice, so load changes on a shared machine hit every variant alike:
 
 1. **Encoder**: preprocessing + image encoder per slice with PyTorch (today's path), OpenVINO
    and ONNX Runtime (compiled once, cached by weight hash; export time reported apart), their
@@ -20,7 +20,7 @@ slice, so load changes on a shared machine hit every variant alike:
 
 Prints tables and writes JSON (default ``runs/bench/sam_speed.json``).
 
-    python benchmarks/sam_speed.py [--slices 4] [--repeats 3] [--out FILE]
+    python benchmarks/sam_speed.py [--data-root DIR] [--slices 4] [--repeats 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data_root import add_data_root, data_root, dataset_dir  # noqa: E402
 from scribmed.data.case import Case, CaseArrays  # noqa: E402
 from scribmed.data.layouts import open_dataset  # noqa: E402
 from scribmed.losses.sam_finetune import SamFinetuneLoss  # noqa: E402
@@ -52,7 +53,6 @@ from scribmed.sam.decoder_finetune import slice_loss  # noqa: E402
 from scribmed.sam.finetune_prompts import _SlicePrompt  # noqa: E402
 
 CLASSES = (1, 2, 3)
-SHARED = REPO.parent / "shared" / "data"
 
 
 def pick_slices(layout: str, root: Path, n: int) -> list[tuple[Case, int]]:
@@ -87,16 +87,18 @@ def mean(xs: list[float]) -> float:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--acdc", type=Path, default=SHARED / "ACDC")
-    ap.add_argument("--mscmr", type=Path, default=SHARED / "MSCMR")
+    add_data_root(ap, ("ACDC", "MSCMR"))
     ap.add_argument("--slices", type=int, default=4, help="slices per dataset")
     ap.add_argument("--repeats", type=int, default=3, help="passes over the slices")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "sam_speed.json")
     args = ap.parse_args(argv)
-    datasets = [(name, layout, root) for name, layout, root in (("ACDC", "acdc-h5", args.acdc),
-                                                                 ("MSCMR", "mscmr", args.mscmr)) if root.is_dir()]
+    datasets = []
+    for name, layout in (("ACDC", "acdc-h5"), ("MSCMR", "mscmr")):
+        root = dataset_dir(args, name, required=False)
+        if root is not None:
+            datasets.append((name, layout, root))
     if not datasets:
-        sys.exit(f"neither {args.acdc} nor {args.mscmr} exists (pass --acdc / --mscmr)")
+        sys.exit(f"error: {data_root(args)}: holds neither ACDC/ nor MSCMR/")
     runtimes = [r for r in ("openvino", "onnxruntime") if runtime_available(r)]
 
     with warnings.catch_warnings():

@@ -2,11 +2,10 @@
 
 Runs the real training engine (``build_dmpls_trainer``: slice cache, seeded sampler, DMPLS
 augmentation, DataLoader, dual-branch U-Net, DMPLS loss, SGD) at the paper's batch 12 and
-256x256 on a few real ACDC volumes (the ACDC folder of the data folder beside the
-repository, override with ``--data-root``; acdc-h5 reader) when present, else on
-phantoms. A few warm-up iterations are excluded. The time between ``GET_BATCH_STARTED`` and
-``GET_BATCH_COMPLETED`` is the data wait; ``ITERATION_STARTED``..``ITERATION_COMPLETED`` is the
-step (forward, loss, backward, SGD).
+256x256 on a few real ACDC volumes (``ACDC/``, ``acdc-h5``, in the data folder: ``--data-root DIR``
+or ``$SCRIBMED_DATA``), or on cardiac phantoms with ``--synthetic``. A few warm-up iterations are
+excluded. The time between ``GET_BATCH_STARTED`` and ``GET_BATCH_COMPLETED`` is the data wait;
+``ITERATION_STARTED``..``ITERATION_COMPLETED`` is the step (forward, loss, backward, SGD).
 
 With ``--reference`` it also times a re-implementation of the reference code's step and
 scribmed's steps in turn on the same batches. The reference step uses the reference network (the
@@ -19,7 +18,8 @@ not included.
 
 Usage::
 
-    python benchmarks/train_speed.py [--iterations 5] [--warmup 1] [--cases 3] [--reference] [--variants ...]
+    python benchmarks/train_speed.py [--data-root DIR | --synthetic] [--iterations 5] [--warmup 1] [--cases 3]
+        [--reference] [--variants ...]
 
 Prints a table and writes ``runs/bench/train_speed.json``.
 """
@@ -41,15 +41,15 @@ from ignite.engine import Events
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data_root import add_data_root, dataset_dir  # noqa: E402
 from scribmed.data.case import CARDIAC  # noqa: E402
 from scribmed.recipes.dmpls.config import DMPLSConfig
 from scribmed.recipes.dmpls.trainer import build_dmpls_trainer  # noqa: E402
 
 
-def load_cases(n: int, data_root: Path):
-    """First ``n`` ACDC h5 volumes when the real data is present, else ``n`` phantom volumes."""
-    acdc = data_root / "ACDC"
-    if (acdc / "ACDC_training_volumes").is_dir():
+def load_cases(n: int, acdc: Path | None):
+    """First ``n`` ACDC h5 volumes of the ``acdc`` folder, or ``n`` phantom volumes when it is ``None``."""
+    if acdc is not None:
         from scribmed.data.layouts import open_dataset
 
         ds = open_dataset("acdc-h5", acdc)
@@ -204,11 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reference", action="store_true", help="also time the reference-style step")
     ap.add_argument("--variants", default="scribmed,scribmed_cl,scribmed_cl_bf16",
                     help="scribmed steps timed against the reference (scribmed, scribmed_cl, scribmed_cl_bf16)")
-    ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
+    add_data_root(ap, ("ACDC",))
+    ap.add_argument("--synthetic", action="store_true", help="cardiac phantoms instead of ACDC (no data needed)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "train_speed.json")
     args = ap.parse_args(argv)
 
-    cases, source = load_cases(args.cases, args.data_root)
+    cases, source = load_cases(args.cases, None if args.synthetic else dataset_dir(args, "ACDC"))
     total = args.warmup + args.iterations
     cfg = DMPLSConfig(
         iterations=total, batch_size=args.batch_size, size=(args.size, args.size), epoch_length=total,
