@@ -189,7 +189,7 @@ def test_slurm_blocks(page, monkeypatch):
     wrap = next(a for a in (jobs[0] / "args").read_text().splitlines() if a.startswith("--wrap="))[len("--wrap="):]
     argv = shlex.split(wrap.replace("${SLURM_ARRAY_TASK_ID}", "3"))
     parsed = build_parser().parse_args(argv[1:])
-    assert argv[0] == "scribmed" and parsed.shard == (3, 4) and str(parsed.cache).endswith("sam_embeddings")
+    assert argv[0] == "scribmed" and parsed.shard == (3, 4) and str(parsed.sam_cache).endswith("sam_embeddings")
     assert "--array=1-4" in (jobs[0] / "args").read_text()
     # SAM-SP: a prepare array and a train array waiting task by task for it, with the flags' resources
     prepare, train = (jobs[1] / "script.sh").read_text(), (jobs[2] / "script.sh").read_text()

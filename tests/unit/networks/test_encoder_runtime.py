@@ -24,9 +24,10 @@ def _slices(n: int = 2, hw: tuple[int, int] = (216, 256)) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def lite(tmp_path_factory):
-    """LiteMedSAM in PyTorch plus one compiled copy per installed runtime, exported into one cache folder."""
-    cache = tmp_path_factory.mktemp("encoders")
+def lite():
+    """LiteMedSAM in PyTorch plus one compiled copy per installed runtime, in the session's encoder cache
+    (conftest.py), which the other tests that run LiteMedSAM on the CPU then load instead of compiling."""
+    cache = er.encoder_cache_dir()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         ref = build_sam_backend("lite_medsam")
@@ -95,7 +96,8 @@ def test_cache_key_names_the_runtime(lite):
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_second_build_loads_the_cached_export(lite, runtime, monkeypatch):
     ref, _, cache = lite
-    records = sorted(cache.glob(f"*-{runtime}*.json"))
+    records = [r for r in sorted(cache.glob(f"*-{runtime}*.json"))
+               if json.loads(r.read_text())["weights_id"] == ref.weights_id]
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["weights_id"] == ref.weights_id and record["runtime"] == runtime
@@ -108,7 +110,7 @@ def test_second_build_loads_the_cached_export(lite, runtime, monkeypatch):
     monkeypatch.setattr(er, "_export", no_export)
     backend = build_sam_backend("lite_medsam", encoder_runtime=runtime, encoder_cache=cache)
     assert backend.encoder_runtime == runtime
-    assert not list(cache.glob(".*"))  # no temporary folder left behind
+    assert not list(cache.glob(f".{records[0].stem}*"))  # no temporary folder left behind
 
 
 def test_damaged_or_half_written_export_is_redone(tmp_path):
