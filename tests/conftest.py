@@ -37,6 +37,7 @@ LONGEST_FIRST = (
     "integration/test_executors.py",
     "integration/test_docs_cluster.py",
     "integration/bundles/test_bundles.py",
+    "integration/test_docs_commands.py",
     "integration/test_cli.py",
     "integration/bundles/test_bundles_instance.py",
     "unit/networks/test_encoder_runtime.py",
