@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import runpy
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,12 +15,6 @@ import pytest
 from scribmed.cli import build_parser, main
 from scribmed.data.layouts import open_dataset
 from scribmed.data.nifti import write_prediction
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "scribmed", *args], capture_output=True, text=True, timeout=600
-    )
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +33,16 @@ def test_help_on_every_command():
         assert exc.value.code == 0
 
 
-def test_module_entry_point_help():
-    proc = run_cli("--help")
-    assert proc.returncode == 0
+def test_module_entry_point_help(monkeypatch, capsys):
+    """``python -m scribmed --help``: scribmed/__main__.py run as ``-m`` runs it (in this process; the
+    installed console script runs in a new one in test_wheel.py)."""
+    monkeypatch.setattr(sys, "argv", ["scribmed", "--help"])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_module("scribmed", run_name="__main__", alter_sys=True)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
     for verb in ("data", "phantom", "evaluate", "demo", "cv"):
-        assert verb in proc.stdout
+        assert verb in out
 
 
 def test_data_check_phantom(phantom_h5, capsys):
