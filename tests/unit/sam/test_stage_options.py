@@ -8,7 +8,7 @@ import pytest
 
 from scribmed.networks.sam_registry import BACKENDS
 from scribmed.sam.stage_config import SamStageConfig
-from scribmed.sam.stage_options import SAM_OPTIONS, add_sam_stage_arguments, sam_stage_from_args
+from scribmed.sam.stage_options import BACKEND_NAMES, SAM_OPTIONS, add_sam_stage_arguments, sam_stage_from_args
 
 
 def _sub(name: str) -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def _sam_flags(parser: argparse.ArgumentParser) -> dict[str, tuple]:
 def test_pseudolabel_and_cv_take_the_same_sam_flags_and_every_backend():
     pseudolabel, cv = _sam_flags(_sub("pseudolabel")), _sam_flags(_sub("cv"))
     assert pseudolabel == cv and len(cv) == len(SAM_OPTIONS)
-    assert cv["--sam-backend"] == tuple(BACKENDS)
+    assert cv["--sam-backend"] == BACKEND_NAMES == tuple(BACKENDS)
     for old in ("--backend", "--checkpoint", "--cache", "--epochs", "--lr", "--device"):
         assert old not in _sub("pseudolabel")._option_string_actions
 
@@ -59,3 +59,16 @@ def test_pseudolabel_help_lists_the_sam_flags_with_defaults(capsys):
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "--sam-device" in text and "(default: auto)" in text and "--figures" not in text
+
+
+def test_the_command_line_parser_imports_no_torch():
+    """``scribmed --help`` and ``--version`` start in a second: building the parser (every command but
+    the recipes' own cv flags, which ``scribmed cv --recipe NAME`` adds) imports neither torch nor MONAI."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from scribmed.cli import build_parser; build_parser(False); "
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
