@@ -7,7 +7,7 @@ expands the block (variables, loops, quotes, continuation lines) and each record
 runs in this process, in order; a new Python per command would spend the test importing torch and
 MONAI. The substitutions, stated once:
 
-* ``/data/ACDC`` is an ACDC-layout phantom of 20 patients, one frame each: two test and two
+* ``/data/ACDC`` is an ACDC-layout phantom of 17 patients, one frame each: two test and two
   validation patients of every fold of the ``acdc_5fold`` split, which names 100 (the pages pass
   ``--allow-missing``, as the public ACDC release of 80 patients needs), ``/data/new_scans`` a folder of three phantom ``*.nii.gz``
   images, ``my_split.json`` a five-fold split of the phantom's patients; any other absolute path is
