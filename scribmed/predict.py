@@ -3,19 +3,20 @@
 The checkpoint names its recipe, config and class map, so nothing but the file is needed: the
 recipe is rebuilt with :meth:`scribmed.recipes.base.Recipe.from_checkpoint`, every case of the
 input folder (a plain folder of ``*.nii.gz`` images, or any layout) is predicted slice-wise and written as ``<out>/<case_id>.nii.gz`` on the case's own
-grid (its spacing and affine). Outputs already present are kept, so a killed run resumes; the
-input folder is never written to.
+grid (its spacing and affine). :func:`predict_run` predicts with the ensemble of a
+cross-validation run's folds instead; either can average over mirrored copies of each slice.
+Outputs already present are kept, so a killed run resumes; the input folder is never written to.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from scribmed.data.errors import DataError
 
-__all__ = ["predict_folder"]
+__all__ = ["predict_folder", "predict_run"]
 
 
 def predict_folder(
@@ -26,12 +27,15 @@ def predict_folder(
     device: str = "auto",
     spacing: Optional[Sequence[float]] = None,
     progress: bool = True,
+    mirror: bool = False,
 ) -> list[Path]:
     """Predict every case of ``input_root`` (read with ``layout``) with ``checkpoint``.
 
     With the ``generic`` layout (the default) ``input_root`` may be a plain folder of ``*.nii.gz``
     images (or nnU-Net's ``imagesTr/``, multi-channel ``_0000``/``_0001`` files included); the class
-    map is the checkpoint's unless the folder's ``dataset.json`` names one.
+    map is the checkpoint's unless the folder's ``dataset.json`` names one. ``mirror``: average the
+    class probabilities over the mirrored copies of each slice (four passes,
+    :data:`scribmed.training.inference.MIRROR_AXES`).
 
     Returns:
         The written (or already present) prediction paths, in dataset order.
@@ -40,12 +44,63 @@ def predict_folder(
         DataError: an unreadable or foreign checkpoint, an input whose class map or channel
             count does not fit it, or an output folder inside the input folder.
     """
-    from scribmed import recipes
-    from scribmed.data.layouts import open_dataset
-    from scribmed.runtime.checkpoint import load_checkpoint
-    from scribmed.training.inference import predict_to_folder
+    recipe, model, class_map = _load(Path(checkpoint), device)
+    return _predict([(recipe, model)], class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror)
 
-    checkpoint, input_root, out_dir = Path(checkpoint), Path(input_root), Path(out_dir)
+
+def predict_run(
+    run_dir: str | Path,
+    input_root: str | Path,
+    layout: str = "generic",
+    out_dir: str | Path = "predictions",
+    folds: Optional[Sequence[int]] = None,
+    device: str = "auto",
+    spacing: Optional[Sequence[float]] = None,
+    progress: bool = True,
+    mirror: bool = False,
+) -> list[Path]:
+    """Predict every case of ``input_root`` with the ensemble of a cross-validation run's folds.
+
+    Each finished fold (or each of ``folds``, 1-based) contributes its selected checkpoint (the one
+    its ``fold.json`` names); the class probabilities of the folds (and of the mirrored copies when
+    ``mirror``) are averaged at the network's input size, then the argmax is resized to each case's
+    grid, as nnU-Net ensembles its folds.
+
+    Raises:
+        DataError: no finished fold, a requested fold that is not finished, folds of different
+            recipes, class maps or input sizes, and everything :func:`predict_folder` refuses.
+        ValueError: a recipe that predicts label maps only (no probabilities to average).
+    """
+    from scribmed.crossval.runner import finished_folds, read_fold_record
+
+    run_dir = Path(run_dir)
+    done = finished_folds(run_dir)
+    chosen = list(done) if folds is None else [int(k) for k in folds]
+    missing = [k for k in chosen if k not in done]
+    if not chosen or missing:
+        raise DataError(run_dir, f"folds {missing or chosen} are not finished (finished: {done or 'none'})")
+    models, class_map, size = [], None, None
+    for k in chosen:
+        record = read_fold_record(run_dir / f"fold_{k}")
+        if not record.get("checkpoint"):
+            raise DataError(run_dir / f"fold_{k}", f"fold {k} keeps no model checkpoint (a recipe that learns "
+                            "nothing, such as nearest): nothing to predict with")
+        recipe, model, fold_map = _load(run_dir / f"fold_{k}" / record["checkpoint"], device)
+        fold_size = getattr(recipe.config, "size", None)
+        if class_map is not None and (fold_map != class_map or fold_size != size or recipe.name != models[0][0].name):
+            raise DataError(run_dir / f"fold_{k}", f"fold {k} ({recipe.name}, class map {fold_map['names']}, size "
+                            f"{fold_size}) does not fit fold {chosen[0]} ({models[0][0].name}, {class_map['names']}, "
+                            f"{size}): folds of one run only")
+        models.append((recipe, model))
+        class_map, size = fold_map, fold_size
+    return _predict(models, class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror)
+
+
+def _load(checkpoint: Path, device: str) -> tuple[Any, Any, dict]:
+    """The recipe, model and class map of a training checkpoint, the recipe set to ``device``."""
+    from scribmed import recipes
+    from scribmed.runtime.checkpoint import load_checkpoint
+
     name = load_checkpoint(checkpoint).get("recipe")
     if not isinstance(name, str) or name not in recipes.names():
         raise DataError(checkpoint, f"not a scribmed training checkpoint (recipe {name!r}; known: "
@@ -53,6 +108,31 @@ def predict_folder(
     recipe, model, class_map = recipes.get(name).from_checkpoint(checkpoint)
     if hasattr(recipe.config, "device"):
         recipe.config = dataclasses.replace(recipe.config, device=device)
+    return recipe, model, class_map
+
+
+def _predict(
+    models: list[tuple[Any, Any]],
+    class_map: dict,
+    input_root: Path,
+    layout: str,
+    out_dir: Path,
+    spacing: Optional[Sequence[float]],
+    progress: bool,
+    mirror: bool,
+) -> list[Path]:
+    """Open the input, check it against the models' class map, predict and write every case."""
+    from scribmed.data.layouts import open_dataset
+    from scribmed.recipes.base import Recipe
+
+    first = models[0][0]
+    averaged = len(models) > 1 or mirror
+    if averaged and (getattr(first, "task", "semantic") != "semantic"
+                     or type(first).predict_probabilities is Recipe.predict_probabilities):
+        raise ValueError(f"recipe {first.name!r} predicts label maps only: a fold ensemble and test-time mirroring "
+                         "average class probabilities (predict one fold with --checkpoint, without --tta)")
+    from scribmed.training.inference import labels_from_probabilities, predict_to_folder
+
     options: dict = {"spacing": tuple(spacing)} if spacing is not None else {}
     if layout == "generic":
         from scribmed.data.case import ClassMap
@@ -69,11 +149,22 @@ def predict_folder(
         raise DataError(out_dir, "the output folder lies inside the input dataset; choose a folder outside it")
     from scribmed.crossval.fold_evaluation import evaluation_for
 
-    dtype = evaluation_for(getattr(recipe, "task", "semantic")).prediction_dtype  # instance maps: int32
+    first = models[0][0]
+    dtype = evaluation_for(getattr(first, "task", "semantic")).prediction_dtype  # instance maps: int32
+
+    def predict(case: Any) -> Any:
+        if not averaged:
+            return first.predict_case(models[0][1], case)  # one model: its own prediction path
+        total = None
+        for recipe, model in models:
+            prob = recipe.predict_probabilities(model, case, mirror)
+            total = prob if total is None else total + prob
+        return labels_from_probabilities(total / len(models), case.image.shape[-2:])
+
     paths: list[Path] = []
-    for case, path, _ in predict_to_folder(list(dataset), lambda c: recipe.predict_case(model, c), out_dir,
-                                           progress=progress, dtype=dtype):
+    for case, path, _ in predict_to_folder(list(dataset), predict, out_dir, progress=progress, dtype=dtype):
         paths.append(path)
         case.release()
-    recipe.release(model)
+    for recipe, model in models:
+        recipe.release(model)
     return paths

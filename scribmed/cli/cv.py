@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scribmed.cli.options import (
+    fold_list,
     LAYOUT_NAMES,
     MergeSet,
     add_common,
@@ -18,13 +19,6 @@ from scribmed.cli.options import (
     spacing_mm,
 )
 from scribmed.data.errors import DataError
-
-
-def _fold_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"folds must be comma-separated numbers like 1,3, got {text!r}")
 
 
 def _apply_supervision(args: argparse.Namespace, dataset) -> Optional[dict]:
@@ -251,7 +245,7 @@ def add_parser(sub: Any, recipe_flags: bool | str = True) -> None:
     cv.add_argument("--root", type=Path, help="dataset folder as distributed")
     cv.add_argument("--split", default="auto", help="split JSON, a shipped split's name, or auto / auto:K (seeded 5-fold / K-fold split by patient, saved in --out)")
     cv.add_argument("--out", type=Path, help="run directory")
-    cv.add_argument("--folds", type=_fold_list, help="1-based folds to run, e.g. 1,3 (default all)")
+    cv.add_argument("--folds", type=fold_list, help="1-based folds to run, e.g. 1,3 (default all)")
     cv.add_argument("--fold", type=int, help="run this single fold (1-based); merge later with 'cv merge'")
     cv.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")
     cv.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")

@@ -52,6 +52,17 @@ class MergeSet(argparse.Action):
         setattr(namespace, self.dest, merged)
 
 
+def fold_list(text: str) -> list[int]:
+    """``--folds 1,3``: fold numbers, counted from 1 (``scribmed cv``, ``scribmed predict --run``)."""
+    try:
+        folds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"folds must be comma-separated numbers like 1,3, got {text!r}")
+    if not folds or min(folds) < 1:
+        raise argparse.ArgumentTypeError(f"folds are numbered from 1, like 1,3, got {text!r}")
+    return folds
+
+
 def spacing_mm(text: str | None) -> tuple[float, ...] | None:
     """``--spacing dz,dy,dx`` in mm (three positive numbers) for layouts that store none."""
     if text is None:

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scribmed.data.errors import DataError
 from scribmed.cli.options import (
+    fold_list,
     LAYOUT_NAMES,
     add_common,
     spacing_mm,
@@ -15,10 +17,18 @@ from scribmed.cli.options import (
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from scribmed.predict import predict_folder
+    from scribmed.predict import predict_folder, predict_run
 
-    paths = predict_folder(args.checkpoint, args.input, args.layout, args.out, device=args.device,
-                           spacing=args.spacing, progress=not args.quiet)
+    if (args.checkpoint is None) == (args.run is None):
+        raise DataError(None, "give one of --checkpoint CKPT (one model) or --run RUN_DIR (the ensemble of its folds)")
+    if args.folds is not None and args.run is None:
+        raise DataError(None, "--folds chooses folds of --run RUN_DIR")
+    if args.run is not None:
+        paths = predict_run(args.run, args.input, args.layout, args.out, folds=args.folds, device=args.device,
+                            spacing=args.spacing, progress=not args.quiet, mirror=args.tta)
+    else:
+        paths = predict_folder(args.checkpoint, args.input, args.layout, args.out, device=args.device,
+                               spacing=args.spacing, progress=not args.quiet, mirror=args.tta)
     print(json.dumps({"predictions": str(args.out), "cases": len(paths)}))
     return 0
 
@@ -28,12 +38,20 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
     pr = sub.add_parser(
         "predict",
         help="apply a trained checkpoint to images without labels (NIfTI on each image's grid)",
-        description="Load a scribmed checkpoint (e.g. RUN/fold_1/train/best.pt; its recipe, config and class map "
-        "are read from it), predict every image of --input (a folder of *.nii.gz images, or a dataset read with "
+        description="Load a scribmed checkpoint (--checkpoint, e.g. RUN/fold_1/train/best.pt; its recipe, config and "
+        "class map are read from it) or every finished fold of a cv run (--run RUN, an ensemble), predict every image of --input (a folder of *.nii.gz images, or a dataset read with "
         "--layout), and write OUT/<case_id>.nii.gz on each image's own grid. An input whose channel count or class map does not fit the checkpoint is "
         "refused. Existing outputs are kept (a killed run resumes).",
     )
-    pr.add_argument("--checkpoint", required=True, type=Path, help="a scribmed training checkpoint (.pt)")
+    pr.add_argument("--checkpoint", type=Path, help="a scribmed training checkpoint (.pt): predict with this model")
+    pr.add_argument("--run", type=Path, metavar="RUN_DIR",
+                    help="a scribmed cv run folder: predict with the ensemble of its finished folds (their class "
+                    "probabilities averaged, as nnU-Net does)")
+    pr.add_argument("--folds", type=fold_list, help="with --run: the folds to ensemble, e.g. 1,3 (default: every "
+                    "finished fold)")
+    pr.add_argument("--tta", action="store_true",
+                    help="test-time mirroring: average each slice's probabilities over its flips along H, W and both "
+                    "(four forward passes per slice and model, so four times the time)")
     pr.add_argument("--input", required=True, type=Path,
                     help="a folder of *.nii.gz images, or a dataset folder read with --layout (labels not needed)")
     pr.add_argument("--layout", default="generic", choices=LAYOUT_NAMES,

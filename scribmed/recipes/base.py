@@ -222,6 +222,14 @@ class Recipe:
         0 = background, for ``task = "instance"``)."""
         raise NotImplementedError(f"{type(self).__name__}.predict_case")
 
+    def predict_probabilities(self, model: FoldModel, case: Case, mirror: bool = False) -> Any:
+        """``(slices, classes, h, w)`` float32 class probabilities of ``case`` at the model's input size,
+        averaged over mirrored copies when ``mirror``: what ``scribmed predict --run`` averages over the
+        folds of a run (:func:`scribmed.training.inference.labels_from_probabilities` turns them into
+        the label map). A recipe without class probabilities refuses in one line."""
+        raise ValueError(f"recipe {self.name!r} predicts label maps only: a fold ensemble and test-time mirroring "
+                         "need class probabilities (predict with --checkpoint)")
+
     @classmethod
     def from_checkpoint(cls, checkpoint: Path) -> tuple["Recipe", FoldModel, dict[str, Any]]:
         """``(recipe with the checkpoint's config, its model, the checkpoint's class map)`` (``scribmed predict``).

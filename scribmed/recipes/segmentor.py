@@ -16,7 +16,7 @@ import torch
 from scribmed.data.case import Case, ClassMap
 from scribmed.data.errors import DataError
 from scribmed.training.config import TrainConfig, TrainResult
-from scribmed.training.inference import predict_volume
+from scribmed.training.inference import predict_probabilities, predict_volume
 from scribmed.runtime.files import file_sha256
 from scribmed.recipes.base import (
     FoldModel,
@@ -77,15 +77,26 @@ class SegmentorRecipe(Recipe):
             self._network = (model.checkpoint, net.to(resolve_device(self.config.device)).eval())
         return self._network[1]
 
-    def predict_case(self, model: FoldModel, case: Case) -> np.ndarray:
-        image = np.asarray(case.image)
-        channels = 1 if image.ndim == 3 else image.shape[1]
+    def _check_channels(self, case: Case) -> None:
+        image = case.image
+        channels = 1 if len(image.shape) == 3 else image.shape[1]
         if channels != self.config.in_channels:
             raise DataError(case.source, f"image has {channels} channel(s) but the model was trained on "
                             f"{self.config.in_channels}")
+
+    def predict_case(self, model: FoldModel, case: Case) -> np.ndarray:
+        self._check_channels(case)
+        image = np.asarray(case.image)
         return predict_volume(
             self.network(model), image, size=self.config.size, batch_size=self.config.val_batch_size,
             device=self.config.device, amp=self.config.amp, image_mode=self.config.image_interp,
+        )
+
+    def predict_probabilities(self, model: FoldModel, case: Case, mirror: bool = False) -> torch.Tensor:
+        self._check_channels(case)
+        return predict_probabilities(
+            self.network(model), np.asarray(case.image), size=self.config.size, batch_size=self.config.val_batch_size,
+            device=self.config.device, amp=self.config.amp, image_mode=self.config.image_interp, mirror=mirror,
         )
 
     def release(self, model: FoldModel) -> None:

@@ -20,7 +20,8 @@ from scribmed.runtime.device import AmpRequest, amp_policy, resolve_device
 from scribmed.runtime.progress import progress_bar
 from scribmed.transforms.resize import resize_back, resize_slices
 
-__all__ = ["predict_cases", "predict_to_folder", "predict_volume", "unwrap_network"]
+__all__ = ["MIRROR_AXES", "labels_from_probabilities", "predict_cases", "predict_probabilities", "predict_to_folder",
+           "predict_volume", "unwrap_network"]
 
 
 def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
@@ -94,6 +95,72 @@ def predict_volume(
     finally:
         net.train(was_training)
     return out
+
+
+#: test-time mirroring: every combination of flips over the in-plane axes (W, H), as nnU-Net mirrors
+MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+@torch.no_grad()
+def predict_probabilities(
+    network: torch.nn.Module,
+    image_shw: np.ndarray,
+    size: Sequence[int] = (256, 256),
+    batch_size: int = 16,
+    device: Optional[str | torch.device] = None,
+    amp: AmpRequest = True,
+    image_mode: str = "bilinear",
+    mirror: bool = False,
+) -> torch.Tensor:
+    """Class probabilities of every slice at the network size, the input of an ensemble.
+
+    Slices are resized as :func:`predict_volume` resizes them; the main head's softmax (float32)
+    is returned, averaged over the mirrored copies of each slice when ``mirror`` (:data:`MIRROR_AXES`:
+    four forward passes per slice, each flipped back before averaging).
+    :func:`labels_from_probabilities` of the result is :func:`predict_volume`'s label map.
+
+    Returns:
+        ``(slices, classes, h, w)`` float32 tensor on the CPU, ``(h, w) = size``.
+    """
+    image = np.asarray(image_shw)
+    if image.ndim == 3:
+        image = image[:, None]
+    if image.ndim != 4:
+        raise ValueError(f"expected an image (slices, H, W) or (slices, C, H, W), got shape {image_shw.shape}")
+    net = unwrap_network(network)
+    dev = _network_device(net) if device is None else resolve_device(device)
+    if _network_device(net) != dev:
+        net.to(dev)
+    policy = amp_policy(dev, amp)
+    hw = (int(size[0]), int(size[1]))
+    flips = MIRROR_AXES if mirror else MIRROR_AXES[:1]
+    chunks = []
+    was_training = net.training
+    net.eval()
+    try:
+        for start in range(0, image.shape[0], batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))
+            x = resize_slices(chunk.to(dev, non_blocking=True), hw, image_mode)
+            total = None
+            for axes in flips:
+                with policy.autocast():
+                    logits = net(torch.flip(x, axes) if axes else x)
+                if isinstance(logits, (tuple, list)):
+                    logits = logits[0]
+                prob = torch.softmax(logits.float(), dim=1)
+                prob = torch.flip(prob, axes) if axes else prob
+                total = prob if total is None else total + prob
+            chunks.append((total / len(flips)).cpu())
+    finally:
+        net.train(was_training)
+    return torch.cat(chunks)
+
+
+def labels_from_probabilities(probabilities: torch.Tensor, original_hw: Sequence[int]) -> np.ndarray:
+    """``(slices, H, W)`` uint8 label map: the argmax of ``(slices, classes, h, w)`` probabilities,
+    resized to the slice grid with nearest neighbour (as :func:`predict_volume` does)."""
+    labels = probabilities.argmax(dim=1).to(torch.uint8)
+    return resize_back(labels, tuple(original_hw), "nearest").cpu().numpy()
 
 
 def predict_cases(

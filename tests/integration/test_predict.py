@@ -98,3 +98,101 @@ def test_predict_on_a_plain_folder_of_nifti_images(trained, tmp_path, capsys):
         pred = read_label_nifti(out / f"{case.case_id}.nii.gz", "prediction").array
         np.testing.assert_array_equal(pred, recipe.predict_case(model, case))
     assert sorted(p.name for p in scans.iterdir()) == sorted(f"{c.case_id}.nii.gz" for c in list(ds)[:2])  # untouched
+
+
+# ----------------------------------------------------------------------------------- fold ensemble
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory):
+    """A two-fold DMPLS run on a four-patient phantom (2 iterations) and its dataset root."""
+    from scribmed.crossval.runner import run_cross_validation
+    from scribmed.recipes import build
+
+    base = tmp_path_factory.mktemp("ensemble")
+    root = write_phantom_dataset("cardiac", "acdc-h5", base / "data", n_patients=4, seed=5, slices=(2, 2),
+                                 frames=("ED",))
+    recipe = build("dmpls", iterations=2, val_interval=1, batch_size=2, size=32, device="cpu", seed=0)
+    run_cross_validation(recipe, open_dataset("acdc-h5", root), "auto:2", base / "run", progress=False)
+    return base / "run", root
+
+
+def _mean_probabilities(network, image: np.ndarray, size: int, mirror: bool):
+    """The softmax of the main head at ``size``, averaged over the flips along H, W and both."""
+    import torch
+
+    from scribmed.transforms.resize import resize_slices
+
+    x = resize_slices(torch.from_numpy(np.asarray(image, dtype=np.float32)[:, None]), (size, size), "bilinear")
+    flips = [(), (-1,), (-2,), (-2, -1)] if mirror else [()]
+    with torch.no_grad():
+        network.eval()
+        probs = []
+        for axes in flips:
+            out = network(torch.flip(x, axes) if axes else x)
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            p = torch.softmax(out.float(), dim=1)
+            probs.append(torch.flip(p, axes) if axes else p)
+    return torch.stack(probs).mean(0)
+
+
+def test_predict_run_is_the_argmax_of_the_folds_and_flips_mean_probabilities(cv_run, tmp_path, capsys):
+    import torch
+    import torch.nn.functional as F
+
+    run, root = cv_run
+    out = tmp_path / "ens"
+    assert main(["predict", "--run", str(run), "--tta", "--input", str(root), "--layout", "acdc-h5",
+                 "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    ds = open_dataset("acdc-h5", root)
+    assert json.loads(capsys.readouterr().out)["cases"] == len(ds.case_ids)
+    loaded = [DMPLSRecipe.from_checkpoint(run / f"fold_{k}" / "train" / "best.pt") for k in (1, 2)]
+    networks = [recipe.network(model) for recipe, model, _ in loaded]
+    # the recipes' probabilities are the main head's softmax averaged over the flips, and flipping matters
+    first = list(ds)[0]
+    for (recipe, model, _), net in zip(loaded, networks):
+        got = recipe.predict_probabilities(model, first, mirror=True)
+        assert torch.allclose(got, _mean_probabilities(net, np.asarray(first.image), 32, mirror=True), atol=1e-6)
+        assert not torch.allclose(got, recipe.predict_probabilities(model, first, mirror=False), atol=1e-6)
+    for case in ds:
+        image = np.asarray(case.image)
+        mean = sum(_mean_probabilities(net, image, 32, mirror=True) for net in networks) / 2
+        labels = F.interpolate(mean.argmax(1, keepdim=True).float(), size=image.shape[-2:], mode="nearest")
+        want = labels[:, 0].to(torch.uint8).numpy()
+        np.testing.assert_array_equal(read_label_nifti(out / f"{case.case_id}.nii.gz", "prediction").array, want)
+
+
+def test_one_fold_of_a_run_without_mirroring_is_the_checkpoint_prediction(cv_run, tmp_path):
+    run, root = cv_run
+    assert main(["predict", "--run", str(run), "--folds", "2", "--input", str(root), "--layout", "acdc-h5",
+                 "--out", str(tmp_path / "f2"), "--quiet"]) == 0
+    assert main(["predict", "--checkpoint", str(run / "fold_2" / "train" / "best.pt"), "--input", str(root),
+                 "--layout", "acdc-h5", "--out", str(tmp_path / "ck"), "--quiet"]) == 0
+    for path in sorted((tmp_path / "ck").glob("*.nii.gz")):
+        np.testing.assert_array_equal(read_label_nifti(path, "p").array,
+                                      read_label_nifti(tmp_path / "f2" / path.name, "p").array)
+
+
+def test_predict_run_refusals_are_one_line(cv_run, tmp_path, capsys):
+    run, root = cv_run
+    base = ["--input", str(root), "--layout", "acdc-h5", "--out", str(tmp_path / "x"), "--quiet"]
+    assert main(["predict", "--run", str(run), "--folds", "3", *base]) == 1
+    assert "folds [3] are not finished (finished: [1, 2])" in capsys.readouterr().err
+    assert main(["predict", *base]) == 1
+    assert "give one of --checkpoint CKPT" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(run / "fold_1" / "train" / "best.pt"), "--folds", "1", *base]) == 1
+    assert "--folds chooses folds of --run" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_run_without_models_is_refused_in_one_line(tmp_path, capsys):
+    from scribmed.crossval.runner import run_cross_validation
+    from scribmed.recipes import build
+
+    root = write_phantom_dataset("cardiac", "acdc-h5", tmp_path / "data", n_patients=2, seed=1, slices=(2, 2),
+                                 frames=("ED",))
+    run_cross_validation(build("nearest"), open_dataset("acdc-h5", root), "auto:2", tmp_path / "run", progress=False)
+    assert main(["predict", "--run", str(tmp_path / "run"), "--tta", "--input", str(root), "--layout", "acdc-h5",
+                 "--out", str(tmp_path / "p"), "--quiet"]) == 1
+    assert "fold 1 keeps no model checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

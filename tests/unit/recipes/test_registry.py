@@ -78,3 +78,10 @@ def test_docs_example_recipe_runs_through_scribmed_cv(capsys):
         assert summary["folds_merged"] == [1, 2, 3, 4, 5]
     finally:
         recipes._REGISTRY.pop("nearest_mean", None)
+
+
+def test_a_recipe_without_probabilities_refuses_an_ensemble_in_one_line():
+    from scribmed.recipes import build
+
+    with pytest.raises(ValueError, match="recipe 'nearest' predicts label maps only: a fold ensemble"):
+        build("nearest").predict_probabilities(None, None, mirror=True)

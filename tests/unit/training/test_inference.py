@@ -10,7 +10,12 @@ import torch
 
 from scribmed.data.case import Case, CaseArrays
 from scribmed.data.nifti import read_label_nifti
-from scribmed.training.inference import predict_cases, predict_volume
+from scribmed.training.inference import (
+    labels_from_probabilities,
+    predict_cases,
+    predict_probabilities,
+    predict_volume,
+)
 from scribmed.networks.unet_dual import DualBranchUNet
 
 
@@ -63,6 +68,19 @@ def test_predict_volume_resizes_there_and_back():
     assert all(_dice(pred[z] == 1, mask[z]) > 0.9 for z in range(5))
     # batching and an "auto" device request do not change the answer
     np.testing.assert_array_equal(pred, predict_volume(ThresholdNet(), image, size=(64, 64), batch_size=16, device="auto"))
+
+
+def test_probabilities_give_predict_volumes_labels_and_mirroring_flips_back():
+    image, mask = _volume((5, 48, 80))
+    net = ThresholdNet()
+    prob = predict_probabilities(net, image, size=(64, 64), batch_size=2)
+    assert prob.shape == (5, 2, 64, 64) and prob.dtype == torch.float32
+    torch.testing.assert_close(prob.sum(1), torch.ones(5, 64, 64))
+    np.testing.assert_array_equal(labels_from_probabilities(prob, (48, 80)), predict_volume(net, image, (64, 64)))
+    net.calls = 0
+    mirrored = predict_probabilities(net, image, size=(64, 64), batch_size=16, mirror=True)
+    assert net.calls == 4  # one pass per flip: none, W, H, both
+    torch.testing.assert_close(mirrored, prob)  # a thresholding net commutes with flips: each flip undone
 
 
 def test_predict_volume_uses_main_head_and_restores_mode():
