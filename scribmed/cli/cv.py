@@ -217,11 +217,16 @@ def _finished(out: Path) -> set[int]:
 
 def _say_missing(out: Path) -> None:
     """Name the folds a merged summary leaves out (not finished yet)."""
-    from scribmed.crossval.runner import missing_folds
+    from scribmed.crossval.runner import empty_folds, missing_folds
 
     missing, total = missing_folds(out)
+    empty = [k for k in empty_folds(out) if k in missing]
+    pending = [k for k in missing if k not in empty]
     if missing:
-        print(f"merged {total - len(missing)} of {total} folds; not finished: {', '.join(map(str, missing))} "
+        parts = [f"not finished: {', '.join(map(str, pending))}"] if pending else []
+        if empty:
+            parts.append(f"no test or training patients in this dataset, never run: {', '.join(map(str, empty))}")
+        print(f"merged {total - len(missing)} of {total} folds; {'; '.join(parts)} "
               "(the summary covers the finished ones only)")
 
 

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from scribmed.recipes.base import FoldModel, Recipe
 
 __all__ = [
-    "FOLD_DONE", "PREPARE_DONE", "RUN_RECORD", "CVRun", "merge_folds", "open_run", "read_fold_record",
+    "FOLD_DONE", "PREPARE_DONE", "RUN_RECORD", "CVRun", "empty_folds", "merge_folds", "open_run", "read_fold_record",
     "read_run_record", "run_cross_validation", "run_fold", "write_fold_record",
 ]
 
@@ -294,6 +294,19 @@ def missing_folds(out: Path) -> tuple[list[int], int]:
         return [], 0
     done = set(finished_folds(out))
     return [k for k in range(1, n + 1) if k not in done], n
+
+
+def empty_folds(out: Path) -> list[int]:
+    """Folds of the run's split left without test or training patients once the patients absent from
+    the dataset are dropped (``run.json``'s ``missing_patients_dropped``): they never run."""
+    out = Path(out)
+    try:
+        folds = json.loads((out / "split.json").read_text()).get("folds", [])
+        absent = set(json.loads((out / RUN_RECORD).read_text()).get("missing_patients_dropped") or ())
+    except (OSError, ValueError):
+        return []
+    return [k for k, fold in enumerate(folds, 1)
+            if not set(fold.get("test", ())) - absent or not set(fold.get("train", ())) - absent]
 
 
 class CVRun:
