@@ -66,6 +66,26 @@ def predict_volume(
         ``(slices, H, W)`` uint8 label map on the input grid.
     """
     image = np.asarray(image_shw)
+    out = np.empty((image.shape[0], *image.shape[-2:]), dtype=np.uint8)
+    for start, x, forward in _slice_batches(network, image, size, batch_size, device, amp, image_mode):
+        labels = forward(x).argmax(dim=1).to(torch.uint8)
+        out[start : start + labels.shape[0]] = resize_back(labels, out.shape[-2:], "nearest").cpu().numpy()
+    return out
+
+
+def _slice_batches(
+    network: torch.nn.Module,
+    image_shw: np.ndarray,
+    size: Sequence[int],
+    batch_size: int,
+    device: Optional[str | torch.device],
+    amp: AmpRequest,
+    image_mode: str,
+) -> Iterator[tuple[int, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]:
+    """``(first slice index, resized batch, forward)`` for every batch of slices, the network in eval
+    mode (restored afterwards) on ``device``; ``forward(x)`` is the main head's logits under the AMP
+    policy. What :func:`predict_volume` and :func:`predict_probabilities` share."""
+    image = np.asarray(image_shw)
     if image.ndim == 3:
         image = image[:, None]
     if image.ndim != 4:
@@ -78,23 +98,20 @@ def predict_volume(
         net.to(dev)
     policy = amp_policy(dev, amp)
     hw = (int(size[0]), int(size[1]))
-    orig_hw = image.shape[-2:]
-    out = np.empty((image.shape[0], *orig_hw), dtype=np.uint8)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with policy.autocast():
+            logits = net(x)
+        return logits[0] if isinstance(logits, (tuple, list)) else logits
+
     was_training = net.training
     net.eval()
     try:
         for start in range(0, image.shape[0], batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))
-            x = resize_slices(chunk.to(dev, non_blocking=True), hw, image_mode)
-            with policy.autocast():
-                logits = net(x)
-            if isinstance(logits, (tuple, list)):
-                logits = logits[0]
-            labels = logits.argmax(dim=1).to(torch.uint8)
-            out[start : start + labels.shape[0]] = resize_back(labels, orig_hw, "nearest").cpu().numpy()
+            yield start, resize_slices(chunk.to(dev, non_blocking=True), hw, image_mode), forward
     finally:
         net.train(was_training)
-    return out
 
 
 #: test-time mirroring: every combination of flips over the in-plane axes (W, H), as nnU-Net mirrors
@@ -122,37 +139,15 @@ def predict_probabilities(
     Returns:
         ``(slices, classes, h, w)`` float32 tensor on the CPU, ``(h, w) = size``.
     """
-    image = np.asarray(image_shw)
-    if image.ndim == 3:
-        image = image[:, None]
-    if image.ndim != 4:
-        raise ValueError(f"expected an image (slices, H, W) or (slices, C, H, W), got shape {image_shw.shape}")
-    net = unwrap_network(network)
-    dev = _network_device(net) if device is None else resolve_device(device)
-    if _network_device(net) != dev:
-        net.to(dev)
-    policy = amp_policy(dev, amp)
-    hw = (int(size[0]), int(size[1]))
     flips = MIRROR_AXES if mirror else MIRROR_AXES[:1]
     chunks = []
-    was_training = net.training
-    net.eval()
-    try:
-        for start in range(0, image.shape[0], batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(image[start : start + batch_size], dtype=np.float32))
-            x = resize_slices(chunk.to(dev, non_blocking=True), hw, image_mode)
-            total = None
-            for axes in flips:
-                with policy.autocast():
-                    logits = net(torch.flip(x, axes) if axes else x)
-                if isinstance(logits, (tuple, list)):
-                    logits = logits[0]
-                prob = torch.softmax(logits.float(), dim=1)
-                prob = torch.flip(prob, axes) if axes else prob
-                total = prob if total is None else total + prob
-            chunks.append((total / len(flips)).cpu())
-    finally:
-        net.train(was_training)
+    for _, x, forward in _slice_batches(network, image_shw, size, batch_size, device, amp, image_mode):
+        total = None
+        for axes in flips:
+            prob = torch.softmax(forward(torch.flip(x, axes) if axes else x).float(), dim=1)
+            prob = torch.flip(prob, axes) if axes else prob
+            total = prob if total is None else total + prob
+        chunks.append((total / len(flips)).cpu())
     return torch.cat(chunks)
 
 
