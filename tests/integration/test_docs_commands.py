@@ -23,6 +23,8 @@ MONAI. The substitutions, stated once:
 * ``python benchmarks/NAME.py ARGS`` is parsed by the script's own parser and not run (the
   benchmarks run on the real data for minutes to hours);
 * ``make install`` is ``make -q install`` (the suite runs in the environment it installed);
+  ``make demo`` and ``make test`` are ``make -n`` (their commands are the demo, which
+  tests/integration/test_cli.py runs at small sizes, and this suite);
 * ``pip install ./mypkg`` and the commands after it (docs/recipes.md's recipe package) are
   tests/integration/test_recipe_plugin.py, which installs that package into a temporary folder.
 """
@@ -240,8 +242,10 @@ def run_command(call: list[str], scratch: dict, monkeypatch) -> Optional[Outcome
     if name == "python" and args and args[0].startswith("benchmarks/"):
         return in_process(call, lambda: parse_benchmark(REPO / args[0], args[1:], monkeypatch))
     if name == "make":
-        assert args == ["install"], call
-        done = subprocess.run(["make", "-q", "install"], cwd=REPO, capture_output=True, text=True)
+        assert len(args) == 1 and args[0] in ("install", "demo", "test"), call
+        # install: up to date (-q); demo and test: their commands as make prints them (-n), run elsewhere
+        done = subprocess.run(["make", "-q" if args[0] == "install" else "-n", args[0]], cwd=REPO,
+                              capture_output=True, text=True)
         return Outcome(call, done.returncode, done.stdout, done.stderr)
     if name == "pip":
         return None
@@ -305,6 +309,7 @@ def test_readme(scratch, monkeypatch):
     outcomes, work = run_page("README.md", scratch, monkeypatch)
     said = "\n".join(o.out + o.err for o in outcomes)
     assert "merged 1 of 5 folds" in said and '"cases": 3' in said
+    assert "-m scribmed demo" in said and "-m pytest" in said  # the quick start's make targets
     run = work / "runs" / "dmpls_acdc"
     for name in ("run.json", "split.json", "fold_1/train/best.pt", "fold_1/fold.json", "fold_1/evaluation/summary.json",
                  "summary.md"):
