@@ -23,13 +23,13 @@ import contextlib
 import io
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from doc_blocks import bash_blocks, recorded_calls
 
 from scribmed.cli import build_parser, main
 from scribmed.data.phantoms import write_phantom_dataset
@@ -46,10 +46,6 @@ for last; do :; done
 if [ -f "$last" ]; then cp "$last" "$FAKE_SLURM_DIR/job_$id/script.sh"; fi
 echo "Submitted batch job $id"
 """
-
-
-def bash_blocks(text: str) -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
 
 
 def adapt(block: str, acdc: Path, tmp: Path) -> str:
@@ -100,22 +96,9 @@ def page(acdc, tmp_path_factory):
             "record": record, "acdc": acdc}
 
 
-#: defined before a ``scribmed ...`` block: the shell expands the command line (variables, quotes,
-#: continuation lines) and prints each call's arguments, NUL-separated, after a \x01 marker.
-RECORD_SCRIBMED = "scribmed() { printf '\\001\\0'; printf '%s\\0' \"$@\"; }\n"
-
-
 def scribmed_calls(script: str, env: dict) -> list[list[str]]:
     """The argument lists of the ``scribmed`` commands ``script`` runs, as bash expands them."""
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", RECORD_SCRIBMED + script], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60, check=True)
-    calls: list[list[str]] = []
-    for token in done.stdout.split("\0")[:-1]:
-        if token == "\x01":
-            calls.append([])
-        else:
-            calls[-1].append(token)
-    return calls
+    return [call[1:] for call in recorded_calls(script, ("scribmed",), env, REPO)]
 
 
 def run_in_process(argv: list[str], page, monkeypatch) -> subprocess.CompletedProcess:

@@ -47,13 +47,11 @@ from typing import Callable, Optional
 
 import numpy as np
 import pytest
+from doc_blocks import bash_blocks, recorded_calls
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "cluster.md")]
 RECORDED = ("scribmed", "python", "torchrun", "make", "pip", "_block_end")
-
-#: each recorded command prints \x01, its name and its arguments, NUL-separated
-RECORDER = "".join(f"{name}() {{ printf '\\001\\0{name}\\0'; printf '%s\\0' \"$@\"; }}\n" for name in RECORDED)
 
 TRAIN_FLAGS = {"--iterations": "2", "--batch-size": "2", "--size": "32", "--val-interval": "1"}
 SAM_FLAGS = {"--rounds": "1", "--sam-epochs": "1"}
@@ -61,28 +59,10 @@ BUNDLE_TRAIN_KEYS = {"--iterations": "2", "--batch_size": "2", "--size": "[32,32
 BUNDLE_WORKERS = {"--num_workers": "0"}
 
 
-def bash_blocks(text: str) -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-
-
 def page_blocks() -> list[tuple[str, int, str]]:
     """(page, block number, block) of every bash block of the pages."""
     return [(page.relative_to(REPO).as_posix(), i, block)
             for page in PAGES for i, block in enumerate(bash_blocks(page.read_text()), 1)]
-
-
-def expand(block: str, env: dict, cwd: Path) -> list[list[str]]:
-    """The recorded commands of ``block`` as bash expands them: [name, arg, ...] each."""
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", RECORDER + block], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"{block}\n{done.stderr}"
-    calls: list[list[str]] = []
-    for token in done.stdout.split("\0")[:-1]:
-        if token == "\x01":
-            calls.append([])
-        else:
-            calls[-1].append(token)
-    return calls
 
 
 def with_values(argv: list[str], values: dict[str, str], add: bool) -> list[str]:
@@ -281,7 +261,7 @@ def run_page(page: str, scratch: dict, monkeypatch) -> tuple[list[Outcome], Path
     script = "\n".join(localise(b, scratch) + "\n_block_end" for b in blocks)
     outcomes: list[Outcome] = []
     package_block = False  # a block from `pip install` on: test_recipe_plugin.py runs it
-    for call in expand(script, scratch["env"], work):
+    for call in recorded_calls(script, RECORDED, scratch["env"], work):
         if call[0] == "_block_end":
             package_block = False
             continue
