@@ -92,6 +92,23 @@ def acdc_5fold() -> Split:
     )
 
 
+def acdc_heldout_5fold() -> Split:
+    """ACDC five-fold over patients 021-080 only; 001-020 stay out as a held-out test set."""
+    pool = ACDC_PATIENTS[20:80]
+    blocks = [pool[12 * k : 12 * (k + 1)] for k in range(5)]
+    return _make_split(
+        "acdc_heldout_5fold",
+        "ACDC five-fold cross-validation by patient over patient021-patient080 only: folds[k] tests the "
+        "consecutive block of 12 patients patient{12k+21}..patient{12k+32}; validation is carved from the "
+        "other 48 (validation_rule). patient001-patient020 belong to no fold: no fold trains or selects on "
+        "them, so they test a run's ensemble (scribmed predict --run) on unseen patients. All 60 patients are "
+        "in the public 80-patient ACDC release.",
+        blocks,
+        pool,
+        ValidationRule(),
+    )
+
+
 def mscmr_split() -> Split:
     """MSCMR (MS-CMRSeg 2019, CycleMix): one fold, train 25 / val 5 / test 15 subjects, given by hand."""
     name = lambda ids: tuple(sorted((f"subject{i}" for i in ids), key=lambda s: int(s[7:])))  # noqa: E731
@@ -135,6 +152,7 @@ def dsb2018_5fold() -> Split:
 #: File name -> generator of every committed split file.
 BUILTIN_SPLITS = {
     "acdc_5fold.json": acdc_5fold,
+    "acdc_heldout_5fold.json": acdc_heldout_5fold,
     "mscmr.json": mscmr_split,
     "chaos_mr_5fold.json": chaos_mr_5fold,
     "dsb2018_5fold.json": dsb2018_5fold,
@@ -157,6 +175,7 @@ __all__ = [
     "MSCMR_TRAIN",
     "MSCMR_VAL",
     "acdc_5fold",
+    "acdc_heldout_5fold",
     "chaos_mr_5fold",
     "dsb2018_5fold",
     "mscmr_split",
