@@ -106,23 +106,44 @@ def load_weights(network: torch.nn.Module, ckpt_path: str | Path, device: str | 
 
 
 def predict_with_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, device: str | torch.device = "cpu",
-                            size: Optional[int | Sequence[int]] = None, **kwargs: Any) -> list[Path]:
+                            size: Optional[int | Sequence[int]] = None, ensemble: Sequence[str | Path] = (),
+                            mirror: bool = False, **kwargs: Any) -> list[Path]:
     """Load ``ckpt_path``'s weights into ``network``, then :func:`~scribmed.training.inference.predict_cases`
     at the checkpoint's training size (:func:`checkpoint_size`: ``size`` ``None`` or equal to it).
 
     The inference bundles' engine: the checkpoint is read when the workflow runs, so
     ``initialize()`` and ``check_properties()`` work before any training has happened.
 
+    Args:
+        ensemble: checkpoints to predict with together instead of ``ckpt_path`` (e.g. every fold's
+            ``models/model.pt``): each loaded into a copy of ``network``, their main-head
+            probabilities averaged before the argmax, as nnU-Net ensembles its folds. All must
+            share one training size and input channel count.
+        mirror: test-time mirroring, the probabilities averaged over each slice's flips along H, W
+            and both (four forward passes per slice and checkpoint).
+
     Raises:
-        DataError: a ``size`` or input channel count other than the checkpoint's (one line).
+        DataError: a ``size`` or input channel count other than the checkpoint's (one line);
+            ensemble checkpoints trained at different sizes.
     """
+    import copy
+
     from scribmed.runtime.checkpoint import load_network_weights
     from scribmed.training.inference import predict_cases
 
     channels = getattr(network, "in_channels", None)
-    size_hw = checkpoint_size(ckpt_path, size, channels if isinstance(channels, int) else None)
-    load_network_weights(network, ckpt_path)
-    return predict_cases(network.to(device).eval(), device=device, size=size_hw, **kwargs)
+    channels = channels if isinstance(channels, int) else None
+    paths = [Path(p) for p in ensemble] or [Path(ckpt_path)]
+    size_hw = checkpoint_size(paths[0], size, channels)
+    networks = []
+    for i, path in enumerate(paths):
+        if checkpoint_size(path, size, channels) != size_hw:
+            raise DataError(path, f"trained at {_size_text(checkpoint_size(path, None, channels))}, the ensemble's "
+                            f"first checkpoint {paths[0]} at {_size_text(size_hw)}: ensemble checkpoints of one size only")
+        net = network if i == len(paths) - 1 else copy.deepcopy(network)
+        load_network_weights(net, path)
+        networks.append(net.to(device).eval())
+    return predict_cases(networks, device=device, size=size_hw, mirror=mirror, **kwargs)
 
 
 def publish_model(checkpoint: str | Path, model_path: str | Path) -> Optional[Path]:

@@ -159,7 +159,7 @@ def labels_from_probabilities(probabilities: torch.Tensor, original_hw: Sequence
 
 
 def predict_cases(
-    network: torch.nn.Module,
+    network: torch.nn.Module | Sequence[torch.nn.Module],
     cases: Sequence[Case],
     out_dir: str | Path,
     size: Sequence[int] = (256, 256),
@@ -169,6 +169,7 @@ def predict_cases(
     overwrite: bool = False,
     progress: bool = True,
     image_mode: str = "bilinear",
+    mirror: bool = False,
 ) -> list[Path]:
     """Predict each case and write ``<out_dir>/<case_id>.nii.gz`` on the case's grid.
 
@@ -177,12 +178,15 @@ def predict_cases(
     already exists are skipped unless ``overwrite``, so an interrupted run resumes.
 
     Args:
-        network: segmentation network (see :func:`predict_volume`).
+        network: segmentation network (see :func:`predict_volume`), or several (an ensemble: their
+            main-head probabilities averaged at ``size``, then the argmax resized, as nnU-Net ensembles).
         cases: cases to predict; ``case_id`` names the output file.
         out_dir: output folder (created).
         size, batch_size, device, amp, image_mode: see :func:`predict_volume`.
         overwrite: recompute files that already exist.
         progress: progress bar over cases.
+        mirror: average each slice's probabilities over its flips (:data:`MIRROR_AXES`, four forward
+            passes per slice and network).
 
     Returns:
         The prediction paths, one per case, in input order.
@@ -190,10 +194,21 @@ def predict_cases(
     Raises:
         DataError: ``out_dir`` exists and is not a folder; a case cannot be read.
     """
+    networks = [network] if isinstance(network, torch.nn.Module) else list(network)
+    if not networks:
+        raise ValueError("predict_cases needs at least one network")
+
     def predict(case: Case) -> np.ndarray:
-        return predict_volume(
-            network, case.image, size=size, batch_size=batch_size, device=device, amp=amp, image_mode=image_mode
-        )
+        if len(networks) == 1 and not mirror:
+            return predict_volume(
+                networks[0], case.image, size=size, batch_size=batch_size, device=device, amp=amp, image_mode=image_mode
+            )
+        total = None
+        for net in networks:
+            prob = predict_probabilities(net, case.image, size=size, batch_size=batch_size, device=device, amp=amp,
+                                         image_mode=image_mode, mirror=mirror)
+            total = prob if total is None else total + prob
+        return labels_from_probabilities(total / len(networks), case.image.shape[-2:])
 
     return [path for _, path, _ in predict_to_folder(cases, predict, out_dir, overwrite=overwrite, progress=progress)]
 

@@ -305,6 +305,45 @@ def test_inference_takes_the_checkpoint_size_and_refuses_another(data, acdc_run,
     assert msg.startswith(str(acdc_run / "models" / "model.pt")) and "trained at 64x64" in msg and "256x256" in msg
 
 
+@pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
+def test_inference_ensemble_and_mirroring_keys(data, acdc_run, tmp_path, monkeypatch) -> None:
+    """``--ensemble [ckpt, ckpt] --mirror true``: the argmax of the mean softmax over both checkpoints
+    and each slice's four flips, computed here independently of scribmed's inference code."""
+    from scribmed.networks.unet_dual import DualBranchUNet
+    from scribmed.transforms.resize import resize_back, resize_slices
+
+    other = torch.load(acdc_run / "last.pt", weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    other["network"] = {k: v + 0.05 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+                        for k, v in other["network"].items()}
+    torch.save(other, tmp_path / "other.pt")
+    ckpts = [str(acdc_run / "models" / "model.pt"), str(tmp_path / "other.pt")]
+    preds = tmp_path / "preds"
+    _run_here(["--config_file", _cfg("dmpls_acdc", "inference.yaml"), *_overrides(data, "dmpls_acdc", acdc_run),
+               "--progress", "False", "--device_name", "cpu", "--amp", "False", "--prediction_dir", str(preds),
+               "--ensemble", f"$[{ckpts[0]!r}, {ckpts[1]!r}]", "--mirror", "True"], tmp_path, monkeypatch)
+    networks = []
+    for ckpt in ckpts:
+        net = DualBranchUNet(in_channels=1, num_classes=4)
+        net.load_state_dict(torch.load(ckpt, weights_only=True)["network"])
+        networks.append(net.eval())
+    d = data["dmpls_acdc"]
+    for case in open_dataset(d["layout"], d["dir"]):
+        if case.patient_id != "patient003":
+            continue
+        x = resize_slices(torch.from_numpy(case.image.astype("float32")[:, None]), (64, 64), "bilinear")
+        probs = []
+        with torch.no_grad():
+            for net in networks:
+                for axes in [(), (-1,), (-2,), (-2, -1)]:
+                    out = net(torch.flip(x, axes) if axes else x)
+                    p = torch.softmax((out[0] if isinstance(out, (tuple, list)) else out).float(), dim=1)
+                    probs.append(torch.flip(p, axes) if axes else p)
+        expected = resize_back(torch.stack(probs).mean(0).argmax(1).to(torch.uint8), case.image.shape[-2:], "nearest")
+        written = read_label_nifti(preds / f"{case.case_id}.nii.gz", "prediction").array
+        assert written.shape == case.image.shape and (written == expected.numpy()).all()
+
+
 def _readme_ckpt_export() -> list[str]:
     """The ckpt_export command of bundles/dmpls_acdc/docs/README.md, as words."""
     readme = (BUNDLES / "dmpls_acdc" / "docs" / "README.md").read_text()

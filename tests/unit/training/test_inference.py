@@ -130,6 +130,28 @@ def test_predict_cases_writes_reference_geometry_and_skips_done(tmp_path):
     assert not list((tmp_path / "pred").glob(".*tmp*"))  # no temporary files left behind
 
 
+def test_predict_cases_with_several_networks_writes_the_argmax_of_their_mean_probabilities(tmp_path):
+    """An ensemble (and mirroring): the mean of the networks' softmax over flips, argmax, resized back."""
+    torch.manual_seed(0)
+    nets = [DualBranchUNet(1, 3, features=(4, 8, 16), dropout=(0.0, 0.0, 0.0)).eval() for _ in range(2)]
+    image = np.random.default_rng(0).random((2, 40, 56), dtype=np.float32)
+    case = _case("c1", image, (5.0, 1.0, 1.0))
+    (path,) = predict_cases(nets, [case], tmp_path / "ens", size=(32, 32), progress=False, mirror=True)
+    from scribmed.transforms.resize import resize_back, resize_slices
+
+    x = resize_slices(torch.from_numpy(image[:, None]), (32, 32), "bilinear")
+    with torch.no_grad():
+        probs = [torch.flip(torch.softmax(net(torch.flip(x, axes)), dim=1), axes)
+                 for net in nets for axes in [(), (-1,), (-2,), (-2, -1)]]
+    expected = resize_back(torch.stack(probs).mean(0).argmax(1).to(torch.uint8), (40, 56), "nearest").numpy()
+    np.testing.assert_array_equal(read_label_nifti(path).array, expected)
+    # one network without mirroring keeps predict_volume's path
+    (single,) = predict_cases(nets[:1], [case], tmp_path / "one", size=(32, 32), progress=False)
+    np.testing.assert_array_equal(read_label_nifti(single).array, predict_volume(nets[0], image, size=(32, 32)))
+    with pytest.raises(ValueError, match="at least one network"):
+        predict_cases([], [case], tmp_path / "none", size=(32, 32), progress=False)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="expected an image"):
         predict_volume(ThresholdNet(), np.zeros((4, 4), np.float32), size=(8, 8))
