@@ -50,8 +50,9 @@ def test_dicom_seg_per_series_equals_the_nifti_prediction(trained, capsys):
         assert [seg.get_segment_description(n).segment_label for n in seg.segment_numbers] == ["RV", "Myo", "LV"]
         sources = [hd.imread(p).SOPInstanceUID for p in case.source_files]
         numbers = seg.get_pixels_by_source_instance(sources, combine_segments=True)
-        nifti = read_label_nifti(base / "nii" / f"{case.case_id}.nii.gz", "prediction").array  # (z, y, x)
-        np.testing.assert_array_equal(values[numbers], nifti)
+        nifti = read_label_nifti(base / "nii" / f"{case.case_id}.nii.gz", "prediction")  # (z, y, x)
+        np.testing.assert_array_equal(values[numbers], nifti.array)
+        np.testing.assert_allclose(nifti.affine, case.affine, atol=1e-6)  # the NIfTI overlays the series
     stamp = (base / "seg" / f"{ds.case_ids[0]}.dcm").stat().st_mtime_ns
     assert _predict(ckpt, series, base / "seg", "--format", "dicom-seg") == 0  # a rerun keeps what exists
     assert (base / "seg" / f"{ds.case_ids[0]}.dcm").stat().st_mtime_ns == stamp
