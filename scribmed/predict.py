@@ -3,8 +3,9 @@
 The checkpoint names its recipe, config and class map, so nothing but the file is needed: the
 recipe is rebuilt with :meth:`scribmed.recipes.base.Recipe.from_checkpoint`, every case of the
 input folder (a plain folder of ``*.nii.gz`` images, or any layout) is predicted slice-wise and written as ``<out>/<case_id>.nii.gz`` on the case's own
-grid (its spacing and affine). :func:`predict_run` predicts with the ensemble of a
-cross-validation run's folds instead; either can average over mirrored copies of each slice.
+grid (its spacing and affine), or, for DICOM series (layout ``dicom``), as one DICOM-SEG
+``<out>/<case_id>.dcm`` referencing the series (``output_format="dicom-seg"``).
+:func:`predict_run` predicts with the ensemble of a cross-validation run's folds instead; either can average over mirrored copies of each slice.
 Outputs already present are kept, so a killed run resumes; the input folder is never written to.
 """
 
@@ -16,7 +17,11 @@ from typing import Any, Optional, Sequence
 
 from scribmed.data.errors import DataError
 
-__all__ = ["predict_folder", "predict_run"]
+__all__ = ["FORMATS", "predict_folder", "predict_run"]
+
+#: Output formats: ``nifti`` writes ``<case_id>.nii.gz`` label maps, ``dicom-seg`` one DICOM
+#: Segmentation ``<case_id>.dcm`` per series (needs the ``dicom`` layout, whose source files it references).
+FORMATS = ("nifti", "dicom-seg")
 
 
 def predict_folder(
@@ -28,6 +33,7 @@ def predict_folder(
     spacing: Optional[Sequence[float]] = None,
     progress: bool = True,
     mirror: bool = False,
+    output_format: str = "nifti",
 ) -> list[Path]:
     """Predict every case of ``input_root`` (read with ``layout``) with ``checkpoint``.
 
@@ -35,17 +41,20 @@ def predict_folder(
     images (or nnU-Net's ``imagesTr/``, multi-channel ``_0000``/``_0001`` files included); the class
     map is the checkpoint's unless the folder's ``dataset.json`` names one. ``mirror``: average the
     class probabilities over the mirrored copies of each slice (four passes,
-    :data:`scribmed.training.inference.MIRROR_AXES`).
+    :data:`scribmed.training.inference.MIRROR_AXES`). ``output_format`` is one of :data:`FORMATS`.
 
     Returns:
         The written (or already present) prediction paths, in dataset order.
 
     Raises:
         DataError: an unreadable or foreign checkpoint, an input whose class map or channel
-            count does not fit it, or an output folder inside the input folder.
+            count does not fit it, an output folder inside the input folder, or ``dicom-seg``
+            without the ``dicom`` layout (before any model is loaded).
     """
+    _check_format(output_format, layout)
     recipe, model, class_map = _load(Path(checkpoint), device)
-    return _predict([(recipe, model)], class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror)
+    return _predict([(recipe, model)], class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror,
+                    output_format)
 
 
 def predict_run(
@@ -58,6 +67,7 @@ def predict_run(
     spacing: Optional[Sequence[float]] = None,
     progress: bool = True,
     mirror: bool = False,
+    output_format: str = "nifti",
 ) -> list[Path]:
     """Predict every case of ``input_root`` with the ensemble of a cross-validation run's folds.
 
@@ -73,6 +83,7 @@ def predict_run(
     """
     from scribmed.crossval.runner import finished_folds, read_fold_record
 
+    _check_format(output_format, layout)
     run_dir = Path(run_dir)
     done = finished_folds(run_dir)
     chosen = list(done) if folds is None else [int(k) for k in folds]
@@ -93,7 +104,30 @@ def predict_run(
                             f"{size}): folds of one run only")
         models.append((recipe, model))
         class_map, size = fold_map, fold_size
-    return _predict(models, class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror)
+    return _predict(models, class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror,
+                    output_format)
+
+
+def _check_format(output_format: str, layout: str) -> None:
+    """``output_format`` is known and, for ``dicom-seg``, the input is read as DICOM series."""
+    if output_format not in FORMATS:
+        raise DataError(None, f"unknown output format {output_format!r}; known: {', '.join(FORMATS)}")
+    if output_format == "dicom-seg" and layout != "dicom":
+        raise DataError(None, f"--format dicom-seg needs DICOM series as input (--layout dicom), not --layout {layout}")
+
+
+def _dicom_seg_writer(recipe: str, class_names: dict[int, str]) -> Any:
+    """``write(path, case, labels)`` for :func:`~scribmed.training.inference.predict_to_folder`: one DICOM-SEG."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from scribmed.data.dicom_seg import write_dicom_seg
+
+    try:
+        software = version("scribmed")
+    except PackageNotFoundError:
+        software = "unknown"
+    return lambda path, case, labels: write_dicom_seg(path, labels, class_names, case.source_files, recipe=recipe,
+                                                      version=software)
 
 
 def _load(checkpoint: Path, device: str) -> tuple[Any, Any, dict]:
@@ -120,6 +154,7 @@ def _predict(
     spacing: Optional[Sequence[float]],
     progress: bool,
     mirror: bool,
+    output_format: str = "nifti",
 ) -> list[Path]:
     """Open the input, check it against the models' class map, predict and write every case."""
     from scribmed.data.layouts import open_dataset
@@ -134,7 +169,7 @@ def _predict(
     from scribmed.training.inference import labels_from_probabilities, predict_to_folder
 
     options: dict = {"spacing": tuple(spacing)} if spacing is not None else {}
-    if layout == "generic":
+    if layout in ("generic", "dicom"):
         from scribmed.data.case import ClassMap
 
         names = {int(k): v for k, v in class_map["names"].items()}
@@ -161,8 +196,12 @@ def _predict(
             total = prob if total is None else total + prob
         return labels_from_probabilities(total / len(models), case.image.shape[-2:])
 
+    if output_format == "dicom-seg" and getattr(first, "task", "semantic") != "semantic":
+        raise ValueError(f"recipe {first.name!r} predicts instance maps; DICOM-SEG output holds class segments only")
+    written = {"suffix": ".dcm", "write": _dicom_seg_writer(first.name, class_map["names"])} \
+        if output_format == "dicom-seg" else {}
     paths: list[Path] = []
-    for case, path, _ in predict_to_folder(list(dataset), predict, out_dir, progress=progress, dtype=dtype):
+    for case, path, _ in predict_to_folder(list(dataset), predict, out_dir, progress=progress, dtype=dtype, **written):
         paths.append(path)
         case.release()
     for recipe, model in models:

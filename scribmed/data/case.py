@@ -76,6 +76,9 @@ class Case:
             :mod:`scribmed.data.weak_labels`), ``None`` when the dataset states none.
         weak_loader: reads the case's box/point :class:`~scribmed.data.weak_labels.WeakLabel`
             (``None`` when it has none); :attr:`weak` calls it once and caches the result.
+        source_files: the files the image is read from in slice order, when there is one per
+            slice (DICOM: ``source_files[z]`` is slice ``z``); empty otherwise. Writers that
+            reference the source (DICOM-SEG) need them.
     """
 
     case_id: str
@@ -89,6 +92,7 @@ class Case:
     supervision: Optional[str] = None
     weak_loader: Optional[Callable[[], "WeakLabel"]] = field(default=None, repr=False)
     _weak: Optional["WeakLabel"] = field(default=None, repr=False)
+    source_files: tuple[Path, ...] = field(default=(), repr=False)
 
     def load(self) -> CaseArrays:
         if self._cache is None:

@@ -220,15 +220,19 @@ def predict_to_folder(
     overwrite: bool = False,
     progress: bool = True,
     dtype: Any = np.uint8,
+    suffix: str = ".nii.gz",
+    write: Optional[Callable[[Path, Case, np.ndarray], Any]] = None,
 ) -> Iterator[tuple[Case, Path, Optional[np.ndarray]]]:
-    """Write ``predict(case)`` as ``<out_dir>/<case_id>.nii.gz`` on each case's grid, case by case.
+    """Write ``predict(case)`` as ``<out_dir>/<case_id>.nii.gz`` (or ``write``'s format) on each case's grid.
 
     The one writing loop behind :func:`predict_cases`, the CV runner and ``scribmed predict``:
     files carry the case's spacing and affine and are written atomically; a file that already
     exists is kept (unless ``overwrite``), so an interrupted run resumes.
 
     ``dtype`` is the integer type predictions are cast to: ``uint8`` for label maps, ``int32``
-    for instance maps (the file stores them compactly).
+    for instance maps (the file stores them compactly). ``write(path, case, prediction)``
+    replaces the NIfTI writer for another format, whose files are ``<case_id><suffix>`` (e.g.
+    DICOM-SEG, ``.dcm``); it must write atomically too.
 
     Yields:
         ``(case, path, prediction)``; ``prediction`` is ``None`` when an existing file was kept.
@@ -243,10 +247,13 @@ def predict_to_folder(
         raise DataError(out_dir, "prediction output path exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     for case in progress_bar(cases, desc="predicting", unit="case", disable=not progress):
-        path = out_dir / f"{case.case_id}.nii.gz"
+        path = out_dir / f"{case.case_id}{suffix}"
         if path.exists() and not overwrite:
             yield case, path, None
             continue
         pred = np.asarray(predict(case), dtype=dtype)
-        write_prediction(path, pred, case.spacing, case.affine)
+        if write is None:
+            write_prediction(path, pred, case.spacing, case.affine)
+        else:
+            write(path, case, pred)
         yield case, path, pred

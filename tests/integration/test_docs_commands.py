@@ -10,7 +10,8 @@ MONAI. The substitutions, stated once:
 * ``/data/ACDC`` is an ACDC-layout phantom of 17 patients, one frame each: two test and two
   validation patients of every fold of the ``acdc_5fold`` split, which names 100 (the pages pass
   ``--allow-missing``, as the public ACDC release of 80 patients needs), ``/data/new_scans`` a folder of three phantom ``*.nii.gz``
-  images, ``my_split.json`` a five-fold split of the phantom's patients; any other absolute path is
+  images, ``/data/dicom_scans`` the same three images as DICOM series (one folder each),
+  ``my_split.json`` a five-fold split of the phantom's patients; any other absolute path is
   a folder of the scratch directory, and every page runs in a scratch folder of its own;
 * training is 2 iterations of batch 2 at 32x32, validating every iteration (``--iterations``,
   ``--batch-size``, ``--size``, ``--val-interval`` and the bundles' ``iterations``, ``batch_size``,
@@ -148,7 +149,7 @@ def bundle_run(args: list[str]) -> int:
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
     """The phantom data the pages' paths point to, and the environment the blocks run in."""
-    from scribmed.data.layouts import open_dataset
+    from scribmed.data.layouts import open_dataset, write_dataset
     from scribmed.data.nifti import write_nifti
     from scribmed.data.phantoms import write_phantom_dataset
     from scribmed.data.split_files import save_split
@@ -170,10 +171,13 @@ def scratch(tmp_path_factory):
     scans.mkdir()
     for case in list(dataset)[:3]:
         write_nifti(scans / f"{case.case_id}.nii.gz", np.asarray(case.image), spacing=(5.0, 1.5, 1.5))
+    dicom_scans = base / "dicom_scans"
+    write_dataset("dicom", dicom_scans, [{"case_id": c.case_id, "patient_id": c.patient_id, "image": c.image,
+                                          "spacing": (5.0, 1.5, 1.5)} for c in list(dataset)[:3]])
     split = save_split(make_kfold_split(dataset.patients, k=5, seed=0, name="my_split"), base / "my_split.json")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
-    return {"acdc": acdc, "scans": scans, "split": split, "base": base, "env": env}
+    return {"acdc": acdc, "scans": scans, "dicom_scans": dicom_scans, "split": split, "base": base, "env": env}
 
 
 def page_folder(page: str, scratch: dict) -> Path:
@@ -190,10 +194,11 @@ def page_folder(page: str, scratch: dict) -> Path:
 
 def localise(block: str, scratch: dict) -> str:
     """The block with the pages' data paths pointing at the phantoms and other absolute paths at scratch."""
-    block = block.replace("/data/new_scans", "\0SCANS\0")
+    block = block.replace("/data/new_scans", "\0SCANS\0").replace("/data/dicom_scans", "\0DICOM\0")
     block = re.sub(r"/data/ACDC(?=[\s/\"']|$)", "\0ACDC\0", block, flags=re.M)
     block = re.sub(r"(?<![\w.$/])/(data|scratch|shared|tmp|my)/", str(scratch["base"]) + r"/abs/\1/", block)
-    return block.replace("\0SCANS\0", str(scratch["scans"])).replace("\0ACDC\0", str(scratch["acdc"]))
+    return block.replace("\0SCANS\0", str(scratch["scans"])).replace("\0ACDC\0", str(scratch["acdc"])) \
+        .replace("\0DICOM\0", str(scratch["dicom_scans"]))
 
 
 def run_command(call: list[str], scratch: dict, monkeypatch) -> Optional[Outcome]:
@@ -297,6 +302,8 @@ def test_readme(scratch, monkeypatch):
     assert sorted(p.name for p in (work / "runs" / "new_preds").iterdir()) == \
         sorted(p.name for p in scratch["scans"].iterdir())
     assert (work / "runs" / "acdc_eval" / "summary.json").exists()
+    assert sorted(p.name for p in (work / "runs" / "new_segs").iterdir()) == \
+        sorted(f"{p.name[:-len('.nii.gz')]}.dcm" for p in scratch["scans"].iterdir())  # one DICOM-SEG per series
 
 
 @pytest.mark.usefixtures("fake_sam")

@@ -20,6 +20,7 @@ from scribmed.data.layouts import (
     acdc_nifti,
     chaos_npz,
     chaos_t2_nifti,
+    dicom,
     dsb2018,
     generic,
     mscmr,
@@ -38,7 +39,7 @@ class Layout:
 
 LAYOUTS: dict[str, Layout] = {
     m.NAME: Layout(m.NAME, m.read_dataset, m.write_case, (m.__doc__ or "").strip().splitlines()[0])
-    for m in (acdc_h5, acdc_nifti, mscmr, chaos_npz, chaos_t2_nifti, generic, dsb2018)
+    for m in (acdc_h5, acdc_nifti, mscmr, chaos_npz, chaos_t2_nifti, generic, dsb2018, dicom)
 }
 
 
@@ -57,11 +58,12 @@ def open_dataset(layout: str, root: str | Path, **options: Any) -> Dataset:
 
     Args:
         layout: one of ``LAYOUTS`` (``acdc-h5``, ``acdc-nifti``, ``mscmr``, ``chaos-npz``,
-            ``chaos-t2-nifti``, ``generic``, ``dsb2018``).
+            ``chaos-t2-nifti``, ``generic``, ``dsb2018``, ``dicom``).
         root: the dataset folder as distributed.
         **options: layout options, e.g. ``spacing=(dz, dy, dx)`` (mm) for ``acdc-h5`` and
             ``chaos-npz``, ``class_map=`` for any layout (required by ``generic`` when its
-            dataset.json names no classes), ``channels=1|3`` for ``dsb2018``.
+            dataset.json names no classes; ``fallback_class_map=`` for ``generic`` and ``dicom``
+            applies when nothing else names them), ``channels=1|3`` for ``dsb2018``.
 
     Raises:
         DataError: unknown layout, missing root, or a folder that does not match the layout.

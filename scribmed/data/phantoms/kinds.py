@@ -10,8 +10,8 @@ from scribmed.data.phantoms.phantom_case import PhantomCase
 
 KINDS = ("cardiac", "abdominal")
 LAYOUTS_BY_KIND = {
-    "cardiac": ("acdc-h5", "acdc-nifti", "mscmr", "generic"),
-    "abdominal": ("chaos-npz", "chaos-t2-nifti", "generic"),
+    "cardiac": ("acdc-h5", "acdc-nifti", "mscmr", "generic", "dicom"),
+    "abdominal": ("chaos-npz", "chaos-t2-nifti", "generic", "dicom"),
 }
 
 

@@ -98,7 +98,8 @@ def write_phantom_dataset(
     Args:
         kind: ``"cardiac"`` or ``"abdominal"``.
         layout: ``acdc-h5``, ``acdc-nifti``, ``mscmr``, ``generic`` (cardiac) or ``chaos-npz``,
-            ``chaos-t2-nifti`` (T2 only; the reader synthesises the scribbles), ``generic`` (abdominal).
+            ``chaos-t2-nifti`` (T2 only; the reader synthesises the scribbles), ``generic`` (abdominal);
+            ``dicom`` for either (one MR series per case, images only).
         out: dataset root to create (for ``acdc-h5`` it holds ``ACDC_training_volumes/``).
         n_patients: number of patients.
         seed: base seed.

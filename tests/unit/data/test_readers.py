@@ -188,7 +188,7 @@ def test_generic_round_trip_with_class_map_and_patients(tmp_path: Path):
 
 
 def test_every_layout_is_registered():
-    assert set(LAYOUTS) == {"acdc-h5", "acdc-nifti", "mscmr", "chaos-npz", "chaos-t2-nifti", "generic", "dsb2018"}
+    assert set(LAYOUTS) == {"acdc-h5", "acdc-nifti", "mscmr", "chaos-npz", "chaos-t2-nifti", "generic", "dsb2018", "dicom"}
 
 
 # --------------------------------------------------------------------------- NIfTI helpers
