@@ -11,6 +11,7 @@ Outputs already present are kept, so a killed run resumes; the input folder is n
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -58,13 +59,16 @@ def predict_run(
     spacing: Optional[Sequence[float]] = None,
     progress: bool = True,
     mirror: bool = False,
+    postprocess: bool = True,
 ) -> list[Path]:
     """Predict every case of ``input_root`` with the ensemble of a cross-validation run's folds.
 
     Each finished fold (or each of ``folds``, 1-based) contributes its selected checkpoint (the one
     its ``fold.json`` names); the class probabilities of the folds (and of the mirrored copies when
     ``mirror``) are averaged at the network's input size, then the argmax is resized to each case's
-    grid, as nnU-Net ensembles its folds.
+    grid, as nnU-Net ensembles its folds. When the run holds ``postprocessing.json``
+    (``scribmed cv postprocess``) and ``postprocess`` is true, its keep-largest-component plan is
+    applied to each case's label map on the case's grid before it is written (said once on stderr).
 
     Raises:
         DataError: no finished fold, a requested fold that is not finished, folds of different
@@ -93,7 +97,23 @@ def predict_run(
                             f"{size}): folds of one run only")
         models.append((recipe, model))
         class_map, size = fold_map, fold_size
-    return _predict(models, class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror)
+    plan = _postprocessing(run_dir, class_map) if postprocess else None
+    return _predict(models, class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror, plan)
+
+
+def _postprocessing(run_dir: Path, class_map: dict) -> Any:
+    """The run's post-processing plan (None: none recorded, or it changes nothing), said once on stderr."""
+    from scribmed.crossval.postprocessing_record import POSTPROCESSING_RECORD, read_postprocessing_plan
+
+    plan = read_postprocessing_plan(run_dir)
+    if plan is None or plan.is_empty:
+        return None
+    names = {int(k): v for k, v in class_map["names"].items()}
+    if not set(plan.foreground) <= set(names) - {0}:
+        raise DataError(run_dir / POSTPROCESSING_RECORD, f"post-processing of classes {list(plan.foreground)} does "
+                        f"not fit the folds' class map {names}")
+    print(f"post-processing ({run_dir / POSTPROCESSING_RECORD}): {plan.describe(names)}", file=sys.stderr)
+    return plan
 
 
 def _load(checkpoint: Path, device: str) -> tuple[Any, Any, dict]:
@@ -120,8 +140,10 @@ def _predict(
     spacing: Optional[Sequence[float]],
     progress: bool,
     mirror: bool,
+    plan: Any = None,
 ) -> list[Path]:
-    """Open the input, check it against the models' class map, predict and write every case."""
+    """Open the input, check it against the models' class map, predict and write every case
+    (post-processed by ``plan``, a :class:`~scribmed.crossval.postprocessing.PostprocessingPlan`, if given)."""
     from scribmed.data.layouts import open_dataset
     from scribmed.recipes.base import Recipe
 
@@ -152,7 +174,7 @@ def _predict(
     first = models[0][0]
     dtype = evaluation_for(getattr(first, "task", "semantic")).prediction_dtype  # instance maps: int32
 
-    def predict(case: Any) -> Any:
+    def labels(case: Any) -> Any:
         if not averaged:
             return first.predict_case(models[0][1], case)  # one model: its own prediction path
         total = None
@@ -160,6 +182,9 @@ def _predict(
             prob = recipe.predict_probabilities(model, case, mirror)
             total = prob if total is None else total + prob
         return labels_from_probabilities(total / len(models), case.image.shape[-2:])
+
+    def predict(case: Any) -> Any:
+        return labels(case) if plan is None else plan.apply(labels(case))
 
     paths: list[Path] = []
     for case, path, _ in predict_to_folder(list(dataset), predict, out_dir, progress=progress, dtype=dtype):
