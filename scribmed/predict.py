@@ -12,36 +12,64 @@ Outputs already present are kept, so a killed run resumes; the input folder is n
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from scribmed.data.errors import DataError
 
-__all__ = ["FORMATS", "predict_folder", "predict_run"]
+__all__ = ["FORMATS", "PredictOptions", "predict_folder", "predict_run"]
 
 #: Output formats: ``nifti`` writes ``<case_id>.nii.gz`` label maps, ``dicom-seg`` one DICOM
 #: Segmentation ``<case_id>.dcm`` per series (needs the ``dicom`` layout, whose source files it references).
 FORMATS = ("nifti", "dicom-seg")
 
 
-def predict_folder(
-    checkpoint: str | Path,
-    input_root: str | Path,
-    layout: str = "generic",
-    out_dir: str | Path = "predictions",
-    device: str = "auto",
-    spacing: Optional[Sequence[float]] = None,
-    progress: bool = True,
-    mirror: bool = False,
-    output_format: str = "nifti",
-) -> list[Path]:
-    """Predict every case of ``input_root`` (read with ``layout``) with ``checkpoint``.
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+    """How ``scribmed predict`` reads its input, predicts and writes (the command's flags).
+
+    Attributes:
+        layout: how the input folder is read (``generic``: a plain folder of ``*.nii.gz`` images or
+            nnU-Net's ``imagesTr/``; ``dicom``: DICOM series; or any dataset layout).
+        out_dir: output folder (never inside the input folder).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``.
+        spacing: ``(dz, dy, dx)`` in mm for layouts that store none.
+        progress: progress bar over cases.
+        mirror: average the class probabilities over each slice's flips along H, W and both (four
+            passes per slice and model, :data:`scribmed.training.inference.MIRROR_AXES`).
+        output_format: one of :data:`FORMATS`.
+        postprocess: with :func:`predict_run`, apply the run's ``postprocessing.json``.
+    """
+
+    layout: str = "generic"
+    out_dir: Path = Path("predictions")
+    device: str = "auto"
+    spacing: Optional[tuple[float, ...]] = None
+    progress: bool = True
+    mirror: bool = False
+    output_format: str = "nifti"
+    postprocess: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
+        if self.output_format not in FORMATS:
+            raise DataError(None, f"unknown output format {self.output_format!r}; known: {', '.join(FORMATS)}")
+        if self.output_format == "dicom-seg" and self.layout != "dicom":
+            raise DataError(None, "--format dicom-seg needs DICOM series as input (--layout dicom), not --layout "
+                            f"{self.layout}")
+
+
+def predict_folder(checkpoint: str | Path, input_root: str | Path,
+                   options: PredictOptions = PredictOptions()) -> list[Path]:
+    """Predict every case of ``input_root`` with ``checkpoint``.
 
     With the ``generic`` layout (the default) ``input_root`` may be a plain folder of ``*.nii.gz``
     images (or nnU-Net's ``imagesTr/``, multi-channel ``_0000``/``_0001`` files included); the class
-    map is the checkpoint's unless the folder's ``dataset.json`` names one. ``mirror``: average the
-    class probabilities over the mirrored copies of each slice (four passes,
-    :data:`scribmed.training.inference.MIRROR_AXES`). ``output_format`` is one of :data:`FORMATS`.
+    map is the checkpoint's unless the folder's ``dataset.json`` names one (``dicom``: always the
+    checkpoint's).
 
     Returns:
         The written (or already present) prediction paths, in dataset order.
@@ -49,32 +77,23 @@ def predict_folder(
     Raises:
         DataError: an unreadable or foreign checkpoint, an input whose class map or channel
             count does not fit it, an output folder inside the input folder, or ``dicom-seg``
-            without the ``dicom`` layout (before any model is loaded).
+            without the ``dicom`` layout (when the options are made, before any model is loaded).
     """
-    _check_format(output_format, layout)
-    recipe, model, class_map = _load(Path(checkpoint), device)
-    return _predict([(recipe, model)], class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror,
-                    output_format)
+    recipe, model, class_map = _load(Path(checkpoint), options.device)
+    return _predict([(recipe, model)], class_map, Path(input_root), options)
 
 
-def predict_run(
-    run_dir: str | Path,
-    input_root: str | Path,
-    layout: str = "generic",
-    out_dir: str | Path = "predictions",
-    folds: Optional[Sequence[int]] = None,
-    device: str = "auto",
-    spacing: Optional[Sequence[float]] = None,
-    progress: bool = True,
-    mirror: bool = False,
-    output_format: str = "nifti",
-) -> list[Path]:
+def predict_run(run_dir: str | Path, input_root: str | Path, options: PredictOptions = PredictOptions(),
+                folds: Optional[Sequence[int]] = None) -> list[Path]:
     """Predict every case of ``input_root`` with the ensemble of a cross-validation run's folds.
 
     Each finished fold (or each of ``folds``, 1-based) contributes its selected checkpoint (the one
     its ``fold.json`` names); the class probabilities of the folds (and of the mirrored copies when
-    ``mirror``) are averaged at the network's input size, then the argmax is resized to each case's
-    grid, as nnU-Net ensembles its folds.
+    ``options.mirror``) are averaged at the network's input size, then the argmax is resized to each
+    case's grid, as nnU-Net ensembles its folds. When the run holds ``postprocessing.json``
+    (``scribmed cv postprocess``) and ``options.postprocess`` is true, its keep-largest-component
+    plan is applied to each case's label map on the case's grid before it is written (said once on
+    stderr).
 
     Raises:
         DataError: no finished fold, a requested fold that is not finished, folds of different
@@ -83,7 +102,6 @@ def predict_run(
     """
     from scribmed.crossval.runner import finished_folds, read_fold_record
 
-    _check_format(output_format, layout)
     run_dir = Path(run_dir)
     done = finished_folds(run_dir)
     chosen = list(done) if folds is None else [int(k) for k in folds]
@@ -96,7 +114,7 @@ def predict_run(
         if not record.get("checkpoint"):
             raise DataError(run_dir / f"fold_{k}", f"fold {k} keeps no model checkpoint (a recipe that learns "
                             "nothing, such as nearest): nothing to predict with")
-        recipe, model, fold_map = _load(run_dir / f"fold_{k}" / record["checkpoint"], device)
+        recipe, model, fold_map = _load(run_dir / f"fold_{k}" / record["checkpoint"], options.device)
         fold_size = getattr(recipe.config, "size", None)
         if class_map is not None and (fold_map != class_map or fold_size != size or recipe.name != models[0][0].name):
             raise DataError(run_dir / f"fold_{k}", f"fold {k} ({recipe.name}, class map {fold_map['names']}, size "
@@ -104,16 +122,23 @@ def predict_run(
                             f"{size}): folds of one run only")
         models.append((recipe, model))
         class_map, size = fold_map, fold_size
-    return _predict(models, class_map, Path(input_root), layout, Path(out_dir), spacing, progress, mirror,
-                    output_format)
+    plan = _postprocessing(run_dir, class_map) if options.postprocess else None
+    return _predict(models, class_map, Path(input_root), options, plan)
 
 
-def _check_format(output_format: str, layout: str) -> None:
-    """``output_format`` is known and, for ``dicom-seg``, the input is read as DICOM series."""
-    if output_format not in FORMATS:
-        raise DataError(None, f"unknown output format {output_format!r}; known: {', '.join(FORMATS)}")
-    if output_format == "dicom-seg" and layout != "dicom":
-        raise DataError(None, f"--format dicom-seg needs DICOM series as input (--layout dicom), not --layout {layout}")
+def _postprocessing(run_dir: Path, class_map: dict) -> Any:
+    """The run's post-processing plan (None: none recorded, or it changes nothing), said once on stderr."""
+    from scribmed.crossval.postprocessing_record import POSTPROCESSING_RECORD, read_postprocessing_plan
+
+    plan = read_postprocessing_plan(run_dir)
+    if plan is None or plan.is_empty:
+        return None
+    names = {int(k): v for k, v in class_map["names"].items()}
+    if not set(plan.foreground) <= set(names) - {0}:
+        raise DataError(run_dir / POSTPROCESSING_RECORD, f"post-processing of classes {list(plan.foreground)} does "
+                        f"not fit the folds' class map {names}")
+    print(f"post-processing ({run_dir / POSTPROCESSING_RECORD}): {plan.describe(names)}", file=sys.stderr)
+    return plan
 
 
 def _dicom_seg_writer(recipe: str, class_names: dict[int, str]) -> Any:
@@ -149,18 +174,16 @@ def _predict(
     models: list[tuple[Any, Any]],
     class_map: dict,
     input_root: Path,
-    layout: str,
-    out_dir: Path,
-    spacing: Optional[Sequence[float]],
-    progress: bool,
-    mirror: bool,
-    output_format: str = "nifti",
+    options: PredictOptions,
+    plan: Any = None,
 ) -> list[Path]:
-    """Open the input, check it against the models' class map, predict and write every case."""
+    """Open the input, check it against the models' class map, predict and write every case
+    (post-processed by ``plan``, a :class:`~scribmed.crossval.postprocessing.PostprocessingPlan`, if given)."""
     from scribmed.data.layouts import open_dataset
     from scribmed.recipes.base import Recipe
 
     first = models[0][0]
+    layout, out_dir, mirror, output_format = options.layout, options.out_dir, options.mirror, options.output_format
     averaged = len(models) > 1 or mirror
     if averaged and (getattr(first, "task", "semantic") != "semantic"
                      or type(first).predict_probabilities is Recipe.predict_probabilities):
@@ -168,14 +191,14 @@ def _predict(
                          "average class probabilities (predict one fold with --checkpoint, without --tta)")
     from scribmed.training.inference import labels_from_probabilities, predict_to_folder
 
-    options: dict = {"spacing": tuple(spacing)} if spacing is not None else {}
+    layout_options: dict = {"spacing": options.spacing} if options.spacing is not None else {}
     if layout in ("generic", "dicom"):
         from scribmed.data.case import ClassMap
 
         names = {int(k): v for k, v in class_map["names"].items()}
         ignore = class_map.get("ignore_index")
-        options["fallback_class_map"] = ClassMap(names, len(names) if ignore is None else int(ignore))
-    dataset = open_dataset(layout, input_root, **options)
+        layout_options["fallback_class_map"] = ClassMap(names, len(names) if ignore is None else int(ignore))
+    dataset = open_dataset(layout, input_root, **layout_options)
     if {int(k): v for k, v in dataset.class_map.names.items()} != class_map["names"]:
         raise DataError(input_root, f"class map {dict(dataset.class_map.names)} of this {layout} dataset does not fit "
                         f"the checkpoint's {class_map['names']}")
@@ -187,7 +210,7 @@ def _predict(
     first = models[0][0]
     dtype = evaluation_for(getattr(first, "task", "semantic")).prediction_dtype  # instance maps: int32
 
-    def predict(case: Any) -> Any:
+    def labels(case: Any) -> Any:
         if not averaged:
             return first.predict_case(models[0][1], case)  # one model: its own prediction path
         total = None
@@ -196,12 +219,16 @@ def _predict(
             total = prob if total is None else total + prob
         return labels_from_probabilities(total / len(models), case.image.shape[-2:])
 
+    def predict(case: Any) -> Any:
+        return labels(case) if plan is None else plan.apply(labels(case))
+
     if output_format == "dicom-seg" and getattr(first, "task", "semantic") != "semantic":
         raise ValueError(f"recipe {first.name!r} predicts instance maps; DICOM-SEG output holds class segments only")
     written = {"suffix": ".dcm", "write": _dicom_seg_writer(first.name, class_map["names"])} \
         if output_format == "dicom-seg" else {}
     paths: list[Path] = []
-    for case, path, _ in predict_to_folder(list(dataset), predict, out_dir, progress=progress, dtype=dtype, **written):
+    for case, path, _ in predict_to_folder(list(dataset), predict, out_dir, progress=options.progress, dtype=dtype,
+                                             **written):
         paths.append(path)
         case.release()
     for recipe, model in models:

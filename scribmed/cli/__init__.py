@@ -68,7 +68,7 @@ def _requested_recipe(argv: Sequence[str]) -> bool | str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    training = argv[:1] == ["cv"] and argv[1:2] not in (["status"], ["merge"], ["compare"])  # these read run folders
+    training = argv[:1] == ["cv"] and argv[1:2] not in (["status"], ["merge"], ["compare"], ["postprocess"])  # these read run folders
     recipe = _requested_recipe(argv) if training else False
     parser = build_parser(recipe_flags=recipe)
     if isinstance(recipe, str):  # only this recipe's flags are declared: name any other flag's misuse in one line

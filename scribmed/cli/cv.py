@@ -1,5 +1,5 @@
 """``scribmed cv``: k-fold cross-validation of a recipe, in this process, under torchrun, or as jobs
-(``--executor local|slurm``); ``cv merge``, ``cv status``, ``cv compare``."""
+(``--executor local|slurm``); ``cv merge``, ``cv status``, ``cv compare``, ``cv postprocess``."""
 
 from __future__ import annotations
 
@@ -176,10 +176,12 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
             print(format_status(fold_states(Path(args.action[1]))), end="")
             return 0
+        if args.action[0] == "postprocess" and len(args.action) == 2:
+            return _postprocess(Path(args.action[1]), progress=not args.quiet)
         if args.action[0] != "merge" or len(args.action) != 2:
             raise DataError(
                 None, f"unknown cv action {' '.join(args.action)!r}; use 'scribmed cv merge DIR', "
-                "'scribmed cv status DIR' or 'scribmed cv compare DIR DIR ...'"
+                "'scribmed cv status DIR', 'scribmed cv postprocess DIR' or 'scribmed cv compare DIR DIR ...'"
             )
         summary = merge_folds(Path(args.action[1]))
         print((summary.parent / "summary.md").read_text())
@@ -205,6 +207,16 @@ def cmd_cv(args: argparse.Namespace) -> int:
     else:
         done = sorted(_finished(args.out) - finished_before)
         print(f"folds {', '.join(map(str, done))} finished: {args.out}" if done else f"run folder: {args.out}")
+    return 0
+
+
+def _postprocess(run_dir: Path, progress: bool) -> int:
+    """``scribmed cv postprocess DIR``: decide the run's post-processing, print its table and where it wrote."""
+    from scribmed.crossval.postprocessing_record import POSTPROCESSING_TABLE, postprocess_run
+
+    record = postprocess_run(run_dir, progress=progress)
+    print((run_dir / POSTPROCESSING_TABLE).read_text())
+    print(f"post-processing: {record} (table: {run_dir / POSTPROCESSING_TABLE}); scribmed predict --run applies it")
     return 0
 
 
@@ -241,7 +253,9 @@ def add_parser(sub: Any, recipe_flags: bool | str = True) -> None:
         "'scribmed cv merge DIR' merges folds computed elsewhere (e.g. one --fold per node).",
     )
     cv.add_argument("action", nargs="*", help="'merge DIR' to merge finished folds of DIR; 'status DIR' for each "
-                    "fold's state; 'compare DIR DIR ...' for a side-by-side table of runs on the same cases "
+                    "fold's state; 'postprocess DIR' to choose nnU-Net's keep-largest-component post-processing on "
+                    "the out-of-fold predictions (written to DIR/postprocessing.json, applied by predict --run); "
+                    "'compare DIR DIR ...' for a side-by-side table of runs on the same cases "
                     "(--out FILE.md to save it)")
     from scribmed import recipes as recipe_registry
 

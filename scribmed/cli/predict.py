@@ -18,20 +18,21 @@ from scribmed.cli.options import (
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from scribmed.predict import predict_folder, predict_run
+    from scribmed.predict import PredictOptions, predict_folder, predict_run
 
     if (args.checkpoint is None) == (args.run is None):
         raise DataError(None, "give one of --checkpoint CKPT (one model) or --run RUN_DIR (the ensemble of its folds)")
     if args.folds is not None and args.run is None:
         raise DataError(None, "--folds chooses folds of --run RUN_DIR")
+    if args.no_postprocess and args.run is None:
+        raise DataError(None, "--no-postprocess turns off the post-processing of --run RUN_DIR (a checkpoint has none)")
+    options = PredictOptions(layout=args.layout, out_dir=args.out, device=args.device, spacing=args.spacing,
+                             progress=not args.quiet, mirror=args.tta, output_format=args.format,
+                             postprocess=not args.no_postprocess)
     if args.run is not None:
-        paths = predict_run(args.run, args.input, args.layout, args.out, folds=args.folds, device=args.device,
-                            spacing=args.spacing, progress=not args.quiet, mirror=args.tta,
-                            output_format=args.format)
+        paths = predict_run(args.run, args.input, options, folds=args.folds)
     else:
-        paths = predict_folder(args.checkpoint, args.input, args.layout, args.out, device=args.device,
-                               spacing=args.spacing, progress=not args.quiet, mirror=args.tta,
-                               output_format=args.format)
+        paths = predict_folder(args.checkpoint, args.input, options)
     print(json.dumps({"predictions": str(args.out), "cases": len(paths)}))
     return 0
 
@@ -53,6 +54,10 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
                     "probabilities averaged, as nnU-Net does)")
     pr.add_argument("--folds", type=fold_list, help="with --run: the folds to ensemble, e.g. 1,3 (default: every "
                     "finished fold)")
+    pr.add_argument("--no-postprocess", dest="no_postprocess", action="store_true",
+                    help="with --run only: do not apply the run's post-processing (RUN_DIR/postprocessing.json from "
+                    "'scribmed cv postprocess', keeping the largest connected component of the classes it chose), "
+                    "which --run applies by default")
     pr.add_argument("--tta", action="store_true",
                     help="test-time mirroring: average each slice's probabilities over its flips along H, W and both "
                     "(four forward passes per slice and model, so four times the time)")

@@ -1,7 +1,7 @@
 """The one place older records are upgraded to the current schema, one version step at a time.
 
 Readers call the matching ``upgrade_*`` once, where the record is read (``load_checkpoint``, the
-SAM decoder reader, the ``run.json`` / ``fold.json`` / rounds / pseudo-label readers), so the rest of
+SAM decoder reader, the ``run.json`` / ``fold.json`` / rounds / pseudo-label / post-processing readers), so the rest of
 the code sees only current records (:mod:`scribmed.runtime.records`). Each upgrade reads the
 record's version (no ``"schema"`` key: version 1), applies the steps ``v1 -> v2 -> ...`` up to the
 current version and stamps it; a newer version or a schema of another kind is refused with a
@@ -24,6 +24,7 @@ from scribmed.runtime.records import (
     CURRENT_VERSIONS,
     FOLD,
     HISTORY,
+    POSTPROCESSING,
     PSEUDO_LABELS,
     RUN,
     SAM_DECODER,
@@ -35,7 +36,7 @@ from scribmed.runtime.records import (
 
 __all__ = [
     "FINETUNE_CONFIG_V1_VALUES", "SEGMENTOR_CONFIG_V1_VALUES", "read_json_record", "upgrade_checkpoint",
-    "upgrade_fold_record", "upgrade_history_record", "upgrade_pseudo_label_record", "upgrade_run_record", "upgrade_sam_decoder_checkpoint",
+    "upgrade_fold_record", "upgrade_history_record", "upgrade_postprocessing_record", "upgrade_pseudo_label_record", "upgrade_run_record", "upgrade_sam_decoder_checkpoint",
     "upgrade_sam_rounds_record",
 ]
 
@@ -248,6 +249,12 @@ def upgrade_sam_rounds_record(d: Mapping[str, Any], path: PathLike = None) -> di
 def upgrade_pseudo_label_record(d: Mapping[str, Any], path: PathLike = None) -> dict[str, Any]:
     """A pseudo-label folder's ``pseudo_labels.json`` in the current :data:`PSEUDO_LABELS` schema."""
     return _upgrade(d, PSEUDO_LABELS, {1: _pseudo_labels_1_to_2}, path)
+
+
+def upgrade_postprocessing_record(d: Mapping[str, Any], path: PathLike = None) -> dict[str, Any]:
+    """A run's ``postprocessing.json`` in the current :data:`POSTPROCESSING` schema (version 1 is the
+    first; ``DataError``: newer or foreign)."""
+    return _upgrade(d, POSTPROCESSING, {}, path)
 
 
 def upgrade_history_record(d: Mapping[str, Any], path: PathLike = None) -> dict[str, Any]:

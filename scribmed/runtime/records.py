@@ -17,7 +17,10 @@ Kinds (current versions in :data:`CURRENT_VERSIONS`):
 * :data:`FOLD` (``scribmed.fold``): a finished fold's ``fold.json``;
 * :data:`SAM_ROUNDS` (``scribmed.sam_rounds``): the ``run.json`` of SAM pseudo-label rounds
   (:mod:`scribmed.sam.rounds`);
-* :data:`PSEUDO_LABELS` (``scribmed.pseudo_labels``): a pseudo-label folder's ``pseudo_labels.json``.
+* :data:`PSEUDO_LABELS` (``scribmed.pseudo_labels``): a pseudo-label folder's ``pseudo_labels.json``;
+* :data:`POSTPROCESSING` (``scribmed.postprocessing``): a cross-validation run's
+  ``postprocessing.json``, the post-processing chosen on its out-of-fold predictions
+  (:mod:`scribmed.crossval.postprocessing`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 __all__ = [
-    "CHECKPOINT", "CURRENT_VERSIONS", "FOLD", "HISTORY", "PSEUDO_LABELS", "RUN", "SAM_DECODER", "SAM_ROUNDS", "SCHEMA_KEY",
+    "CHECKPOINT", "CURRENT_VERSIONS", "FOLD", "HISTORY", "POSTPROCESSING", "PSEUDO_LABELS", "RUN", "SAM_DECODER", "SAM_ROUNDS", "SCHEMA_KEY",
     "parse_schema", "schema_id", "stamp",
 ]
 
@@ -38,10 +41,12 @@ RUN = "scribmed.run"
 FOLD = "scribmed.fold"
 SAM_ROUNDS = "scribmed.sam_rounds"
 PSEUDO_LABELS = "scribmed.pseudo_labels"
+POSTPROCESSING = "scribmed.postprocessing"
 
 #: the version each kind is written in today
 CURRENT_VERSIONS: dict[str, int] = {
     CHECKPOINT: 3, HISTORY: 2, SAM_DECODER: 2, RUN: 2, FOLD: 2, SAM_ROUNDS: 2, PSEUDO_LABELS: 2,
+    POSTPROCESSING: 1,
 }
 
 

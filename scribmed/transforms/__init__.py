@@ -25,6 +25,7 @@ from scribmed.transforms.intensity import (
     ScaleIntensityPercentile,
     ScaleIntensityPercentiled,
 )
+from scribmed.transforms.largest_component import keep_largest_component
 from scribmed.transforms.prompt_boxes import mask_box, scribble_box
 from scribmed.transforms.prompt_collate import collate_prompts, is_prompt_dict
 from scribmed.transforms.prompt_frame import (
@@ -79,6 +80,7 @@ __all__ = [
     "collate_prompts",
     "default_negative_priority",
     "is_prompt_dict",
+    "keep_largest_component",
     "from_input_frame",
     "input_frame_shape",
     "mask_box",

@@ -79,7 +79,7 @@ def with_values(argv: list[str], values: dict[str, str], add: bool) -> list[str]
 
 def small_cv(argv: list[str]) -> list[str]:
     """A ``scribmed`` command at the test's sizes (module docstring)."""
-    if argv[:1] == ["cv"] and not (set(argv[1:2]) & {"merge", "status", "compare"}):
+    if argv[:1] == ["cv"] and not (set(argv[1:2]) & {"merge", "status", "compare", "postprocess"}):
         sam_stage = bool({"samsp", "mixsup"} & set(argv))  # the recipes with a SAM stage
         argv = with_values(with_values(argv, TRAIN_FLAGS, add=True), SAM_FLAGS, add=sam_stage)
         if "--fold" not in argv and "--folds" not in argv:

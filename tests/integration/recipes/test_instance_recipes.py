@@ -106,7 +106,7 @@ def test_recipe_options_are_validated():
 
 def test_scribmed_predict_writes_instance_maps_beyond_255(nuclei, tmp_path, monkeypatch):
     """``scribmed predict`` with an instance checkpoint keeps ids above 255 (int32 maps, not uint8)."""
-    from scribmed.predict import predict_folder
+    from scribmed.predict import PredictOptions, predict_folder
     from scribmed.recipes.instance_segmentor import InstanceSegmentorRecipe
 
     root, split, ids = nuclei
@@ -116,7 +116,8 @@ def test_scribmed_predict_writes_instance_maps_beyond_255(nuclei, tmp_path, monk
     model = recipe.train([ds[ids[0]]], [], ds.class_map, tmp_path / "train", progress=False)
     many = np.arange(64 * 64, dtype=np.int32).reshape(1, 64, 64) % 300
     monkeypatch.setattr(InstanceSegmentorRecipe, "predict_case", lambda self, m, c: many)
-    paths = predict_folder(model.checkpoint, root, "dsb2018", tmp_path / "pred", device="cpu", progress=False)
+    paths = predict_folder(model.checkpoint, root, PredictOptions(layout="dsb2018", out_dir=tmp_path / "pred",
+                                                                  device="cpu", progress=False))
     assert read_label_nifti(paths[0], "prediction").array.max() == 299
 
 
