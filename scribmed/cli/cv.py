@@ -126,8 +126,13 @@ def _submit_cv(args: argparse.Namespace) -> int:
     merge = () if args.no_merge or args.stage == "prepare" else folds
     run_one = functools.partial(_cv_job, args)
 
+    # each job's share of the cores: --workers jobs on this machine, or a Slurm task's --slurm-cpus-per-task
+    from scribmed.runtime.device import thread_share
+
+    threads = args.slurm_cpus_per_task if args.executor == "slurm" else thread_share(args.workers)
+
     def make_job(fold: int, stage: str) -> FoldJob:
-        return FoldJob(run_one, run.out, fold, stage, merge_folds=merge, tasks=tasks)
+        return FoldJob(run_one, run.out, fold, stage, merge_folds=merge, tasks=tasks, threads=threads)
 
     if args.executor == "slurm":
         options = SlurmOptions(
@@ -288,7 +293,8 @@ def add_parser(sub: Any, recipe_flags: bool | str = True) -> None:
     jobs.add_argument("--executor", choices=("sequential", "local", "slurm"), default="sequential",
                       help="sequential (default: folds one after another in this process), local (each fold and its "
                       "SAM stage a job on this machine, --workers at once, one GPU each) or slurm (job arrays)")
-    jobs.add_argument("--workers", type=int, default=1, help="local executor: jobs at once (default 1)")
+    jobs.add_argument("--workers", type=int, default=1,
+                      help="local executor: jobs at once, each with its share of the CPU threads (default 1)")
     jobs.add_argument("--job-timeout", dest="job_timeout", type=float, default=60 * 24 * 7,
                       help="local executor: minutes before a job is signalled and requeued (default one week)")
     jobs.add_argument("--resubmit", action="store_true",

@@ -118,6 +118,11 @@ class FoldJob:
             finished, the job merges the across-fold summary (empty: never).
         tasks: processes of the job (> 1: DistributedDataParallel across its tasks; submitit's
             environment is exported as torchrun's ``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR``).
+        threads: intra-op CPU threads of the job's process (``torch.set_num_threads`` and
+            ``OMP_NUM_THREADS`` for its children), so jobs sharing a machine do not oversubscribe
+            it; ``None`` leaves torch's default. Recorded in the job record: a CPU run's floating
+            point sums depend on it, so the same fold trained with another thread count differs
+            in the last digits (and, through training, slightly in its results).
     """
 
     def __init__(
@@ -128,6 +133,7 @@ class FoldJob:
         stage: str,
         merge_folds: Sequence[int] = (),
         tasks: int = 1,
+        threads: Optional[int] = None,
     ) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -137,6 +143,7 @@ class FoldJob:
         self.stage = stage
         self.merge_folds = tuple(int(k) for k in merge_folds)
         self.tasks = int(tasks)
+        self.threads = None if threads is None else max(1, int(threads))
 
     def __repr__(self) -> str:
         return f"FoldJob(fold={self.fold}, stage={self.stage!r}, out={str(self.out)!r})"
@@ -146,11 +153,17 @@ class FoldJob:
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        if self.threads is not None:
+            import torch
+
+            os.environ["OMP_NUM_THREADS"] = str(self.threads)
+            torch.set_num_threads(self.threads)
         writes = _global_rank() == 0
         started = time.time()
         if writes:
             update_job_record(self.out, self.fold, self.stage, state="running", host=socket.gethostname(),
-                              pid=os.getpid(), job_id=_job_id(), started=started, ended=None, error=None)
+                              pid=os.getpid(), job_id=_job_id(), started=started, ended=None, error=None,
+                              threads=self.threads)
         try:
             self.run(self.fold, self.stage)
         except BaseException as exc:

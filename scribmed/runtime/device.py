@@ -43,6 +43,8 @@ __all__ = [
     "amp_policy",
     "loader_options",
     "resolve_device",
+    "thread_share",
+    "usable_cores",
 ]
 
 #: what an ``amp`` option may say (besides ``True`` = ``"auto"`` and ``False`` = ``"off"``)
@@ -185,6 +187,24 @@ def amp_enabled(device: torch.device, requested: AmpRequest = True) -> bool:
     return amp_policy(device, requested).enabled
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def thread_share(workers: int, total: Optional[int] = None) -> int:
+    """Intra-op threads for each of ``workers`` processes sharing this process's threads.
+
+    ``total`` defaults to ``torch.get_num_threads()`` (the cores, or ``OMP_NUM_THREADS`` when set),
+    so two workers on a 2-core machine get one thread each instead of two each (oversubscribed).
+    """
+    total = torch.get_num_threads() if total is None else int(total)
+    return max(1, total // max(1, int(workers)))
+
+
 def loader_options(device: Union[str, torch.device], num_workers: Optional[int] = None,
                    world_size: int = 1) -> dict[str, Any]:
     """``num_workers`` / ``pin_memory`` / ``persistent_workers`` of a training DataLoader on ``device``.
@@ -198,11 +218,7 @@ def loader_options(device: Union[str, torch.device], num_workers: Optional[int] 
     dev = torch.device(device)
     if num_workers is None or (isinstance(num_workers, str) and num_workers.strip().lower() == "auto"):
         if dev.type == "cuda":
-            try:
-                cores = len(os.sched_getaffinity(0))
-            except AttributeError:  # pragma: no cover - not Linux
-                cores = os.cpu_count() or 1
-            num_workers = min(CUDA_LOADER_WORKERS, cores // max(1, int(world_size)))
+            num_workers = min(CUDA_LOADER_WORKERS, usable_cores() // max(1, int(world_size)))
         else:
             num_workers = 0
     workers = int(num_workers)

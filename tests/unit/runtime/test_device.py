@@ -259,3 +259,12 @@ def test_cuda_sam_encode_and_finetune(cases, tmp_path):
     before = {k: v.clone() for k, v in backend.mask_decoder.state_dict().items()}
     finetune_decoder(backend, cache, cases[:1], [], pseudo, CARDIAC, cfg, out_dir=tmp_path / "ft", resume=True)
     assert all(torch.equal(before[k], v) for k, v in backend.mask_decoder.state_dict().items())
+
+
+def test_thread_share_splits_the_threads_between_workers():
+    from scribmed.runtime.device import thread_share, usable_cores
+
+    assert thread_share(2, total=2) == 1 and thread_share(1, total=2) == 2
+    assert thread_share(3, total=8) == 2 and thread_share(4, total=2) == 1  # never below one
+    assert thread_share(1) == torch.get_num_threads()
+    assert usable_cores() >= 1
