@@ -252,7 +252,8 @@ def test_local_executor_block(page, monkeypatch):
     assert (page["tmp"] / "runs" / "dmpls_acdc_local" / "fold_1" / "fold.json").exists()
 
 
-def test_torchrun_block(page, monkeypatch):
+def test_torchrun_block(page, monkeypatch, one_thread):
+    """In this process with one intra-op thread, as each rank of the replaced torchrun had (OMP_NUM_THREADS=1)."""
     run_blocks(page, "torchrun", monkeypatch)
     ddp = json.loads((page["tmp"] / "runs" / "dmpls_acdc_ddp" / "fold_1" / "fold.json").read_text())
     assert ddp["iterations"] == 2

@@ -276,13 +276,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
-def test_ddp_overlay_in_a_torchrun_group_of_one(data, tmp_path, monkeypatch, restore_torch_flags) -> None:
+def test_ddp_overlay_in_a_torchrun_group_of_one(data, tmp_path, monkeypatch, restore_torch_flags, one_thread) -> None:
     """The DDP overlay as ``torchrun --nproc_per_node=1`` runs it: in this process, with torchrun's
     environment for one process, so the overlay joins a gloo group of one, trains the
     DistributedDataParallel-wrapped network and leaves the group. The same overlay machinery
     (``init_distributed``, ``reseed_rank``, ``run_training``, ``cleanup_distributed``) runs with two
     real gloo ranks under torchrun in test_bundles_samsp.py and test_bundles_mixsup.py, and a DMPLS
-    fold with two ranks in test_torchrun.py."""
+    fold with two ranks in test_torchrun.py. One intra-op thread, as torchrun's ranks had."""
     import torch.distributed as dist
 
     for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
