@@ -322,6 +322,7 @@ def _readme_ckpt_export() -> list[str]:
 
 
 @pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # ignored as the subprocess's PYTHONWARNINGS did
 def test_readme_ckpt_export_gives_torchscript_equal_to_the_eager_network(acdc_run, tmp_path, monkeypatch) -> None:
     """The README's `python -m monai.bundle ckpt_export`, on the trained model.pt, through the
     module's ``fire`` entry point in this process (like :func:`_run_here`)."""
