@@ -2,8 +2,11 @@
 
 The blocks run in page order within four independent tests: the GPU check, the Slurm sequence
 (submit, status, merge, rerun, the DDP job), the local executor and torchrun. A ``scribmed``
-command is expanded by bash and run through the CLI's entry point in the test's process; the
-other commands run in bash.
+command is expanded by bash and run through the CLI's entry point in the test's process; so is
+the ``torchrun ... -m scribmed`` command (torchrun's own options parsed by torchrun's parser), as
+the one process of a torchrun group of one: ``test_torchrun.py`` runs that fold command with two
+real gloo ranks under torchrun. The GPU check's ``python benchmarks/gpu_check.py`` runs the
+script's ``main`` in the test's process too. The other commands run in bash.
 
 What stands in for the cluster and the data (the page says so too):
 
@@ -52,7 +55,7 @@ def adapt(block: str, acdc: Path, tmp: Path) -> str:
     """The test's substitutions (module docstring)."""
     block = block.replace("--iterations 60000", "--iterations 2 --size 32 --batch-size 2")
     block = block.replace("--nproc_per_node 4", "--nproc_per_node 2")
-    block = block.replace("python benchmarks/gpu_check.py", f"{shlex.quote(sys.executable)} benchmarks/gpu_check.py --quick")
+    block = block.replace("python benchmarks/gpu_check.py", "python benchmarks/gpu_check.py --quick")
     block = block.replace("--executor local --workers 4", "--executor local --workers 2 --fold 1")
     block = block.replace("ACDC=/data/ACDC", f"ACDC={shlex.quote(str(acdc))}")
     return block.replace("runs/", f"{tmp}/runs/")
@@ -101,14 +104,16 @@ def scribmed_calls(script: str, env: dict) -> list[list[str]]:
     return [call[1:] for call in recorded_calls(script, ("scribmed",), env, REPO)]
 
 
-def run_in_process(argv: list[str], page, monkeypatch) -> subprocess.CompletedProcess:
+def run_in_process(argv: list[str], page, monkeypatch, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """``scribmed ARGV`` through the console script's entry point in this process, in the page's
-    environment (stand-in ``sbatch`` first on ``PATH``); a new Python would spend most of the test
-    importing torch and MONAI."""
+    environment (stand-in ``sbatch`` first on ``PATH``) plus ``extra_env``; a new Python would spend
+    most of the test importing torch and MONAI."""
     for var in ("PATH", "FAKE_SLURM_DIR", "OMP_NUM_THREADS"):
         monkeypatch.setenv(var, page["env"][var])
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
+    for var, value in (extra_env or {}).items():
+        monkeypatch.setenv(var, value)
     monkeypatch.chdir(REPO)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -119,11 +124,59 @@ def run_in_process(argv: list[str], page, monkeypatch) -> subprocess.CompletedPr
     return subprocess.CompletedProcess(["scribmed", *argv], code, out.getvalue(), err.getvalue())
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_under_torchrun(script: str, page, monkeypatch) -> subprocess.CompletedProcess:
+    """The block's ``torchrun OPTIONS -m scribmed ARGS``: OPTIONS must parse with torchrun's own
+    parser, and ``scribmed ARGS`` runs in this process with torchrun's environment for one process
+    (two ranks of the same fold command: ``test_torchrun.py``)."""
+    from torch.distributed.run import get_args_parser
+
+    (call,) = recorded_calls(script, ("torchrun",), page["env"], REPO)
+    launch = get_args_parser().parse_args(call[1:])
+    assert launch.module and launch.training_script == "scribmed", call
+    assert launch.standalone and launch.nproc_per_node == "2", call  # the adapted --nproc_per_node 4
+    torchrun_env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": str(_free_port())}
+    with monkeypatch.context() as m:
+        return run_in_process(launch.training_script_args, page, m, torchrun_env)
+
+
+def run_gpu_check(script: str, page, monkeypatch) -> subprocess.CompletedProcess:
+    """The block's ``python benchmarks/gpu_check.py ARGS``: the script's ``main(ARGS)`` in this
+    process (what ``if __name__ == "__main__"`` calls), its intra-op threads, torch flags and
+    ``sys.path`` restored afterwards."""
+    import runpy
+
+    import torch
+    from conftest import torch_flags_kept
+
+    (call,) = recorded_calls(script, ("python",), page["env"], REPO)
+    assert call[1] == "benchmarks/gpu_check.py", call
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the repository first
+    monkeypatch.chdir(REPO)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with torch_flags_kept(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(REPO / call[1]), run_name="gpu_check")["main"](call[2:])
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(call, 0, out.getvalue(), err.getvalue())
+
+
 def run_blocks(page, kind: str, monkeypatch) -> list[tuple[str, subprocess.CompletedProcess]]:
     """Run the page's blocks of ``kind`` in page order (each after the variables block).
 
     A block that is a ``scribmed`` command runs in this process (:func:`run_in_process`) with the
-    arguments bash expands it to; the others (``sbatch``, ``torchrun``, ``python``) run in bash.
+    arguments bash expands it to, a ``torchrun -m scribmed`` block too (:func:`run_under_torchrun`),
+    and the GPU check (:func:`run_gpu_check`); the others (``sbatch``) run in bash.
     """
     results = []
     for block in page["blocks"][1:]:
@@ -134,6 +187,10 @@ def run_blocks(page, kind: str, monkeypatch) -> list[tuple[str, subprocess.Compl
             calls = scribmed_calls(script, page["env"])
             assert len(calls) == 1, f"one scribmed command per block:\n{block}"
             done = run_in_process(calls[0], page, monkeypatch)
+        elif kind == "torchrun":
+            done = run_under_torchrun(script, page, monkeypatch)
+        elif kind == "gpu_check":
+            done = run_gpu_check(script, page, monkeypatch)
         else:
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=page["env"],
                                   capture_output=True, text=True, timeout=900)
@@ -195,7 +252,8 @@ def test_local_executor_block(page, monkeypatch):
     assert (page["tmp"] / "runs" / "dmpls_acdc_local" / "fold_1" / "fold.json").exists()
 
 
-def test_torchrun_block(page, monkeypatch):
+def test_torchrun_block(page, monkeypatch, one_thread):
+    """In this process with one intra-op thread, as each rank of the replaced torchrun had (OMP_NUM_THREADS=1)."""
     run_blocks(page, "torchrun", monkeypatch)
     ddp = json.loads((page["tmp"] / "runs" / "dmpls_acdc_ddp" / "fold_1" / "fold.json").read_text())
     assert ddp["iterations"] == 2

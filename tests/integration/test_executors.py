@@ -44,17 +44,6 @@ def phantom(tmp_path_factory) -> Path:
     return write_phantom_dataset("cardiac", "acdc-h5", out, n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
 
 
-@pytest.fixture(scope="module")
-def two_folds(phantom, tmp_path_factory) -> Path:
-    """A seeded two-fold split of the phantom's five patients: two jobs run side by side on two
-    workers, one wave of job processes instead of three."""
-    from scribmed.data.split_files import save_split
-    from scribmed.data.splits import make_kfold_split
-
-    split = make_kfold_split(open_dataset("acdc-h5", phantom).patients, k=2, seed=0, name="two_folds")
-    return save_split(split, tmp_path_factory.mktemp("split") / "two_folds.json")
-
-
 def _cv(phantom: Path, out: Path, *extra: str) -> list[str]:
     return ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out),
             "--quiet", *extra]
@@ -73,32 +62,13 @@ def _fold_outputs(run: Path, k: int) -> dict[str, object]:
             "weights": digest.hexdigest(), "best_iteration": record.get("best_iteration")}
 
 
-def test_local_executor_equals_sequential(phantom, two_folds, tmp_path):
-    """All folds, two workers: every fold's results equal the sequential run's, and the summary is merged."""
-    seq = tmp_path / "seq"
-    run_cross_validation(build("dmpls", **TINY), open_dataset("acdc-h5", phantom), two_folds, seq, progress=False)
-    loc = tmp_path / "local"
-    local = _cv(phantom, loc, *TINY_FLAGS, "--split", str(two_folds), "--executor", "local", "--workers", "2")
-    assert main(local) == 0
-    for k in (1, 2):
-        assert _fold_outputs(loc, k) == _fold_outputs(seq, k)
-        record = read_job_record(loc, k, "train")
-        assert record["state"] == "finished" and record["job_id"] == read_submission(loc, k, "train")["job_id"]
-    assert json.loads((loc / "summary.json").read_text())["across_folds"] == \
-        json.loads((seq / "summary.json").read_text())["across_folds"]
-    rows = fold_states(loc)
-    assert [r["state"] for r in rows] == ["finished"] * 2
-    # a rerun finds nothing to do
-    assert plan_jobs(loc, (1, 2), has_prepare=False) == []
-    assert main(local) == 0
-
-
 @pytest.fixture(scope="module")
 def long_reference(phantom, tmp_path_factory) -> Path:
-    """Folds 1 and 2 with the LONG budget, run sequentially without interruption."""
+    """Folds 1 and 2 with the LONG budget, run sequentially without interruption, and merged: the
+    reference the local executor's runs are compared with."""
     out = tmp_path_factory.mktemp("ref") / "run"
     run_cross_validation(build("dmpls", **LONG), open_dataset("acdc-h5", phantom), "auto", out, folds=[1, 2],
-                         progress=False, merge=False)
+                         progress=False)
     return out
 
 
@@ -118,6 +88,9 @@ def _mid_training(run: Path, k: int) -> bool:
 def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_reference, tmp_path):
     """SIGKILL one job mid-fold: the command reports it failed, status names it, a rerun resumes it.
 
+    Also the local executor equals the sequential run: fold 2 runs undisturbed beside the killed
+    fold 1 (two workers), fold 1 resumes in a second local run, and both folds' results, job
+    records and merged summary equal the sequential reference's; a third run finds nothing to do.
     The command runs in a thread of the test's process (its jobs are processes of their own)."""
     run = tmp_path / "run"
     argv = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local", "--workers", "2", "--no-merge")
@@ -144,11 +117,21 @@ def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_r
     assert "fold 1 log:" in format_status(list(rows.values()))
     # the rerun submits fold 1 only, which resumes from its last.pt
     assert plan_jobs(run, [1, 2], has_prepare=False) == [(1, "train")]
-    assert main(_cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local", "--no-merge")) == 0
+    rerun = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local")  # merges this time
+    assert main(rerun) == 0
     history = json.loads((run / "fold_1" / "train" / "history.json").read_text())
     assert history["resumed_from"], "fold 1 should have resumed from its checkpoint"
+    # every fold's results equal the sequential run's, and the summary is merged
     for k in (1, 2):
         assert _fold_outputs(run, k) == _fold_outputs(long_reference, k)
+        record = read_job_record(run, k, "train")
+        assert record["state"] == "finished" and record["job_id"] == read_submission(run, k, "train")["job_id"]
+    assert json.loads((run / "summary.json").read_text())["across_folds"] == \
+        json.loads((long_reference / "summary.json").read_text())["across_folds"]
+    assert [r["state"] for r in fold_states(run)] == ["finished"] * 2 + ["not started"] * 3  # folds 3-5 not run
+    # a rerun finds nothing to do
+    assert plan_jobs(run, (1, 2), has_prepare=False) == []
+    assert main(rerun) == 0
 
 
 def test_preempted_job_is_requeued_and_resumes(phantom, long_reference, tmp_path):
@@ -269,17 +252,31 @@ def test_slurm_tasks_run_their_folds_and_the_last_one_merges(phantom, tmp_path, 
     assert sorted(summary["folds"]) == ["fold_1", "fold_2"]
 
 
-def test_slurm_failure_is_reported_with_its_error(phantom, tmp_path, fake_slurm):
+def test_slurm_failure_is_reported_with_its_error(phantom, tmp_path, fake_slurm, monkeypatch):
+    """The job fails on the node (an unreadable last.pt): its record names the error.
+
+    submitit's job entry point (``python -m submitit.core._submit``, what the node runs and what
+    :func:`_run_array_task` starts as a process) runs here as its ``process_job`` in this process,
+    with the task's environment; the signal handlers it installs are restored afterwards."""
+    from submitit.core.submission import process_job
+
     run = tmp_path / "run"
     assert main(_cv(phantom, run, *TINY_FLAGS, "--fold", "1", "--executor", "slurm")) == 0
     (run / "fold_1" / "train").mkdir(parents=True)
     (run / "fold_1" / "train" / "last.pt").write_bytes(b"not a checkpoint")
-    done = subprocess.run([sys.executable, "-u", "-m", "submitit.core._submit", str(run / "logs")],
-                          env={**os.environ, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1",
-                               "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-                               "SLURM_JOB_NUM_NODES": "1"},
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0
+    for var, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
+                       "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1",
+                       "SUBMITIT_FOLDER": ""}.items():  # process_job sets SUBMITIT_FOLDER: restored after the test
+        monkeypatch.setenv(var, value)
+    monkeypatch.chdir(tmp_path)
+    signals = (signal.SIGTERM, signal.SIGCONT, signal.SIGUSR1, signal.SIGUSR2)
+    handlers = {s: signal.getsignal(s) for s in signals}
+    try:
+        with pytest.raises(Exception):  # the job fails: the entry point exits with the error
+            process_job(run / "logs")
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
     row = fold_states(run)[0]
     assert row["state"] == "failed" and "last.pt" in row["detail"]
 

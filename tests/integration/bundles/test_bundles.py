@@ -4,17 +4,15 @@ Each bundle's train, evaluate-overlay and inference workflows run through ``mona
 command line (64x64 slices, 4 iterations), in the test's process through the ``fire`` entry point
 of ``python -m monai.bundle`` (a new Python would spend most of each run importing torch and
 MONAI; ``python -m monai.bundle run`` itself runs as a process in ``test_recipe_plugin.py``). The
-DDP overlay runs under ``torchrun`` with two CPU processes (gloo). MONAI's property checks run
+DDP overlay runs in-process in a torchrun group of one (gloo); the overlays of the SAM-SP and
+MixSup bundles run under ``torchrun`` with two CPU processes. MONAI's property checks run
 in-process.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -60,16 +58,6 @@ def data(tmp_path_factory) -> dict[str, dict]:
         "dmpls_chaos": {"dir": chaos, "layout": "chaos-npz",
                         "args": ["--split_file", split("chaos", ["patient01", "patient02", "patient03"])]},
     }
-
-
-def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node=2 -m monai.bundle run ARGS`` on the CPU, one intra-op thread per rank."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
-           "run", *args]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
 
 
 def _run_here(args: list[str], cwd: Path, monkeypatch) -> None:
@@ -279,11 +267,32 @@ def test_existing_run_is_refused_then_resumed(data, acdc_run, restore_torch_flag
     assert isinstance(err.value.__cause__, DataError) and "configuration changed" in str(err.value.__cause__)
 
 
-def test_torchrun_two_cpu_processes(data, tmp_path) -> None:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
+def test_ddp_overlay_in_a_torchrun_group_of_one(data, tmp_path, monkeypatch, restore_torch_flags, one_thread) -> None:
+    """The DDP overlay as ``torchrun --nproc_per_node=1`` runs it: in this process, with torchrun's
+    environment for one process, so the overlay joins a gloo group of one, trains the
+    DistributedDataParallel-wrapped network and leaves the group. The same overlay machinery
+    (``init_distributed``, ``reseed_rank``, ``run_training``, ``cleanup_distributed``) runs with two
+    real gloo ranks under torchrun in test_bundles_samsp.py and test_bundles_mixsup.py, and a DMPLS
+    fold with two ranks in test_torchrun.py. One intra-op thread, as torchrun's ranks had."""
+    import torch.distributed as dist
+
+    for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(var, value)
     out = tmp_path / "ddp"
-    _torchrun(["--config_file", _cfg("dmpls_acdc", "train.yaml", "multi_gpu_train.yaml"),
-               *_overrides(data, "dmpls_acdc", out), *TINY], tmp_path)
-    _check_training(out, world=2)  # both ranks' RNG states are in the checkpoint
+    _run_here(["--config_file", _cfg("dmpls_acdc", "train.yaml", "multi_gpu_train.yaml"),
+               *_overrides(data, "dmpls_acdc", out), *TINY], tmp_path, monkeypatch)
+    _check_training(out, world=1)
+    assert not dist.is_initialized()  # the overlay's finalize left the group
 
 
 # ------------------------------------------- model.pt: its size, TorchScript export, the CPU time limit
@@ -351,8 +360,14 @@ def _readme_ckpt_export() -> list[str]:
     return shlex.split(block.replace("\\\n", " "))
 
 
-def test_readme_ckpt_export_gives_torchscript_equal_to_the_eager_network(acdc_run, tmp_path) -> None:
-    """The README's `python -m monai.bundle ckpt_export` in a new process, on the trained model.pt."""
+@pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # ignored as the subprocess's PYTHONWARNINGS did
+def test_readme_ckpt_export_gives_torchscript_equal_to_the_eager_network(acdc_run, tmp_path, monkeypatch) -> None:
+    """The README's `python -m monai.bundle ckpt_export`, on the trained model.pt, through the
+    module's ``fire`` entry point in this process (like :func:`_run_here`)."""
+    import fire
+    from monai.bundle import ckpt_export
+
     from scribmed.bundles.checkpoints import load_weights
     from scribmed.networks.unet_dual import DualBranchUNet
 
@@ -362,10 +377,8 @@ def test_readme_ckpt_export_gives_torchscript_equal_to_the_eager_network(acdc_ru
              "runs/dmpls_acdc/fold_1": str(acdc_run), "bundles/dmpls_acdc": str(BUNDLES / "dmpls_acdc")}
     for old, new in paths.items():
         words = [w.replace(old, new) for w in words]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, f"{' '.join(words)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    monkeypatch.chdir(tmp_path)
+    fire.Fire({"ckpt_export": ckpt_export}, command=words[3:])
     extra = {"metadata.json": ""}
     scripted = torch.jit.load(str(tmp_path / "model.ts"), _extra_files=extra)
     assert json.loads(extra["metadata.json"])["version"] == json.loads(

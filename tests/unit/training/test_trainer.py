@@ -252,7 +252,11 @@ def test_ddp_two_processes_gloo(tmp_path):
     import torch.multiprocessing as mp
 
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(out), str(tmp_path)), nprocs=2, join=True)
+    # forked, not spawned: the two ranks inherit this process's imported torch and MONAI instead of
+    # each importing them again (the test is about DDP in the trainer, not about how ranks start;
+    # torchrun's fresh processes: test_torchrun.py); each rank uses one intra-op thread
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(out), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["backend"] == "gloo" and r1["rank"] == 1 and r0["wrapped"] == "DistributedDataParallel"
