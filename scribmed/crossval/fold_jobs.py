@@ -119,8 +119,8 @@ class FoldJob:
         tasks: processes of the job (> 1: DistributedDataParallel across its tasks; submitit's
             environment is exported as torchrun's ``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR``).
         threads: intra-op CPU threads of the job's process (``torch.set_num_threads`` and
-            ``OMP_NUM_THREADS`` for its children), so jobs sharing a machine do not oversubscribe
-            it; ``None`` leaves torch's default. Recorded in the job record: a CPU run's floating
+            ``OMP_NUM_THREADS`` for its children, at most the cores the process may use), so jobs
+            sharing a machine do not oversubscribe it; ``None`` leaves torch's default. Recorded in the job record: a CPU run's floating
             point sums depend on it, so the same fold trained with another thread count differs
             in the last digits (and, through training, slightly in its results).
     """
@@ -153,17 +153,21 @@ class FoldJob:
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        threads = None
         if self.threads is not None:
             import torch
 
-            os.environ["OMP_NUM_THREADS"] = str(self.threads)
-            torch.set_num_threads(self.threads)
+            from scribmed.runtime.device import usable_cores
+
+            threads = min(self.threads, usable_cores())  # never more than the cores this process may use
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            torch.set_num_threads(threads)
         writes = _global_rank() == 0
         started = time.time()
         if writes:
             update_job_record(self.out, self.fold, self.stage, state="running", host=socket.gethostname(),
                               pid=os.getpid(), job_id=_job_id(), started=started, ended=None, error=None,
-                              threads=self.threads)
+                              threads=threads)
         try:
             self.run(self.fold, self.stage)
         except BaseException as exc:

@@ -38,6 +38,17 @@ LONG_FLAGS = ["--iterations", "50", "--val-interval", "5", "--batch-size", "2", 
               "--seed", "0"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_everywhere():
+    """Every run of this module, in-process and in jobs, on one CPU thread: jobs get their share of the
+    threads of the process that starts them, and a CPU result depends on its thread count, so the
+    comparisons with the sequential runs need the same count on both sides (xdist workers run one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("jobs") / "acdc"
@@ -157,8 +168,9 @@ def test_preempted_job_is_requeued_and_resumes(phantom, long_reference, tmp_path
 
         threading.Thread(target=later, daemon=True).start()
 
-    failures = run_local([(1, "train")], lambda k, s: FoldJob(functools.partial(_cv_job, args), run, k, s), run,
-                         poll_s=0.2, progress=False, on_submit=preempt_mid_training)
+    job = functools.partial(_cv_job, args)
+    failures = run_local([(1, "train")], lambda k, s: FoldJob(job, run, k, s, threads=1), run, poll_s=0.2,
+                         progress=False, on_submit=preempt_mid_training)
     assert failures == [] and signalled
     record = read_job_record(run, 1, "train")
     assert record["state"] == "finished" and record["requeues"] == 1
