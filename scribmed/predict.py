@@ -6,7 +6,9 @@ input folder (a plain folder of ``*.nii.gz`` images, or any layout) is predicted
 grid (its spacing and affine), or, for DICOM series (layout ``dicom``), as one DICOM-SEG
 ``<out>/<case_id>.dcm`` referencing the series (``output_format="dicom-seg"``).
 :func:`predict_run` predicts with the ensemble of a cross-validation run's folds instead; either can average over mirrored copies of each slice.
-Outputs already present are kept, so a killed run resumes; the input folder is never written to.
+Outputs already present are kept, so a killed run resumes; ``<out>/predictions.json`` records the
+models (sha256) and settings the folder's files were made with, and a rerun with other ones is
+refused instead of mixing two kinds of prediction. The input folder is never written to.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def predict_folder(checkpoint: str | Path, input_root: str | Path,
             without the ``dicom`` layout (when the options are made, before any model is loaded).
     """
     recipe, model, class_map = _load(Path(checkpoint), options.device)
-    return _predict([(recipe, model)], class_map, Path(input_root), options)
+    return _predict([(recipe, model, Path(checkpoint))], class_map, Path(input_root), options)
 
 
 def predict_run(run_dir: str | Path, input_root: str | Path, options: PredictOptions = PredictOptions(),
@@ -114,13 +116,14 @@ def predict_run(run_dir: str | Path, input_root: str | Path, options: PredictOpt
         if not record.get("checkpoint"):
             raise DataError(run_dir / f"fold_{k}", f"fold {k} keeps no model checkpoint (a recipe that learns "
                             "nothing, such as nearest): nothing to predict with")
-        recipe, model, fold_map = _load(run_dir / f"fold_{k}" / record["checkpoint"], options.device)
+        checkpoint = run_dir / f"fold_{k}" / record["checkpoint"]
+        recipe, model, fold_map = _load(checkpoint, options.device)
         fold_size = getattr(recipe.config, "size", None)
         if class_map is not None and (fold_map != class_map or fold_size != size or recipe.name != models[0][0].name):
             raise DataError(run_dir / f"fold_{k}", f"fold {k} ({recipe.name}, class map {fold_map['names']}, size "
                             f"{fold_size}) does not fit fold {chosen[0]} ({models[0][0].name}, {class_map['names']}, "
                             f"{size}): folds of one run only")
-        models.append((recipe, model))
+        models.append((recipe, model, checkpoint))
         class_map, size = fold_map, fold_size
     plan = _postprocessing(run_dir, class_map) if options.postprocess else None
     return _predict(models, class_map, Path(input_root), options, plan)
@@ -155,6 +158,36 @@ def _dicom_seg_writer(recipe: str, class_names: dict[int, str]) -> Any:
                                                       version=software)
 
 
+PREDICTIONS_RECORD = "predictions.json"
+
+
+def _claim_output(out_dir: Path, models: list[tuple[Any, Any, Path]], options: PredictOptions, plan: Any) -> None:
+    """Write ``out_dir/predictions.json`` (the models and settings of its files), or, when the folder
+    already holds one, check it was made the same way: a rerun resumes only what it would write
+    itself; predictions of other models or settings are refused in one line, not mixed in."""
+    import json
+
+    from scribmed.runtime.files import atomic_write_text, file_sha256
+    from scribmed.runtime.migrations import read_json_record, upgrade_predictions_record
+    from scribmed.runtime.records import PREDICTIONS, stamp
+
+    made = {"models": [file_sha256(path) for _, _, path in models], "mirror": options.mirror,
+            "postprocessing": None if plan is None else json.loads(json.dumps(dataclasses.asdict(plan))),
+            "format": options.output_format}
+    record = out_dir / PREDICTIONS_RECORD
+    if record.exists():
+        earlier = read_json_record(record, upgrade_predictions_record)
+        changed = [key for key, value in made.items() if earlier.get(key) != value]
+        if changed:
+            raise DataError(out_dir, f"holds predictions made with other {', '.join(changed)} ({PREDICTIONS_RECORD}): "
+                            "choose another --out, or delete the folder to predict again")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps(stamp(PREDICTIONS, {
+        **made, "checkpoints": [str(path.resolve()) for _, _, path in models],
+        "recipe": models[0][0].name}), indent=2) + "\n")
+
+
 def _load(checkpoint: Path, device: str) -> tuple[Any, Any, dict]:
     """The recipe, model and class map of a training checkpoint, the recipe set to ``device``."""
     from scribmed import recipes
@@ -171,14 +204,16 @@ def _load(checkpoint: Path, device: str) -> tuple[Any, Any, dict]:
 
 
 def _predict(
-    models: list[tuple[Any, Any]],
+    models: list[tuple[Any, Any, Path]],
     class_map: dict,
     input_root: Path,
     options: PredictOptions,
     plan: Any = None,
 ) -> list[Path]:
     """Open the input, check it against the models' class map, predict and write every case
-    (post-processed by ``plan``, a :class:`~scribmed.crossval.postprocessing.PostprocessingPlan`, if given)."""
+    (post-processed by ``plan``, a :class:`~scribmed.crossval.postprocessing.PostprocessingPlan`, if given).
+
+    ``models``: ``(recipe, model, checkpoint path)`` of each model of the ensemble."""
     from scribmed.data.layouts import open_dataset
     from scribmed.recipes.base import Recipe
 
@@ -205,6 +240,7 @@ def _predict(
     resolved_out, resolved_in = out_dir.resolve(), input_root.resolve()
     if resolved_out == resolved_in or resolved_in in resolved_out.parents:
         raise DataError(out_dir, "the output folder lies inside the input dataset; choose a folder outside it")
+    _claim_output(out_dir, models, options, plan)
     from scribmed.crossval.fold_evaluation import evaluation_for
 
     first = models[0][0]
@@ -214,7 +250,7 @@ def _predict(
         if not averaged:
             return first.predict_case(models[0][1], case)  # one model: its own prediction path
         total = None
-        for recipe, model in models:
+        for recipe, model, _ in models:
             prob = recipe.predict_probabilities(model, case, mirror)
             total = prob if total is None else total + prob
         return labels_from_probabilities(total / len(models), case.image.shape[-2:])
@@ -231,6 +267,6 @@ def _predict(
                                              **written):
         paths.append(path)
         case.release()
-    for recipe, model in models:
+    for recipe, model, _ in models:
         recipe.release(model)
     return paths

@@ -25,6 +25,7 @@ from scribmed.runtime.records import (
     FOLD,
     HISTORY,
     POSTPROCESSING,
+    PREDICTIONS,
     PSEUDO_LABELS,
     RUN,
     SAM_DECODER,
@@ -36,7 +37,7 @@ from scribmed.runtime.records import (
 
 __all__ = [
     "FINETUNE_CONFIG_V1_VALUES", "SEGMENTOR_CONFIG_V1_VALUES", "read_json_record", "upgrade_checkpoint",
-    "upgrade_fold_record", "upgrade_history_record", "upgrade_postprocessing_record", "upgrade_pseudo_label_record", "upgrade_run_record", "upgrade_sam_decoder_checkpoint",
+    "upgrade_fold_record", "upgrade_history_record", "upgrade_postprocessing_record", "upgrade_predictions_record", "upgrade_pseudo_label_record", "upgrade_run_record", "upgrade_sam_decoder_checkpoint",
     "upgrade_sam_rounds_record",
 ]
 
@@ -255,6 +256,12 @@ def upgrade_postprocessing_record(d: Mapping[str, Any], path: PathLike = None) -
     """A run's ``postprocessing.json`` in the current :data:`POSTPROCESSING` schema (version 1 is the
     first; ``DataError``: newer or foreign)."""
     return _upgrade(d, POSTPROCESSING, {}, path)
+
+
+def upgrade_predictions_record(d: Mapping[str, Any], path: PathLike = None) -> dict[str, Any]:
+    """A predict output folder's ``predictions.json`` in the current :data:`PREDICTIONS` schema
+    (version 1 is the first; ``DataError``: newer or foreign)."""
+    return _upgrade(d, PREDICTIONS, {}, path)
 
 
 def upgrade_history_record(d: Mapping[str, Any], path: PathLike = None) -> dict[str, Any]:

@@ -20,7 +20,9 @@ Kinds (current versions in :data:`CURRENT_VERSIONS`):
 * :data:`PSEUDO_LABELS` (``scribmed.pseudo_labels``): a pseudo-label folder's ``pseudo_labels.json``;
 * :data:`POSTPROCESSING` (``scribmed.postprocessing``): a cross-validation run's
   ``postprocessing.json``, the post-processing chosen on its out-of-fold predictions
-  (:mod:`scribmed.crossval.postprocessing`).
+  (:mod:`scribmed.crossval.postprocessing`);
+* :data:`PREDICTIONS` (``scribmed.predictions``): the ``predictions.json`` of a ``scribmed predict``
+  output folder, the models and settings its files were made with (:mod:`scribmed.predict`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 __all__ = [
-    "CHECKPOINT", "CURRENT_VERSIONS", "FOLD", "HISTORY", "POSTPROCESSING", "PSEUDO_LABELS", "RUN", "SAM_DECODER", "SAM_ROUNDS", "SCHEMA_KEY",
+    "CHECKPOINT", "CURRENT_VERSIONS", "FOLD", "HISTORY", "POSTPROCESSING", "PREDICTIONS", "PSEUDO_LABELS", "RUN", "SAM_DECODER", "SAM_ROUNDS", "SCHEMA_KEY",
     "parse_schema", "schema_id", "stamp",
 ]
 
@@ -42,11 +44,12 @@ FOLD = "scribmed.fold"
 SAM_ROUNDS = "scribmed.sam_rounds"
 PSEUDO_LABELS = "scribmed.pseudo_labels"
 POSTPROCESSING = "scribmed.postprocessing"
+PREDICTIONS = "scribmed.predictions"
 
 #: the version each kind is written in today
 CURRENT_VERSIONS: dict[str, int] = {
     CHECKPOINT: 3, HISTORY: 2, SAM_DECODER: 2, RUN: 2, FOLD: 2, SAM_ROUNDS: 2, PSEUDO_LABELS: 2,
-    POSTPROCESSING: 1,
+    POSTPROCESSING: 1, PREDICTIONS: 1,
 }
 
 

@@ -46,6 +46,16 @@ def test_predict_writes_every_case_on_its_grid_and_matches_the_recipe(trained, c
     assert main(["predict", "--checkpoint", str(ckpt), "--input", str(root), "--layout", "acdc-h5",
                  "--out", str(out), "--quiet"]) == 0  # a rerun keeps what exists (resume)
     assert (out / f"{ds.case_ids[0]}.nii.gz").stat().st_mtime_ns == stamp
+    record = json.loads((out / "predictions.json").read_text())
+    assert record["schema"] == "scribmed.predictions/1" and record["mirror"] is False and record["format"] == "nifti"
+    assert record["checkpoints"] == [str(ckpt.resolve())] and len(record["models"][0]) == 64  # sha256
+    capsys.readouterr()
+    # the same folder with other settings is refused before anything is written, not mixed in
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(root), "--layout", "acdc-h5",
+                 "--out", str(out), "--tta", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "holds predictions made with other mirror (predictions.json)" in err
+    assert (out / f"{ds.case_ids[0]}.nii.gz").stat().st_mtime_ns == stamp
 
 
 def test_predict_refuses_a_foreign_class_map(trained, tmp_path, capsys):

@@ -43,7 +43,8 @@ def test_dicom_seg_per_series_equals_the_nifti_prediction(trained, capsys):
     assert json.loads(capsys.readouterr().out)["cases"] == 2
     assert _predict(ckpt, series, base / "nii") == 0  # --format nifti is the default
     ds = open_dataset("dicom", series)
-    assert sorted(p.name for p in (base / "seg").iterdir()) == [f"{c}.dcm" for c in ds.case_ids]
+    assert sorted(p.name for p in (base / "seg").iterdir()) == sorted([f"{c}.dcm" for c in ds.case_ids]
+                                                                      + ["predictions.json"])
     values = np.array([0, *class_map.foreground])  # segment number -> class value
     for case in ds:
         seg = hd.seg.segread(base / "seg" / f"{case.case_id}.dcm")
