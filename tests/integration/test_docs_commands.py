@@ -300,10 +300,10 @@ def test_readme(scratch, monkeypatch):
                  "summary.md"):
         assert (run / name).exists(), name
     assert sorted(p.name for p in (work / "runs" / "new_preds").iterdir()) == \
-        sorted(p.name for p in scratch["scans"].iterdir())
+        sorted([p.name for p in scratch["scans"].iterdir()] + ["predictions.json"])
     assert (work / "runs" / "acdc_eval" / "summary.json").exists()
-    assert sorted(p.name for p in (work / "runs" / "new_segs").iterdir()) == \
-        sorted(f"{p.name[:-len('.nii.gz')]}.dcm" for p in scratch["scans"].iterdir())  # one DICOM-SEG per series
+    assert sorted(p.name for p in (work / "runs" / "new_segs").iterdir()) == sorted(
+        [f"{p.name[:-len('.nii.gz')]}.dcm" for p in scratch["scans"].iterdir()] + ["predictions.json"])  # one DICOM-SEG per series
 
 
 @pytest.mark.usefixtures("fake_sam")
