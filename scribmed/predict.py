@@ -224,7 +224,7 @@ def _predict(
                      or type(first).predict_probabilities is Recipe.predict_probabilities):
         raise ValueError(f"recipe {first.name!r} predicts label maps only: a fold ensemble and test-time mirroring "
                          "average class probabilities (predict one fold with --checkpoint, without --tta)")
-    from scribmed.training.inference import labels_from_probabilities, predict_to_folder
+    from scribmed.training.inference import ensemble_labels, predict_to_folder
 
     layout_options: dict = {"spacing": options.spacing} if options.spacing is not None else {}
     if layout in ("generic", "dicom"):
@@ -243,17 +243,13 @@ def _predict(
     _claim_output(out_dir, models, options, plan)
     from scribmed.crossval.fold_evaluation import evaluation_for
 
-    first = models[0][0]
     dtype = evaluation_for(getattr(first, "task", "semantic")).prediction_dtype  # instance maps: int32
 
     def labels(case: Any) -> Any:
         if not averaged:
             return first.predict_case(models[0][1], case)  # one model: its own prediction path
-        total = None
-        for recipe, model, _ in models:
-            prob = recipe.predict_probabilities(model, case, mirror)
-            total = prob if total is None else total + prob
-        return labels_from_probabilities(total / len(models), case.image.shape[-2:])
+        return ensemble_labels((recipe.predict_probabilities(model, case, mirror) for recipe, model, _ in models),
+                               case.image.shape[-2:])
 
     def predict(case: Any) -> Any:
         return labels(case) if plan is None else plan.apply(labels(case))

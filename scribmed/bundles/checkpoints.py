@@ -134,12 +134,13 @@ def predict_with_checkpoint(network: torch.nn.Module, ckpt_path: str | Path, dev
     channels = getattr(network, "in_channels", None)
     channels = channels if isinstance(channels, int) else None
     paths = [Path(p) for p in ensemble] or [Path(ckpt_path)]
-    size_hw = checkpoint_size(paths[0], size, channels)
+    sizes = [checkpoint_size(path, size, channels) for path in paths]  # each file read once
+    size_hw = sizes[0]
     networks = []
-    for i, path in enumerate(paths):
-        if checkpoint_size(path, size, channels) != size_hw:
-            raise DataError(path, f"trained at {_size_text(checkpoint_size(path, None, channels))}, the ensemble's "
-                            f"first checkpoint {paths[0]} at {_size_text(size_hw)}: ensemble checkpoints of one size only")
+    for i, (path, path_size) in enumerate(zip(paths, sizes)):
+        if path_size != size_hw:
+            raise DataError(path, f"trained at {_size_text(path_size)}, the ensemble's first checkpoint {paths[0]} at "
+                            f"{_size_text(size_hw)}: ensemble checkpoints of one size only")
         net = network if i == len(paths) - 1 else copy.deepcopy(network)
         load_network_weights(net, path)
         networks.append(net.to(device).eval())

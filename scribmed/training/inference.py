@@ -9,7 +9,7 @@ nearest neighbour, so metrics are computed at the original resolution.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from scribmed.runtime.device import AmpRequest, amp_policy, resolve_device
 from scribmed.runtime.progress import progress_bar
 from scribmed.transforms.resize import resize_back, resize_slices
 
-__all__ = ["MIRROR_AXES", "labels_from_probabilities", "predict_cases", "predict_probabilities", "predict_to_folder",
+__all__ = ["MIRROR_AXES", "ensemble_labels", "labels_from_probabilities", "predict_cases", "predict_probabilities", "predict_to_folder",
            "predict_volume", "unwrap_network"]
 
 
@@ -158,6 +158,18 @@ def labels_from_probabilities(probabilities: torch.Tensor, original_hw: Sequence
     return resize_back(labels, tuple(original_hw), "nearest").cpu().numpy()
 
 
+def ensemble_labels(probabilities: Iterable[torch.Tensor], original_hw: Sequence[int]) -> np.ndarray:
+    """The label map of an ensemble: :func:`labels_from_probabilities` of the mean of its members'
+    ``(slices, classes, h, w)`` probabilities (nnU-Net's fold ensemble), summed one at a time."""
+    total, count = None, 0
+    for prob in probabilities:
+        total = prob if total is None else total + prob
+        count += 1
+    if total is None:
+        raise ValueError("an ensemble needs at least one member's probabilities")
+    return labels_from_probabilities(total / count, original_hw)
+
+
 def predict_cases(
     network: torch.nn.Module | Sequence[torch.nn.Module],
     cases: Sequence[Case],
@@ -203,12 +215,9 @@ def predict_cases(
             return predict_volume(
                 networks[0], case.image, size=size, batch_size=batch_size, device=device, amp=amp, image_mode=image_mode
             )
-        total = None
-        for net in networks:
-            prob = predict_probabilities(net, case.image, size=size, batch_size=batch_size, device=device, amp=amp,
-                                         image_mode=image_mode, mirror=mirror)
-            total = prob if total is None else total + prob
-        return labels_from_probabilities(total / len(networks), case.image.shape[-2:])
+        return ensemble_labels((predict_probabilities(net, case.image, size=size, batch_size=batch_size, device=device,
+                                                      amp=amp, image_mode=image_mode, mirror=mirror)
+                                for net in networks), case.image.shape[-2:])
 
     return [path for _, path, _ in predict_to_folder(cases, predict, out_dir, overwrite=overwrite, progress=progress)]
 
