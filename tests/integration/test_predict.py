@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ensemble_reference import ensemble_label_map, mean_probabilities
 
 from scribmed.cli import main
 from scribmed.data.layouts import open_dataset
@@ -127,28 +128,8 @@ def cv_run(tmp_path_factory):
     return base / "run", root
 
 
-def _mean_probabilities(network, image: np.ndarray, size: int, mirror: bool):
-    """The softmax of the main head at ``size``, averaged over the flips along H, W and both."""
-    import torch
-
-    from scribmed.transforms.resize import resize_slices
-
-    x = resize_slices(torch.from_numpy(np.asarray(image, dtype=np.float32)[:, None]), (size, size), "bilinear")
-    flips = [(), (-1,), (-2,), (-2, -1)] if mirror else [()]
-    with torch.no_grad():
-        network.eval()
-        probs = []
-        for axes in flips:
-            out = network(torch.flip(x, axes) if axes else x)
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            p = torch.softmax(out.float(), dim=1)
-            probs.append(torch.flip(p, axes) if axes else p)
-    return torch.stack(probs).mean(0)
-
-
 def test_predict_run_is_the_argmax_of_the_folds_and_flips_mean_probabilities(cv_run, tmp_path, capsys):
     import torch
-    import torch.nn.functional as F
 
     run, root = cv_run
     out = tmp_path / "ens"
@@ -162,13 +143,10 @@ def test_predict_run_is_the_argmax_of_the_folds_and_flips_mean_probabilities(cv_
     first = list(ds)[0]
     for (recipe, model, _), net in zip(loaded, networks):
         got = recipe.predict_probabilities(model, first, mirror=True)
-        assert torch.allclose(got, _mean_probabilities(net, np.asarray(first.image), 32, mirror=True), atol=1e-6)
+        assert torch.allclose(got, mean_probabilities(net, np.asarray(first.image), (32, 32), mirror=True), atol=1e-6)
         assert not torch.allclose(got, recipe.predict_probabilities(model, first, mirror=False), atol=1e-6)
     for case in ds:
-        image = np.asarray(case.image)
-        mean = sum(_mean_probabilities(net, image, 32, mirror=True) for net in networks) / 2
-        labels = F.interpolate(mean.argmax(1, keepdim=True).float(), size=image.shape[-2:], mode="nearest")
-        want = labels[:, 0].to(torch.uint8).numpy()
+        want = ensemble_label_map(networks, np.asarray(case.image), (32, 32), mirror=True)
         np.testing.assert_array_equal(read_label_nifti(out / f"{case.case_id}.nii.gz", "prediction").array, want)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ensemble_reference import ensemble_label_map
 
 from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
@@ -319,7 +320,6 @@ def test_inference_ensemble_and_mirroring_keys(data, acdc_run, tmp_path, monkeyp
     """``--ensemble [ckpt, ckpt] --mirror true``: the argmax of the mean softmax over both checkpoints
     and each slice's four flips, computed here independently of scribmed's inference code."""
     from scribmed.networks.unet_dual import DualBranchUNet
-    from scribmed.transforms.resize import resize_back, resize_slices
 
     other = torch.load(acdc_run / "last.pt", weights_only=True)
     generator = torch.Generator().manual_seed(0)
@@ -340,17 +340,9 @@ def test_inference_ensemble_and_mirroring_keys(data, acdc_run, tmp_path, monkeyp
     for case in open_dataset(d["layout"], d["dir"]):
         if case.patient_id != "patient003":
             continue
-        x = resize_slices(torch.from_numpy(case.image.astype("float32")[:, None]), (64, 64), "bilinear")
-        probs = []
-        with torch.no_grad():
-            for net in networks:
-                for axes in [(), (-1,), (-2,), (-2, -1)]:
-                    out = net(torch.flip(x, axes) if axes else x)
-                    p = torch.softmax((out[0] if isinstance(out, (tuple, list)) else out).float(), dim=1)
-                    probs.append(torch.flip(p, axes) if axes else p)
-        expected = resize_back(torch.stack(probs).mean(0).argmax(1).to(torch.uint8), case.image.shape[-2:], "nearest")
+        expected = ensemble_label_map(networks, case.image, (64, 64), mirror=True)
         written = read_label_nifti(preds / f"{case.case_id}.nii.gz", "prediction").array
-        assert written.shape == case.image.shape and (written == expected.numpy()).all()
+        assert written.shape == case.image.shape and (written == expected).all()
 
 
 def _readme_ckpt_export() -> list[str]:
