@@ -15,7 +15,9 @@ Usage::
 
     python benchmarks/dmpls_parity.py --variants baseline,lr_horizon,bilinear_up,nearest --seeds 0
     python benchmarks/dmpls_parity.py --variants lr_horizon+bilinear_up --seeds 0,1,2   # the parity run (NCHW)
-    python benchmarks/dmpls_parity.py --variants lr_horizon+bilinear_up+channels_last --seeds 0,1,2   # today's default
+    python benchmarks/dmpls_parity.py --variants lr_horizon+bilinear_up+channels_last --seeds 0,1,2   # the default
+    python benchmarks/dmpls_parity.py --variants lr_horizon+bilinear_up+channels_last,lr_horizon+bilinear_up+channels_last+bf16 \
+        --seeds 0,1,2   # float32 against bfloat16 autocast (a CPU with AVX512-BF16/AMX, or a GPU)
     python benchmarks/dmpls_parity.py --table     # print the table of every finished run
 
 Writes ``runs/parity/<variant>_it<N>_s<seed>/`` (a CV run directory) and
@@ -43,8 +45,9 @@ SPLIT = REPO / "data_splits" / "acdc_5fold.json"
 
 #: one factor changed per variant from scribmed's defaults before the parity study (transposed-conv
 #: up-steps, lr decaying to 0 over the run, bilinear images, NCHW); ``lr_horizon+bilinear_up`` is the
-#: parity configuration as first measured (NCHW), ``lr_horizon+bilinear_up+channels_last`` today's
-#: default recipe with the paper's schedule (``--lr-horizon 60000``)
+#: parity configuration as first measured (NCHW), ``lr_horizon+bilinear_up+channels_last`` the
+#: default recipe with the paper's schedule (``--lr-horizon 60000``), ``...+bf16`` the same under
+#: bfloat16 autocast (``--amp bf16``: needs native bfloat16)
 _BEFORE = {"upsample": "transpose", "channels_last": False}
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {**_BEFORE},
@@ -54,6 +57,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_augment": {**_BEFORE, "augment": False},
     "lr_horizon+bilinear_up": {"lr_horizon": 60000, "upsample": "bilinear", "channels_last": False},
     "lr_horizon+bilinear_up+channels_last": {"lr_horizon": 60000, "upsample": "bilinear", "channels_last": True},
+    "lr_horizon+bilinear_up+channels_last+bf16": {"lr_horizon": 60000, "upsample": "bilinear", "channels_last": True,
+                                                   "amp": "bf16"},
 }
 
 REFERENCE = {120: {"RV": 0.151, "Myo": 0.234, "LV": 0.232, "mean": 0.205}}

@@ -12,14 +12,17 @@ scribmed's steps in turn on the same batches. The reference step uses the refere
 same U-Net with 1x1 conv + bilinear up-steps, as WSL4MIS runs it) and its pseudo-label Dice, which
 one-hot encodes the ``(B, 1, H, W)`` pseudo label into ``(B, C, 1, H, W)`` so every class term
 broadcasts to a ``(B, B, H, W)`` product (wasted work). scribmed's
-steps: NCHW float32 (the default), channels-last (``--channels-last``), and channels-last with
-bfloat16 autocast. Compute only: the reference's per-sample HDF5 reading and scipy resizing are
+steps: ``scribmed`` NCHW float32 (``--no-channels-last``), ``scribmed_cl`` channels-last float32,
+``scribmed_cl_bf16`` channels-last under bfloat16 autocast (timed by default only where the CPU
+has native bfloat16, or on CUDA: emulated it is several times slower), and ``default``, the step
+the recipe's defaults run on this device (channels-last, mixed precision as ``amp_policy`` resolves
+``--amp auto`` here). Compute only: the reference's per-sample HDF5 reading and scipy resizing are
 not included.
 
 Usage::
 
     python benchmarks/train_speed.py [--data-root DIR | --synthetic] [--iterations 5] [--warmup 1] [--cases 3]
-        [--reference] [--variants ...]
+        [--reference] [--variants scribmed,scribmed_cl,scribmed_cl_bf16,default]
 
 Prints a table and writes ``runs/bench/train_speed.json``.
 """
@@ -43,8 +46,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.data_root import add_data_root, dataset_dir  # noqa: E402
 from scribmed.data.case import CARDIAC  # noqa: E402
-from scribmed.recipes.dmpls.config import DMPLSConfig
+from scribmed.recipes.dmpls.config import DMPLSConfig  # noqa: E402
 from scribmed.recipes.dmpls.trainer import build_dmpls_trainer  # noqa: E402
+from scribmed.runtime.device import cpu_has_native_bf16, resolve_device  # noqa: E402
 
 
 def load_cases(n: int, acdc: Path | None):
@@ -129,12 +133,11 @@ def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore
     """Time the reference-style step and scribmed's step(s) in turn on the same batches.
 
     ``reference``: the reference network (bilinear up-steps), its loss with the ``(B, B, H, W)``
-    Dice broadcast, NCHW float32. ``scribmed``: scribmed's network and loss, NCHW float32 (the default
-    before channels-last; ``--no-channels-last``); ``scribmed_cl``: the same in channels-last (the
-    DMPLS default); ``scribmed_cl_bf16``: channels-last with bfloat16
-    autocast (CPUs with AMX/AVX512-BF16). Each gets its own network and optimiser; rotating the
-    order every iteration makes the ratios robust to other load. Compute only (forward, loss,
-    backward, SGD).
+    Dice broadcast, NCHW float32. ``scribmed``: scribmed's network and loss, NCHW float32
+    (``--no-channels-last``); ``scribmed_cl``: the same in channels-last; ``scribmed_cl_bf16``:
+    channels-last with bfloat16 autocast; ``default``: the trainer's own memory format and
+    :attr:`amp_policy`. Each gets its own network and optimiser; rotating the order every
+    iteration makes the ratios robust to other load. Compute only (forward, loss, backward, SGD).
     """
     import copy
 
@@ -145,17 +148,23 @@ def time_steps_interleaved(trainer, batches, warmup: int, n_classes: int, ignore
     nets = {"reference": _reference_network(base).train()}
     for name in variants:
         nets[name] = copy.deepcopy(base).train()  # the trainer's network may already be channels-last
-        fmt = torch.channels_last if "_cl" in name else torch.contiguous_format
+        fmt = torch.channels_last if "_cl" in name or (name == "default" and trainer.channels_last) \
+            else torch.contiguous_format
         nets[name] = nets[name].to(memory_format=fmt)
     opts = {n: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4) for n, m in nets.items()}
     dmpls = DMPLSLoss(n_classes, ignore_index, generator=torch.Generator().manual_seed(0))
     ce = torch.nn.CrossEntropyLoss(ignore_index=ignore_index)
     gen = torch.Generator().manual_seed(0)
 
+    def autocast(name: str, device_type: str):
+        if name == "default":
+            return trainer.amp_policy.autocast()
+        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=name.endswith("bf16"))
+
     def scribmed_step(name, x, s):
-        if "_cl" in name:
+        if "_cl" in name or (name == "default" and trainer.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=name.endswith("bf16")):
+        with autocast(name, x.device.type):
             out1, out2 = nets[name](x)
         loss, _ = dmpls(out1.float(), out2.float(), s)
         opts[name].zero_grad(set_to_none=True)
@@ -202,13 +211,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--reference", action="store_true", help="also time the reference-style step")
-    ap.add_argument("--variants", default="scribmed,scribmed_cl,scribmed_cl_bf16",
-                    help="scribmed steps timed against the reference (scribmed, scribmed_cl, scribmed_cl_bf16)")
+    ap.add_argument("--variants", default=None,
+                    help="scribmed steps timed against the reference, of scribmed, scribmed_cl, scribmed_cl_bf16, "
+                    "default (default: all four where bfloat16 is native, else without scribmed_cl_bf16)")
     add_data_root(ap, ("ACDC",))
     ap.add_argument("--synthetic", action="store_true", help="cardiac phantoms instead of ACDC (no data needed)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "train_speed.json")
     args = ap.parse_args(argv)
 
+    device = resolve_device(args.device)
+    native_bf16 = device.type == "cuda" or cpu_has_native_bf16()
     cases, source = load_cases(args.cases, None if args.synthetic else dataset_dir(args, "ACDC"))
     total = args.warmup + args.iterations
     cfg = DMPLSConfig(
@@ -224,7 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(trainer.state.device),
         "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
-        "config": {k: cfg.to_dict()[k] for k in ("batch_size", "size", "num_workers", "amp")},
+        "config": {k: cfg.to_dict()[k] for k in ("batch_size", "size", "num_workers", "amp", "channels_last")},
+        "native_bf16": native_bf16,
+        "default_precision": trainer.amp_policy.name,
         "scribmed": res,
     }
     if args.reference:
@@ -236,7 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
             if len(batches) == total:
                 break
         trainer.sampler.set_epoch(sampler_epoch)
-        variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+        names = args.variants or ("scribmed,scribmed_cl," + ("scribmed_cl_bf16," if native_bf16 else "") + "default")
+        variants = tuple(v.strip() for v in names.split(",") if v.strip())
         ref = time_steps_interleaved(trainer, batches, args.warmup, CARDIAC.num_classes, CARDIAC.ignore_index, variants)
         report["interleaved_steps"] = ref
         report["speedup_vs_reference"] = {v: ref["reference_step_s"] / ref[f"{v}_step_s"] for v in variants}
@@ -244,6 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [
         ("data", source),
         ("device / threads", f"{report['device']} / {report['torch_threads']}"),
+        ("native bfloat16", "yes" if native_bf16 else "no (AVX512-BF16/AMX absent: --amp auto is float32)"),
+        ("default precision", report["default_precision"]),
         ("batch x size", f"{args.batch_size} x {args.size}^2"),
         ("cache + build (s)", f"{res['setup_s (cache + build)']:.2f} ({res['slices_cached']} slices)"),
         ("s / iteration (mean)", f"{res['s_per_iteration']:.3f}"),
@@ -257,6 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
         for v in variants:
             rows.append((f"interleaved: {v} step (s)", f"{ref[f'{v}_step_s']:.3f}  "
                          f"({report['speedup_vs_reference'][v]:.2f}x the reference)"))
+        if "default" in variants:
+            rows.append(("DEFAULT STEP vs the reference", f"{report['speedup_vs_reference']['default']:.2f}x"))
     width = max(len(r[0]) for r in rows)
     print("\nDMPLS training speed")
     for name, value in rows:

@@ -23,12 +23,11 @@ backends:
 Every backend also takes RGB images ``(N, 3, H, W)`` (e.g. microscopy) besides grey slices.
 
 Mixed precision (:meth:`SamBackend.use_amp`, ``build_sam_backend(..., amp=...)`` of
-:mod:`scribmed.networks.sam_registry`; off unless asked): on CUDA the image encoder runs under
-:func:`scribmed.runtime.device.amp_policy`'s autocast (bfloat16 where supported, else float16)
-and its embeddings are cast back to float32; decoder fine-tuning
-(:func:`scribmed.sam.decoder_finetune.finetune_decoder`) follows the same setting.
-Reduced-precision embeddings are keyed apart (:attr:`SamBackend.cache_key`). On the CPU it is
-always float32.
+:mod:`scribmed.networks.sam_registry`; off unless asked): the PyTorch image encoder runs under
+:func:`scribmed.runtime.device.amp_policy`'s autocast (on CUDA bfloat16 where supported, else
+float16; on a CPU bfloat16 only when asked and native) and its embeddings are cast back to
+float32; decoder fine-tuning (:func:`scribmed.sam.decoder_finetune.finetune_decoder`) follows the
+same setting. Reduced-precision embeddings are keyed apart (:attr:`SamBackend.cache_key`).
 
 Checkpoints are read with ``torch.load(..., weights_only=True)`` only: a file from elsewhere
 can never execute code. Prompt coordinates are ``(x, y) = (column, row)`` pixels; use
@@ -169,7 +168,7 @@ class SamBackend(nn.Module):
 
         A compiled encoder runtime agrees with PyTorch to 1e-3 relative, not bit for bit, so its
         embeddings are keyed apart from PyTorch's; so are embeddings encoded under mixed precision
-        (``-bf16`` / ``-fp16``, CUDA only: on the CPU the key is what it always was).
+        (``-bf16`` / ``-fp16``; float32 keys carry no suffix).
         """
         key = f"{self.weights_id}-{self.preprocess_id}"
         if self._compiled is not None:
@@ -179,17 +178,17 @@ class SamBackend(nn.Module):
 
     @property
     def amp_policy(self) -> AmpPolicy:
-        """:func:`~scribmed.runtime.device.amp_policy` of :attr:`amp` on the backend's device (CPU: off)."""
+        """:func:`~scribmed.runtime.device.amp_policy` of :attr:`amp` on the backend's device."""
         return amp_policy(self.device, self.amp)
 
     def use_amp(self, amp: AmpRequest = "auto") -> "SamBackend":
         """Encode (and fine-tune the decoder) under mixed precision from now on; returns ``self``.
 
         ``amp``: ``"auto"``/``True`` (bfloat16 where the GPU has it, else float16), ``"bf16"``,
-        ``"fp16"``, ``"off"``/``False``. Takes effect on CUDA only.
+        ``"fp16"``, ``"off"``/``False``. On a CPU only ``"bf16"`` takes effect (where native).
 
         Raises:
-            ValueError: an unknown request, or ``"bf16"`` on a GPU without it.
+            ValueError: an unknown request, or ``"bf16"`` on a GPU or CPU without it.
         """
         mode = amp_mode(amp)
         amp_policy(self.device, mode)  # refuse what this device cannot do now, not at the first encode
@@ -325,7 +324,7 @@ class SamBackend(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Image embeddings ``(N, *embedding_shape)`` float32 of preprocessed ``images`` ``(N, 3, S, S)`` (no grad).
 
-        Under :attr:`amp_policy`'s autocast on CUDA; the embeddings are float32 whatever it computed in.
+        Under :attr:`amp_policy`'s autocast; the embeddings are float32 whatever it computed in.
         """
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.input_size, self.input_size):
             raise ValueError(

@@ -38,8 +38,9 @@ SHARED_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
         "on a CPU for DMPLS; --no-channels-last: NCHW, another reproducible dropout draw)"}),
     "device": ("--device", {"help": "auto (default), cpu, cuda, cuda:1"}),
     "amp": ("--amp", {
-        "choices": AMP_CHOICES, "help": "segmentor mixed precision on CUDA: auto (default: bf16 where the GPU has "
-        "it, else fp16 with a gradient scaler), bf16, fp16, off; always off on a CPU (SAM stage: --sam-amp)"}),
+        "choices": AMP_CHOICES, "help": "segmentor mixed precision: auto (default: on CUDA bf16 where the GPU has it, else fp16 "
+        "with a gradient scaler; float32 on a CPU), bf16 (also on CPUs with AVX512-BF16 or AMX), fp16 (CUDA), "
+        "off (SAM stage: --sam-amp)"}),
     "seed": ("--seed", {"type": int, "help": "training seed"}),
     "max_cpu_hours": ("--max-cpu-hours", {
         "type": float, "help": "on a CPU, stop a fold whose training would take longer than this many hours, "

@@ -48,6 +48,7 @@ _EXPORTS = {
     "amp_enabled": "scribmed.runtime.device",
     "amp_mode": "scribmed.runtime.device",
     "amp_policy": "scribmed.runtime.device",
+    "cpu_has_native_bf16": "scribmed.runtime.device",
     "atomic_output": "scribmed.runtime.files",
     "atomic_write_bytes": "scribmed.runtime.files",
     "atomic_write_text": "scribmed.runtime.files",

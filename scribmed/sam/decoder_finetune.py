@@ -31,10 +31,10 @@ The order of training slices is a permutation seeded by ``(seed, epoch)``, so a 
 resumed run) is deterministic on a CPU.
 
 Mixed precision follows the backend's setting (:meth:`SamBackend.use_amp
-<scribmed.networks.sam_backends.SamBackend.use_amp>`; SAM-SP's ``SamStageConfig.amp``): on CUDA the
-decoder's forward pass runs under :func:`scribmed.runtime.device.amp_policy`'s autocast, the loss
-in float32, with a ``GradScaler`` for float16 (its state is part of ``decoder_last.pt``). On the
-CPU it is always float32.
+<scribmed.networks.sam_backends.SamBackend.use_amp>`; SAM-SP's ``SamStageConfig.amp``): the
+decoder's forward pass runs under :func:`scribmed.runtime.device.amp_policy`'s autocast (CUDA, or
+bfloat16 on a CPU that has it when asked), the loss in float32, with a ``GradScaler`` for float16
+(its state is part of ``decoder_last.pt``).
 
 This module holds the training loop; the pieces it uses live next to it:
 :mod:`~scribmed.sam.finetune_config` (settings and result),
@@ -106,8 +106,8 @@ def slice_loss(
 
     ``resolution="low"``: on the decoder's low-resolution logits, cropped to the image, against
     ``scribble`` / ``pseudo_label`` ``(H, W)`` resized to that frame; ``"full"``: on the logits
-    upsampled to ``(H, W)``. The decoder runs under the backend's ``amp_policy`` autocast (CUDA
-    only), the loss on float32 logits.
+    upsampled to ``(H, W)``. The decoder runs under the backend's ``amp_policy`` autocast, the
+    loss on float32 logits.
     """
     hw = (int(scribble.shape[0]), int(scribble.shape[1]))
     policy = getattr(backend, "amp_policy", None)
@@ -307,7 +307,7 @@ def finetune_decoder(
     optimizer = torch.optim.AdamW(
         backend.mask_decoder.parameters(), lr=float(config.lr), weight_decay=float(config.weight_decay)
     )
-    policy = getattr(backend, "amp_policy", None)  # mixed precision on CUDA as the backend is set
+    policy = getattr(backend, "amp_policy", None)  # mixed precision as the backend is set
     scaler = policy.grad_scaler() if policy is not None else None  # float16 only
 
     history: list[dict[str, Any]] = []

@@ -44,11 +44,12 @@ class SamStageConfig:
             encoding than PyTorch), ``torch``, ``openvino`` or ``onnxruntime``.
         loss_resolution: ``low`` (default: the fine-tuning loss on the decoder's 256x256 logits)
             or ``full`` (upsampled to the slice).
-        amp: mixed precision of SAM encoding and decoder fine-tuning on CUDA: ``auto``
-            (default: bfloat16 where the GPU has it, else float16 with a GradScaler), ``bf16``,
-            ``fp16``, ``off`` (``True``/``False`` too). Always float32 on the CPU. Not in
-            ``run.json`` (like ``device``): the SAM stage's own record keys its embeddings by it
-            on CUDA, so a SAM run folder resumes only with the precision it began with.
+        amp: mixed precision of SAM encoding and decoder fine-tuning: ``auto`` (default: on
+            CUDA bfloat16 where the GPU has it, else float16 with a GradScaler; float32 on a CPU),
+            ``bf16`` (CUDA, or a CPU with AVX512-BF16/AMX), ``fp16`` (CUDA), ``off``
+            (``True``/``False`` too). Not in ``run.json`` (like ``device``): the SAM stage's own
+            record keys its embeddings by it, so a SAM run folder resumes only with the precision
+            it began with.
 
     Numbers and names are coerced (``int``/``float``/``str``) on construction, so a bundle's
     config values build the same object as the CLI's flags.
@@ -124,7 +125,7 @@ class RoundsConfig:
             (:meth:`~scribmed.networks.sam_backends.SamBackend.use_amp`): ``"auto"``/``True``
             (bfloat16 where supported, else float16 with a GradScaler), ``"bf16"``, ``"fp16"``,
             ``"off"``/``False``. ``None`` (default): ``"auto"`` for a backend built here, a given
-            backend keeps its own setting. Float32 on the CPU whatever is asked; on CUDA it is part
+            backend keeps its own setting. Float32 on a CPU unless ``"bf16"``; reduced precision is part
             of the embeddings' cache key (a run folder resumes only with the precision it began with).
         zero_shot_prompts: round-0 prompts (default
             :data:`~scribmed.sam.pseudo_labels.ZERO_SHOT_PROMPTS`, positives only).

@@ -105,8 +105,9 @@ def add_sam_stage_arguments(
                    help="decoder fine-tuning loss on the decoder's 256x256 logits (low) or upsampled to the "
                    "slice (full)" + note("loss_resolution"))
     g.add_argument("--sam-amp", dest="sam_amp", choices=("auto", "bf16", "fp16", "off"), default=default("amp"),
-                   help="mixed precision of SAM encoding and decoder fine-tuning on CUDA: auto (bf16 where "
-                   "supported, else fp16), bf16, fp16, off; always off on a CPU" + note("amp"))
+                   help="mixed precision of SAM encoding and decoder fine-tuning: auto (on CUDA bf16 where "
+                   "supported, else fp16; float32 on a CPU), bf16 (also on CPUs with AVX512-BF16 or AMX), "
+                   "fp16 (CUDA), off" + note("amp"))
     return list(SAM_OPTIONS)
 
 

@@ -50,9 +50,10 @@ class TrainConfig:
             (default) or ``"auto"``: none on the CPU, ``min(4, cores)`` on CUDA (with pinned
             memory and persistent workers; :func:`scribmed.runtime.device.loader_options`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        amp: mixed precision on CUDA (:func:`scribmed.runtime.device.amp_policy`): ``True`` /
-            ``"auto"`` (default: bfloat16 where the GPU has it, else float16 + GradScaler),
-            ``"bf16"``, ``"fp16"``, ``False`` / ``"off"``. Always float32 on the CPU.
+        amp: mixed precision (:func:`scribmed.runtime.device.amp_policy`): ``True`` / ``"auto"``
+            (default: on CUDA bfloat16 where the GPU has it, else float16 + GradScaler; float32 on
+            a CPU), ``"bf16"`` (CUDA, or a CPU with AVX512-BF16/AMX), ``"fp16"`` (CUDA; float32 on
+            a CPU), ``False`` / ``"off"``.
         in_channels: image channels.
         augment: DMPLS augmentation (rot90 + flip or a rotation within +-20 degrees).
         deterministic: ``torch.use_deterministic_algorithms`` (warn-only) during training.

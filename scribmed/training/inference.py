@@ -2,7 +2,7 @@
 
 Matches DMPLS evaluation: every 2D slice of a ``(slices, H, W)`` volume is resized to the
 network's input size with the same function the training cache used, the main head predicts
-(eval mode, no grad, mixed precision on CUDA by :func:`~scribmed.runtime.device.amp_policy`), the argmax label map is resized back to ``(H, W)`` with
+(eval mode, no grad, mixed precision by :func:`~scribmed.runtime.device.amp_policy`), the argmax label map is resized back to ``(H, W)`` with
 nearest neighbour, so metrics are computed at the original resolution.
 """
 
@@ -57,8 +57,9 @@ def predict_volume(
         batch_size: slices per forward pass.
         device: where to compute (``"auto"``, ``"cpu"``, ``"cuda:N"``, ...); defaults to the
             network's device. The network is moved there if its parameters live elsewhere.
-        amp: mixed precision on CUDA (``True``/``"auto"``: bfloat16 where supported, else
-            float16; ``"bf16"``, ``"fp16"``, ``False``/``"off"``); float32 on the CPU.
+        amp: mixed precision (``True``/``"auto"``: on CUDA bfloat16 where supported, else
+            float16, float32 on a CPU; ``"bf16"`` on CUDA or a CPU with native bfloat16,
+            ``"fp16"``, ``False``/``"off"``).
         image_mode: how slices are resized to ``size``, as in training (``"bilinear"`` or
             ``"nearest"``); the label map is resized back with nearest neighbour.
 

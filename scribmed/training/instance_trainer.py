@@ -324,8 +324,9 @@ def train_instance_segmentor(
         cfg: schedule and network (a recipe passes its own config, an :class:`InstanceTrainConfig`
             subclass: it is stored in the checkpoints and compared on resume).
         class_map: the dataset's classes (stored in the checkpoints).
-        amp: mixed precision on CUDA (``"auto"``/``True``, ``"bf16"``, ``"fp16"``,
-            ``False``/``"off"``, the default); float32 on the CPU whatever is asked.
+        amp: mixed precision (``"auto"``/``True``, ``"bf16"``, ``"fp16"``, ``False``/``"off"``,
+            the default; :func:`~scribmed.runtime.device.amp_policy`: on a CPU only ``"bf16"``
+            autocasts, where native).
 
     Raises:
         DataError: no training images; ``last.pt`` was written by another configuration.

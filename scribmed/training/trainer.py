@@ -73,8 +73,8 @@ class SegmentorTrainer(SupervisedTrainer):
             NHWC run is another (equally seeded, reproducible) random draw than an NCHW run.
         amp: the mixed-precision request (``True``/``"auto"``, ``"bf16"``, ``"fp16"``,
             ``False``/``"off"``), resolved for ``device`` by
-            :func:`~scribmed.runtime.device.amp_policy`: float32 on the CPU whatever is asked; a
-            ``GradScaler`` only for float16. :attr:`amp_policy` is the result.
+            :func:`~scribmed.runtime.device.amp_policy`: on a CPU float32 unless ``"bf16"`` is
+            asked (native bfloat16 only); a ``GradScaler`` only for float16. :attr:`amp_policy` is the result.
         train_handlers: extra MONAI/ignite handlers.
     """
 
@@ -104,7 +104,7 @@ class SegmentorTrainer(SupervisedTrainer):
             loss_function=loss_function,
             epoch_length=epoch_length,
             train_handlers=train_handlers,
-            amp=amp_enabled(device, amp),
+            amp=amp_enabled(device, amp) and torch.device(device).type == "cuda",  # MONAI's flag: a CUDA scaler
             decollate=False,
             optim_set_to_none=True,
             non_blocking=torch.device(device).type == "cuda",  # batches come from pinned memory there

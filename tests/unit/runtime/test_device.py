@@ -1,7 +1,9 @@
 """The mixed-precision and data-loader policy (scribmed.runtime.device) and every caller of it.
 
-CPU: AMP is always off, so a run with ``amp`` on computes bit for bit what a run with it off does;
-the dtype choice on CUDA is checked with ``torch.cuda.is_bf16_supported`` mocked. Tests marked
+CPU: ``auto`` is float32, so a run with ``amp`` on computes bit for bit what a run with it off
+does; ``bf16`` autocasts where the CPU has native bfloat16 and is refused elsewhere, checked with
+``cpu_has_native_bf16`` forced both ways (the machine's own answer is not assumed). The dtype
+choice on CUDA is checked with ``torch.cuda.is_bf16_supported`` mocked. Tests marked
 ``cuda`` run the real thing on a user's GPU.
 """
 
@@ -54,16 +56,43 @@ def bf16(monkeypatch, supported: bool) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
 
 
+def cpu_bf16(monkeypatch, native: bool) -> None:
+    """Force the CPU probe: ``native`` as if the CPU had (or lacked) AVX512-BF16/AMX."""
+    monkeypatch.setattr(dev_mod, "cpu_has_native_bf16", lambda: native)
+
+
+@pytest.fixture(params=[False, True], ids=["cpu-without-bf16", "cpu-with-bf16"])
+def native(request, monkeypatch) -> bool:
+    cpu_bf16(monkeypatch, request.param)
+    return request.param
+
+
 # ------------------------------------------------------------------------------ the policy
 
 
-@pytest.mark.parametrize("request_", [True, False, None, "auto", "bf16", "fp16", "off", torch.bfloat16])
-def test_cpu_is_always_float32(request_):
+@pytest.mark.parametrize("request_", [True, False, None, "auto", "fp16", "off", torch.float16])
+def test_cpu_is_float32_unless_bf16_is_asked(request_, native):
     policy = amp_policy("cpu", request_)
     assert policy == AmpPolicy("cpu", None) and not policy.enabled and policy.name == "off"
     assert amp_dtype(torch.device("cpu"), request_) is None and not amp_enabled(torch.device("cpu"), request_)
     assert policy.grad_scaler() is None
     assert isinstance(policy.autocast(), contextlib.nullcontext)  # not even autocast(enabled=False)
+
+
+@pytest.mark.parametrize("request_", ["bf16", "bfloat16", torch.bfloat16])
+def test_cpu_bf16_only_where_native(request_, monkeypatch):
+    cpu_bf16(monkeypatch, True)
+    policy = amp_policy("cpu", request_)
+    assert policy == AmpPolicy("cpu", torch.bfloat16) and policy.name == "bf16" and policy.grad_scaler() is None
+    with policy.autocast():
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
+    cpu_bf16(monkeypatch, False)
+    with pytest.raises(ValueError, match="this CPU has no native bfloat16"):
+        amp_policy("cpu", request_)
+
+
+def test_the_cpu_probe_answers():
+    assert isinstance(dev_mod.cpu_has_native_bf16(), bool)
 
 
 def test_requests_and_their_spellings():
@@ -125,24 +154,60 @@ def test_config_fields_keep_old_records_loading():
 # ------------------------------------------------------------------------------ segmentor training on the CPU
 
 
-def test_cpu_training_is_unchanged_by_the_flag(cases, tmp_path):
+def test_cpu_training_is_float32_unless_bf16_is_asked(cases, tmp_path, native):
     trainer, _ = build_dmpls_trainer(cases, [], CARDIAC, tmp_path / "built", tiny(amp="fp16"))
-    assert trainer.scaler is None and not trainer.amp_policy.enabled
+    assert trainer.scaler is None and not trainer.amp_policy.enabled and not trainer.amp
     assert trainer.data_loader.num_workers == 0 and not trainer.data_loader.pin_memory
     nets = {}
-    for amp in ("off", True, "bf16"):
+    for amp in ("off", True, "fp16"):
         res = train_dmpls(cases, cases[:1], CARDIAC, tmp_path / str(amp), tiny(amp=amp))
         ckpt = load_checkpoint(res.last_checkpoint)
         assert ckpt["scaler"] == {}
         nets[amp] = ckpt["network"]
-    for amp in (True, "bf16"):
+    for amp in (True, "fp16"):
         assert all(torch.equal(nets["off"][k], nets[amp][k]) for k in nets["off"]), amp
+
+
+def test_cpu_training_in_bf16_where_native(cases, tmp_path, monkeypatch):
+    """Forced native: the forward pass autocasts (bf16 logits), the loss and weights stay float32."""
+    cpu_bf16(monkeypatch, True)
+    trainer, _ = build_dmpls_trainer(cases, [], CARDIAC, tmp_path / "built", tiny(amp="bf16"))
+    assert trainer.amp_policy == AmpPolicy("cpu", torch.bfloat16) and trainer.scaler is None and not trainer.amp
+    seen = []
+    trainer.network.register_forward_hook(lambda m, i, out: seen.append(out[0].dtype))
+    trainer.run()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in trainer.network.parameters())
+    assert np.isfinite(float(trainer.state.output["loss"]))
+    off = train_dmpls(cases, [], CARDIAC, tmp_path / "off", tiny(amp="off"))
+    on = train_dmpls(cases, [], CARDIAC, tmp_path / "on", tiny(amp="bf16"))
+    a, b = (load_checkpoint(r.last_checkpoint)["network"] for r in (off, on))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # bf16 computed something else
+    cpu_bf16(monkeypatch, False)
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        build_dmpls_trainer(cases, [], CARDIAC, tmp_path / "refused", tiny(amp="bf16"))
+
+
+def test_cpu_inference_follows_the_policy(cases, monkeypatch):
+    from scribmed.networks.unet_dual import DualBranchUNet
+    from scribmed.training.inference import predict_volume
+
+    net = DualBranchUNet(1, 4)
+    seen = []
+    net.register_forward_hook(lambda m, i, out: seen.append((out[0] if isinstance(out, tuple) else out).dtype))
+    image = np.asarray(cases[0].image, dtype=np.float32)
+    for native, amp, dtype in ((False, "auto", torch.float32), (True, "auto", torch.float32),
+                               (True, "bf16", torch.bfloat16)):
+        cpu_bf16(monkeypatch, native)
+        seen.clear()
+        labels = predict_volume(net, image, size=(32, 32), device="cpu", amp=amp)
+        assert labels.shape == image.shape and set(seen) == {dtype}, (native, amp)
 
 
 # ------------------------------------------------------------------------------ SAM
 
 
-def test_sam_encode_under_the_policy_on_cpu_is_float32():
+def test_sam_encode_under_the_policy_on_cpu_is_float32(native):
     backend = fake_backend()
     key = backend.cache_key
     x = backend.preprocess(np.random.default_rng(0).random((2, 40, 48)).astype(np.float32))
@@ -153,6 +218,12 @@ def test_sam_encode_under_the_policy_on_cpu_is_float32():
     assert backend.cache_key == key  # CPU embeddings keep their cache
     with pytest.raises(ValueError, match="amp must be one of"):
         backend.use_amp("fp8")
+    if native:
+        assert backend.use_amp("bf16").amp_policy.dtype is torch.bfloat16 and backend.cache_key == f"{key}-bf16"
+        assert backend.encode(x).dtype == torch.float32
+    else:
+        with pytest.raises(ValueError, match="no native bfloat16"):
+            backend.use_amp("bf16")
 
 
 def test_reduced_precision_embeddings_are_keyed_apart(monkeypatch):
@@ -164,7 +235,7 @@ def test_reduced_precision_embeddings_are_keyed_apart(monkeypatch):
     assert backend.cache_key == f"{key}-bf16"
 
 
-def test_decoder_finetuning_on_cpu_is_unchanged_by_the_flag(cases, tmp_path):
+def test_decoder_finetuning_on_cpu_is_unchanged_by_the_flag(cases, tmp_path, native):
     from scribmed.sam import EmbeddingCache
     from scribmed.sam.decoder_finetune import finetune_decoder
     from scribmed.sam.finetune_config import FinetuneConfig
