@@ -239,6 +239,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
             t = mean_time(k, spacing)
             table[label][k] = {"seconds_per_volume": t, "ratio_to_scribmed": t / base}
             print(f"{label:8s} {k:15s} {t:10.4f} {t / base:17.1f}x")
+    overall = table[label]  # the last row group: all units together
+    speedups = {k: overall[k]["ratio_to_scribmed"] for k in ("medpy", "monai") if k in overall}
+    print("\nscribmed is " + ", ".join(f"{v:.1f}x {k}" for k, v in speedups.items())
+          + " (targets: 30x medpy, 5x MONAI from label arrays)")
     print(f"\nmax |scribmed - medpy| over Dice and HD95: {worst_diff:.3g} ({'OK' if worst_diff <= 1e-6 else 'MISMATCH'})")
     if use_monai:
         print(f"max |scribmed(hd95_mode='monai') - MONAI HD95|: {worst_monai_diff:.3g} (MONAI computes in float32)")
@@ -255,6 +259,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         "cases": [n for n, _ in volumes],
         "repeats": args.repeats,
         "summary": table,
+        "speedup": speedups,
         "max_abs_diff_vs_medpy": worst_diff,
         "values_match_medpy_1e-6": worst_diff <= 1e-6,
         "max_abs_diff_monai_mode_vs_monai": worst_monai_diff if use_monai else None,

@@ -27,6 +27,8 @@ Why it is faster while staying exact:
    ``scipy.ndimage.distance_transform_edt`` (``sqrt(sum_i (offset_i * spacing_i)**2)`` in
    float64, axes summed in order), so values match medpy's bit for bit except in exact ties
    between equidistant neighbours (≤ 1 ulp).
+4. The 95th percentile is numpy's linear interpolation computed from one partition
+   (:func:`percentile`), bit for bit ``np.percentile`` without its per-call overhead.
 """
 
 from __future__ import annotations
@@ -130,11 +132,18 @@ def border(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
     as the AND of the mask shifted by each neighbour offset, which is faster on small boxes.
     """
     offsets = _neighbour_offsets(mask.ndim, connectivity)
-    padded = np.pad(mask, 1)
+    padded = zero_padded(mask, (1,) * mask.ndim)
     eroded = mask.copy()
     for off in offsets:
         eroded &= padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(off, mask.shape))]
     return mask & ~eroded
+
+
+def zero_padded(array: np.ndarray, widths: Sequence[int]) -> np.ndarray:
+    """``np.pad(array, [(w, w) for w in widths])`` with zeros, without ``np.pad``'s per-call overhead."""
+    out = np.zeros(tuple(n + 2 * w for n, w in zip(array.shape, widths)), dtype=array.dtype)
+    out[tuple(slice(w, w + n) for w, n in zip(widths, array.shape))] = array
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,11 +195,13 @@ def _directed(a_border: np.ndarray, b_border: np.ndarray, spacing: Optional[tupl
 
     1. voxels on both borders are at distance 0;
     2. the others look for a ``b`` border voxel at each offset of a small neighbourhood in order
-       of length (:func:`_shell`), so the first hit is the nearest; a well-matched prediction is
-       almost entirely resolved here at a cost linear in the number of border voxels;
+       of length (:func:`_shell`), in blocks of offsets (4, then 8, 16, ...: one vectorised
+       lookup per block, the first hit of a voxel being its nearest); a well-matched prediction
+       is almost entirely resolved here at a cost linear in the number of border voxels;
     3. what is left is matched with a k-d tree over ``b``'s border coordinates when it is little,
-       else read from scipy's exact EDT of the box (measured on ACDC: ~0.5 us per queried voxel
-       for the tree, ~50 ns per box voxel for the transform).
+       else read from scipy's exact EDT of the box. Left-over voxels are far from ``b`` (past
+       the neighbourhood), where a tree query costs ~0.5-5 us (measured on ACDC, more for
+       voxels a slice away at 10 mm) against ~50 ns per box voxel for the transform.
 
     Distances are computed from the integer offsets with scipy's EDT arithmetic.
     """
@@ -201,26 +212,28 @@ def _directed(a_border: np.ndarray, b_border: np.ndarray, spacing: Optional[tupl
         return out
     ndim = a_border.ndim
     reach, offsets, lengths = _shell(spacing, ndim, SHELL_STEPS)
-    pad = [(r, r) for r in reach]
-    b_flat = np.pad(b_border, pad).ravel()
+    b_flat = zero_padded(b_border, reach).ravel()
     padded_shape = tuple(n + 2 * r for n, r in zip(a_border.shape, reach))
     strides = np.array([int(np.prod(padded_shape[i + 1 :])) for i in range(ndim)], dtype=np.intp)
     deltas = offsets @ strides
-    lin = np.flatnonzero(np.pad(away, pad))
+    lin = np.flatnonzero(zero_padded(away, reach))
     found = np.empty(lin.size, dtype=np.float64)
     pos = np.arange(lin.size)
-    for delta, length in zip(deltas.tolist(), lengths.tolist()):
-        hit = b_flat[lin + delta]
-        if hit.any():
-            found[pos[hit]] = length
-            miss = ~hit
-            lin, pos = lin[miss], pos[miss]
-            if lin.size == 0:
-                break
+    start, width = 0, 4
+    while start < deltas.size and lin.size:
+        # a block of offsets at once: hits (voxels, offsets); the first hit of a row is its nearest
+        stop = min(start + width, deltas.size)
+        hits = b_flat[lin[:, None] + deltas[None, start:stop]]
+        first = hits.argmax(axis=1)
+        hit = hits[np.arange(lin.size), first]
+        found[pos[hit]] = lengths[start:stop][first[hit]]
+        miss = ~hit
+        lin, pos = lin[miss], pos[miss]
+        start, width = stop, width * 2
     if lin.size:
         query = np.stack(np.unravel_index(lin, padded_shape), axis=1) - np.asarray(reach)
         targets = np.argwhere(b_border)
-        if lin.size * 10 + targets.shape[0] < a_border.size:
+        if lin.size * 50 + targets.shape[0] < a_border.size:
             scale = np.ones(ndim) if spacing is None else np.asarray(spacing, dtype=np.float64)
             tree = cKDTree(targets * scale, leafsize=32, balanced_tree=False, compact_nodes=False)
             _, nearest = tree.query(query * scale, k=1)
@@ -230,6 +243,25 @@ def _directed(a_border: np.ndarray, b_border: np.ndarray, spacing: Optional[tupl
             found[pos] = edt[tuple(query.T)]
     out[away[a_border]] = found
     return out
+
+
+def percentile(values: np.ndarray, q: float) -> float:
+    """``float(np.percentile(values, q))`` (method ``linear``) bit for bit, without its overhead.
+
+    numpy's arithmetic: virtual index ``(n - 1) * (q / 100)``, the two order statistics around it
+    from one partition, and numpy's ``_lerp`` (``b - (b - a) * (1 - t)`` when ``t >= 0.5``).
+    ``values`` is a non-empty float64 vector without NaN (distances).
+    """
+    n = int(values.size)
+    index = (n - 1) * (q / 100.0)
+    if index >= n - 1:
+        return float(values.max())
+    lo = int(math.floor(index))
+    t = index - lo
+    part = np.partition(values, (lo, lo + 1))
+    a, b = part[lo], part[lo + 1]
+    diff = b - a
+    return float(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,13 +287,11 @@ class SurfaceDistances:
 
     def hd95(self) -> float:
         """medpy's HD95: 95th percentile of the pooled distances of both directions."""
-        return float(np.percentile(self.pooled(), 95))
+        return percentile(self.pooled(), 95.0)
 
     def hd95_monai(self) -> float:
         """MONAI's HD95 (``directed=False``): max of the two directed 95th percentiles."""
-        return float(
-            max(np.percentile(self.result_to_reference, 95), np.percentile(self.reference_to_result, 95))
-        )
+        return max(percentile(self.result_to_reference, 95.0), percentile(self.reference_to_result, 95.0))
 
     def hd(self) -> float:
         """Hausdorff distance: the largest distance of either direction."""

@@ -1,7 +1,8 @@
 """Per-case, per-class Dice / HD95 / ASD of labelled volumes, with an explicit empty-mask policy.
 
 One pass per case: the bounding box of every class in prediction and reference comes from
-``scipy.ndimage.find_objects`` (one scan of each volume), then each class is evaluated inside
+``scipy.ndimage.find_objects`` inside the box of all non-zero labels (found from axis
+projections: the foreground is a small part of a cardiac volume), then each class is evaluated inside
 its grown union box only (see :mod:`scribmed.metrics.binary`), Dice from the same crop.
 
 Empty masks (``"both_empty"``, ``"pred_empty"``, ``"ref_empty"``) never pass silently. Every
@@ -200,15 +201,39 @@ def _as_labels(array: Any, name: str) -> np.ndarray:
     raise ValueError(f"{name} must be an integer label array, got dtype {arr.dtype}")
 
 
+def _nonzero_box(labels: np.ndarray) -> Optional[tuple[slice, ...]]:
+    """Tight bounding box of the non-zero voxels (``None`` when there are none).
+
+    From axis projections (one comparison pass over the array, then reductions of shrinking
+    views), several times faster than ``find_objects`` over a whole volume whose foreground is
+    a small part of it, as in cardiac MRI.
+    """
+    mask = labels != 0
+    box: list[slice] = []
+    for _ in range(labels.ndim):
+        hit = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+        mask = mask[box[-1]].any(axis=0) if mask.ndim > 1 else mask
+    return tuple(box)
+
+
 def _class_boxes(labels: np.ndarray, classes: Iterable[int]) -> dict[int, Optional[tuple[slice, ...]]]:
-    """Tight bounding box of every listed label (``None`` when absent), one scan of the array."""
+    """Tight bounding box of every listed label (``None`` when absent).
+
+    Positive labels: one ``find_objects`` scan inside the box of all non-zero voxels.
+    """
     classes = list(classes)
     positive = [c for c in classes if c > 0]
     boxes: dict[int, Optional[tuple[slice, ...]]] = {}
     if positive:
-        found = ndimage.find_objects(labels, max_label=max(positive))
+        outer = _nonzero_box(labels) if labels.ndim else None
+        found = ndimage.find_objects(labels[outer], max_label=max(positive)) if outer is not None else []
         for c in positive:
-            boxes[c] = found[c - 1] if c - 1 < len(found) else None
+            inner = found[c - 1] if c - 1 < len(found) else None
+            boxes[c] = None if inner is None else tuple(
+                slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
     for c in classes:
         if c <= 0:  # find_objects ignores labels <= 0
             found = ndimage.find_objects((labels == c).view(np.uint8), max_label=1)

@@ -197,3 +197,20 @@ def test_evaluate_cases_from_a_generator():
     out = evaluate_cases(items, [1, 2], progress=True)
     assert [c.case_id for c in out] == ["c0", "c1", "c2"]
     assert all(isinstance(c, CaseResult) and c.hd95_units == "mm" for c in out)
+
+
+def test_class_boxes_equal_find_objects_over_the_whole_volume():
+    from scribmed.metrics.evaluator import _class_boxes
+
+    rng = np.random.default_rng(3)
+    for shape in ((7, 30, 25), (40, 33), (50,), (4, 6, 5, 7)):
+        labels = np.zeros(shape, np.uint8)
+        inner = tuple(slice(int(rng.integers(0, n // 2)), int(rng.integers(n // 2 + 1, n + 1))) for n in shape)
+        labels[inner] = rng.integers(0, 4, labels[inner].shape)
+        found = ndimage.find_objects(labels, max_label=5)
+        boxes = _class_boxes(labels, [0, 1, 2, 3, 5])
+        for c in (1, 2, 3, 5):
+            assert boxes[c] == (found[c - 1] if c - 1 < len(found) else None), (shape, c)
+        zero = ndimage.find_objects((labels == 0).view(np.uint8), max_label=1)
+        assert boxes[0] == (zero[0] if zero else None)
+    assert _class_boxes(np.zeros((3, 4), np.uint8), [1, 2]) == {1: None, 2: None}

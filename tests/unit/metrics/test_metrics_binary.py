@@ -241,3 +241,18 @@ def test_invalid_inputs_raise_value_error():
         hd95(a, a, (0.0, 1.0))
     with pytest.raises(ValueError, match="connectivity"):
         hd95(a, a, connectivity=0)
+
+
+def test_percentile_is_numpys_bit_for_bit():
+    rng = np.random.default_rng(0)
+    for i in range(3000):
+        n = int(rng.integers(1, 300))
+        values = (rng.random(n) * 50, np.sqrt(rng.integers(0, 40, n).astype(float)),
+                  rng.integers(0, 4, n) * 1.5625)[i % 3]
+        for q in (95.0, 50.0, 99.9, 0.0, 100.0):
+            assert B.percentile(values.copy(), q) == float(np.percentile(values, q)), (n, q)
+
+
+def test_zero_padded_equals_np_pad():
+    a = np.random.default_rng(1).random((3, 4, 5)) > 0.5
+    assert np.array_equal(B.zero_padded(a, (1, 0, 2)), np.pad(a, [(1, 1), (0, 0), (2, 2)]))
