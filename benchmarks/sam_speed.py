@@ -5,10 +5,13 @@ ACDC (``ACDC/``, ``acdc-h5``, slices of at most 256 px) and MSCMR (``MSCMR/``, `
 those of the two present in the data folder (``--data-root DIR`` or ``$SCRIBMED_DATA``). Everything is
 measured interleaved, slice by slice, so load changes on a shared machine hit every variant alike:
 
-1. **Encoder**: preprocessing + image encoder per slice with PyTorch (today's path), OpenVINO
-   and ONNX Runtime (compiled once, cached by weight hash; export time reported apart), their
-   speed-ups over PyTorch, and the largest relative error ``max |x - torch| / max |torch|`` of
-   their embeddings on these slices.
+1. **Encoder**: preprocessing + image encoder with PyTorch float32, OpenVINO (the default on a
+   CPU) and ONNX Runtime (compiled once, cached by weight hash; export time reported apart), one
+   slice at a time and in batches of 4 slices (how the embedding cache encodes a case), their
+   speed-ups over PyTorch, the largest relative error ``max |x - torch| / max |torch|`` of their
+   embeddings, and the **pseudo-label Dice** each encoder's embeddings give: SAM's zero-shot
+   masks (the default scribble prompts, ``logits > 0``) against the label, per class, on the
+   ACDC slices.
 2. **Fine-tuning step** (decoder forward for the 3 classes in one call + the round's loss, partial
    CE on the scribble + 0.5 soft Dice against the label, + backward + AdamW), embedding from the
    cache: loss on the logits upsampled to the slice (``full``, today's path) vs on the decoder's
@@ -20,7 +23,7 @@ measured interleaved, slice by slice, so load changes on a shared machine hit ev
 
 Prints tables and writes JSON (default ``runs/bench/sam_speed.json``).
 
-    python benchmarks/sam_speed.py [--data-root DIR] [--slices 4] [--repeats 3] [--out FILE]
+    python benchmarks/sam_speed.py [--data-root DIR] [--slices 4] [--repeats 3] [--encoder-only] [--out FILE]
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.data_root import add_data_root, data_root, dataset_dir  # noqa: E402
-from scribmed.data.case import Case, CaseArrays  # noqa: E402
+from scribmed.data.case import CARDIAC, Case, CaseArrays  # noqa: E402
 from scribmed.data.layouts import open_dataset  # noqa: E402
 from scribmed.losses.sam_finetune import SamFinetuneLoss  # noqa: E402
 from scribmed.networks.encoder_runtime import relative_error, runtime_available  # noqa: E402
@@ -51,6 +54,7 @@ from scribmed.networks.sam_registry import build_sam_backend  # noqa: E402
 from scribmed.sam import EmbeddingCache  # noqa: E402
 from scribmed.sam.decoder_finetune import slice_loss  # noqa: E402
 from scribmed.sam.finetune_prompts import _SlicePrompt  # noqa: E402
+from scribmed.sam.pseudo_labels import slice_logits  # noqa: E402
 
 CLASSES = (1, 2, 3)
 
@@ -81,8 +85,107 @@ def slice_prompt(backend, scribble: np.ndarray) -> _SlicePrompt:
     return _SlicePrompt(0, 0, list(CLASSES), coords, labels)
 
 
+def binary_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
 def mean(xs: list[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
+
+
+def finetune_and_decode(torch_backend, items: list[dict], repeats: int) -> dict:
+    """Sections 2-4: fine-tuning steps, the cache's saving and decoding, on PyTorch-encoded cached embeddings."""
+    loss_fn = SamFinetuneLoss(4, ce_weight=1.0, dice_weight=0.5)
+    step_s: dict[tuple[str, str], list[float]] = {}
+    recompute: list[float] = []
+    one_call, per_class = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = EmbeddingCache(tmp, torch_backend, progress=False)
+        for it in items:
+            cache.slice(it["case"], 0)
+        opt = torch.optim.AdamW(torch_backend.mask_decoder.parameters(), lr=5e-5, weight_decay=1e-4)
+        torch_backend.train()
+
+        def step(it, resolution, embedding=None) -> None:
+            emb = cache.slice(it["case"], 0) if embedding is None else embedding
+            loss = slice_loss(torch_backend, emb, it["prompt"], it["scribble"], it["label"], loss_fn, resolution)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        # the same decoder in a SAM ViT frame (S = 1024: full resolution upsamples 4x more);
+        # random weights and embedding, timing only
+        torch.manual_seed(0)
+        vit = build_sam_backend("vit_b", random_init=True,
+                                encoder_config={"embed_dim": 48, "depth": 1, "num_heads": 2, "global_attn_indexes": (0,)})
+        vit.mask_decoder.load_state_dict(torch_backend.mask_decoder.state_dict())
+        vit.train()
+        vit_opt = torch.optim.AdamW(vit.mask_decoder.parameters(), lr=5e-5, weight_decay=1e-4)
+        vit_emb = torch.randn((1, 256, 64, 64), generator=torch.Generator().manual_seed(0)) * 0.1
+        for it in items:
+            it["vit_prompt"] = slice_prompt(vit, it["scribble"])
+
+        def vit_step(it, resolution) -> None:
+            loss = slice_loss(vit, vit_emb, it["vit_prompt"], it["scribble"], it["label"], loss_fn, resolution)
+            vit_opt.zero_grad()
+            loss.backward()
+            vit_opt.step()
+
+        for resolution in ("full", "low"):
+            step(items[0], resolution)  # warm-up
+            vit_step(items[0], resolution)
+        for _ in range(repeats):
+            for it in items:
+                for resolution in ("full", "low"):
+                    t0 = time.perf_counter()
+                    step(it, resolution)
+                    step_s.setdefault((it["dataset"], resolution), []).append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    vit_step(it, resolution)
+                    step_s.setdefault((f"{it['dataset']} in a ViT frame (S=1024)", resolution), []).append(
+                        time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                step(it, "low", torch_backend.encode(torch_backend.preprocess(it["image"])))
+                recompute.append(time.perf_counter() - t0)
+        torch_backend.eval()
+        with torch.no_grad():
+            for _ in range(repeats):
+                for it in items:
+                    emb, sp = cache.slice(it["case"], 0), it["prompt"]
+                    t0 = time.perf_counter()
+                    torch_backend.decode(emb, sp.coords, sp.labels)
+                    one_call.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    for k in range(len(CLASSES)):
+                        torch_backend.decode(emb, sp.coords[k : k + 1], sp.labels[k : k + 1])
+                    per_class.append(time.perf_counter() - t0)
+
+    steps = {f"{d}/{r}": mean(v) for (d, r), v in step_s.items()}
+    groups = list(dict.fromkeys(d for d, _ in step_s))
+    low_all = mean([x for (d, r), v in step_s.items() if r == "low" and "ViT" not in d for x in v])
+    full_all = mean([x for (d, r), v in step_s.items() if r == "full" and "ViT" not in d for x in v])
+    out = {
+        "finetune_step_s_per_slice": steps,
+        "finetune_step_full_over_low": {d: steps[f"{d}/full"] / steps[f"{d}/low"] for d in groups},
+        "finetune_step_full_over_low_all": full_all / low_all,
+        "finetune_step_plus_torch_encoder_s_per_slice": mean(recompute),
+        "cache_saves": mean(recompute) / low_all,
+        "decode_one_call_s_per_slice": mean(one_call),
+        "decode_per_class_s_per_slice": mean(per_class),
+    }
+    print("\n| fine-tuning step, cached embedding | full resolution (today's path) | 256² (default) | full / 256² |")
+    print("|---|---|---|---|")
+    for d in groups:
+        if f"{d}/low" in steps:
+            print(f"| {d} | {steps[f'{d}/full']:.3f} s/slice | {steps[f'{d}/low']:.3f} s/slice | "
+                  f"**{steps[f'{d}/full'] / steps[f'{d}/low']:.2f}x** |")
+    print(f"| all slices, LiteMedSAM | {full_all:.3f} s/slice | {low_all:.3f} s/slice | **{full_all / low_all:.2f}x** |")
+    print(f"\nstep + PyTorch encoder {mean(recompute):.3f} s/slice = {mean(recompute) / low_all:.2f}x the cached step")
+    print(f"decoding 3 classes: one call {mean(one_call):.3f} s/slice, one call per class {mean(per_class):.3f} s/slice "
+          f"({mean(per_class) / mean(one_call):.2f}x)")
+    return out
 
 
 def main(argv=None) -> dict:
@@ -91,6 +194,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--slices", type=int, default=4, help="slices per dataset")
     ap.add_argument("--repeats", type=int, default=3, help="passes over the slices")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "sam_speed.json")
+    ap.add_argument("--encoder-only", action="store_true", help="only section 1 (encoders, pseudo-label Dice)")
     args = ap.parse_args(argv)
     datasets = []
     for name, layout in (("ACDC", "acdc-h5"), ("MSCMR", "mscmr")):
@@ -141,76 +245,38 @@ def main(argv=None) -> dict:
                 errors[r] = max(errors[r], relative_error(got.numpy(), ref.numpy()))
     t_enc = {r: mean(v) for r, v in enc.items()}
 
-    # 2./3./4. fine-tuning steps and decoding on cached embeddings (PyTorch-encoded)
-    loss_fn = SamFinetuneLoss(4, ce_weight=1.0, dice_weight=0.5)
-    step_s: dict[tuple[str, str], list[float]] = {}
-    recompute: list[float] = []
-    one_call, per_class = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = EmbeddingCache(tmp, torch_backend, progress=False)
-        for it in items:
-            cache.slice(it["case"], 0)
-        opt = torch.optim.AdamW(torch_backend.mask_decoder.parameters(), lr=5e-5, weight_decay=1e-4)
-        torch_backend.train()
-
-        def step(it, resolution, embedding=None) -> None:
-            emb = cache.slice(it["case"], 0) if embedding is None else embedding
-            loss = slice_loss(torch_backend, emb, it["prompt"], it["scribble"], it["label"], loss_fn, resolution)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        # the same decoder in a SAM ViT frame (S = 1024: full resolution upsamples 4x more);
-        # random weights and embedding, timing only
-        torch.manual_seed(0)
-        vit = build_sam_backend("vit_b", random_init=True,
-                                encoder_config={"embed_dim": 48, "depth": 1, "num_heads": 2, "global_attn_indexes": (0,)})
-        vit.mask_decoder.load_state_dict(torch_backend.mask_decoder.state_dict())
-        vit.train()
-        vit_opt = torch.optim.AdamW(vit.mask_decoder.parameters(), lr=5e-5, weight_decay=1e-4)
-        vit_emb = torch.randn((1, 256, 64, 64), generator=torch.Generator().manual_seed(0)) * 0.1
-        for it in items:
-            it["vit_prompt"] = slice_prompt(vit, it["scribble"])
-
-        def vit_step(it, resolution) -> None:
-            loss = slice_loss(vit, vit_emb, it["vit_prompt"], it["scribble"], it["label"], loss_fn, resolution)
-            vit_opt.zero_grad()
-            loss.backward()
-            vit_opt.step()
-
-        for resolution in ("full", "low"):
-            step(items[0], resolution)  # warm-up
-            vit_step(items[0], resolution)
-        for _ in range(args.repeats):
-            for it in items:
-                for resolution in ("full", "low"):
-                    t0 = time.perf_counter()
-                    step(it, resolution)
-                    step_s.setdefault((it["dataset"], resolution), []).append(time.perf_counter() - t0)
-                    t0 = time.perf_counter()
-                    vit_step(it, resolution)
-                    step_s.setdefault((f"{it['dataset']} in a ViT frame (S=1024)", resolution), []).append(
-                        time.perf_counter() - t0)
+    # 1b. batches of 4 slices of one dataset, as the embedding cache encodes a case; pseudo-label Dice
+    batch_s = {r: [] for r in ["torch", *runtimes]}
+    embeddings: dict[str, dict[int, torch.Tensor]] = {r: {} for r in ["torch", *runtimes]}
+    batches = [[i for i, it in enumerate(items) if it["dataset"] == d][k : k + 4]
+              for d in dict.fromkeys(it["dataset"] for it in items)
+              for k in range(0, sum(it["dataset"] == d for it in items), 4)]
+    backends = {"torch": torch_backend, **compiled}
+    for _ in range(args.repeats):
+        for group in batches:
+            for r, b in backends.items():
                 t0 = time.perf_counter()
-                step(it, "low", torch_backend.encode(torch_backend.preprocess(it["image"])))
-                recompute.append(time.perf_counter() - t0)
-        torch_backend.eval()
-        with torch.no_grad():
-            for _ in range(args.repeats):
-                for it in items:
-                    emb, sp = cache.slice(it["case"], 0), it["prompt"]
-                    t0 = time.perf_counter()
-                    torch_backend.decode(emb, sp.coords, sp.labels)
-                    one_call.append(time.perf_counter() - t0)
-                    t0 = time.perf_counter()
-                    for k in range(len(CLASSES)):
-                        torch_backend.decode(emb, sp.coords[k : k + 1], sp.labels[k : k + 1])
-                    per_class.append(time.perf_counter() - t0)
+                x = torch.cat([b.preprocess(items[i]["image"]) for i in group])
+                emb = b.encode(x)
+                batch_s[r].append((time.perf_counter() - t0) / len(group))
+                for j, i in enumerate(group):
+                    embeddings[r][i] = emb[j : j + 1]
+    t_batch = {r: mean(v) for r, v in batch_s.items()}
+    labelled = [i for i, it in enumerate(items) if it["dataset"] == "ACDC"]
+    dice: dict[str, list[float]] = {r: [] for r in backends}
+    torch_backend.eval()
+    with torch.no_grad():
+        for i in labelled:
+            label = items[i]["label"]
+            for r in backends:  # the same decoder on each runtime's embedding
+                logits = slice_logits(torch_backend, embeddings[r][i], items[i]["scribble"], CARDIAC)
+                for k in CLASSES:
+                    if k in logits:
+                        dice[r].append(binary_dice(logits[k] > 0, label == k))
+    pl_dice = {r: mean(v) for r, v in dice.items()}
+    pl_diff = {r: float(np.max(np.abs(np.asarray(dice[r]) - np.asarray(dice["torch"])))) if dice[r] else float("nan")
+               for r in runtimes}
 
-    steps = {f"{d}/{r}": mean(v) for (d, r), v in step_s.items()}
-    groups = list(dict.fromkeys(d for d, _ in step_s))
-    low_all = mean([x for (d, r), v in step_s.items() if r == "low" and "ViT" not in d for x in v])
-    full_all = mean([x for (d, r), v in step_s.items() if r == "full" and "ViT" not in d for x in v])
     result = {
         "backend": torch_backend.name,
         "slices": [{"case": it["case"].case_id, "dataset": it["dataset"], "hw": list(it["image"].shape[1:])}
@@ -218,36 +284,32 @@ def main(argv=None) -> dict:
         "repeats": args.repeats,
         "encoder_s_per_slice": t_enc,
         "encoder_speedup_over_torch": {r: t_enc["torch"] / t_enc[r] for r in runtimes},
+        "encoder_batch4_s_per_slice": t_batch,
+        "encoder_batch4_speedup_over_torch": {r: t_batch["torch"] / t_batch[r] for r in runtimes},
+        "pseudo_label_dice": pl_dice,
+        "pseudo_label_dice_max_abs_diff_vs_torch": pl_diff,
+        "pseudo_label_dice_n": {r: len(v) for r, v in dice.items()},
         "encoder_max_rel_error": errors,
         "encoder_export_s": export_s,
-        "finetune_step_s_per_slice": steps,
-        "finetune_step_full_over_low": {d: steps[f"{d}/full"] / steps[f"{d}/low"] for d in groups},
-        "finetune_step_full_over_low_all": full_all / low_all,
-        "finetune_step_plus_torch_encoder_s_per_slice": mean(recompute),
-        "cache_saves": mean(recompute) / low_all,
-        "decode_one_call_s_per_slice": mean(one_call),
-        "decode_per_class_s_per_slice": mean(per_class),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
         "platform": platform.platform(),
         "torch": torch.__version__,
     }
-    print("\n| encoder (preprocess + encode) | s/slice | vs PyTorch | max rel. error | export (once) |")
-    print("|---|---|---|---|---|")
-    print(f"| PyTorch (today's path) | {t_enc['torch']:.3f} | 1.00x | - | - |")
+    print("\n| encoder (preprocess + encode) | s/slice, 1 at a time | vs PyTorch | s/slice, batches of 4 | vs PyTorch "
+          "| max rel. error | pseudo-label Dice (max abs. diff.) | export (once) |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| PyTorch float32 | {t_enc['torch']:.3f} | 1.00x | {t_batch['torch']:.3f} | 1.00x | - | "
+          f"{pl_dice['torch']:.4f} | - |")
     for r in runtimes:
-        print(f"| {r} | {t_enc[r]:.3f} | **{t_enc['torch'] / t_enc[r]:.2f}x** | {errors[r]:.1e} | {export_s[r]:.1f} s |")
-    print("\n| fine-tuning step, cached embedding | full resolution (today's path) | 256² (default) | full / 256² |")
-    print("|---|---|---|---|")
-    for d in groups:
-        if f"{d}/low" in steps:
-            print(f"| {d} | {steps[f'{d}/full']:.3f} s/slice | {steps[f'{d}/low']:.3f} s/slice | "
-                  f"**{steps[f'{d}/full'] / steps[f'{d}/low']:.2f}x** |")
-    print(f"| all slices, LiteMedSAM | {full_all:.3f} s/slice | {low_all:.3f} s/slice | **{full_all / low_all:.2f}x** |")
-    print(f"\nstep + PyTorch encoder {mean(recompute):.3f} s/slice = {mean(recompute) / low_all:.2f}x the cached step")
-    print(f"decoding 3 classes: one call {mean(one_call):.3f} s/slice, one call per class {mean(per_class):.3f} s/slice "
-          f"({mean(per_class) / mean(one_call):.2f}x)")
+        default = " (default)" if r == "openvino" else ""
+        print(f"| {r}{default} | {t_enc[r]:.3f} | {t_enc['torch'] / t_enc[r]:.2f}x | {t_batch[r]:.3f} | "
+              f"**{t_batch['torch'] / t_batch[r]:.2f}x** | {errors[r]:.1e} | {pl_dice[r]:.4f} ({pl_diff[r]:.4f}) | "
+              f"{export_s[r]:.1f} s |")
+    print(f"(pseudo-label Dice: {len(dice['torch'])} class masks on {len(labelled)} ACDC slices)")
+    if not args.encoder_only:  # 2./3./4. fine-tuning steps and decoding on cached embeddings
+        result.update(finetune_and_decode(torch_backend, items, args.repeats))
     print(f"load average {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} torch threads")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_name(f".{args.out.name}.tmp")

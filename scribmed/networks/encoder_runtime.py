@@ -2,12 +2,16 @@
 
 The frozen image encoder is the slow part of SAM on a CPU (LiteMedSAM's TinyViT: about 1 s per
 256² slice on 2 cores in PyTorch). Exported once to an existing inference runtime it runs about
-3x faster with OpenVINO and 2x with ONNX Runtime (``benchmarks/sam_speed.py`` measures both side
+3x faster with OpenVINO and 2-2.5x with ONNX Runtime (``benchmarks/sam_speed.py`` measures both side
 by side with PyTorch). Runtimes:
 
 * ``torch``: the PyTorch module itself (any device).
 * ``openvino``: ``openvino.convert_model`` of the module, saved as OpenVINO IR
   (``.xml`` + ``.bin``), compiled for the CPU in f32 (never the bf16 a CPU with AMX would pick).
+  One slice runs with the latency hint (all threads on it); a batch of slices (the embedding
+  cache encodes 4 at a time) runs on a second compilation with the throughput hint, its slices
+  in parallel streams of fewer threads each, which uses small cores better (1.1x on 2 cores,
+  ``benchmarks/sam_speed.py``).
 * ``onnxruntime``: ``torch.onnx.export`` to ``.onnx`` (needs the ``onnx`` package), run by an
   ONNX Runtime CPU session.
 * ``auto``: ``openvino`` when the backend is on the CPU and OpenVINO imports, else ``torch``.
@@ -20,7 +24,7 @@ a seeded input; the maximum relative error (``max |a - b| / max |b|``) must be <
 (1e-3), and is kept in the record.
 
 Exported graphs have a fixed batch of one slice (TinyViT's reshapes bake the batch size in), so
-:class:`CompiledEncoder` runs a batch slice by slice.
+:class:`CompiledEncoder` runs a batch slice by slice (OpenVINO: concurrently).
 """
 
 from __future__ import annotations
@@ -130,14 +134,13 @@ class CompiledEncoder:
     input_size: int
     max_rel_error: float
     threads: int
-    _run_one: Callable[[np.ndarray], np.ndarray]
+    _run: Callable[[np.ndarray], np.ndarray]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
         if x.ndim != 4 or x.shape[1:] != (3, self.input_size, self.input_size):
             raise ValueError(f"compiled encoder expects (N, 3, {self.input_size}, {self.input_size}), got {x.shape}")
-        out = [np.asarray(self._run_one(x[i : i + 1])) for i in range(x.shape[0])]
-        return torch.from_numpy(np.concatenate(out, axis=0).astype(np.float32, copy=False))
+        return torch.from_numpy(np.asarray(self._run(x)).astype(np.float32, copy=False))
 
     def describe(self) -> dict[str, Any]:
         """What run records keep about it."""
@@ -193,23 +196,53 @@ def _export(encoder: nn.Module, example: torch.Tensor, runtime: str, stem: Path)
             )
 
 
-def _load(runtime: str, stem: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """A function running one ``(1, 3, S, S)`` float32 array through the exported model."""
-    if runtime == "openvino":
+class _OpenVinoRunner:
+    """``(N, 3, S, S) -> (N, ...)`` through an OpenVINO model of batch one.
+
+    N = 1: one request of the latency-hinted compilation (all threads on the slice). N > 1: the
+    slices in parallel streams of a throughput-hinted compilation (made on first use), each slice
+    computed alone: a slice's embedding does not depend on the batch beyond float rounding (the
+    two compilations may split reductions over different thread counts).
+    """
+
+    def __init__(self, path: Path, threads: int) -> None:
         import openvino as ov
 
-        core = ov.Core()
-        compiled = core.compile_model(
-            str(_file(stem, ".xml")), "CPU",
-            {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"},
-        )
-        request = compiled.create_infer_request()
-        output = compiled.outputs[0]
+        self._ov = ov
+        self._core = ov.Core()
+        self._model = self._core.read_model(str(path))  # compiled twice, read once (the file may move)
+        self._threads = int(threads)
+        self._latency = self._compile("LATENCY")
+        self._request = self._latency.create_infer_request()
+        self._queue: Any = None
 
-        def run_ov(x: np.ndarray) -> np.ndarray:
-            return np.array(request.infer([x])[output], copy=True)
+    def _compile(self, hint: str) -> Any:
+        return self._core.compile_model(self._model, "CPU", {
+            "INFERENCE_NUM_THREADS": self._threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint})
 
-        return run_ov
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] == 1 or self._threads == 1:
+            return np.concatenate([np.array(self._request.infer([x[i : i + 1]])[0], copy=True)
+                                   for i in range(x.shape[0])], axis=0)
+        if self._queue is None:
+            compiled = self._compile("THROUGHPUT")
+            self._queue = self._ov.AsyncInferQueue(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        out: list[Optional[np.ndarray]] = [None] * x.shape[0]
+
+        def done(request: Any, index: int) -> None:
+            out[index] = np.array(request.get_output_tensor(0).data, copy=True)
+
+        self._queue.set_callback(done)
+        for i in range(x.shape[0]):
+            self._queue.start_async([np.ascontiguousarray(x[i : i + 1])], i)
+        self._queue.wait_all()
+        return np.concatenate(out, axis=0)  # type: ignore[arg-type]
+
+
+def _load(runtime: str, stem: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A function running ``(N, 3, S, S)`` float32 arrays through the exported model."""
+    if runtime == "openvino":
+        return _OpenVinoRunner(_file(stem, ".xml"), threads)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -220,7 +253,7 @@ def _load(runtime: str, stem: Path, threads: int) -> Callable[[np.ndarray], np.n
     name = session.get_inputs()[0].name
 
     def run_ort(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: x})[0]
+        return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(x.shape[0])], axis=0)
 
     return run_ort
 
@@ -280,7 +313,7 @@ def compile_encoder(
     if record_path.is_file() and all(p.is_file() for p in _model_files(stem, runtime)):
         try:
             record = json.loads(record_path.read_text())
-            run_one = _load(runtime, stem, threads)
+            run = _load(runtime, stem, threads)
         except Exception as exc:  # a damaged cache entry: export again
             warnings.warn(f"{stem}: cached {runtime} encoder unreadable ({type(exc).__name__}: {exc}); exporting again",
                           stacklevel=2)
@@ -293,8 +326,8 @@ def compile_encoder(
             with torch.no_grad():
                 _export(encoder, example, runtime, tmp_stem)
                 expected = encoder(example).numpy()
-            run_one = _load(runtime, tmp_stem, threads)  # held in memory: stays valid after the files move
-            actual = run_one(example.numpy())
+            run = _load(runtime, tmp_stem, threads)  # held in memory: stays valid after the files move
+            actual = run(example.numpy())
             error = relative_error(actual, expected)
             if not error <= tolerance:
                 raise RuntimeError(
@@ -312,4 +345,4 @@ def compile_encoder(
         }
         atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
     return CompiledEncoder(runtime, _model_files(stem, runtime)[0], int(input_size),
-                           float(record["max_rel_error"]), threads, run_one)
+                           float(record["max_rel_error"]), threads, run)

@@ -180,3 +180,21 @@ def test_encoder_cache_dir_follows_environment(monkeypatch, tmp_path):
 def test_relative_error():
     assert er.relative_error(np.array([1.0, 2.1]), np.array([1.0, 2.0])) == pytest.approx(0.05)
     assert er.relative_error(np.zeros(3), np.zeros(3)) == 0.0
+
+
+def test_openvino_batches_run_in_parallel_streams(tmp_path):
+    """A batch goes through the throughput compilation; each slice equals its single-slice result."""
+    if "openvino" not in RUNTIMES:
+        pytest.skip("OpenVINO is not installed")
+    torch.manual_seed(0)
+    backend = build_sam_backend("vit_b", random_init=True, encoder_config=_TINY_VIT)
+    x = backend.preprocess(_slices(3, (120, 160)))
+    compiled = er.compile_encoder(backend.image_encoder, backend.input_size, backend.weights_id, "openvino",
+                                  tmp_path, threads=2)
+    runner = compiled._run
+    assert runner._queue is None
+    batch = compiled(x).numpy()
+    assert runner._queue is not None and batch.shape[0] == 3
+    for i in range(3):
+        one = compiled(x[i : i + 1]).numpy()[0]
+        np.testing.assert_allclose(batch[i], one, rtol=0, atol=1e-5 * np.abs(one).max())
