@@ -112,6 +112,8 @@ def _submit_cv(args: argparse.Namespace) -> int:
     if args.executor == "slurm" and args.slurm_tasks_per_node > 1 and not getattr(recipe, "distributed", False):
         raise DataError(None, f"--slurm-tasks-per-node {args.slurm_tasks_per_node}: recipe {recipe.name!r} does not "
                         "train with DDP; give each fold one process")
+    if args.executor != "slurm":  # the jobs run on this machine: refuse what it cannot run now
+        recipe.check_device()
     run = open_run(recipe, dataset, args.split, args.out, allow_missing=args.allow_missing, supervision=supervision)
     folds = run.folds(_requested_folds(args))
     run.check_data(dataset, folds, progress=not args.quiet)  # before any job is submitted

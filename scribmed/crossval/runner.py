@@ -421,6 +421,7 @@ def run_cross_validation(
     Returns:
         ``summary.json`` when merged (on rank 0 under ``torchrun``), else None.
     """
+    recipe.check_device()  # before the data check, which can take minutes
     run = open_run(recipe, dataset, split, out, allow_missing=allow_missing, seed=seed, supervision=supervision)
     if check_data:
         run.check_data(dataset, run.folds(folds), progress=progress)

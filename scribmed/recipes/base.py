@@ -194,6 +194,22 @@ class Recipe:
             raise DataError(bad[0].source, f"recipe {self.name!r} trains on {', '.join(self.supervision_types)} "
                             f"supervision only; {len(bad)} training case(s) state another: {shown}")
 
+    def check_device(self) -> None:
+        """Refuse, before any case is loaded, a device or precision this machine cannot run.
+
+        Called where the folds train (the CV runner's process). Default: the config's ``device``
+        and ``amp`` (when it has them) through :func:`~scribmed.runtime.device.amp_policy`, e.g.
+        ``--amp bf16`` on a CPU without native bfloat16.
+
+        Raises:
+            ValueError: one line naming the option and the problem.
+        """
+        from scribmed.runtime.device import amp_policy, resolve_device
+
+        device, amp = getattr(self.config, "device", None), getattr(self.config, "amp", None)
+        if device is not None and amp is not None:
+            amp_policy(resolve_device(device), amp)
+
     def prepare_run(self, out: Path) -> None:
         """Called once by the CV runner with the run directory before any fold (default: nothing).
 

@@ -62,6 +62,13 @@ class SAMSPRecipe(SegmentorRecipe):
     def option_names(cls) -> set[str]:
         return super().option_names() | set(SAM_OPTIONS)
 
+    def check_device(self) -> None:
+        """The segmentor's device and precision, then the SAM stage's (``--sam-amp``)."""
+        from scribmed.runtime.device import amp_policy, resolve_device
+
+        super().check_device()
+        amp_policy(resolve_device(self.sam.device), self.sam.amp)
+
     @classmethod
     def from_options(cls, **options: Any) -> "SAMSPRecipe":
         """Segmentor options (:class:`SAMSPTrainConfig` fields) plus the SAM stage's (:data:`SAM_OPTIONS`)."""

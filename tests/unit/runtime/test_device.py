@@ -339,3 +339,17 @@ def test_thread_share_splits_the_threads_between_workers():
     assert thread_share(3, total=8) == 2 and thread_share(4, total=2) == 1  # never below one
     assert thread_share(1) == torch.get_num_threads()
     assert usable_cores() >= 1
+
+
+def test_recipes_refuse_bf16_on_a_cpu_without_it_before_any_work(monkeypatch):
+    from scribmed.recipes import build
+
+    cpu_bf16(monkeypatch, False)
+    build("dmpls", device="cpu").check_device()
+    build("samsp", device="cpu", sam_device="cpu").check_device()
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        build("dmpls", device="cpu", amp="bf16").check_device()
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        build("samsp", device="cpu", sam_device="cpu", sam_amp="bf16").check_device()
+    cpu_bf16(monkeypatch, True)
+    build("samsp", device="cpu", sam_device="cpu", amp="bf16", sam_amp="bf16").check_device()
