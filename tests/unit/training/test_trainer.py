@@ -252,11 +252,11 @@ def test_ddp_two_processes_gloo(tmp_path):
     import torch.multiprocessing as mp
 
     out = tmp_path / "ddp"
-    # forked, not spawned: the two ranks inherit this process's imported torch and MONAI instead of
-    # each importing them again (the test is about DDP in the trainer, not about how ranks start;
-    # torchrun's fresh processes: test_torchrun.py); each rank uses one intra-op thread
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(out), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    # spawned, not forked: a forked rank inherits whatever this pytest worker still holds, e.g. a
+    # DDP reducer and its gloo group from an earlier in-process test, and garbage-collecting that
+    # inherited group waits forever on a condition variable whose threads were not forked (seen
+    # as a hung CI run); each rank uses one intra-op thread
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(out), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["backend"] == "gloo" and r1["rank"] == 1 and r0["wrapped"] == "DistributedDataParallel"
