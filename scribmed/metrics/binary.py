@@ -101,10 +101,22 @@ def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _mask_box(mask: np.ndarray) -> Optional[Box]:
-    """Tight bounding box of a boolean mask (``None`` when empty)."""
-    found = ndimage.find_objects(mask.view(np.uint8), max_label=1)
-    return found[0] if found else None
+def nonzero_box(array: np.ndarray) -> Optional[Box]:
+    """Tight bounding box of the non-zero voxels of an array (``None`` when there are none).
+
+    From axis projections (one comparison pass over the array, then reductions of shrinking
+    views): several times faster than ``find_objects`` over a whole volume whose foreground is
+    a small part of it, as in cardiac MRI.
+    """
+    mask = array != 0
+    box: list[slice] = []
+    for _ in range(array.ndim):
+        hit = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+        mask = mask[box[-1]].any(axis=0) if mask.ndim > 1 else mask
+    return tuple(box)
 
 
 def grown_union_box(box_a: Optional[Box], box_b: Optional[Box], shape: Sequence[int], margin: int = 1) -> Box:
@@ -344,10 +356,10 @@ def surface_distances(
     _check_same_shape(result, reference)
     spacing = normalize_spacing(voxelspacing, result.ndim)
     connectivity = check_connectivity(connectivity, result.ndim)
-    box_r = _mask_box(result)
+    box_r = nonzero_box(result)
     if box_r is None:
         raise RuntimeError("The first supplied array does not contain any binary object.")
-    box_t = _mask_box(reference)
+    box_t = nonzero_box(reference)
     if box_t is None:
         raise RuntimeError("The second supplied array does not contain any binary object.")
     box = grown_union_box(box_r, box_t, result.shape)

@@ -37,6 +37,7 @@ from scribmed.metrics.binary import (
     check_connectivity,
     diagonal,
     grown_union_box,
+    nonzero_box,
     normalize_spacing,
     surface_distances_in_box,
 )
@@ -201,24 +202,6 @@ def _as_labels(array: Any, name: str) -> np.ndarray:
     raise ValueError(f"{name} must be an integer label array, got dtype {arr.dtype}")
 
 
-def _nonzero_box(labels: np.ndarray) -> Optional[tuple[slice, ...]]:
-    """Tight bounding box of the non-zero voxels (``None`` when there are none).
-
-    From axis projections (one comparison pass over the array, then reductions of shrinking
-    views), several times faster than ``find_objects`` over a whole volume whose foreground is
-    a small part of it, as in cardiac MRI.
-    """
-    mask = labels != 0
-    box: list[slice] = []
-    for _ in range(labels.ndim):
-        hit = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-        mask = mask[box[-1]].any(axis=0) if mask.ndim > 1 else mask
-    return tuple(box)
-
-
 def _class_boxes(labels: np.ndarray, classes: Iterable[int]) -> dict[int, Optional[tuple[slice, ...]]]:
     """Tight bounding box of every listed label (``None`` when absent).
 
@@ -228,7 +211,7 @@ def _class_boxes(labels: np.ndarray, classes: Iterable[int]) -> dict[int, Option
     positive = [c for c in classes if c > 0]
     boxes: dict[int, Optional[tuple[slice, ...]]] = {}
     if positive:
-        outer = _nonzero_box(labels) if labels.ndim else None
+        outer = nonzero_box(labels) if labels.ndim else None
         found = ndimage.find_objects(labels[outer], max_label=max(positive)) if outer is not None else []
         for c in positive:
             inner = found[c - 1] if c - 1 < len(found) else None

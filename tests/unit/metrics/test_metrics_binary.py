@@ -256,3 +256,15 @@ def test_percentile_is_numpys_bit_for_bit():
 def test_zero_padded_equals_np_pad():
     a = np.random.default_rng(1).random((3, 4, 5)) > 0.5
     assert np.array_equal(B.zero_padded(a, (1, 0, 2)), np.pad(a, [(1, 1), (0, 0), (2, 2)]))
+
+
+def test_nonzero_box_equals_find_objects():
+    rng = np.random.default_rng(2)
+    for shape in ((6, 20, 17), (30, 11), (40,), (3, 5, 4, 6)):
+        for dtype in (bool, np.int16):
+            a = np.zeros(shape, dtype)
+            inner = tuple(slice(int(rng.integers(0, n // 2)), int(rng.integers(n // 2 + 1, n + 1))) for n in shape)
+            a[inner] = (rng.integers(-1, 2, a[inner].shape) if dtype is np.int16 else rng.random(a[inner].shape) > 0.7)
+            found = ndimage.find_objects((a != 0).view(np.uint8) if a.dtype == bool else (a != 0).astype(np.uint8))
+            assert B.nonzero_box(a) == (found[0] if found else None), (shape, dtype)
+    assert B.nonzero_box(np.zeros((4, 5), bool)) is None
