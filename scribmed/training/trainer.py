@@ -38,7 +38,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
 from scribmed.training.config import poly_lr
-from scribmed.runtime.device import AmpRequest, amp_enabled, amp_policy
+from scribmed.runtime.device import AmpRequest, amp_policy
 from scribmed.training.inference import unwrap_network
 from scribmed.training.sampling import EpochSeededSampler, IterationSampler
 
@@ -95,6 +95,7 @@ class SegmentorTrainer(SupervisedTrainer):
         lr_horizon: Optional[int] = None,
         channels_last: bool = False,
     ) -> None:
+        policy = amp_policy(device, amp)
         super().__init__(
             device=device,
             max_epochs=math.ceil(iterations / epoch_length),
@@ -104,7 +105,7 @@ class SegmentorTrainer(SupervisedTrainer):
             loss_function=loss_function,
             epoch_length=epoch_length,
             train_handlers=train_handlers,
-            amp=amp_enabled(device, amp) and torch.device(device).type == "cuda",  # MONAI's flag: a CUDA scaler
+            amp=policy.enabled and policy.device_type == "cuda",  # MONAI's flag builds a CUDA scaler
             decollate=False,
             optim_set_to_none=True,
             non_blocking=torch.device(device).type == "cuda",  # batches come from pinned memory there
@@ -116,7 +117,7 @@ class SegmentorTrainer(SupervisedTrainer):
             raise ValueError(f"lr_horizon ({self.lr_horizon}) must be >= iterations ({self.total_iterations})")
         self.base_lr = float(base_lr)
         self.poly_power = float(poly_power)
-        self.amp_policy = amp_policy(device, amp)
+        self.amp_policy = policy
         self.scaler = self.amp_policy.grad_scaler()
         self.channels_last = bool(channels_last)
         if self.channels_last and not isinstance(network, torch.nn.parallel.DistributedDataParallel):

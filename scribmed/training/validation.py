@@ -120,7 +120,7 @@ class VolumeDiceEvaluator(SupervisedEvaluator):
             network=network,
             epoch_length=len(self.cases),
             key_val_metric={self.metric_key: self.metric},
-            amp=amp_enabled(device, amp) and torch.device(device).type == "cuda",  # MONAI's flag: a CUDA scaler
+            amp=amp_enabled(device, amp) and torch.device(device).type == "cuda",  # MONAI's flag builds a CUDA scaler
             decollate=False,
         )
 
