@@ -1,8 +1,8 @@
 """Helpers the instance bundles' inference and evaluate configs call (``sesam_dsb2018``, ``s4m_dsb2018``, ``wish_dsb2018``).
 
-Prediction of int32 instance maps with a recipe rebuilt from a checkpoint, the instance evaluation
-of a folder of predictions and the one-line description of an instance-recipe checkpoint. The
-fold itself (training through the CV runner) and rebuilding a recipe from a fold's checkpoint are
+The instance evaluation of a folder of predictions and the one-line description of an
+instance-recipe checkpoint. The fold itself (training through the CV runner), rebuilding a recipe
+from a fold's checkpoint and predicting with it (int32 instance maps for an instance recipe) are
 not instance-specific: :mod:`scribmed.bundles.recipe_fold`.
 """
 
@@ -14,53 +14,7 @@ from typing import Any, Optional, Sequence
 from scribmed.data.case import Case
 from scribmed.data.errors import DataError
 
-__all__ = ["evaluate_instance_folder", "predict_instance_cases", "predict_with_loaded"]
-
-
-def predict_with_loaded(loaded: Any, cases: Sequence[Case], out_dir: str | Path, **kwargs: Any) -> list[Path]:
-    """The instance inference bundles' engine: ``loaded()`` (the checkpoint, read now, not at
-    ``initialize()``) then :func:`predict_instance_cases` with its recipe and model."""
-    found = loaded()
-    return predict_instance_cases(found["recipe"], found["model"], cases, out_dir, **kwargs)
-
-
-def predict_instance_cases(
-    recipe: Any,
-    model: Any,
-    cases: Sequence[Case],
-    out_dir: str | Path,
-    overwrite: bool = True,
-    progress: bool = True,
-    dataset_root: Optional[str | Path] = None,
-) -> list[Path]:
-    """Write ``recipe.predict_case(model, case)`` as an int32 instance map ``<out_dir>/<case_id>.nii.gz``.
-
-    :func:`scribmed.training.inference.predict_to_folder` with ``dtype=np.int32`` (the CV runner's
-    loop for instance recipes): files on each case's grid, written atomically; with ``overwrite``
-    false, files already there are kept (an interrupted run resumes).
-
-    Raises:
-        DataError: ``out_dir`` inside ``dataset_root`` (nothing is written into a dataset); an
-            image whose channel count does not fit the checkpoint.
-    """
-    import numpy as np
-
-    from scribmed.training.inference import predict_to_folder
-
-    out = Path(out_dir)
-    if dataset_root is not None:
-        root = Path(dataset_root).resolve()
-        if out.resolve() == root or root in out.resolve().parents:
-            raise DataError(out, "the prediction folder lies inside the dataset folder; choose a folder outside it")
-    paths: list[Path] = []
-    try:
-        for case, path, _ in predict_to_folder(list(cases), lambda c: recipe.predict_case(model, c), out,
-                                               overwrite=bool(overwrite), progress=bool(progress), dtype=np.int32):
-            paths.append(path)
-            case.release()
-    finally:
-        recipe.release(model)
-    return paths
+__all__ = ["evaluate_instance_folder"]
 
 
 def evaluate_instance_folder(

@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from scribmed.data.errors import DataError
 
-__all__ = ["RecipeFoldTrainer", "fold_checkpoint", "recipe_from_checkpoint", "recipe_from_fold", "run_recipe_fold"]
+__all__ = ["RecipeFoldTrainer", "fold_checkpoint", "predict_fold_cases", "predict_with_loaded", "recipe_from_checkpoint",
+           "recipe_from_fold", "run_recipe_fold"]
 
 
 def run_recipe_fold(
@@ -147,3 +148,51 @@ def recipe_from_fold(name: str, ckpt_path: Optional[str | Path], output_dir: str
                      device: str = "auto") -> dict[str, Any]:
     """:func:`recipe_from_checkpoint` of ``ckpt_path``, or of the checkpoint ``output_dir/fold.json`` names."""
     return recipe_from_checkpoint(name, fold_checkpoint(output_dir) if ckpt_path is None else ckpt_path, device)
+
+
+def predict_with_loaded(loaded: Any, cases: Any, out_dir: str | Path, **kwargs: Any) -> list[Path]:
+    """A recipe bundle's inference engine: ``loaded()`` (the checkpoint, read now, not at
+    ``initialize()``) then :func:`predict_fold_cases` with its recipe and model."""
+    found = loaded()
+    return predict_fold_cases(found["recipe"], found["model"], cases, out_dir, **kwargs)
+
+
+def predict_fold_cases(
+    recipe: Any,
+    model: Any,
+    cases: Any,
+    out_dir: str | Path,
+    overwrite: bool = True,
+    progress: bool = True,
+    dataset_root: Optional[str | Path] = None,
+) -> list[Path]:
+    """Write ``recipe.predict_case(model, case)`` of every case as ``<out_dir>/<case_id>.nii.gz``.
+
+    The CV runner's loop (:func:`scribmed.training.inference.predict_to_folder`): uint8 label maps,
+    or int32 instance maps for a recipe whose ``task`` is ``"instance"``, on each case's grid,
+    written atomically; with ``overwrite`` false, files already there are kept (an interrupted run
+    resumes).
+
+    Raises:
+        DataError: ``out_dir`` inside ``dataset_root`` (nothing is written into a dataset); an
+            image whose channel count does not fit the checkpoint.
+    """
+    import numpy as np
+
+    from scribmed.training.inference import predict_to_folder
+
+    out = Path(out_dir)
+    if dataset_root is not None:
+        root = Path(dataset_root).resolve()
+        if out.resolve() == root or root in out.resolve().parents:
+            raise DataError(out, "the prediction folder lies inside the dataset folder; choose a folder outside it")
+    dtype = np.int32 if getattr(recipe, "task", "semantic") == "instance" else np.uint8
+    paths: list[Path] = []
+    try:
+        for case, path, _ in predict_to_folder(list(cases), lambda c: recipe.predict_case(model, c), out,
+                                               overwrite=bool(overwrite), progress=bool(progress), dtype=dtype):
+            paths.append(path)
+            case.release()
+    finally:
+        recipe.release(model)
+    return paths
