@@ -8,6 +8,9 @@ Writes, beside this script:
 * ``overlay_example.png`` (shown in docs/cross_validation.md): the overlay that ``scribmed cv``
   writes into ``fold_k/overlays/`` (:func:`scribmed.evaluation.overlays.write_overlay`, which
   ``write_overlays`` calls per case) for the first volume;
+* ``scribble_styles.png`` (shown in docs/data.md): the synthesised scribble styles side by side
+  (``acdc`` and ``scribblebench`` on a cardiac phantom slice, ``abdominal`` and ``scribblebench``
+  on an abdominal one), :func:`scribmed.data.scribble_synthesis.synthesize_scribbles`;
 * ``annotation_cost_acdc_fold1.png`` (shown in bundles/mixsup_acdc/docs/README.md): the plot of
   ``benchmarks/annotation_cost.py`` drawn from the measured rows in
   ``annotation_cost_acdc_fold1.json`` (the seed 0 and seed 1 tables of that README).
@@ -59,6 +62,34 @@ def annotation_cost_figure(out: Path) -> Path:
     return save_figure(fig, out / "annotation_cost_acdc_fold1.png", "png", dpi=150)
 
 
+def scribble_styles_figure(out: Path) -> Path:
+    """Each named scribble style on a cardiac and an abdominal phantom slice (seed 0)."""
+    import numpy as np
+
+    from scribmed.data.phantoms import generate_abdominal
+    from scribmed.data.scribble_synthesis import named_style, synthesize_scribbles
+    from scribmed.runtime.figures import new_figure, save_figure
+
+    cardiac, abdominal = generate_cardiac(1, seed=0)[0], generate_abdominal(1, seed=0)[0]
+    panels = [(cardiac, "acdc"), (cardiac, "scribblebench"), (abdominal, "abdominal"), (abdominal, "scribblebench")]
+    fig = new_figure((3.2 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels))
+    colours = np.array([[0.2, 0.4, 1.0], [1.0, 0.2, 0.2], [0.2, 0.85, 0.2], [1.0, 0.85, 0.1], [0.8, 0.3, 0.9]])
+    for ax, (phantom, style) in zip(axes, panels):
+        label = np.asarray(phantom.label)
+        z = int(np.argmax((label > 0).reshape(label.shape[0], -1).sum(axis=1)))
+        scribble = synthesize_scribbles(label[z:z + 1], phantom.class_map, seed=0, style=named_style(style))[0]
+        image = np.asarray(phantom.image)[z]
+        rgb = np.repeat(((image - image.min()) / (np.ptp(image) or 1))[..., None], 3, axis=-1)
+        drawn = scribble != phantom.class_map.ignore_index
+        rgb[drawn] = colours[scribble[drawn] % len(colours)]
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(f"{style}\n{100 * drawn.mean():.1f} % of pixels labelled", fontsize=9)
+        ax.axis("off")
+    fig.suptitle("Synthesised scribble styles (blue: background; one colour per class)", fontsize=10)
+    return save_figure(fig, out / "scribble_styles.png", "png", dpi=120)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=HERE)
@@ -79,7 +110,7 @@ def main() -> int:
     first = phantoms[0]
     overlay = write_overlay(first.to_case(), predictions[first.case_id], class_map, args.out / "overlay_example.png",
                             checkpoint="none (nearest-scribble baseline, no training)", formats="png")
-    for path in (box, overlay, annotation_cost_figure(args.out)):
+    for path in (box, overlay, annotation_cost_figure(args.out), scribble_styles_figure(args.out)):
         print(f"{path}  {path.stat().st_size / 1000:.0f} kB")
     return 0
 

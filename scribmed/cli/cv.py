@@ -274,6 +274,9 @@ def add_parser(sub: Any, recipe_flags: bool | str = True) -> None:
     cv.add_argument("--folds", type=fold_list, help="1-based folds to run, e.g. 1,3 (default all)")
     cv.add_argument("--fold", type=int, help="run this single fold (1-based); merge later with 'cv merge'")
     cv.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")
+    cv.add_argument("--scribble-style", choices=("abdominal", "scribblebench"),
+                    help="chaos-t2-nifti: style of the scribbles synthesised from its labels (default abdominal: "
+                    "ACDC-like arcs; scribblebench: interior curves + partial boundaries, some slices left out)")
     cv.add_argument("--allow-missing", action="store_true", help="drop split patients absent from the dataset")
     cv.add_argument("--no-merge", action="store_true", help="do not write the across-fold summary")
     cv.add_argument("--supervision", type=Path, metavar="FILE",

@@ -77,7 +77,7 @@ def cmd_weak_make(args: argparse.Namespace) -> int:
     out = make_weak_dataset(
         dataset, args.out, args.mix, args.seed, point_mode=args.point_mode, points_per_class=args.points_per_class,
         point_negatives=args.point_negatives, box_jitter=args.box_jitter, scribbles=args.scribbles,
-        progress=not args.quiet,
+        scribble_style=args.weak_scribble_style, progress=not args.quiet,
     )
     kinds = list(read_supervision(out / "supervision.json").values())
     print(json.dumps({"out": str(out), "cases": len(kinds), "patients": len(dataset.patients),
@@ -147,6 +147,11 @@ def add_parser(sub: Any, recipe_flags: bool = True) -> None:
                     help="per-side box shift range LO,HI in pixels (default 3,7, MedSAM)")
     wm.add_argument("--scribbles", choices=("auto", "synthetic", "source"), default="auto",
                     help="scribble cases: the source's own scribbles when present, else synthesised (auto, default)")
+    wm.add_argument("--scribble-style", dest="weak_scribble_style", default="auto",
+                    choices=("auto", "acdc", "abdominal", "scribblebench"),
+                    help="style of synthesised scribbles: acdc (skeleton arcs like ACDC's), abdominal (the same sized "
+                    "for organs), scribblebench (interior curves + partial boundaries, some slices left out), auto "
+                    "(abdominal for abdominal class maps, else acdc)")
     wm.add_argument("--spacing", type=spacing_mm, help="dz,dy,dx in mm for layouts that store none")
     add_common(wm, figures=False)
     wm.set_defaults(func=cmd_weak_make)

@@ -77,12 +77,14 @@ def spacing_mm(text: str | None) -> tuple[float, ...] | None:
 
 
 def open_from_args(args: argparse.Namespace):
-    """The dataset of ``--layout`` / ``--root`` (and ``--spacing`` when given)."""
+    """The dataset of ``--layout`` / ``--root`` (and ``--spacing``, ``--scribble-style`` when given)."""
     from scribmed.data.layouts import open_dataset
 
     options = {}
     if getattr(args, "spacing", None) is not None:
         options["spacing"] = args.spacing
+    if getattr(args, "scribble_style", None) is not None:
+        options["scribble_style"] = args.scribble_style
     return open_dataset(args.layout, args.root, **options)
 
 

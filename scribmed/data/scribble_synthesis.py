@@ -31,6 +31,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import skeletonize
 
 from scribmed.data.case import ClassMap
+from scribmed.data.scribblebench_synthesis import ScribbleBenchStyle, scribblebench_slice
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _CROSS = ndi.generate_binary_structure(2, 1)
@@ -232,6 +233,24 @@ def _background_stroke(
     return stroke & bg
 
 
+#: Named styles (``scribmed data weak make --scribble-style``, the ``chaos-t2-nifti`` layout's
+#: ``scribble_style``): ``acdc`` (skeleton arcs like the real ACDC scribbles), ``abdominal`` (the same
+#: for abdominal organs), ``scribblebench`` (interior curves + partial boundaries, some slices left out:
+#: :mod:`scribmed.data.scribblebench_synthesis`).
+SCRIBBLE_STYLES: dict[str, "ScribbleStyle | ScribbleBenchStyle"] = {
+    "acdc": ScribbleStyle(),
+    "abdominal": ABDOMINAL_STYLE,
+    "scribblebench": ScribbleBenchStyle(),
+}
+
+
+def named_style(name: str) -> "ScribbleStyle | ScribbleBenchStyle":
+    """The style called ``name`` in :data:`SCRIBBLE_STYLES` (``ValueError`` naming the known ones)."""
+    if name not in SCRIBBLE_STYLES:
+        raise ValueError(f"unknown scribble style {name!r}; known: {', '.join(SCRIBBLE_STYLES)}")
+    return SCRIBBLE_STYLES[name]
+
+
 def synthesize_scribbles(
     label: np.ndarray,
     class_map: ClassMap | None = None,
@@ -239,7 +258,7 @@ def synthesize_scribbles(
     ignore_index: Optional[int] = None,
     classes: Optional[Sequence[int]] = None,
     seed: int | np.random.Generator | None = 0,
-    style: ScribbleStyle | None = None,
+    style: ScribbleStyle | ScribbleBenchStyle | None = None,
     background: bool = True,
     background_region: Optional[np.ndarray] = None,
 ) -> np.ndarray:
@@ -251,7 +270,8 @@ def synthesize_scribbles(
         ignore_index: the unlabeled value when no ``class_map`` is given (default: max class + 1).
         classes: foreground classes to scribble (default: the class map's, else those present).
         seed: int seed or a ``numpy.random.Generator``; same seed, same scribbles.
-        style: stroke parameters (:class:`ScribbleStyle`).
+        style: stroke parameters: :class:`ScribbleStyle` (ACDC-like arcs, default) or
+            :class:`~scribmed.data.scribblebench_synthesis.ScribbleBenchStyle`.
         background: also draw the background stroke (class 0).
         background_region: optional boolean mask shaped like ``label`` where background strokes
             may go (e.g. the body, so strokes avoid the air around it); default everywhere.
@@ -293,7 +313,10 @@ def synthesize_scribbles(
             raise ValueError(f"background_region shape {region3.shape} does not match label shape {lab.shape}")
     out = np.full(lab.shape, ignore, dtype=np.uint16)
     footprint_all = ndi.binary_dilation((lab > 0).any(axis=0), iterations=2)
-    for z in range(lab.shape[0]):
+    for z in range(lab.shape[0]) if isinstance(style, ScribbleBenchStyle) else ():
+        out[z] = scribblebench_slice(lab[z], fg, ignore, style, rng, background,
+                                     None if region3 is None else region3[z])
+    for z in range(lab.shape[0]) if not isinstance(style, ScribbleBenchStyle) else ():
         sl = lab[z]
         for k in fg:
             region = sl == k

@@ -250,6 +250,7 @@ def make_weak_dataset(
     box_jitter: tuple[int, int] = DEFAULT_BOX_JITTER,
     box_min_size: int = DEFAULT_BOX_MIN_SIZE,
     scribbles: str = "auto",
+    scribble_style: str = "auto",
     progress: bool = True,
 ) -> Path:
     """Write a new generic-layout dataset at ``out`` that simulates the supervision ``mix``.
@@ -275,6 +276,9 @@ def make_weak_dataset(
             ``"synthetic"`` (always synthesised: ``ABDOMINAL_STYLE`` inside the body mask for the
             ABDOMINAL class map, the default style otherwise) or ``"source"`` (own scribbles only;
             a scribble case without one is an error).
+        scribble_style: style of synthesised scribbles, a name in
+            :data:`~scribmed.data.scribble_synthesis.SCRIBBLE_STYLES` (``acdc``, ``abdominal``,
+            ``scribblebench``) or ``"auto"`` (``abdominal`` for the ABDOMINAL class map, else ``acdc``).
         progress: show a progress bar.
 
     Returns:
@@ -286,13 +290,11 @@ def make_weak_dataset(
     """
     from scribmed.data.layouts import generic
     from scribmed.data.layouts.chaos_t2_nifti import body_mask
-    from scribmed.data.scribble_synthesis import (
-        ABDOMINAL_STYLE,
-        ScribbleStyle,
-        synthesize_scribbles,
-    )
+    from scribmed.data.scribble_synthesis import named_style, synthesize_scribbles
 
     shares = check_mix(mix)
+    if scribble_style != "auto":
+        named_style(scribble_style)  # unknown name: ValueError before any case is read
     if scribbles not in ("auto", "synthetic", "source"):
         raise ValueError(f"scribbles must be auto, synthetic or source, got {scribbles!r}")
     if point_mode not in POINT_MODES:
@@ -311,7 +313,8 @@ def make_weak_dataset(
             raise DataError(case.source, "has no label; weak labels are simulated from full labels")
     by_patient = assign_supervision(dataset.patients, shares, seed)
     abdominal = dataset.class_map == ABDOMINAL
-    style = ABDOMINAL_STYLE if abdominal else ScribbleStyle()
+    style_name = ("abdominal" if abdominal else "acdc") if scribble_style == "auto" else scribble_style
+    style = named_style(style_name)
     supervision: dict[str, str] = {}
     synthesised: list[str] = []
     no_spacing: list[str] = []
@@ -352,7 +355,8 @@ def make_weak_dataset(
         provenance = _provenance(dataset, shares, seed, supervision, by_patient, synthesised, no_spacing,
                                  point_mode=point_mode, points_per_class=points_per_class,
                                  point_negatives=point_negatives, box_jitter=box_jitter,
-                                 box_min_size=box_min_size, scribbles=scribbles, style=style)
+                                 box_min_size=box_min_size, scribbles=scribbles, style=style,
+                                 style_name=style_name)
         generic.write_metadata(tmp, provenance=provenance)
         if out.exists():
             out.rmdir()  # empty (checked above); the rename needs the name free
@@ -369,7 +373,7 @@ def _provenance(dataset: Dataset, shares: Mapping[str, float], seed: int, superv
     """The ``dataset.json`` provenance record of :func:`make_weak_dataset`."""
     import dataclasses
 
-    style = settings.pop("style")
+    style, style_name = settings.pop("style"), settings.pop("style_name")
     kinds = list(supervision.values())
     record: dict[str, Any] = {
         "weak_labels": {
@@ -394,7 +398,7 @@ def _provenance(dataset: Dataset, shares: Mapping[str, float], seed: int, superv
         abdominal = dataset.class_map == ABDOMINAL
         record["scribbles"] = {
             "synthetic": True, "method": "scribmed.data.scribble_synthesis.synthesize_scribbles",
-            "style": "ABDOMINAL_STYLE" if abdominal else "ScribbleStyle()",
+            "style": style_name,
             "style_values": json.loads(json.dumps(dataclasses.asdict(style))), "seed": int(seed),
             "per_case_seed": "numpy.random.default_rng([seed, crc32(case_id)])", "cases": len(synthesised),
             **({"background_region": "body mask (image > 2 % of range, opened, holes filled)"} if abdominal else {}),

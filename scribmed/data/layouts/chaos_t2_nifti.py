@@ -12,8 +12,8 @@ numbers 0-4 is a one-line error naming the file.
 
 The release has **no scribbles**. Unless ``scribbles="none"``, every case gets scribbles
 synthesised from its label by :func:`scribmed.data.scribble_synthesis.synthesize_scribbles` with
-:data:`ABDOMINAL_STYLE` (strokes inside the liver, kidneys and spleen; background strokes kept
-inside the body), seeded per case from ``scribble_seed`` and the case id, so the same seed gives
+``ABDOMINAL_STYLE`` (``scribble_style="abdominal"``: strokes inside the liver, kidneys and spleen; background strokes kept
+inside the body) or ScribbleBench's style (``scribble_style="scribblebench"``), seeded per case from ``scribble_seed`` and the case id, so the same seed gives
 the same scribbles in every process. ``Dataset.provenance["scribbles"]`` records that they are
 synthetic (method, style, seed); ``scribmed cv`` copies it into ``run.json`` and every report.
 """
@@ -66,7 +66,7 @@ def scribble_seed_of(seed: int, case_id: str) -> int:
 
 
 def _load(image: Path, label: Path, class_map: ClassMap, scribbles: ScribbleMode, seed: int,
-          case_id: str) -> CaseArrays:
+          case_id: str, style: str = "abdominal") -> CaseArrays:
     arrays = load_nifti_case(image, label)
     lab = arrays.label
     bad = np.setdiff1d(np.unique(lab), np.asarray(sorted(class_map.names)))
@@ -75,13 +75,10 @@ def _load(image: Path, label: Path, class_map: ClassMap, scribbles: ScribbleMode
                         f"({', '.join(f'{k} {n}' for k, n in class_map.names.items())})")
     scribble = None
     if scribbles == "synthetic":
-        from scribmed.data.scribble_synthesis import (  # skimage: on use
-            ABDOMINAL_STYLE,
-            synthesize_scribbles,
-        )
+        from scribmed.data.scribble_synthesis import named_style, synthesize_scribbles  # skimage: on use
 
         scribble = synthesize_scribbles(
-            lab, class_map, seed=scribble_seed_of(seed, case_id), style=ABDOMINAL_STYLE,
+            lab, class_map, seed=scribble_seed_of(seed, case_id), style=named_style(style),
             background_region=body_mask(arrays.image),
         )
     return CaseArrays(image=arrays.image, label=lab, scribble=scribble, spacing=arrays.spacing,
@@ -94,6 +91,7 @@ def read_dataset(
     class_map: ClassMap = ABDOMINAL,
     scribbles: ScribbleMode = "synthetic",
     scribble_seed: int = 0,
+    scribble_style: str = "abdominal",
 ) -> Dataset:
     """List the image/label pairs (no voxel data is read).
 
@@ -103,12 +101,19 @@ def read_dataset(
         scribbles: ``"synthetic"`` (default: synthesised from the labels when a case loads) or
             ``"none"``.
         scribble_seed: seed of the synthesis.
+        scribble_style: a name in :data:`~scribmed.data.scribble_synthesis.SCRIBBLE_STYLES`:
+            ``abdominal`` (default: ACDC-like arcs sized for abdominal organs) or
+            ``scribblebench`` (interior curves, partial boundaries, some slices left out).
 
     A label without its image (or an image without its label) is recorded in
     ``Dataset.problems``.
     """
     if scribbles not in ("synthetic", "none"):
         raise DataError(root, f"scribbles must be 'synthetic' or 'none', got {scribbles!r}")
+    from scribmed.data.scribble_synthesis import SCRIBBLE_STYLES
+
+    if scribble_style not in SCRIBBLE_STYLES:
+        raise DataError(root, f"unknown scribble style {scribble_style!r}; known: {', '.join(SCRIBBLE_STYLES)}")
     root = Path(root)
     folder = root / FOLDER if (root / FOLDER).is_dir() else root
     files: dict[int, dict[str, Path]] = {}
@@ -128,7 +133,8 @@ def read_dataset(
         cid = case_id_of(n)
         cases.append(Case(
             case_id=cid, patient_id=f"patient{n:02d}", source=pair["image"],
-            loader=partial(_load, pair["image"], pair["label"], class_map, scribbles, int(scribble_seed), cid),
+            loader=partial(_load, pair["image"], pair["label"], class_map, scribbles, int(scribble_seed), cid,
+                           scribble_style),
             has_label=True, has_scribble=scribbles == "synthetic",
         ))
         meta[cid] = {"files": dict(pair), "scribble": "synthetic" if scribbles == "synthetic" else None}
@@ -136,12 +142,11 @@ def read_dataset(
         raise DataError(root, "no complete image_N / label_N pair")
     provenance = {}
     if scribbles == "synthetic":
-        from scribmed.data.scribble_synthesis import ABDOMINAL_STYLE
-
         provenance["scribbles"] = {
             "synthetic": True,
             "method": "scribmed.data.scribble_synthesis.synthesize_scribbles",
-            "style": "ABDOMINAL_STYLE", "style_values": json.loads(json.dumps(asdict(ABDOMINAL_STYLE))),
+            "style": scribble_style,
+            "style_values": json.loads(json.dumps(asdict(SCRIBBLE_STYLES[scribble_style]))),
             "seed": int(scribble_seed), "per_case_seed": "seed * 1000003 + crc32(case_id)",
             "background_region": "body mask (image > 2 % of range, opened, holes filled)",
             "note": "CHAOS T2 as redistributed has no scribbles; these were synthesised from the full labels",

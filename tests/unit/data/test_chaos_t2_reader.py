@@ -54,7 +54,7 @@ def test_labels_are_integral_and_scribbles_synthesised_inside_them(phantom):
 def test_provenance_says_the_scribbles_are_synthetic(phantom):
     ds = open_dataset("chaos-t2-nifti", phantom, scribble_seed=3)
     prov = ds.provenance["scribbles"]
-    assert prov["synthetic"] is True and prov["seed"] == 3 and prov["style"] == "ABDOMINAL_STYLE"
+    assert prov["synthetic"] is True and prov["seed"] == 3 and prov["style"] == "abdominal"
     assert ds.summary()["provenance"] == ds.provenance
     assert ds.subset(["T2_patient01"]).provenance == ds.provenance
     plain = open_dataset("chaos-t2-nifti", phantom, scribbles="none")
@@ -153,3 +153,15 @@ def test_cv_records_synthetic_scribbles_in_run_json_and_reports(phantom, tmp_pat
     assert (fold / "evaluation" / "summary.md").read_text().startswith("**Scribbles: synthetic**")
     assert "**Scribbles: synthetic**" in (out / "summary.md").read_text()
     assert json.loads((out / "summary.json").read_text())["run"]["provenance"] == ds.provenance
+
+
+def test_scribblebench_style_is_a_layout_option(phantom):
+    ds = open_dataset("chaos-t2-nifti", phantom, scribble_style="scribblebench")
+    assert ds.provenance["scribbles"]["style"] == "scribblebench"
+    case = ds["T2_patient02"]
+    default = open_dataset("chaos-t2-nifti", phantom)["T2_patient02"]
+    assert not np.array_equal(case.scribble, default.scribble)
+    for k in range(5):  # every stroke inside its class
+        assert np.all(case.label[case.scribble == k] == k)
+    with pytest.raises(DataError, match="unknown scribble style 'dense'"):
+        open_dataset("chaos-t2-nifti", phantom, scribble_style="dense")

@@ -269,11 +269,34 @@ def test_make_weak_dataset_abdominal_style(tmp_path):
     ds = open_dataset("chaos-t2-nifti", src, scribbles="none")
     out = make_weak_dataset(ds, tmp_path / "weak", {"scribble": 1.0}, seed=0, progress=False)
     weak = open_dataset("generic", out)
-    assert weak.class_map == ABDOMINAL and weak.provenance["scribbles"]["style"] == "ABDOMINAL_STYLE"
+    assert weak.class_map == ABDOMINAL and weak.provenance["scribbles"]["style"] == "abdominal"
     for case in weak:
         drawn = case.scribble != ABDOMINAL.ignore_index
         assert case.supervision == "scribble" and drawn.any()
         assert (case.scribble[drawn] == case.label[drawn]).all()
+
+
+def test_scribble_style_of_weak_make_and_its_cli_flag(tmp_path, capsys):
+    from scribmed.cli import main
+
+    src = write_phantom_dataset("abdominal", "chaos-t2-nifti", tmp_path / "chaos", n_patients=2, seed=0,
+                                size=(48, 48), slices=(4, 4))
+    out = tmp_path / "weak"
+    assert main(["weak", "make", "--layout", "chaos-t2-nifti", "--root", str(src), "--out", str(out),
+                 "--mix", "scribble=1.0", "--scribbles", "synthetic", "--scribble-style", "scribblebench",
+                 "--quiet"]) == 0
+    weak = open_dataset("generic", out)
+    assert weak.provenance["scribbles"]["style"] == "scribblebench"
+    abdominal = make_weak_dataset(open_dataset("chaos-t2-nifti", src, scribbles="none"), tmp_path / "ab",
+                                  {"scribble": 1.0}, seed=0, progress=False)
+    for case in weak:
+        other = open_dataset("generic", abdominal)[case.case_id].scribble
+        assert not np.array_equal(case.scribble, other)
+        drawn = case.scribble != ABDOMINAL.ignore_index
+        assert (case.scribble[drawn] == case.label[drawn]).all()
+    with pytest.raises(ValueError, match="unknown scribble style 'x'"):
+        make_weak_dataset(open_dataset("chaos-t2-nifti", src), tmp_path / "no", {"scribble": 1.0},
+                          scribble_style="x", progress=False)
 
 
 def test_make_weak_dataset_refusals(source, tmp_path):
