@@ -9,6 +9,7 @@ bundles call; its bundle is ``bundles/<name>_<dataset>/``.
 * ``samsp`` — SAM pseudo-label rounds, then the aligned segmentor.
 * ``mixsup`` — SAM pseudo labels from any weak label, SeSAM objective.
 * ``nearest`` — nearest-scribble baseline (no learning).
+* ``nnunet_pl`` — nnU-Net v2 with its ignore label on the scribbles (partial loss; ``scribmed[nnunet]``).
 
 Instance recipes (``task = "instance"``: instance maps, judged by DSB score / F1 / AJI / PQ), on
 the shared base :mod:`scribmed.recipes.instance_segmentor`:
@@ -48,6 +49,7 @@ _REGISTRY: dict[str, Union[str, type[Recipe]]] = {
     "sesam": "scribmed.recipes.sesam.recipe:SeSAMRecipe",
     "s4m": "scribmed.recipes.s4m.recipe:S4MRecipe",
     "wish": "scribmed.recipes.wish.recipe:WISHRecipe",
+    "nnunet_pl": "scribmed.recipes.nnunet_pl.recipe:NNUNetPLRecipe",
 }
 _ENTRY_POINTS_LOADED = False
 

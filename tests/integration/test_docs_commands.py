@@ -13,6 +13,8 @@ MONAI. The substitutions, stated once:
   images, ``/data/dicom_scans`` the same three images as DICOM series (one folder each),
   ``my_split.json`` a five-fold split of the phantom's patients; any other absolute path is
   a folder of the scratch directory, and every page runs in a scratch folder of its own;
+* nnU-Net (``--recipe nnunet_pl``) trains one epoch of 2 iterations (``--epochs``,
+  ``--iterations-per-epoch``, ``--val-iterations-per-epoch``, ``--num-workers 0``);
 * training is 2 iterations of batch 2 at 32x32, validating every iteration (``--iterations``,
   ``--batch-size``, ``--size``, ``--val-interval`` and the bundles' ``iterations``, ``batch_size``,
   ``size``, ``val_interval``, also of a bundle evaluation, which reads the training config); a
@@ -56,6 +58,7 @@ RECORDED = ("scribmed", "python", "torchrun", "make", "pip", "_block_end")
 
 TRAIN_FLAGS = {"--iterations": "2", "--batch-size": "2", "--size": "32", "--val-interval": "1"}
 SAM_FLAGS = {"--rounds": "1", "--sam-epochs": "1"}
+NNUNET_FLAGS = {"--epochs": "1", "--iterations-per-epoch": "2", "--val-iterations-per-epoch": "1", "--num-workers": "0"}
 BUNDLE_TRAIN_KEYS = {"--iterations": "2", "--batch_size": "2", "--size": "[32,32]", "--val_interval": "1"}
 BUNDLE_WORKERS = {"--num_workers": "0"}
 
@@ -81,7 +84,10 @@ def small_cv(argv: list[str]) -> list[str]:
     """A ``scribmed`` command at the test's sizes (module docstring)."""
     if argv[:1] == ["cv"] and not (set(argv[1:2]) & {"merge", "status", "compare", "postprocess"}):
         sam_stage = bool({"samsp", "mixsup"} & set(argv))  # the recipes with a SAM stage
-        argv = with_values(with_values(argv, TRAIN_FLAGS, add=True), SAM_FLAGS, add=sam_stage)
+        if "nnunet_pl" in argv:  # nnU-Net's own schedule flags
+            argv = with_values(argv, NNUNET_FLAGS, add=True)
+        else:
+            argv = with_values(with_values(argv, TRAIN_FLAGS, add=True), SAM_FLAGS, add=sam_stage)
         if "--fold" not in argv and "--folds" not in argv:
             argv += ["--fold", "1"]
     if argv[:1] == ["demo"]:

@@ -1,0 +1,79 @@
+"""The nnunet_pl recipe's config, options and refusals (no training: see tests/integration/recipes)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+
+import pytest
+
+from scribmed.recipes import build, get
+from scribmed.recipes.nnunet_pl.config import NNUNetPLConfig
+from scribmed.recipes.nnunet_pl.engine import NNUNET_MISSING, nnunet_environment
+from scribmed.recipes.nnunet_pl.raw_dataset import NNUNetFolders
+
+
+def test_defaults_are_nnunets():
+    c = NNUNetPLConfig()
+    assert (c.configuration, c.epochs, c.iterations_per_epoch, c.val_iterations_per_epoch) == ("2d", 1000, 250, 50)
+    assert (c.checkpoint, c.planner, c.mirror, c.tile_step_size) == ("final", "ExperimentPlanner", True, 0.5)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"configuration": "3d_lowres"}, "configuration must be one of"),
+    ({"checkpoint": "latest"}, "checkpoint must be one of"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"tile_step_size": 0}, "tile_step_size"),
+    ({"num_workers": -2}, "num_workers"),
+])
+def test_bad_settings_are_one_line_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        NNUNetPLConfig(**bad)
+
+
+def test_options_and_set_values_reach_the_config():
+    recipe = build("nnunet_pl", epochs="3", iterations_per_epoch=5, checkpoint="best", seed=2)
+    assert (recipe.config.epochs, recipe.config.iterations_per_epoch, recipe.config.checkpoint) == (3, 5, "best")
+    with pytest.raises(ValueError, match="does not take size"):
+        build("nnunet_pl", size=128)
+
+
+def test_run_record_leaves_out_what_does_not_change_results():
+    d = build("nnunet_pl", num_workers=3, device="cpu").config_dict()
+    assert "num_workers" not in d and "device" not in d and "progress" not in d and d["epochs"] == 1000
+
+
+def test_cli_flags_are_declared_once_with_nnunets_defaults():
+    parser = argparse.ArgumentParser()
+    dests = get("nnunet_pl").add_arguments(parser)
+    assert {"epochs", "iterations_per_epoch", "val_iterations_per_epoch", "checkpoint", "planner", "device",
+            "seed", "num_workers", "configuration"} <= set(dests)
+    assert "(default: 250)" in parser._option_string_actions["--iterations-per-epoch"].help
+    args = parser.parse_args(["--epochs", "2", "--nnunet-checkpoint", "best"])
+    assert (args.epochs, args.checkpoint, args.iterations_per_epoch) == (2, "best", None)
+
+
+def test_without_nnunet_the_recipe_refuses_saying_what_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nnunetv2" else real(name, *a))
+    with pytest.raises(ValueError) as err:
+        build("nnunet_pl").check_device()
+    assert str(err.value) == NNUNET_MISSING and "scribmed[nnunet]" in NNUNET_MISSING
+
+
+def test_an_unavailable_device_is_refused_before_any_data():
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA"):
+        build("nnunet_pl", device="cuda").check_device()
+
+
+def test_nnunet_environment_is_restored(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_raw", "/elsewhere")
+    monkeypatch.delenv("nnUNet_results", raising=False)
+    with nnunet_environment(NNUNetFolders(tmp_path), workers=0):
+        assert os.environ["nnUNet_raw"] == str(tmp_path / "raw")
+        assert os.environ["nnUNet_results"] == str(tmp_path / "results")
+        assert os.environ["nnUNet_n_proc_DA"] == "0"
+    assert os.environ["nnUNet_raw"] == "/elsewhere" and "nnUNet_results" not in os.environ
