@@ -12,7 +12,7 @@ from scribmed.data.errors import DataError
 from scribmed.runtime.shipped import shipped_dir
 
 SHIPPED = {"dmpls_acdc", "dmpls_mscmr", "dmpls_chaos", "samsp_acdc", "samsp_mscmr", "samsp_chaos",
-           "mixsup_acdc", "mixsup_chaos", "sesam_dsb2018", "s4m_dsb2018", "wish_dsb2018"}
+           "mixsup_acdc", "mixsup_chaos", "sesam_dsb2018", "s4m_dsb2018", "wish_dsb2018", "nnunet_pl_acdc"}
 
 
 def test_list_names_every_shipped_bundle(capsys):
