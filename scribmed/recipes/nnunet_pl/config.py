@@ -46,6 +46,8 @@ class NNUNetPLConfig:
             fewer than this machine's cores; ``0``: augment in the training process.
         save_every: epochs between ``checkpoint_latest.pth`` writes, what a killed fold resumes
             from (nnU-Net: 50; 1 here, because a CPU epoch is long).
+        max_cpu_hours: on a CPU, stop a fold whose training would take longer than this many
+            hours, estimated from its first iterations (as every scribmed recipe; ``0``: no limit).
         progress: print nnU-Net's epoch log (else it goes to ``nnunet.log`` only).
     """
 
@@ -61,10 +63,11 @@ class NNUNetPLConfig:
     device: str = "auto"
     num_workers: int = -1
     save_every: int = 1
+    max_cpu_hours: float = 4.0
     progress: bool = True
 
     #: fields that do not change results (left out of ``run.json``)
-    VOLATILE: ClassVar[tuple[str, ...]] = ("device", "num_workers", "save_every", "progress")
+    VOLATILE: ClassVar[tuple[str, ...]] = ("device", "num_workers", "save_every", "max_cpu_hours", "progress")
 
     def __post_init__(self) -> None:
         if self.configuration not in CONFIGURATIONS:
@@ -76,6 +79,8 @@ class NNUNetPLConfig:
                 raise ValueError(f"nnunet_pl {name} must be >= 1, got {getattr(self, name)}")
         if not 0 < float(self.tile_step_size) <= 1:
             raise ValueError(f"nnunet_pl tile_step_size must be in (0, 1], got {self.tile_step_size}")
+        if float(self.max_cpu_hours) < 0:
+            raise ValueError(f"nnunet_pl max_cpu_hours must be >= 0 (0: no limit), got {self.max_cpu_hours}")
         if int(self.num_workers) < -1:
             raise ValueError(f"nnunet_pl num_workers must be >= -1, got {self.num_workers}")
 

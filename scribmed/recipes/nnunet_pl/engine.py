@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, TextIO
 
@@ -25,7 +26,7 @@ from scribmed.recipes.nnunet_pl.config import NNUNetPLConfig
 from scribmed.recipes.nnunet_pl.raw_dataset import DATASET_ID, NNUNetFolders
 from scribmed.runtime.files import atomic_write_text
 
-__all__ = ["NNUNET_MISSING", "TRAINER", "nnunet_environment", "plan_and_preprocess", "predictor_from_record",
+__all__ = ["CpuBudget", "NNUNET_MISSING", "TRAINER", "nnunet_environment", "plan_and_preprocess", "predictor_from_record",
            "predict_array", "require_nnunet", "train_fold", "trained_model_record", "trainer_folder"]
 
 NNUNET_MISSING = "recipe 'nnunet_pl' needs nnU-Net v2: pip install 'scribmed[nnunet]' (the nnunetv2 package)"
@@ -166,8 +167,58 @@ def train_fold(folders: NNUNetFolders, config: NNUNetPLConfig, plans: Mapping[st
         trainer.num_val_iterations_per_epoch = int(config.val_iterations_per_epoch)
         trainer.save_every = int(config.save_every)
         maybe_load_checkpoint(trainer, resume, False, None)
-        trainer.run_training()
+        device = resolve_device(config.device)
+        left = (int(config.epochs) - int(trainer.current_epoch)) * int(config.iterations_per_epoch)
+        trainer.train_step = CpuBudget(config, left, device.type == "cpu", log).wrap(trainer.train_step)
+        try:
+            trainer.run_training()
+        except BaseException:
+            for loader in (trainer.dataloader_train, trainer.dataloader_val):  # nnU-Net's augmentation workers
+                if hasattr(loader, "_finish"):
+                    loader._finish()
+            raise
     return out
+
+
+class CpuBudget:
+    """Times a fold's first nnU-Net iterations and, on a CPU, stops a fold estimated over ``max_cpu_hours``.
+
+    Wraps the trainer's ``train_step`` (nnU-Net's training itself is unchanged): one warm-up
+    iteration, then :data:`~scribmed.training.time_estimate.PROBE_ITERATIONS` timed ones give the
+    seconds per iteration; the estimate (iterations left x that; validation on top) goes to the
+    log, and on a CPU one over the limit raises
+    :class:`~scribmed.training.time_estimate.TrainingTooLong` naming the flags to change.
+    """
+
+    def __init__(self, config: NNUNetPLConfig, iterations_left: int, on_cpu: bool, log: Optional[TextIO]) -> None:
+        self.limit = float(config.max_cpu_hours) if on_cpu and config.max_cpu_hours > 0 else None
+        self.left, self.log, self.calls, self.t0 = int(iterations_left), log, 0, 0.0
+        self.seconds_per_iteration: Optional[float] = None
+
+    def wrap(self, step: Any) -> Any:
+        import time
+
+        from scribmed.training.time_estimate import PROBE_ITERATIONS, TrainingTooLong, format_duration
+
+        def timed(batch: Any) -> Any:
+            out = step(batch)
+            self.calls += 1
+            if self.calls == 1:
+                self.t0 = time.perf_counter()
+            elif self.calls == 1 + PROBE_ITERATIONS and self.seconds_per_iteration is None:
+                self.seconds_per_iteration = (time.perf_counter() - self.t0) / PROBE_ITERATIONS
+                total = self.seconds_per_iteration * self.left
+                what = f"{self.left} iterations at {self.seconds_per_iteration:.1f} s each"
+                print(f"nnunet_pl: about {format_duration(total)} of training ({what}; validation on top)",
+                      file=self.log or sys.stdout, flush=True)
+                if self.limit is not None and total > self.limit * 3600:
+                    raise TrainingTooLong(
+                        f"this nnU-Net fold would train for about {format_duration(total)} on the CPU ({what}), over "
+                        f"the {self.limit:g} h limit: use fewer --epochs or --iterations-per-epoch, a GPU, or "
+                        "--max-cpu-hours 0 to go on")
+            return out
+
+        return timed
 
 
 def trained_model_record(out: Path, config: NNUNetPLConfig, plans: Mapping[str, Any]) -> dict[str, Any]:

@@ -77,3 +77,29 @@ def test_nnunet_environment_is_restored(tmp_path, monkeypatch):
         assert os.environ["nnUNet_results"] == str(tmp_path / "results")
         assert os.environ["nnUNet_n_proc_DA"] == "0"
     assert os.environ["nnUNet_raw"] == "/elsewhere" and "nnUNet_results" not in os.environ
+
+
+def _run_steps(budget, n, clock, seconds):
+    step = budget.wrap(lambda batch: clock.__setitem__(0, clock[0] + seconds) or batch)
+    for i in range(n):
+        step(i)
+
+
+def test_cpu_budget_stops_a_fold_estimated_over_the_limit(monkeypatch):
+    import io
+    import time
+
+    from scribmed.recipes.nnunet_pl.engine import CpuBudget
+    from scribmed.training.time_estimate import TrainingTooLong
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    log = io.StringIO()
+    budget = CpuBudget(NNUNetPLConfig(max_cpu_hours=4), iterations_left=250_000, on_cpu=True, log=log)
+    with pytest.raises(TrainingTooLong, match=r"about 202\.5 days.*70\.0 s each.*--epochs.*--max-cpu-hours 0"):
+        _run_steps(budget, 4, clock, 70.0)
+    assert "nnunet_pl: about 202.5 days of training" in log.getvalue()
+    # within the limit, on a GPU, or without a limit: the estimate only
+    for cfg, left, cpu in ((NNUNetPLConfig(), 44, True), (NNUNetPLConfig(), 250_000, False),
+                           (NNUNetPLConfig(max_cpu_hours=0), 250_000, True)):
+        _run_steps(CpuBudget(cfg, left, cpu, io.StringIO()), 6, clock, 70.0)
