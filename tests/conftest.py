@@ -34,6 +34,7 @@ def pytest_configure(config):
 #: (``--dist loadfile``) in collection order; longest first keeps both busy to the end instead of
 #: leaving one long module running alone.
 LONGEST_FIRST = (
+    "integration/recipes/test_nnunet_pl_recipe.py",
     "integration/test_executors.py",
     "unit/networks/test_encoder_runtime.py",
     "integration/bundles/test_bundles_instance.py",
@@ -155,3 +156,43 @@ def _encoder_cache(tmp_path_factory):
     os.environ["SCRIBMED_CACHE"] = str(shared)
     yield
     os.environ.pop("SCRIBMED_CACHE", None)
+
+
+class _ThreadContext:
+    """``multiprocessing`` as nnU-Net's planning modules use it, with ``get_context(...)`` giving thread pools."""
+
+    def __getattr__(self, name):
+        import multiprocessing
+
+        return getattr(multiprocessing, name)
+
+    @staticmethod
+    def get_context(method=None):
+        import multiprocessing.dummy
+
+        return multiprocessing.dummy
+
+
+def nnunet_pools_to_threads(mp: pytest.MonkeyPatch) -> None:
+    """nnU-Net's fingerprint and preprocessing pools as threads of the test's process (nothing
+    without nnU-Net installed).
+
+    nnU-Net runs both through ``multiprocessing.get_context("spawn").Pool``: each fold of a test
+    would start two fresh interpreters that import torch and nnU-Net (about 10 s per fold on the
+    2-core machine) to fingerprint and preprocess a few phantom slices. nnU-Net's own code still
+    runs, per case, in threads instead; the recipe's real runs use nnU-Net's processes."""
+    import importlib.util
+
+    if importlib.util.find_spec("nnunetv2") is None:
+        return
+    from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
+    from nnunetv2.preprocessing.preprocessors import default_preprocessor
+
+    for module in (fingerprint_extractor, default_preprocessor):
+        mp.setattr(module, "multiprocessing", _ThreadContext())
+
+
+@pytest.fixture()
+def nnunet_pools_in_threads(monkeypatch):
+    """:func:`nnunet_pools_to_threads` for one test."""
+    nnunet_pools_to_threads(monkeypatch)

@@ -14,7 +14,9 @@ MONAI. The substitutions, stated once:
   ``my_split.json`` a five-fold split of the phantom's patients; any other absolute path is
   a folder of the scratch directory, and every page runs in a scratch folder of its own;
 * nnU-Net (``--recipe nnunet_pl``) trains one epoch of 2 iterations (``--epochs``,
-  ``--iterations-per-epoch``, ``--val-iterations-per-epoch``, ``--num-workers 0``);
+  ``--iterations-per-epoch``, ``--val-iterations-per-epoch``, ``--num-workers 0``), predicts
+  without mirroring (``--set mirror=false``) and fingerprints and preprocesses in threads
+  (conftest's ``nnunet_pools_to_threads``);
 * training is 2 iterations of batch 2 at 32x32, validating every iteration (``--iterations``,
   ``--batch-size``, ``--size``, ``--val-interval`` and the bundles' ``iterations``, ``batch_size``,
   ``size``, ``val_interval``, also of a bundle evaluation, which reads the training config); a
@@ -84,8 +86,8 @@ def small_cv(argv: list[str]) -> list[str]:
     """A ``scribmed`` command at the test's sizes (module docstring)."""
     if argv[:1] == ["cv"] and not (set(argv[1:2]) & {"merge", "status", "compare", "postprocess"}):
         sam_stage = bool({"samsp", "mixsup"} & set(argv))  # the recipes with a SAM stage
-        if "nnunet_pl" in argv:  # nnU-Net's own schedule flags
-            argv = with_values(argv, NNUNET_FLAGS, add=True)
+        if "nnunet_pl" in argv:  # nnU-Net's own schedule flags, and its predictor without mirroring
+            argv = with_values(argv, NNUNET_FLAGS, add=True) + ["--set", "mirror=false"]
         else:
             argv = with_values(with_values(argv, TRAIN_FLAGS, add=True), SAM_FLAGS, add=sam_stage)
         if "--fold" not in argv and "--folds" not in argv:
@@ -263,8 +265,11 @@ def fake_sam(monkeypatch):
 def run_page(page: str, scratch: dict, monkeypatch) -> tuple[list[Outcome], Path]:
     """Run the page's blocks as one script, in order (a variable set in one block holds in the next),
     in the page's own folder; every command must succeed. Returns the outcomes and the folder."""
+    from conftest import nnunet_pools_to_threads
+
     work = page_folder(page, scratch)
     monkeypatch.chdir(work)
+    nnunet_pools_to_threads(monkeypatch)  # the nnunet_pl commands (conftest says why)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     blocks = [b for p, _, b in page_blocks() if p == page]

@@ -27,7 +27,7 @@ from scribmed.recipes.nnunet_pl.raw_dataset import NNUNetFolders
 pytest.importorskip("nnunetv2", reason="nnU-Net v2 is installed by make install (scribmed[nnunet])")
 
 TINY = ["--epochs", "1", "--iterations-per-epoch", "2", "--val-iterations-per-epoch", "1", "--num-workers", "0",
-        "--device", "cpu"]
+        "--device", "cpu", "--set", "mirror=false"]  # mirroring: nnU-Net's predictor flag, 4x the predictions' time
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,14 @@ def phantom(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cv_run(phantom, tmp_path_factory) -> Path:
+    from conftest import nnunet_pools_to_threads
+
+    with pytest.MonkeyPatch.context() as mp:
+        nnunet_pools_to_threads(mp)
+        return _five_folds(phantom, tmp_path_factory)
+
+
+def _five_folds(phantom, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("nnunet_run") / "run"
     argv = ["cv", "--recipe", "nnunet_pl", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out)]
     assert main([*argv, *TINY, "--quiet"]) == 0
@@ -124,14 +132,14 @@ def test_predict_with_a_folds_model_equals_the_folds_predictions(cv_run, phantom
     for path in fold_preds:
         np.testing.assert_array_equal(read_label_nifti(out / path.name).array, read_label_nifti(path).array)
     ens = tmp_path / "ensemble"
-    assert main(["predict", "--run", str(cv_run), "--input", str(phantom), "--layout", "acdc-h5",
+    assert main(["predict", "--run", str(cv_run), "--folds", "1,2", "--input", str(phantom), "--layout", "acdc-h5",
                  "--out", str(ens), "--device", "cpu"]) == 0
     ds = open_dataset("acdc-h5", phantom)
     for case in ds:
         assert read_label_nifti(ens / f"{case.case_id}.nii.gz").array.shape == case.image.shape
 
 
-def test_bundle_trains_one_tiny_fold_like_scribmed_cv(cv_run, phantom, tmp_path, monkeypatch):
+def test_bundle_trains_one_tiny_fold_like_scribmed_cv(cv_run, phantom, tmp_path, monkeypatch, nnunet_pools_in_threads):
     """The bundle's train workflow is `scribmed cv --fold 1`: same split, options and predictions."""
     from monai.bundle import ConfigWorkflow
 
@@ -142,7 +150,7 @@ def test_bundle_trains_one_tiny_fold_like_scribmed_cv(cv_run, phantom, tmp_path,
     wf = ConfigWorkflow(config_file=str(REPO / "bundles" / "nnunet_pl_acdc" / "configs" / "train.yaml"),
                         workflow_type="train", logging_file=False, dataset_dir=str(phantom), split_file="auto",
                         allow_missing=False, fold=1, output_dir=str(fold), epochs=1, iterations_per_epoch=2,
-                        val_iterations_per_epoch=1, num_workers=0, device="cpu", progress=False)
+                        val_iterations_per_epoch=1, num_workers=0, device="cpu", mirror=False, progress=False)
     wf.initialize()
     assert not fold.exists()  # initialize builds objects only
     wf.run()
