@@ -77,3 +77,14 @@ def test_documented_defaults_are_the_code_defaults():
     docs = _table_defaults((DOCS / "recipes.md").read_text())
     compared = {f: docs[f] for f in sam_code if f in docs}
     assert len(compared) >= 10 and {f: v for f, v in compared.items() if not _same(v, sam_code[f])} == {}
+
+
+def test_nnunet_pl_flag_table_states_the_code_defaults():
+    from scribmed.recipes.nnunet_pl.config import NNUNetPLConfig
+
+    cfg = NNUNetPLConfig()
+    code = {"--configuration": cfg.configuration, "--epochs": cfg.epochs, "--iterations-per-epoch": cfg.iterations_per_epoch,
+            "--val-iterations-per-epoch": cfg.val_iterations_per_epoch, "--nnunet-checkpoint": cfg.checkpoint,
+            "--nnunet-planner": cfg.planner, "--num-workers": cfg.num_workers, "--max-cpu-hours": cfg.max_cpu_hours}
+    docs = _table_defaults((DOCS / "recipes.md").read_text())
+    assert {f: docs.get(f) for f in code if not _same(docs.get(f, ""), code[f])} == {}
