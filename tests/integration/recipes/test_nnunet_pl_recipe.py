@@ -160,3 +160,24 @@ def test_bundle_trains_one_tiny_fold_like_scribmed_cv(cv_run, phantom, tmp_path,
     for path in (ref / "predictions").iterdir():
         np.testing.assert_array_equal(read_label_nifti(fold / "predictions" / path.name).array,
                                       read_label_nifti(path).array)
+
+
+def test_3d_fullres_trains_and_predicts_whole_volumes(phantom, tmp_path, nnunet_pools_in_threads):
+    """``--configuration 3d_fullres``: nnU-Net's 3D U-Net on 3D patches, one fold, predictions of each
+    test volume's shape."""
+    out = tmp_path / "run3d"
+    argv = ["cv", "--recipe", "nnunet_pl", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out),
+            "--fold", "1", "--configuration", "3d_fullres", *TINY, "--quiet"]
+    assert main(argv) == 0
+    folders = NNUNetFolders(out / "fold_1" / "train" / "nnunet")
+    plans = json.loads((folders.preprocessed_dataset / "nnUNetPlans.json").read_text())
+    assert len(plans["configurations"]["3d_fullres"]["patch_size"]) == 3
+    model = torch.load(out / "fold_1" / "train" / "model.pt", map_location="cpu", weights_only=True)
+    assert model["nnunet"]["configuration"] == model["config"]["configuration"] == "3d_fullres"
+    assert any(p.name.endswith("__3d_fullres") for p in (folders.results / folders.raw_dataset.name).iterdir())
+    ds = open_dataset("acdc-h5", phantom)
+    preds = sorted((out / "fold_1" / "predictions").glob("*.nii.gz"))
+    assert len(preds) == json.loads((out / "fold_1" / "fold.json").read_text())["cases"]["test"] > 0
+    for path in preds:
+        pred = read_label_nifti(path).array
+        assert pred.shape == ds[path.name[: -len(".nii.gz")]].image.shape and pred.max() < ds.class_map.num_classes
