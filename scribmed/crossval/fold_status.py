@@ -7,8 +7,9 @@ the last line of its log) or ``requeued``. A fold without job records is ``not s
 ``unfinished`` when it has a training checkpoint (run by a plain ``scribmed cv``, which keeps no
 job record: it may be running there or have stopped). A local job
 whose process is gone without a result is reported ``failed``. On a cluster the scheduler is
-asked too when ``sacct`` is on the PATH (a job Slurm still holds is ``pending``/``running``
-whatever its record says).
+asked too (``sacct``, or ``squeue`` where the cluster keeps no accounting): a job Slurm still holds
+is ``pending``/``running`` whatever its record says, and one it cancelled, killed or no longer
+knows is ``failed``.
 """
 
 from __future__ import annotations
@@ -39,16 +40,26 @@ def _pid_alive(pid: Any) -> bool:
 
 
 def _slurm_state(job_id: str) -> Optional[str]:
-    """Slurm's state of a job (``PENDING``, ``RUNNING``, ``COMPLETED``, ...) from ``sacct``, if available."""
-    if not shutil.which("sacct"):
-        return None
-    try:
-        text = subprocess.run(["sacct", "-j", job_id, "-n", "-X", "-P", "-o", "State"], capture_output=True,
-                              text=True, timeout=20, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    states = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
-    return states[0] if states else None
+    """Slurm's state of a job (``PENDING``, ``RUNNING``, ``COMPLETED``, ``CANCELLED``, ...), if it can say.
+
+    ``sacct`` first; on a cluster without accounting (``sacct`` answers nothing) ``squeue
+    --states=all``, which knows a job for ``MinJobAge`` seconds after it ended; a job id the
+    controller does not know at all is ``GONE`` (ended and purged). ``None``: no Slurm to ask.
+    """
+    for argv in (["sacct", "-j", job_id, "-n", "-X", "-P", "-o", "State"],
+                 ["squeue", "-h", "-j", job_id, "--states=all", "-o", "%T"]):
+        if not shutil.which(argv[0]):
+            continue
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        states = [ln.split()[0] for ln in done.stdout.splitlines() if ln.strip()]
+        if states:
+            return states[0]
+        if argv[0] == "squeue" and "invalid job id" in done.stderr.lower():
+            return "GONE"
+    return None
 
 
 def _iteration(fold_dir: Path) -> Optional[int]:
@@ -96,7 +107,10 @@ def _stage_state(out: Path, fold: int, stage: str) -> Optional[dict[str, Any]]:
             row["state"] = "pending"
         elif slurm == "RUNNING":
             row["state"] = "running"
-        elif slurm and slurm not in ("COMPLETED",):
+        elif slurm == "GONE":
+            row["state"] = "failed"
+            row["detail"] = f"Slurm no longer knows job {job_id}; last log line: {last_log_line(log)}"
+        elif slurm and slurm not in ("COMPLETED", "COMPLETING"):
             row["state"], row["detail"] = "failed", f"Slurm: {slurm}; last log line: {last_log_line(log)}"
     return row
 
