@@ -34,6 +34,7 @@ def pytest_configure(config):
 #: (``--dist loadfile``) in collection order; longest first keeps both busy to the end instead of
 #: leaving one long module running alone.
 LONGEST_FIRST = (
+    "cluster/test_slurm_cluster.py",
     "integration/recipes/test_nnunet_pl_recipe.py",
     "integration/test_executors.py",
     "unit/networks/test_encoder_runtime.py",

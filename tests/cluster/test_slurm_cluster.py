@@ -1,0 +1,237 @@
+"""``scribmed cv --executor slurm`` against a real one-node Slurm cluster (tests/cluster/slurm.sh).
+
+The module starts the cluster (Debian's slurmctld, slurmd and munge; installed when absent), runs
+real ``sbatch`` job arrays on phantom folds, and stops it. Where a cluster cannot start here (no
+root, no apt) every test is skipped with the script's one-line reason. Jobs ask for one CPU each
+(``--slurm-cpus-per-task 1``, so two run at once on two cores) and no GPU; the in-process
+reference runs use one thread too, so the results are compared bit for bit.
+
+What a one-node cluster cannot show is left to the stand-in ``sbatch`` of
+tests/integration/test_executors.py: the job scripts' GPU, partition and memory lines for a GPU
+partition, and ``--slurm-setup`` lines (``module load``) this machine has no modules for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from fold_outputs import fold_outputs
+
+from scribmed.cli import main
+from scribmed.crossval.fold_jobs import read_job_record, read_submission
+from scribmed.crossval.fold_status import fold_states
+from scribmed.crossval.runner import run_cross_validation
+from scribmed.data.layouts import open_dataset
+from scribmed.data.phantoms import write_phantom_dataset
+from scribmed.recipes import build
+
+pytestmark = pytest.mark.slurm
+
+SCRIPT = Path(__file__).resolve().parent / "slurm.sh"
+JOB = ["--executor", "slurm", "--slurm-cpus-per-task", "1", "--slurm-gpus-per-node", "0", "--slurm-mem", "3G",
+       "--slurm-timeout", "15"]
+TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(32, 32), device="cpu", seed=0)
+TINY_FLAGS = ["--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--size", "32", "--device", "cpu",
+              "--seed", "0"]
+# long enough to be requeued or cancelled mid-training (some 90 ms per iteration, last.pt every 5)
+LONG = dict(TINY, iterations=120, val_interval=5)
+LONG_FLAGS = ["--iterations", "120", "--val-interval", "5", "--batch-size", "2", "--size", "32", "--device", "cpu",
+              "--seed", "0"]
+
+
+def _free_port() -> int:
+    """A free TCP port whose successor is free too (slurmctld and slurmd)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """The running cluster's ``SLURM_CONF`` (set in this process's environment for the module)."""
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "SCRIBMED_SLURM_STATE": str(state), "SCRIBMED_SLURM_PORT": str(_free_port())}
+    started = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600)
+    if started.returncode == 3:
+        pytest.skip(started.stderr.strip().splitlines()[-1])
+    assert started.returncode == 0, started.stderr
+    conf = started.stdout.strip().splitlines()[-1].removeprefix("export SLURM_CONF=")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLURM_CONF", conf)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the references run as the jobs do, on one thread
+        try:
+            yield conf
+        finally:
+            torch.set_num_threads(threads)
+            subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("slurm_data") / "acdc"
+    return write_phantom_dataset("cardiac", "acdc-h5", out, n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
+
+
+def _cv(phantom: Path, out: Path, *extra: str, recipe: str = "dmpls") -> list[str]:
+    return ["cv", "--recipe", recipe, "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out), "--quiet",
+            *extra]
+
+
+def _squeue() -> str:
+    return subprocess.run(["squeue", "--states=all", "-o", "%i %T %r"], capture_output=True, text=True).stdout
+
+
+def _wait_for(predicate, run: Path, timeout: float = 300.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            logs = "\n".join(f"{p.name}: {p.read_text()[-800:]}" for p in sorted((run / "logs").glob("*.err")))
+            raise AssertionError(f"timed out waiting for {what}\nsqueue:\n{_squeue()}\n{logs}")
+        time.sleep(0.2)
+
+
+def _mid_training(run: Path, k: int) -> bool:
+    rec = read_job_record(run, k, "train") or {}
+    return rec.get("state") == "running" and (run / f"fold_{k}" / "train" / "last.pt").exists()
+
+
+def _slurm_job_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "--states=all", "-o", "%T"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_five_folds_as_real_job_arrays_equal_the_sequential_run(cluster, phantom, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_cv(phantom, run, *TINY_FLAGS, *JOB)) == 0
+    out = capsys.readouterr().out
+    array = read_submission(run, 1, "train")["job_id"].split("_")[0]
+    assert all(f"fold {k} train: Slurm job {array}_{k - 1}" in out for k in range(1, 6))
+    # while the array runs: every fold is queued, running or done, and the status command says so
+    assert main(["cv", "status", str(run)]) == 0
+    assert {r["state"] for r in fold_states(run)} <= {"pending", "running", "finished"}
+    _wait_for(lambda: (run / "summary.json").exists(), run, what="the last fold job to merge the summary")
+    rows = fold_states(run)
+    assert [(r["state"], r["job_id"]) for r in rows] == [("finished", f"{array}_{k}") for k in range(5)]
+    _wait_for(lambda: {_slurm_job_state(f"{array}_{k}") for k in range(5)} == {"COMPLETED"}, run,
+              what="every array task to end as COMPLETED")
+    capsys.readouterr()
+    assert main(["cv", "status", str(run)]) == 0
+    assert "5 finished" in capsys.readouterr().out
+    merged = json.loads((run / "summary.json").read_text())
+    assert main(["cv", "merge", str(run), "--quiet"]) == 0
+    assert json.loads((run / "summary.json").read_text())["across_folds"] == merged["across_folds"]
+    # every fold equals the same fold run in this process, one after another
+    reference = tmp_path / "reference"
+    run_cross_validation(build("dmpls", **TINY), open_dataset("acdc-h5", phantom), "auto", reference, progress=False)
+    for k in range(1, 6):
+        assert fold_outputs(run, k) == fold_outputs(reference, k), f"fold {k}"
+        assert read_job_record(run, k, "train")["threads"] == 1
+    assert merged["across_folds"] == json.loads((reference / "summary.json").read_text())["across_folds"]
+
+
+def test_sam_stage_is_a_job_of_its_own_and_the_fold_waits_for_it(cluster, phantom, tmp_path, monkeypatch):
+    """SAM-SP: the prepare job (pseudo labels, one fine-tuning round) and the train job that Slurm
+    holds until the prepare job has succeeded. The jobs' SAM is the suite's stand-in (fake_sam/)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SCRIPT.parent / "fake_sam"),
+                                                                   os.environ.get("PYTHONPATH")])))
+    run = tmp_path / "run"
+    argv = _cv(phantom, run, *TINY_FLAGS, "--fold", "1", "--rounds", "1", "--sam-epochs", "1", *JOB, recipe="samsp")
+    assert main(argv) == 0
+    prepare, train = read_submission(run, 1, "prepare")["job_id"], read_submission(run, 1, "train")["job_id"]
+    assert prepare.split("_")[0] != train.split("_")[0]
+    shown = subprocess.run(["scontrol", "show", "job", train], capture_output=True, text=True).stdout
+    if "JobState=PENDING" in shown:  # one fold: afterok on its prepare job (an array: aftercorr, task by task)
+        assert f"Dependency=afterok:{prepare}(unfulfilled)" in shown, shown
+    _wait_for(lambda: (run / "fold_1" / "fold.json").exists(), run, what="fold 1 to finish")
+    done_prepare = read_job_record(run, 1, "prepare")
+    done_train = read_job_record(run, 1, "train")
+    assert done_prepare["state"] == done_train["state"] == "finished"
+    assert done_prepare["job_id"] == prepare and done_train["job_id"] == train
+    assert float(done_train["started"]) >= float(done_prepare["ended"])
+    assert (run / "fold_1" / "train" / "sam" / "round_1").is_dir()  # the fine-tuning round ran in the prepare job
+
+
+@pytest.fixture(scope="module")
+def long_reference(phantom, tmp_path_factory, cluster) -> Path:
+    """Folds 1 and 2 at the LONG budget, in this process without interruption."""
+    out = tmp_path_factory.mktemp("slurm_ref") / "run"
+    run_cross_validation(build("dmpls", **LONG), open_dataset("acdc-h5", phantom), "auto", out, folds=[1, 2],
+                         progress=False)
+    return out
+
+
+def test_requeued_and_cancelled_folds_resume_to_the_uninterrupted_results(cluster, phantom, long_reference, tmp_path,
+                                                                         capsys):
+    """Fold 1's job is requeued by ``scontrol requeue`` mid-training and resumes from its last.pt;
+    fold 2's is cancelled by ``scancel``: ``cv status`` says failed, ``--resubmit`` finishes it."""
+    run = tmp_path / "run"
+    argv = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", *JOB)
+    assert main(argv) == 0
+    jobs = {k: read_submission(run, k, "train")["job_id"] for k in (1, 2)}
+    _wait_for(lambda: _mid_training(run, 1) and _mid_training(run, 2), run, what="both folds to checkpoint")
+    assert not (run / "fold_1" / "fold.json").exists() and not (run / "fold_2" / "fold.json").exists()
+    subprocess.run(["scontrol", "requeue", jobs[1]], check=True)
+    subprocess.run(["scancel", jobs[2]], check=True)
+    # Slurm holds a requeued job for about two minutes (its begin time); the test lifts the hold
+    _wait_for(lambda: _slurm_job_state(jobs[1]) == "PENDING", run, what="fold 1's job to be requeued")
+    subprocess.run(["scontrol", "update", f"JobId={jobs[1]}", "StartTime=now"], check=True)
+    _wait_for(lambda: _slurm_job_state(jobs[2]) == "CANCELLED", run, what="fold 2's job to be cancelled")
+    _wait_for(lambda: (run / "fold_1" / "fold.json").exists(), run, what="the requeued fold 1 to finish")
+    assert json.loads((run / "fold_1" / "train" / "history.json").read_text())["resumed_from"]
+    assert fold_outputs(run, 1) == fold_outputs(long_reference, 1)
+    rows = {r["fold"]: r for r in fold_states(run)}
+    assert rows[1]["state"] == "finished"
+    assert rows[2]["state"] == "failed" and "CANCELLED" in rows[2]["detail"]
+    capsys.readouterr()
+    assert main([*argv, "--resubmit"]) == 0
+    out = capsys.readouterr().out
+    assert "fold 2 train: Slurm job" in out and "fold 1 train" not in out
+    _wait_for(lambda: (run / "summary.json").exists(), run, what="the resubmitted fold 2 to finish and merge")
+    assert json.loads((run / "fold_2" / "train" / "history.json").read_text())["resumed_from"]
+    assert fold_outputs(run, 2) == fold_outputs(long_reference, 2)
+    assert [r["state"] for r in fold_states(run)] == ["finished"] * 2 + ["not started"] * 3
+
+
+#: DDP fold vs one process with the same global batch, validation Dice (absolute): the tolerance of
+#: tests/integration/test_torchrun.py (the seed spread of this phantom fold), for the same reasons:
+#: each rank's BatchNorm statistics and dropout draws.
+DDP_DICE_TOLERANCE = 0.1
+DDP_FLAGS = ["--fold", "1", "--iterations", "80", "--val-interval", "40", "--size", "32", "--device", "cpu",
+             "--seed", "0"]
+
+
+def test_two_tasks_per_node_train_one_fold_with_ddp(cluster, phantom, tmp_path):
+    """``--slurm-tasks-per-node 2``: srun starts two ranks (gloo on the CPU) of one fold job; rank 0
+    writes the fold once, and it matches one process with the same global batch (4 + 4 = 8)."""
+    run = tmp_path / "ddp"
+    assert main(_cv(phantom, run, *DDP_FLAGS, "--batch-size", "4", *JOB, "--slurm-tasks-per-node", "2")) == 0
+    job = read_submission(run, 1, "train")["job_id"]
+    _wait_for(lambda: (run / "fold_1" / "fold.json").exists() and _slurm_job_state(job) == "COMPLETED", run,
+              what="the DDP fold")
+    logs = sorted(p.name for p in (run / "logs").glob(f"{job}_*_log.out"))
+    assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # one log per rank
+    assert "global_rank=1(2)" in (run / "logs" / f"{job}_1_log.out").read_text()
+    history = json.loads((run / "fold_1" / "train" / "history.json").read_text())
+    assert [e["iteration"] for e in history["epochs"]] == [40, 80]
+    single = tmp_path / "single"
+    assert main(_cv(phantom, single, *DDP_FLAGS, "--batch-size", "8")) == 0
+    got, want = (json.loads((r / "fold_1" / "train" / "history.json").read_text())["epochs"][-1]["val_mean_dice"]
+                 for r in (run, single))
+    assert want > 0.3, f"the single-process run did not learn ({want})"
+    assert abs(got - want) <= DDP_DICE_TOLERANCE, (got, want)
