@@ -40,9 +40,9 @@ JOB = ["--executor", "slurm", "--slurm-cpus-per-task", "1", "--slurm-gpus-per-no
 TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(32, 32), device="cpu", seed=0)
 TINY_FLAGS = ["--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--size", "32", "--device", "cpu",
               "--seed", "0"]
-# long enough to be requeued or cancelled mid-training (some 90 ms per iteration, last.pt every 5)
-LONG = dict(TINY, iterations=120, val_interval=5)
-LONG_FLAGS = ["--iterations", "120", "--val-interval", "5", "--batch-size", "2", "--size", "32", "--device", "cpu",
+# long enough to be preempted or cancelled mid-training (some 90 ms per iteration, last.pt every 5)
+LONG = dict(TINY, iterations=80, val_interval=5)
+LONG_FLAGS = ["--iterations", "80", "--val-interval", "5", "--batch-size", "2", "--size", "32", "--device", "cpu",
               "--seed", "0"]
 
 
@@ -176,17 +176,20 @@ def long_reference(phantom, tmp_path_factory, cluster) -> Path:
     return out
 
 
-def test_requeued_and_cancelled_folds_resume_to_the_uninterrupted_results(cluster, phantom, long_reference, tmp_path,
-                                                                         capsys):
-    """Fold 1's job is requeued by ``scontrol requeue`` mid-training and resumes from its last.pt;
-    fold 2's is cancelled by ``scancel``: ``cv status`` says failed, ``--resubmit`` finishes it."""
+def test_preempted_and_cancelled_folds_resume_to_the_uninterrupted_results(cluster, phantom, long_reference,
+                                                                          tmp_path, capsys):
+    """Fold 1's job gets Slurm's preemption signal mid-training (``scancel --signal=USR2``, what
+    ``--signal=USR2@120`` sends before a time limit or preemption): submitit checkpoints it and
+    requeues it with ``scontrol requeue``, and it resumes from its last.pt. Fold 2's job is cancelled
+    (``scancel``): ``cv status`` says failed, and the same command again (docs/cluster.md) submits
+    it alone and it finishes from its last.pt."""
     run = tmp_path / "run"
     argv = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", *JOB)
     assert main(argv) == 0
     jobs = {k: read_submission(run, k, "train")["job_id"] for k in (1, 2)}
     _wait_for(lambda: _mid_training(run, 1) and _mid_training(run, 2), run, what="both folds to checkpoint")
     assert not (run / "fold_1" / "fold.json").exists() and not (run / "fold_2" / "fold.json").exists()
-    subprocess.run(["scontrol", "requeue", jobs[1]], check=True)
+    subprocess.run(["scancel", "--signal=USR2", jobs[1]], check=True)  # to the job steps, as Slurm signals
     subprocess.run(["scancel", jobs[2]], check=True)
     # Slurm holds a requeued job for about two minutes (its begin time); the test lifts the hold
     _wait_for(lambda: _slurm_job_state(jobs[1]) == "PENDING", run, what="fold 1's job to be requeued")
@@ -194,12 +197,13 @@ def test_requeued_and_cancelled_folds_resume_to_the_uninterrupted_results(cluste
     _wait_for(lambda: _slurm_job_state(jobs[2]) == "CANCELLED", run, what="fold 2's job to be cancelled")
     _wait_for(lambda: (run / "fold_1" / "fold.json").exists(), run, what="the requeued fold 1 to finish")
     assert json.loads((run / "fold_1" / "train" / "history.json").read_text())["resumed_from"]
+    assert read_job_record(run, 1, "train")["requeues"] == 1
     assert fold_outputs(run, 1) == fold_outputs(long_reference, 1)
     rows = {r["fold"]: r for r in fold_states(run)}
     assert rows[1]["state"] == "finished"
     assert rows[2]["state"] == "failed" and "CANCELLED" in rows[2]["detail"]
     capsys.readouterr()
-    assert main([*argv, "--resubmit"]) == 0
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "fold 2 train: Slurm job" in out and "fold 1 train" not in out
     _wait_for(lambda: (run / "summary.json").exists(), run, what="the resubmitted fold 2 to finish and merge")

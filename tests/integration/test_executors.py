@@ -1,7 +1,8 @@
-"""Folds as jobs: the local executor equals the sequential run, a killed or preempted job resumes to
-the same results, and ``scribmed cv status`` reads the run directory.
+"""Folds as jobs: the local executor equals the sequential run, a killed job resumes to the same
+results, and ``scribmed cv status`` reads the run directory.
 
-Slurm itself is tested on a real one-node cluster (tests/cluster/test_slurm_cluster.py). What a
+Slurm itself, preemption included, is tested on a real one-node cluster
+(tests/cluster/test_slurm_cluster.py). What a
 one-node cluster cannot show stays here, with a stand-in ``sbatch`` that records the job scripts:
 the lines for a GPU partition (``--gpus-per-node``, ``--partition``, ``--mem``) and
 ``--slurm-setup`` lines (``module load``) on a machine without GPUs or environment modules, a
@@ -137,39 +138,6 @@ def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_r
     # a rerun finds nothing to do
     assert plan_jobs(run, (1, 2), has_prepare=False) == []
     assert main(rerun) == 0
-
-
-def test_preempted_job_is_requeued_and_resumes(phantom, long_reference, tmp_path):
-    """submitit's preemption signal: the job checkpoints, requeues itself and ends as if never stopped."""
-    import functools
-
-    from scribmed.cli import build_parser
-    from scribmed.cli.cv import _cv_job
-    from scribmed.crossval.executors import run_local
-    from scribmed.crossval.fold_jobs import FoldJob
-
-    run = tmp_path / "run"
-    args = build_parser().parse_args(_cv(phantom, run, *LONG_FLAGS, "--fold", "1"))
-    assert main(_cv(phantom, run, *LONG_FLAGS, "--fold", "1", "--stage", "prepare")) == 0  # writes run.json
-    signalled = []
-
-    def preempt_mid_training(fold, stage, job):
-        def later():
-            _wait_for(lambda: _mid_training(run, 1), what="fold 1 to checkpoint")
-            # the signal Slurm sends before preempting or at the time limit (--signal=USR2@120)
-            os.kill(int(read_job_record(run, 1, "train")["pid"]), signal.SIGUSR2)
-            signalled.append(True)
-
-        threading.Thread(target=later, daemon=True).start()
-
-    job = functools.partial(_cv_job, args)
-    failures = run_local([(1, "train")], lambda k, s: FoldJob(job, run, k, s, threads=1), run, poll_s=0.2,
-                         progress=False, on_submit=preempt_mid_training)
-    assert failures == [] and signalled
-    record = read_job_record(run, 1, "train")
-    assert record["state"] == "finished" and record["requeues"] == 1
-    assert json.loads((run / "fold_1" / "train" / "history.json").read_text())["resumed_from"]
-    assert fold_outputs(run, 1) == fold_outputs(long_reference, 1)
 
 
 @pytest.fixture()
