@@ -1,9 +1,9 @@
-"""DDP inside a fold (issue 11 §2): ``torchrun --nproc_per_node 2 -m scribmed cv --fold 1`` with gloo on CPU.
+"""DDP inside a fold: ``torchrun --nproc_per_node 2 -m scribmed cv --fold 1`` with gloo on CPU.
 
-Two ranks of batch B draw together exactly the slices one process of batch 2B draws
-(:class:`~scribmed.training.sampling.EpochSeededSampler`); what differs is each rank's dropout draw,
-its BatchNorm statistics (over B slices, not 2B) and the loss normalisation per rank (DDP averages
-the two ranks' mean losses), so the two runs agree within a tolerance, not bit for bit.
+Rank 0 alone writes the fold. How a DDP fold compares with one process of the same global batch
+is tested once, on the Slurm cluster's two-task job (tests/cluster/test_slurm_cluster.py): both
+launchers set up the same process group (both gave validation Dice 0.428 on this phantom fold at
+80 iterations). Here the fold is short: what is checked is who writes.
 """
 
 from __future__ import annotations
@@ -17,17 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from scribmed.cli import main
 from scribmed.data.phantoms import write_phantom_dataset
 
-#: validation Dice of the DDP fold vs the single-process fold with the same global batch (absolute).
-#: Measured on this phantom fold at 80 iterations of 32x32 slices (validation every 40): DDP 0.428
-#: vs one process 0.382 (difference 0.046); one process with seeds 1 / 2 / 3 gives 0.587 / 0.584 /
-#: 0.288, so 0.1 is well inside the seed spread.
-#: The differences come from each rank's BatchNorm statistics (4 slices, not 8) and dropout draws.
-DICE_TOLERANCE = 0.1
-
-FLAGS = ["--recipe", "dmpls", "--layout", "acdc-h5", "--fold", "1", "--iterations", "80", "--val-interval", "40",
+FLAGS = ["--recipe", "dmpls", "--layout", "acdc-h5", "--fold", "1", "--iterations", "8", "--val-interval", "4",
          "--size", "32", "--device", "cpu", "--seed", "0", "--quiet"]
 
 
@@ -40,11 +32,6 @@ def phantom(tmp_path_factory) -> Path:
 def _torchrun() -> list[str]:
     exe = Path(sys.executable).with_name("torchrun")
     return [str(exe)] if exe.exists() else [shutil.which("torchrun") or "torchrun"]
-
-
-def _val_dice(run: Path) -> list[float]:
-    history = json.loads((run / "fold_1" / "train" / "history.json").read_text())
-    return [e["val_mean_dice"] for e in history["epochs"]]
 
 
 @pytest.fixture(scope="module")
@@ -60,35 +47,17 @@ def ddp_run(phantom, tmp_path_factory) -> tuple[Path, str]:
     return ddp, done.stdout
 
 
-@pytest.fixture(scope="module")
-def single_run(phantom, tmp_path_factory) -> Path:
-    """The same fold in one process with the same global batch (8 slices)."""
-    single = tmp_path_factory.mktemp("single_run") / "single"
-    assert main(["cv", *FLAGS, "--root", str(phantom), "--out", str(single), "--batch-size", "8"]) == 0
-    return single
-
-
 def test_two_gloo_ranks_write_the_fold_once(ddp_run):
     ddp, stdout = ddp_run
     # written once, by rank 0: one history entry per validation, one prediction per test case
     history = json.loads((ddp / "fold_1" / "train" / "history.json").read_text())
-    assert [e["iteration"] for e in history["epochs"]] == [40, 80]
+    assert [e["iteration"] for e in history["epochs"]] == [4, 8]
     record = json.loads((ddp / "fold_1" / "fold.json").read_text())
-    assert record["iterations"] == 80
+    assert record["iterations"] == 8
     assert len(list((ddp / "fold_1" / "predictions").glob("*.nii.gz"))) == record["cases"]["test"]
     assert stdout.count("summary: ") == 1  # rank 0 alone reports
     leftovers = [p.name for p in (ddp / "fold_1").rglob("*") if ".tmp" in p.name]
     assert leftovers == []
-
-
-def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(ddp_run, single_run):
-    ddp, single = ddp_run[0], single_run
-    # the same validation Dice as one process with the same global batch, within the tolerance
-    want, got = _val_dice(single), _val_dice(ddp)
-    assert want[-1] > 0.3, f"the single-process run did not learn ({want})"
-    assert abs(got[-1] - want[-1]) <= DICE_TOLERANCE, (got, want)
-    best = [json.loads((run / "fold_1" / "fold.json").read_text())["best_val_dice"] for run in (ddp, single)]
-    assert abs(best[0] - best[1]) <= DICE_TOLERANCE
 
 
 def test_instance_recipes_refuse_torchrun(tmp_path, monkeypatch, capsys):
