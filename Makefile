@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) -m scribmed demo --out runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/metrics_speed.py

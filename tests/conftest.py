@@ -31,7 +31,8 @@ def pytest_configure(config):
 
 #: Test modules in descending order of their run time on the 2-core machine (``--durations``), the
 #: rest after them in collection order. ``make test`` hands whole modules to two xdist workers
-#: (``--dist loadfile``) in collection order; longest first keeps both busy to the end instead of
+#: (``--dist loadfile``) in collection order (``--no-loadscope-reorder``: xdist would otherwise
+#: reorder modules by their number of tests); longest first keeps both busy to the end instead of
 #: leaving one long module running alone.
 LONGEST_FIRST = (
     "cluster/test_slurm_cluster.py",
