@@ -50,7 +50,7 @@ install_packages() {
 write_config() {
   local host cpus mem_mb
   host="$(hostname -s)"
-  cpus="$(nproc)"
+  cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"  # nproc obeys OMP_NUM_THREADS (1 under the tests' workers)
   mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512 ))  # leave the OS 512 MB
   mkdir -p "$STATE/etc" "$STATE/ctld" "$STATE/spool" "$STATE/log" "$STATE/run"
   cat >"$CONF.tmp" <<EOF
