@@ -17,12 +17,12 @@ import json
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from fold_outputs import fold_outputs
+from job_waiting import mid_training, wait_for
 
 from scribmed.cli import main
 from scribmed.crossval.fold_jobs import read_job_record, read_submission
@@ -98,28 +98,21 @@ def _squeue() -> str:
 
 
 def _wait_for(predicate, run: Path, timeout: float = 300.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            logs = "\n".join(f"{p.name}: {p.read_text()[-800:]}" for p in sorted((run / "logs").glob("*.err")))
-            raise AssertionError(f"timed out waiting for {what}\nsqueue:\n{_squeue()}\n{logs}")
-        time.sleep(0.2)
+    """:func:`job_waiting.wait_for` for a run on the cluster; a time-out shows the queue and the jobs' logs."""
+
+    def explain() -> str:
+        logs = "\n".join(f"{p.name}: {p.read_text()[-800:]}" for p in sorted((run / "logs").glob("*.err")))
+        return f"squeue:\n{_squeue()}\n{logs}"
+
+    wait_for(predicate, timeout, what, poll=0.2, explain=explain)
 
 
 @pytest.fixture(autouse=True)
 def _idle_cluster(cluster):
     """Each test starts on an idle node: a job of the test before may still be ending (merging,
     exiting) after the files that test waited for exist, and would hold a CPU."""
-    end = time.monotonic() + 120
-    while subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
-        if time.monotonic() > end:
-            raise AssertionError(f"jobs of an earlier test still queued:\n{_squeue()}")
-        time.sleep(0.2)
-
-
-def _mid_training(run: Path, k: int) -> bool:
-    rec = read_job_record(run, k, "train") or {}
-    return rec.get("state") == "running" and (run / f"fold_{k}" / "train" / "last.pt").exists()
+    wait_for(lambda: not subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip(),
+             120.0, "the jobs of an earlier test to end", poll=0.2, explain=_squeue)
 
 
 def _slurm_job_state(job_id: str) -> str:
@@ -200,13 +193,13 @@ def test_preempted_and_cancelled_folds_resume_to_the_uninterrupted_results(clust
     argv = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", *JOB, "--slurm-array-parallelism", "1")
     assert main(argv) == 0
     jobs = {k: read_submission(run, k, "train")["job_id"] for k in (1, 2)}
-    _wait_for(lambda: _mid_training(run, 1), run, what="fold 1 to checkpoint")
+    _wait_for(lambda: mid_training(run, 1), run, what="fold 1 to checkpoint")
     assert not (run / "fold_1" / "fold.json").exists()
     subprocess.run(["scancel", "--signal=USR2", jobs[1]], check=True)  # to the job steps, as Slurm signals
     # Slurm holds a requeued job for about two minutes (its begin time); the test lifts the hold
     _wait_for(lambda: _slurm_job_state(jobs[1]) == "PENDING", run, what="fold 1's job to be requeued")
     subprocess.run(["scontrol", "update", f"JobId={jobs[1]}", "StartTime=now"], check=True)
-    _wait_for(lambda: _mid_training(run, 2), run, what="fold 2 to checkpoint")
+    _wait_for(lambda: mid_training(run, 2), run, what="fold 2 to checkpoint")
     assert not (run / "fold_2" / "fold.json").exists()
     subprocess.run(["scancel", jobs[2]], check=True)
     _wait_for(lambda: _slurm_job_state(jobs[2]) == "CANCELLED", run, what="fold 2's job to be cancelled")

@@ -19,13 +19,13 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from fold_outputs import fold_outputs
+from job_waiting import mid_training, wait_for
 
 from scribmed.cli import main
 from scribmed.data.layouts import open_dataset
@@ -78,19 +78,6 @@ def long_reference(phantom, tmp_path_factory) -> Path:
     return out
 
 
-def _wait_for(predicate, timeout: float = 240.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _mid_training(run: Path, k: int) -> bool:
-    rec = read_job_record(run, k, "train") or {}
-    return rec.get("state") == "running" and (run / f"fold_{k}" / "train" / "last.pt").exists()
-
-
 def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_reference, tmp_path):
     """SIGKILL one job mid-fold: the command reports it failed, status names it, a rerun resumes it.
 
@@ -110,7 +97,7 @@ def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_r
 
     thread = threading.Thread(target=command, daemon=True)
     thread.start()
-    _wait_for(lambda: _mid_training(run, 1), what="fold 1 to checkpoint")
+    wait_for(lambda: mid_training(run, 1), 240.0, "fold 1 to checkpoint")
     assert not (run / "fold_1" / "fold.json").exists()
     os.kill(int(read_job_record(run, 1, "train")["pid"]), signal.SIGKILL)
     thread.join(timeout=300)
