@@ -53,13 +53,18 @@ def nnunet_environment(folders: NNUNetFolders, workers: int, log: Optional[TextI
 
     ``workers``: data-augmentation processes (``nnUNet_n_proc_DA``; nnU-Net's planner also sizes
     its thread count by it, so planning passes at least 1). ``log``: where nnU-Net's prints go
-    (``None``: this process's stdout).
+    (``None``: this process's stdout). matplotlib's ``rcParams`` are restored too: nnU-Net's
+    progress plot calls ``seaborn.set(font_scale=2.5)``, which would enlarge every figure this
+    process draws afterwards (fold box plots, training curves) until their labels leave the canvas.
     """
+    import matplotlib
+
     values = {**folders.environment(), "nnUNet_n_proc_DA": str(int(workers)), "nnUNet_compile": "false"}
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
-        with contextlib.redirect_stdout(log) if log is not None else contextlib.nullcontext():
+        with matplotlib.rc_context(), \
+                contextlib.redirect_stdout(log) if log is not None else contextlib.nullcontext():
             yield
     finally:
         for key, value in saved.items():

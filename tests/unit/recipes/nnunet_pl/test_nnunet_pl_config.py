@@ -79,6 +79,18 @@ def test_nnunet_environment_is_restored(tmp_path, monkeypatch):
     assert os.environ["nnUNet_raw"] == "/elsewhere" and "nnUNet_results" not in os.environ
 
 
+def test_nnunets_plot_style_does_not_leak_into_later_figures(tmp_path):
+    """nnU-Net's progress plot sets seaborn's style with font_scale 2.5 for the whole process."""
+    import matplotlib
+    import seaborn
+
+    before = dict(matplotlib.rcParams)
+    with nnunet_environment(NNUNetFolders(tmp_path), workers=0):
+        seaborn.set(font_scale=2.5)
+        assert matplotlib.rcParams["font.size"] != before["font.size"]
+    assert dict(matplotlib.rcParams) == before
+
+
 def _run_steps(budget, n, clock, seconds):
     step = budget.wrap(lambda batch: clock.__setitem__(0, clock[0] + seconds) or batch)
     for i in range(n):
