@@ -296,7 +296,8 @@ def compile_encoder(
     Raises:
         ValueError: ``runtime`` not a compiled runtime, or not installed.
         RuntimeError: the export's relative error exceeds ``tolerance`` (names the file; use the
-            ``torch`` runtime instead).
+            ``torch`` runtime instead), whether measured now or recorded with a cached export
+            under a looser tolerance.
     """
     if runtime not in ("openvino", "onnxruntime"):
         raise ValueError(f"compile_encoder needs 'openvino' or 'onnxruntime', got {runtime!r}")
@@ -318,6 +319,11 @@ def compile_encoder(
             warnings.warn(f"{stem}: cached {runtime} encoder unreadable ({type(exc).__name__}: {exc}); exporting again",
                           stacklevel=2)
             record = None
+    if record is not None and not float(record["max_rel_error"]) <= tolerance:
+        raise RuntimeError(  # measured when it was exported: the same weights give the same error again
+            f"{stem}: {runtime} export differs from PyTorch by {float(record['max_rel_error']):.2e} relative "
+            f"(> {tolerance:g}, measured when it was exported); use the torch encoder runtime"
+        )
     if record is None:
         example = _check_input(int(input_size))
         tmp = Path(tempfile.mkdtemp(prefix=f".{stem.name}.", dir=folder))

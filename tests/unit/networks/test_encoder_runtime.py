@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -113,11 +114,30 @@ def test_second_build_loads_the_cached_export(lite, runtime, monkeypatch):
     assert not list(cache.glob(f".{records[0].stem}*"))  # no temporary folder left behind
 
 
-def test_damaged_or_half_written_export_is_redone(tmp_path):
-    """An export without its record is never loaded; a damaged one is exported again with a warning."""
+_TINY_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,)}
+
+
+def _tiny_vit():
+    """A seeded random tiny ViT-B-layout backend: the same weights (and weights_id) at every call."""
     torch.manual_seed(0)
-    backend = build_sam_backend("vit_b", random_init=True, encoder_config=_TINY_VIT)
-    backend.use_encoder_runtime("onnxruntime", tmp_path)
+    return build_sam_backend("vit_b", random_init=True, encoder_config=_TINY_VIT)
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(tmp_path_factory):
+    """A folder holding the tiny ViT exported once for every installed runtime (the exports are
+    the slow part: the tests below load them, or copy them and damage the copy)."""
+    folder = tmp_path_factory.mktemp("tiny_vit_exports")
+    for runtime in RUNTIMES:
+        _tiny_vit().use_encoder_runtime(runtime, folder)
+    return folder
+
+
+def test_damaged_or_half_written_export_is_redone(tmp_path, tiny_exports):
+    """An export without its record is never loaded; a damaged one is exported again with a warning."""
+    for f in tiny_exports.glob("*onnxruntime*"):
+        shutil.copy(f, tmp_path / f.name)
+    backend = _tiny_vit()
     record = next(tmp_path.glob("*.json"))
     model = next(tmp_path.glob("*.onnx"))
     model.write_bytes(b"not an onnx file")
@@ -130,29 +150,30 @@ def test_damaged_or_half_written_export_is_redone(tmp_path):
     assert record.is_file() and model.stat().st_size > 1000
 
 
-_TINY_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,)}
-
-
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_vit_backend_compiles_too(tmp_path, runtime):
-    torch.manual_seed(0)
-    backend = build_sam_backend("vit_b", random_init=True, encoder_config=_TINY_VIT)
+def test_vit_backend_compiles_too(tiny_exports, runtime):
+    backend = _tiny_vit()
     x = backend.preprocess(_slices(1, (120, 160)))
     with torch.no_grad():
         expected = backend.encode(x).numpy()
-    backend.use_encoder_runtime(runtime, tmp_path)
+    backend.use_encoder_runtime(runtime, tiny_exports)
     assert backend.cache_key.endswith(runtime) and backend.weights_id.startswith("vit_b-random-")
     assert er.relative_error(backend.encode(x).numpy(), expected) <= 1e-3
 
 
-def test_tolerance_failure_raises_or_falls_back(tmp_path):
-    torch.manual_seed(0)
-    backend = build_sam_backend("vit_b", random_init=True, encoder_config=_TINY_VIT)
+def test_tolerance_failure_raises_or_falls_back(tmp_path, tiny_exports, monkeypatch):
+    backend = _tiny_vit()
     with pytest.raises(RuntimeError, match=r"differs from PyTorch by .* relative \(> 0\); use the torch"):
         backend.use_encoder_runtime("onnxruntime", tmp_path, tolerance=0.0)
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.json"))
+    # a cached export checked at the default tolerance is refused for a stricter one, from its record
+    monkeypatch.setattr(er, "_export", lambda *a, **k: pytest.fail("exported again"))
+    for runtime in RUNTIMES:
+        with pytest.raises(RuntimeError, match=r"\(> 0, measured when it was exported\); use the torch"):
+            backend.use_encoder_runtime(runtime, tiny_exports, tolerance=0.0)
+        assert backend.use_encoder_runtime(runtime, tiny_exports, tolerance=1e-3).encoder_runtime == runtime
     with pytest.warns(UserWarning, match="encoding with PyTorch"):
-        backend.use_encoder_runtime("auto", tmp_path, tolerance=0.0)
+        backend.use_encoder_runtime("auto", tiny_exports, tolerance=0.0)
     assert backend.encoder_runtime == "torch"
 
 
@@ -182,15 +203,14 @@ def test_relative_error():
     assert er.relative_error(np.zeros(3), np.zeros(3)) == 0.0
 
 
-def test_openvino_batches_run_in_parallel_streams(tmp_path):
+def test_openvino_batches_run_in_parallel_streams(tiny_exports):
     """A batch goes through the throughput compilation; each slice equals its single-slice result."""
     if "openvino" not in RUNTIMES:
         pytest.skip("OpenVINO is not installed")
-    torch.manual_seed(0)
-    backend = build_sam_backend("vit_b", random_init=True, encoder_config=_TINY_VIT)
+    backend = _tiny_vit()
     x = backend.preprocess(_slices(3, (120, 160)))
     compiled = er.compile_encoder(backend.image_encoder, backend.input_size, backend.weights_id, "openvino",
-                                  tmp_path, threads=2)
+                                  tiny_exports, threads=2)
     runner = compiled._run
     assert runner._queue is None
     batch = compiled(x).numpy()
