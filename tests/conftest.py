@@ -175,26 +175,36 @@ class _ThreadContext:
         return multiprocessing.dummy
 
 
-def nnunet_pools_to_threads(mp: pytest.MonkeyPatch) -> None:
-    """nnU-Net's fingerprint and preprocessing pools as threads of the test's process (nothing
-    without nnU-Net installed).
+def nnunet_in_process(mp: pytest.MonkeyPatch) -> None:
+    """nnU-Net's own code, kept in the test's process and off its polling delays (nothing without
+    nnU-Net installed). The recipe's real runs use nnU-Net unchanged.
 
-    nnU-Net runs both through ``multiprocessing.get_context("spawn").Pool``: each fold of a test
-    would start two fresh interpreters that import torch and nnU-Net (about 10 s per fold on the
-    2-core machine) to fingerprint and preprocess a few phantom slices. nnU-Net's own code still
-    runs, per case, in threads instead; the recipe's real runs use nnU-Net's processes."""
+    * nnU-Net fingerprints and preprocesses through ``multiprocessing.get_context("spawn").Pool``:
+      each fold of a test would start two fresh interpreters that import torch and nnU-Net (about
+      10 s per fold on the 2-core machine) for a few phantom slices. These pools become threads,
+      and the pool of 12 forked processes that lists the raw images' files a thread pool too.
+    * Both wait for their workers in loops that sleep 0.1 s; they poll every 5 ms instead.
+    * The trainer's progress plot (``progress.png``, about 2 s per epoch on this machine) is not drawn.
+    """
     import importlib.util
+    import multiprocessing.pool
+    import time
 
     if importlib.util.find_spec("nnunetv2") is None:
         return
+    import nnunetv2.utilities.utils as nnunet_utils
     from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
     from nnunetv2.preprocessing.preprocessors import default_preprocessor
+    from nnunetv2.training.logging.nnunet_logger import LocalLogger
 
     for module in (fingerprint_extractor, default_preprocessor):
         mp.setattr(module, "multiprocessing", _ThreadContext())
+        mp.setattr(module, "sleep", lambda seconds: time.sleep(min(seconds, 0.005)))
+    mp.setattr(nnunet_utils, "Pool", multiprocessing.pool.ThreadPool)
+    mp.setattr(LocalLogger, "plot_progress_png", lambda self, output_folder: None)
 
 
 @pytest.fixture()
-def nnunet_pools_in_threads(monkeypatch):
-    """:func:`nnunet_pools_to_threads` for one test."""
-    nnunet_pools_to_threads(monkeypatch)
+def nnunet_light(monkeypatch):
+    """:func:`nnunet_in_process` for one test."""
+    nnunet_in_process(monkeypatch)

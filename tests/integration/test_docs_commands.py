@@ -15,8 +15,8 @@ MONAI. The substitutions, stated once:
   a folder of the scratch directory, and every page runs in a scratch folder of its own;
 * nnU-Net (``--recipe nnunet_pl``) trains one epoch of 2 iterations (``--epochs``,
   ``--iterations-per-epoch``, ``--val-iterations-per-epoch``, ``--num-workers 0``), predicts
-  without mirroring (``--set mirror=false``) and fingerprints and preprocesses in threads
-  (conftest's ``nnunet_pools_to_threads``);
+  without mirroring (``--set mirror=false``), fingerprints and preprocesses in threads and draws no progress plot
+  (conftest's ``nnunet_in_process``);
 * training is 2 iterations of batch 2 at 32x32, validating every iteration (``--iterations``,
   ``--batch-size``, ``--size``, ``--val-interval`` and the bundles' ``iterations``, ``batch_size``,
   ``size``, ``val_interval``, also of a bundle evaluation, which reads the training config); a
@@ -265,11 +265,11 @@ def fake_sam(monkeypatch):
 def run_page(page: str, scratch: dict, monkeypatch) -> tuple[list[Outcome], Path]:
     """Run the page's blocks as one script, in order (a variable set in one block holds in the next),
     in the page's own folder; every command must succeed. Returns the outcomes and the folder."""
-    from conftest import nnunet_pools_to_threads
+    from conftest import nnunet_in_process
 
     work = page_folder(page, scratch)
     monkeypatch.chdir(work)
-    nnunet_pools_to_threads(monkeypatch)  # the nnunet_pl commands (conftest says why)
+    nnunet_in_process(monkeypatch)  # the nnunet_pl commands (conftest says why)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     blocks = [b for p, _, b in page_blocks() if p == page]

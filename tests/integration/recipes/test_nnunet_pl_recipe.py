@@ -38,10 +38,10 @@ def phantom(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cv_run(phantom, tmp_path_factory) -> Path:
-    from conftest import nnunet_pools_to_threads
+    from conftest import nnunet_in_process
 
     with pytest.MonkeyPatch.context() as mp:
-        nnunet_pools_to_threads(mp)
+        nnunet_in_process(mp)
         return _five_folds(phantom, tmp_path_factory)
 
 
@@ -139,7 +139,7 @@ def test_predict_with_a_folds_model_equals_the_folds_predictions(cv_run, phantom
         assert read_label_nifti(ens / f"{case.case_id}.nii.gz").array.shape == case.image.shape
 
 
-def test_bundle_trains_one_tiny_fold_like_scribmed_cv(cv_run, phantom, tmp_path, monkeypatch, nnunet_pools_in_threads):
+def test_bundle_trains_one_tiny_fold_like_scribmed_cv(cv_run, phantom, tmp_path, monkeypatch, nnunet_light):
     """The bundle's train workflow is `scribmed cv --fold 1`: same split, options and predictions."""
     from monai.bundle import ConfigWorkflow
 
@@ -162,7 +162,7 @@ def test_bundle_trains_one_tiny_fold_like_scribmed_cv(cv_run, phantom, tmp_path,
                                       read_label_nifti(path).array)
 
 
-def test_3d_fullres_trains_and_predicts_whole_volumes(phantom, tmp_path, nnunet_pools_in_threads):
+def test_3d_fullres_trains_and_predicts_whole_volumes(phantom, tmp_path, nnunet_light):
     """``--configuration 3d_fullres``: nnU-Net's 3D U-Net on 3D patches, one fold, predictions of each
     test volume's shape."""
     out = tmp_path / "run3d"
