@@ -94,6 +94,37 @@ def dsb_root() -> Path:
     return _need(SHARED_DATA / "DSB2018")
 
 
+@pytest.fixture(scope="session")
+def dsb_tiny(dsb_root, tmp_path_factory) -> dict:
+    """Five real DSB2018 images for the real-data instance tests: the smallest, fewest nuclei first
+    (cheap on 2 cores), as a one-fold split file (3 train, 1 val, 1 test), and one LiteMedSAM
+    embedding cache for every xdist worker of the run (it takes concurrent writers), so the recipe
+    and bundle tests encode each image once.
+
+    Keys: ``root``, ``ids``, ``split`` (path), ``sam_cache`` (folder).
+    """
+    import json
+    import os
+
+    from PIL import Image
+
+    folder = dsb_root / "stage1_test"
+
+    def cost(i: str) -> tuple[int, int, str]:
+        with Image.open(folder / i / "images" / f"{i}.png") as img:
+            area = img.size[0] * img.size[1]
+        return area, len(list((folder / i / "masks").glob("*.png"))), i
+
+    ids = [c[2] for c in sorted(cost(p.name) for p in folder.iterdir() if (p / "masks").is_dir())[:5]]
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "dsb_sam_cache"
+    shared.mkdir(parents=True, exist_ok=True)
+    split = tmp_path_factory.mktemp("dsb_split") / "tiny.json"
+    split.write_text(json.dumps({"name": "dsb_tiny", "unit": "patient",
+                                 "folds": [{"train": ids[:3], "val": ids[3:4], "test": ids[4:5]}]}))
+    return {"root": dsb_root, "ids": ids, "split": split, "sam_cache": shared}
+
+
 @pytest.fixture(autouse=True)
 def default_figure_formats(monkeypatch):
     """Every test starts with the default figure formats (png only) and leaves them so:

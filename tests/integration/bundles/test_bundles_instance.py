@@ -361,34 +361,16 @@ def test_nothing_is_written_inside_the_bundle_folders(trained) -> None:
 # ------------------------------------------------------------------------------- real data
 
 
-@pytest.fixture(scope="module")
-def real_sam_cache(tmp_path_factory):
-    """One LiteMedSAM embedding cache for the real-data bundle runs (each image encoded once)."""
-    return tmp_path_factory.mktemp("real_sam_cache")
-
-
 @pytest.mark.realdata
 @pytest.mark.parametrize("bundle", ["sesam_dsb2018", "s4m_dsb2018", "wish_dsb2018"])
-def test_bundle_on_real_dsb2018(bundle, dsb_root, real_sam_cache, tmp_path, monkeypatch) -> None:
+def test_bundle_on_real_dsb2018(bundle, dsb_tiny, tmp_path, monkeypatch) -> None:
     """Each bundle's train workflow on five real images (3 train, 1 val, 1 test) with the real LiteMedSAM."""
-    from PIL import Image
-
-    folder = dsb_root / "stage1_test"
-
-    def cost(i: str) -> tuple[int, int, str]:  # smallest images with the fewest nuclei first: cheap on 2 cores
-        with Image.open(folder / i / "images" / f"{i}.png") as img:
-            area = img.size[0] * img.size[1]
-        return area, len(list((folder / i / "masks").glob("*.png"))), i
-
-    ids = [c[2] for c in sorted(cost(p.name) for p in folder.iterdir() if (p / "masks").is_dir())[:5]]
-    split = tmp_path / "tiny.json"
-    split.write_text(json.dumps({"name": "dsb_tiny", "unit": "patient",
-                                 "folds": [{"train": ids[:3], "val": ids[3:4], "test": ids[4:5]}]}))
+    dsb_root, ids = dsb_tiny["root"], dsb_tiny["ids"]
     monkeypatch.chdir(tmp_path)
     extra = {"teacher_iterations": 1} if bundle == "s4m_dsb2018" else {}
-    wf = _workflow(bundle, "train.yaml", "train", dataset_dir=str(dsb_root), split_file=str(split),
+    wf = _workflow(bundle, "train.yaml", "train", dataset_dir=str(dsb_root), split_file=str(dsb_tiny["split"]),
                    iterations=2, val_interval=1, batch_size=2, patch=64, device="cpu", progress=False,
-                   sam_cache=str(real_sam_cache), **extra)
+                   sam_cache=str(dsb_tiny["sam_cache"]), **extra)
     wf.run()
     fold = tmp_path / "runs" / bundle / "fold_1"
     record = json.loads((fold / "fold.json").read_text())

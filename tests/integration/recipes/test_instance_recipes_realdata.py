@@ -17,23 +17,9 @@ from scribmed.data.nifti import read_label_nifti
 pytestmark = pytest.mark.realdata
 
 
-@pytest.fixture(scope="module")
-def tiny_real(dsb_root, tmp_path_factory):
-    ids = sorted(p.name for p in (dsb_root / "stage1_test").iterdir() if p.is_dir())
-    # smallest images first: the test stays cheap on 2 CPU cores
-    from PIL import Image
-
-    ids = sorted(ids, key=lambda i: Image.open(dsb_root / "stage1_test" / i / "images" / f"{i}.png").size[0]
-                 * Image.open(dsb_root / "stage1_test" / i / "images" / f"{i}.png").size[1])[:5]
-    split = tmp_path_factory.mktemp("dsb_split") / "tiny.json"
-    split.write_text(json.dumps({"name": "dsb_tiny", "unit": "patient",
-                                 "folds": [{"train": ids[:3], "val": ids[3:4], "test": ids[4:5]}]}))
-    return dsb_root, split, ids, tmp_path_factory.mktemp("dsb_sam_cache")
-
-
 @pytest.mark.parametrize("recipe", ["sesam", "s4m", "wish"])
-def test_instance_recipe_on_real_dsb2018(recipe, tiny_real, tmp_path):
-    root, split, ids, cache = tiny_real
+def test_instance_recipe_on_real_dsb2018(recipe, dsb_tiny, tmp_path):
+    root, split, ids, cache = dsb_tiny["root"], dsb_tiny["split"], dsb_tiny["ids"], dsb_tiny["sam_cache"]
     out = tmp_path / recipe
     argv = ["cv", "--recipe", recipe, "--layout", "dsb2018", "--root", str(root), "--split", str(split),
             "--out", str(out), "--iterations", "2", "--val-interval", "1", "--batch-size", "2", "--device", "cpu",
