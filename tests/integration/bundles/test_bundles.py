@@ -282,7 +282,7 @@ def test_ddp_overlay_in_a_torchrun_group_of_one(data, tmp_path, monkeypatch, res
     environment for one process, so the overlay joins a gloo group of one, trains the
     DistributedDataParallel-wrapped network and leaves the group. The same overlay machinery
     (``init_distributed``, ``reseed_rank``, ``run_training``, ``cleanup_distributed``) runs with two
-    real gloo ranks under torchrun in test_bundles_samsp.py and test_bundles_mixsup.py, and a DMPLS
+    real gloo ranks under torchrun in test_bundles_samsp.py, and a DMPLS
     fold with two ranks in test_torchrun.py. One intra-op thread, as torchrun's ranks had."""
     import torch.distributed as dist
 

@@ -10,9 +10,6 @@ weights ``scribmed cv --recipe mixsup --supervision-mix`` gives on the same fold
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -363,33 +360,45 @@ def test_acdc_fold_train_evaluate_infer(data, tmp_path, fake_sam, restore_torch_
     assert all(np.array_equal(other["pseudo"][k], mine["pseudo"][k]) for k in mine["pseudo"])
 
 
-def test_torchrun_two_cpu_processes(data, tmp_path) -> None:
-    """DDP overlay: rank 0 runs the SAM stage while rank 1 waits, then both train the segmentor."""
+def test_ddp_overlay_as_a_group_of_one(data, tmp_path, fake_sam, monkeypatch) -> None:
+    """The DDP overlay in this process as torchrun's group of one (gloo): the student is wrapped in
+    DistributedDataParallel, the EMA teacher is bound to the module inside the wrapper and follows it,
+    and the checkpoint holds the unwrapped weights. Two real ranks of the same overlay pattern (rank 0's
+    SAM stage, both ranks training) run under torchrun in test_bundles_samsp.py."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from scribmed.runtime.distributed import cleanup_distributed
+
+    for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(var, value)
     out = tmp_path / "ddp"
-    launcher = tmp_path / "launch.py"  # monai.bundle run with the fake SAM, in each torchrun worker
-    launcher.write_text(
-        "import json, os, sys\n"
-        f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
-        "import scribmed.networks.sam_registry as sb\n"
-        "from fakes import fake_backend\n"
-        "def build(name, checkpoint=None, device='cpu', **kw):\n"
-        "    open(os.path.join(sys.argv[2], 'sam_built_by_rank_' + os.environ['RANK']), 'a').close()\n"
-        "    return fake_backend()\n"
-        "sb.build_sam_backend = build\n"
-        "from monai.bundle import run\n"
-        "run(**json.loads(sys.argv[1]))\n"
-    )
-    configs = [str(BUNDLES / "mixsup_acdc" / "configs" / f) for f in ("train.yaml", "multi_gpu_train.yaml")]
-    args = {"config_file": configs, "logging_file": None, "output_dir": str(out),
-            **{k: v for k, v in data["mixsup_acdc"].items() if k != "layout"}, **TINY}
-    tmp_path.joinpath("markers").mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(launcher),
-           json.dumps(args), str(tmp_path / "markers")]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    assert sorted(p.name for p in (tmp_path / "markers").iterdir()) == ["sam_built_by_rank_0"]
-    assert [e["round"] for e in json.loads((out / "sam" / "quality.json").read_text())["rounds"]] == [0, 1]
+    try:
+        wf = _workflow("mixsup_acdc", ["train.yaml", "multi_gpu_train.yaml"], "train", data, out, **TINY)
+        network = wf.parser.get_parsed_content("network")
+        assert isinstance(network, DistributedDataParallel)
+        objective = wf.parser.get_parsed_content("train#trainer").loss_function
+        before = {k: v.clone() for k, v in objective.teacher.network.state_dict().items()}
+        wf.run()
+    finally:
+        cleanup_distributed()
+    assert len(fake_sam) == 1  # rank 0's SAM stage
+    student = network.module.state_dict()
+    teacher = objective.teacher.network.state_dict()
+    assert teacher.keys() == student.keys()  # a copy of the module inside the wrapper
+    moved = [k for k in teacher if teacher[k].is_floating_point() and not torch.equal(teacher[k], before[k])]
+    assert moved and any(not torch.equal(teacher[k], student[k]) for k in moved)  # followed, by EMA
     last = torch.load(out / "segmentor" / "last.pt", weights_only=True)
     assert last["recipe"] == "mixsup" and last["trainer"]["iteration"] == 4
-    assert len(last["rng"]) == 2  # both ranks' RNG states: both trained
+    assert not any(k.startswith("module.") for k in last["network"])
+    assert all(torch.equal(last["network"][k], v) for k, v in student.items())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
