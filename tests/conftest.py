@@ -44,7 +44,6 @@ LONGEST_FIRST = (
     "integration/test_cross_validation.py",
     "integration/test_cli.py",
     "integration/recipes/test_instance_recipes_realdata.py",
-    "integration/test_torchrun.py",
     "integration/test_docs_cluster.py",
     "integration/test_wheel.py",
     "integration/bundles/test_bundles_samsp.py",

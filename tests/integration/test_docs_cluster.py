@@ -4,8 +4,8 @@ The blocks run in page order within four independent tests: the GPU check, the S
 (submit, status, merge, rerun, the DDP job), the local executor and torchrun. A ``scribmed``
 command is expanded by bash and run through the CLI's entry point in the test's process; so is
 the ``torchrun ... -m scribmed`` command (torchrun's own options parsed by torchrun's parser), as
-the one process of a torchrun group of one: ``test_torchrun.py`` runs that fold command with two
-real gloo ranks under torchrun. The GPU check's ``python benchmarks/gpu_check.py`` runs the
+the one process of a torchrun group of one (a fold trained by two real gloo ranks, rank 0 alone
+writing it: tests/cluster/test_slurm_cluster.py). The GPU check's ``python benchmarks/gpu_check.py`` runs the
 script's ``main`` in the test's process too. The other commands run in bash.
 
 What stands in for the cluster and the data (the page says so too):
@@ -135,7 +135,7 @@ def _free_port() -> int:
 def run_under_torchrun(script: str, page, monkeypatch) -> subprocess.CompletedProcess:
     """The block's ``torchrun OPTIONS -m scribmed ARGS``: OPTIONS must parse with torchrun's own
     parser, and ``scribmed ARGS`` runs in this process with torchrun's environment for one process
-    (two ranks of the same fold command: ``test_torchrun.py``)."""
+    (a fold of two real ranks: tests/cluster/test_slurm_cluster.py)."""
     from torch.distributed.run import get_args_parser
 
     (call,) = recorded_calls(script, ("torchrun",), page["env"], REPO)

@@ -24,7 +24,7 @@ MONAI. The substitutions, stated once:
   stand-in (tests/fakes.py) with one decoder fine-tuning round of one epoch (``--rounds``,
   ``--sam-epochs``); CUDA devices are the CPU and a bundle's ``num_workers`` is 0;
 * ``torchrun --nproc_per_node=N -m monai.bundle run`` runs the bundle on one process (the DDP
-  overlay on two processes: tests/integration/test_torchrun.py);
+  overlay on two processes: tests/integration/bundles/test_bundles_samsp.py);
 * ``python benchmarks/NAME.py ARGS`` is parsed by the script's own parser and not run (the
   benchmarks run on the real data for minutes to hours);
 * ``make install`` is ``make -q install`` (the suite runs in the environment it installed);

@@ -282,8 +282,8 @@ def test_ddp_overlay_in_a_torchrun_group_of_one(data, tmp_path, monkeypatch, res
     environment for one process, so the overlay joins a gloo group of one, trains the
     DistributedDataParallel-wrapped network and leaves the group. The same overlay machinery
     (``init_distributed``, ``reseed_rank``, ``run_training``, ``cleanup_distributed``) runs with two
-    real gloo ranks under torchrun in test_bundles_samsp.py, and a DMPLS
-    fold with two ranks in test_torchrun.py. One intra-op thread, as torchrun's ranks had."""
+    real gloo ranks under torchrun in test_bundles_samsp.py, and a DMPLS fold with two ranks in
+    tests/cluster/test_slurm_cluster.py. One intra-op thread, as torchrun's ranks had."""
     import torch.distributed as dist
 
     for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
