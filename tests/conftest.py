@@ -36,6 +36,7 @@ def pytest_configure(config):
 #: leaving one long module running alone.
 LONGEST_FIRST = (
     "cluster/test_slurm_cluster.py",
+    "integration/test_docs_cluster.py",
     "integration/recipes/test_nnunet_pl_recipe.py",
     "integration/test_executors.py",
     "unit/networks/test_encoder_runtime.py",
@@ -44,7 +45,6 @@ LONGEST_FIRST = (
     "integration/test_cross_validation.py",
     "integration/test_cli.py",
     "integration/recipes/test_instance_recipes_realdata.py",
-    "integration/test_docs_cluster.py",
     "integration/test_wheel.py",
     "integration/bundles/test_bundles_samsp.py",
     "integration/bundles/test_bundles_mixsup.py",

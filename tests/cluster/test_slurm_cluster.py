@@ -6,6 +6,8 @@ root, no apt) every test is skipped with the script's one-line reason. Jobs ask 
 (``--slurm-cpus-per-task 1``, so two run at once on two cores) and no GPU; the in-process
 reference runs use one thread too, so the results are compared bit for bit.
 
+A SAM stage as a job of its own, with its fold's train job held until it has succeeded, runs on
+a cluster of its own with docs/cluster.md's commands (tests/integration/test_docs_cluster.py).
 What a one-node cluster cannot show is left to the stand-in ``sbatch`` of
 tests/integration/test_executors.py: the job scripts' GPU, partition and memory lines for a GPU
 partition, and ``--slurm-setup`` lines (``module load``) this machine has no modules for.
@@ -14,8 +16,6 @@ partition, and ``--slurm-setup`` lines (``module load``) this machine has no mod
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import pytest
 import torch
 from fold_outputs import fold_outputs
 from job_waiting import mid_training, wait_for
+from slurm_cluster import job_state, running_cluster, squeue, wait_until_idle
 
 from scribmed.cli import main
 from scribmed.crossval.fold_jobs import read_job_record, read_submission
@@ -34,7 +35,6 @@ from scribmed.recipes import build
 
 pytestmark = pytest.mark.slurm
 
-SCRIPT = Path(__file__).resolve().parent / "slurm.sh"
 JOB = ["--executor", "slurm", "--slurm-cpus-per-task", "1", "--slurm-gpus-per-node", "0", "--slurm-mem", "3G",
        "--slurm-timeout", "15"]
 TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(32, 32), device="cpu", seed=0)
@@ -46,40 +46,16 @@ LONG_FLAGS = ["--iterations", "80", "--val-interval", "5", "--batch-size", "2", 
               "--seed", "0"]
 
 
-def _free_port() -> int:
-    """A free TCP port whose successor is free too (slurmctld and slurmd)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no two consecutive free ports")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """The running cluster's ``SLURM_CONF`` (set in this process's environment for the module)."""
-    state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "SCRIBMED_SLURM_STATE": str(state), "SCRIBMED_SLURM_PORT": str(_free_port())}
-    started = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600)
-    if started.returncode == 3:
-        pytest.skip(started.stderr.strip().splitlines()[-1])
-    assert started.returncode == 0, started.stderr
-    conf = started.stdout.strip().splitlines()[-1].removeprefix("export SLURM_CONF=")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SLURM_CONF", conf)
+    with running_cluster(tmp_path_factory.mktemp("slurm")) as conf:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the references run as the jobs do, on one thread
         try:
             yield conf
         finally:
             torch.set_num_threads(threads)
-            subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -93,31 +69,20 @@ def _cv(phantom: Path, out: Path, *extra: str, recipe: str = "dmpls") -> list[st
             *extra]
 
 
-def _squeue() -> str:
-    return subprocess.run(["squeue", "--states=all", "-o", "%i %T %r"], capture_output=True, text=True).stdout
-
-
 def _wait_for(predicate, run: Path, timeout: float = 300.0, what: str = "condition") -> None:
     """:func:`job_waiting.wait_for` for a run on the cluster; a time-out shows the queue and the jobs' logs."""
 
     def explain() -> str:
         logs = "\n".join(f"{p.name}: {p.read_text()[-800:]}" for p in sorted((run / "logs").glob("*.err")))
-        return f"squeue:\n{_squeue()}\n{logs}"
+        return f"squeue:\n{squeue()}\n{logs}"
 
     wait_for(predicate, timeout, what, poll=0.2, explain=explain)
 
 
 @pytest.fixture(autouse=True)
 def _idle_cluster(cluster):
-    """Each test starts on an idle node: a job of the test before may still be ending (merging,
-    exiting) after the files that test waited for exist, and would hold a CPU."""
-    wait_for(lambda: not subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip(),
-             120.0, "the jobs of an earlier test to end", poll=0.2, explain=_squeue)
-
-
-def _slurm_job_state(job_id: str) -> str:
-    return subprocess.run(["squeue", "-h", "-j", job_id, "--states=all", "-o", "%T"], capture_output=True,
-                          text=True).stdout.strip()
+    """Each test starts on an idle node."""
+    wait_until_idle()
 
 
 def test_five_folds_as_real_job_arrays_equal_the_sequential_run(cluster, phantom, tmp_path, capsys):
@@ -132,7 +97,7 @@ def test_five_folds_as_real_job_arrays_equal_the_sequential_run(cluster, phantom
     _wait_for(lambda: (run / "summary.json").exists(), run, what="the last fold job to merge the summary")
     rows = fold_states(run)
     assert [(r["state"], r["job_id"]) for r in rows] == [("finished", f"{array}_{k}") for k in range(5)]
-    _wait_for(lambda: {_slurm_job_state(f"{array}_{k}") for k in range(5)} == {"COMPLETED"}, run,
+    _wait_for(lambda: {job_state(f"{array}_{k}") for k in range(5)} == {"COMPLETED"}, run,
               what="every array task to end as COMPLETED")
     capsys.readouterr()
     assert main(["cv", "status", str(run)]) == 0
@@ -147,28 +112,6 @@ def test_five_folds_as_real_job_arrays_equal_the_sequential_run(cluster, phantom
         assert fold_outputs(run, k) == fold_outputs(reference, k), f"fold {k}"
         assert read_job_record(run, k, "train")["threads"] == 1
     assert merged["across_folds"] == json.loads((reference / "summary.json").read_text())["across_folds"]
-
-
-def test_sam_stage_is_a_job_of_its_own_and_the_fold_waits_for_it(cluster, phantom, tmp_path, monkeypatch):
-    """SAM-SP: the prepare job (pseudo labels, one fine-tuning round) and the train job that Slurm
-    holds until the prepare job has succeeded. The jobs' SAM is the suite's stand-in (fake_sam/)."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SCRIPT.parent / "fake_sam"),
-                                                                   os.environ.get("PYTHONPATH")])))
-    run = tmp_path / "run"
-    argv = _cv(phantom, run, *TINY_FLAGS, "--fold", "1", "--rounds", "1", "--sam-epochs", "1", *JOB, recipe="samsp")
-    assert main(argv) == 0
-    prepare, train = read_submission(run, 1, "prepare")["job_id"], read_submission(run, 1, "train")["job_id"]
-    assert prepare.split("_")[0] != train.split("_")[0]
-    shown = subprocess.run(["scontrol", "show", "job", train], capture_output=True, text=True).stdout
-    if "JobState=PENDING" in shown:  # one fold: afterok on its prepare job (an array: aftercorr, task by task)
-        assert f"Dependency=afterok:{prepare}(unfulfilled)" in shown, shown
-    _wait_for(lambda: (run / "fold_1" / "fold.json").exists(), run, what="fold 1 to finish")
-    done_prepare = read_job_record(run, 1, "prepare")
-    done_train = read_job_record(run, 1, "train")
-    assert done_prepare["state"] == done_train["state"] == "finished"
-    assert done_prepare["job_id"] == prepare and done_train["job_id"] == train
-    assert float(done_train["started"]) >= float(done_prepare["ended"])
-    assert (run / "fold_1" / "train" / "sam" / "round_1").is_dir()  # the fine-tuning round ran in the prepare job
 
 
 @pytest.fixture(scope="module")
@@ -197,12 +140,12 @@ def test_preempted_and_cancelled_folds_resume_to_the_uninterrupted_results(clust
     assert not (run / "fold_1" / "fold.json").exists()
     subprocess.run(["scancel", "--signal=USR2", jobs[1]], check=True)  # to the job steps, as Slurm signals
     # Slurm holds a requeued job for about two minutes (its begin time); the test lifts the hold
-    _wait_for(lambda: _slurm_job_state(jobs[1]) == "PENDING", run, what="fold 1's job to be requeued")
+    _wait_for(lambda: job_state(jobs[1]) == "PENDING", run, what="fold 1's job to be requeued")
     subprocess.run(["scontrol", "update", f"JobId={jobs[1]}", "StartTime=now"], check=True)
     _wait_for(lambda: mid_training(run, 2), run, what="fold 2 to checkpoint")
     assert not (run / "fold_2" / "fold.json").exists()
     subprocess.run(["scancel", jobs[2]], check=True)
-    _wait_for(lambda: _slurm_job_state(jobs[2]) == "CANCELLED", run, what="fold 2's job to be cancelled")
+    _wait_for(lambda: job_state(jobs[2]) == "CANCELLED", run, what="fold 2's job to be cancelled")
     _wait_for(lambda: (run / "fold_1" / "fold.json").exists(), run, what="the requeued fold 1 to finish")
     assert json.loads((run / "fold_1" / "train" / "history.json").read_text())["resumed_from"]
     assert read_job_record(run, 1, "train")["requeues"] == 1
@@ -238,7 +181,7 @@ def test_two_tasks_per_node_train_one_fold_with_ddp(cluster, phantom, tmp_path):
     argv = _cv(phantom, run, *DDP_FLAGS, "--batch-size", "4", *JOB, "--slurm-tasks-per-node", "2")
     assert main([a for a in argv if a != "--quiet"]) == 0  # the jobs report progress to their logs
     job = read_submission(run, 1, "train")["job_id"]
-    _wait_for(lambda: (run / "fold_1" / "fold.json").exists() and _slurm_job_state(job) == "COMPLETED", run,
+    _wait_for(lambda: (run / "fold_1" / "fold.json").exists() and job_state(job) == "COMPLETED", run,
               what="the DDP fold")
     logs = sorted(p.name for p in (run / "logs").glob(f"{job}_*_log.out"))
     assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # one log per rank

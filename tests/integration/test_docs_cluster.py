@@ -1,23 +1,36 @@
-"""Every command of docs/cluster.md runs, up to where a real cluster would be needed.
+"""Every command of docs/cluster.md runs; the Slurm commands on a real one-node cluster.
 
 The blocks run in page order within four independent tests: the GPU check, the Slurm sequence
-(submit, status, merge, rerun, the DDP job), the local executor and torchrun. A ``scribmed``
-command is expanded by bash and run through the CLI's entry point in the test's process; so is
-the ``torchrun ... -m scribmed`` command (torchrun's own options parsed by torchrun's parser), as
-the one process of a torchrun group of one (a fold trained by two real gloo ranks, rank 0 alone
-writing it: tests/cluster/test_slurm_cluster.py). The GPU check's ``python benchmarks/gpu_check.py`` runs the
-script's ``main`` in the test's process too. The other commands run in bash.
+(the embedding-cache shards, the SAM-SP submission, status, merge, the rerun, the DDP job), the
+local executor and torchrun. A ``scribmed`` command is expanded by bash and run through the
+CLI's entry point in the test's process; so is the ``torchrun ... -m scribmed`` command
+(torchrun's own options parsed by torchrun's parser), as the one process of a torchrun group of
+one (a fold trained by two real ranks, rank 0 alone writing it, is the DDP job below). The GPU
+check's ``python benchmarks/gpu_check.py`` runs the script's ``main`` in the test's process too.
+The other commands (``sbatch``) run in bash.
 
-What stands in for the cluster and the data (the page says so too):
+The Slurm sequence runs against the real cluster of tests/cluster/slurm.sh (started for this
+module, skipped with the script's reason where it cannot start), and its jobs really run. What
+stands in for the GPU cluster and the data (the page says so too):
 
-* ``sbatch`` / ``srun`` are scripts that record the job script (or ``--wrap`` command) and answer
-  like Slurm; nothing is executed by them;
-* ``$ACDC`` is a 100-patient ACDC-layout phantom (the ``acdc_5fold`` split names 100 patients);
-* ``--iterations 60000`` becomes 2 iterations of batch 2 at 32x32, ``--nproc_per_node 4``
+* ``$ACDC`` is a 100-patient ACDC-layout phantom (the ``acdc_5fold`` split names 100 patients),
+  and SAM in the jobs is the suite's stand-in (``tests/cluster/fake_sam`` on ``PYTHONPATH``);
+* the jobs ask for no GPU and one CPU (no ``--gpus-per-node``, ``--slurm-gpus-per-node`` 0,
+  ``--cpus-per-task``, ``--slurm-cpus-per-task`` 1, ``--slurm-mem 3G``, ``--sam-device cpu``), on
+  the test cluster's partition ``main`` instead of ``gpu``; ``module load cuda/12.4`` is left out
+  (no environment modules here) and the ``source .../activate`` line activates this suite's venv;
+* the cache is filled by 2 shard jobs instead of 4 (``--array=1-2``, ``--shard .../2``);
+* SAM-SP runs folds 1 and 2 (``--folds 1,2``) of 2 iterations of batch 2 at 32x32 with one
+  decoder fine-tuning round of one epoch; the merge runs once they have finished;
+* the DDP job trains fold 1 with 2 tasks instead of 4, 2 iterations of batch 2 per task at 32x32
+  (how its result compares with one process of the same global batch:
+  tests/cluster/test_slurm_cluster.py);
+* elsewhere ``--iterations 60000`` becomes 2 iterations of batch 2 at 32x32, ``--nproc_per_node 4``
   becomes 2, the GPU check runs with ``--quick``, and the local executor (section 5) runs fold 1
   only with 2 workers.
 
-``scribmed cv merge`` is expected to stop at "no finished fold": the folds run on the cluster.
+What only a GPU cluster has (the job scripts' GPU, partition and memory lines, ``module load``)
+is checked on the job scripts with a stand-in ``sbatch`` in tests/integration/test_executors.py.
 """
 
 from __future__ import annotations
@@ -34,25 +47,41 @@ from pathlib import Path
 import pytest
 from doc_blocks import bash_blocks, recorded_calls
 
-from scribmed.cli import build_parser, main
+from job_waiting import wait_for
+from slurm_cluster import FAKE_SAM, job_state, running_cluster, squeue, wait_until_idle
+
+from scribmed.cli import main
+from scribmed.crossval.fold_jobs import read_job_record, read_submission
 from scribmed.data.phantoms import write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "cluster.md"
 
-FAKE_SBATCH = """#!/bin/sh
-n=$(ls "$FAKE_SLURM_DIR" | grep -c '^job_')
-id=$((5000 + n))
-mkdir -p "$FAKE_SLURM_DIR/job_$id"
-printf '%s\\n' "$@" > "$FAKE_SLURM_DIR/job_$id/args"
-for last; do :; done
-if [ -f "$last" ]; then cp "$last" "$FAKE_SLURM_DIR/job_$id/script.sh"; fi
-echo "Submitted batch job $id"
-"""
+#: The Slurm blocks' substitutions for the one-node CPU cluster (module docstring), in order.
+ON_THE_TEST_CLUSTER = (
+    ("--gpus-per-node=1 --cpus-per-task=8", "--cpus-per-task=1"),
+    ("--array=1-4", "--array=1-2"),
+    ("--shard \\${SLURM_ARRAY_TASK_ID}/4", "--shard \\${SLURM_ARRAY_TASK_ID}/2"),
+    ("--sam-device cuda", "--sam-device cpu"),
+    ("--slurm-partition gpu", "--slurm-partition main"),
+    ("--slurm-gpus-per-node 1 --slurm-cpus-per-task 8", "--slurm-gpus-per-node 0 --slurm-cpus-per-task 1"),
+    ("--slurm-mem 64G", "--slurm-mem 3G"),
+    ('--slurm-setup "module load cuda/12.4" ', ""),
+    ("source ~/venvs/scribmed/bin/activate", f"source {Path(sys.prefix) / 'bin' / 'activate'}"),
+    ("--iterations 60000 --sam-device", "--iterations 2 --size 32 --batch-size 2 --rounds 1 --sam-epochs 1 "
+                                        "--folds 1,2 --sam-device"),
+    ("--batch-size 3 --iterations 60000 \\\n    --executor slurm",
+     "--batch-size 2 --iterations 2 --size 32 --fold 1 \\\n    --executor slurm"),
+    ("--slurm-gpus-per-node 4 --slurm-tasks-per-node 4 --slurm-cpus-per-task 4",
+     "--slurm-gpus-per-node 0 --slurm-tasks-per-node 2 --slurm-cpus-per-task 1 --slurm-mem 3G"),
+)
 
 
 def adapt(block: str, acdc: Path, tmp: Path) -> str:
     """The test's substitutions (module docstring)."""
+    if _kind(block) == "slurm":
+        for old, new in ON_THE_TEST_CLUSTER:
+            block = block.replace(old, new)
     block = block.replace("--iterations 60000", "--iterations 2 --size 32 --batch-size 2")
     block = block.replace("--nproc_per_node 4", "--nproc_per_node 2")
     block = block.replace("python benchmarks/gpu_check.py", "python benchmarks/gpu_check.py --quick")
@@ -80,23 +109,24 @@ def _kind(block: str) -> str:
 
 @pytest.fixture(scope="module")
 def page(acdc, tmp_path_factory):
-    """The page's blocks, the stand-in ``sbatch``/``srun`` and the environment every block runs in."""
+    """The page's blocks and the environment every block runs in."""
     text = DOC.read_text()
     blocks = bash_blocks(text)
     assert len(blocks) >= 9, "docs/cluster.md lost commands"
     tmp = tmp_path_factory.mktemp("cluster_page")
-    bindir, record = tmp / "bin", tmp / "slurm"
-    bindir.mkdir()
-    record.mkdir()
-    (bindir / "sbatch").write_text(FAKE_SBATCH)
-    (bindir / "srun").write_text("#!/bin/sh\nexit 1\n")
-    for f in bindir.iterdir():
-        f.chmod(0o755)
     env = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")},
-           "PATH": os.pathsep.join([str(bindir), str(Path(sys.executable).parent), os.environ["PATH"]]),
-           "FAKE_SLURM_DIR": str(record), "OMP_NUM_THREADS": "1"}
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]), "OMP_NUM_THREADS": "1"}
     return {"text": text, "blocks": blocks, "variables": adapt(blocks[0], acdc, tmp), "tmp": tmp, "env": env,
-            "record": record, "acdc": acdc}
+            "acdc": acdc}
+
+
+@pytest.fixture(scope="module")
+def cluster(page, tmp_path_factory):
+    """The page's environment on the running one-node cluster, with the SAM stand-in for its jobs."""
+    with running_cluster(tmp_path_factory.mktemp("slurm")) as conf:
+        pythonpath = os.pathsep.join(filter(None, [str(FAKE_SAM), os.environ.get("PYTHONPATH")]))
+        page["env"] = {**page["env"], "SLURM_CONF": conf, "PYTHONPATH": pythonpath}
+        yield conf
 
 
 def scribmed_calls(script: str, env: dict) -> list[list[str]]:
@@ -106,10 +136,11 @@ def scribmed_calls(script: str, env: dict) -> list[list[str]]:
 
 def run_in_process(argv: list[str], page, monkeypatch, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """``scribmed ARGV`` through the console script's entry point in this process, in the page's
-    environment (stand-in ``sbatch`` first on ``PATH``) plus ``extra_env``; a new Python would spend
-    most of the test importing torch and MONAI."""
-    for var in ("PATH", "FAKE_SLURM_DIR", "OMP_NUM_THREADS"):
-        monkeypatch.setenv(var, page["env"][var])
+    environment plus ``extra_env``; a new Python would spend most of the test importing torch and
+    MONAI."""
+    for var in ("PATH", "OMP_NUM_THREADS", "SLURM_CONF", "PYTHONPATH"):
+        if var in page["env"]:
+            monkeypatch.setenv(var, page["env"][var])
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     for var, value in (extra_env or {}).items():
@@ -171,17 +202,22 @@ def run_gpu_check(script: str, page, monkeypatch) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(call, 0, out.getvalue(), err.getvalue())
 
 
-def run_blocks(page, kind: str, monkeypatch) -> list[tuple[str, subprocess.CompletedProcess]]:
-    """Run the page's blocks of ``kind`` in page order (each after the variables block).
+def run_blocks(page, kind: str, monkeypatch, before=None) -> list[tuple[str, subprocess.CompletedProcess]]:
+    """Run the page's blocks of ``kind`` in page order (each after the variables block); every
+    command must succeed.
 
     A block that is a ``scribmed`` command runs in this process (:func:`run_in_process`) with the
     arguments bash expands it to, a ``torchrun -m scribmed`` block too (:func:`run_under_torchrun`),
-    and the GPU check (:func:`run_gpu_check`); the others (``sbatch``) run in bash.
+    and the GPU check (:func:`run_gpu_check`); the others (``sbatch``) run in bash, in the page's
+    scratch folder (where Slurm writes a ``--wrap`` job's log). ``before(block)`` is called first
+    for each block (to wait for jobs, as a user would).
     """
     results = []
     for block in page["blocks"][1:]:
         if _kind(block) != kind:
             continue
+        if before is not None:
+            before(block)
         script = page["variables"] + "\n" + adapt(block, page["acdc"], page["tmp"])
         if block.lstrip().startswith("scribmed "):
             calls = scribmed_calls(script, page["env"])
@@ -192,13 +228,10 @@ def run_blocks(page, kind: str, monkeypatch) -> list[tuple[str, subprocess.Compl
         elif kind == "gpu_check":
             done = run_gpu_check(script, page, monkeypatch)
         else:
-            done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=page["env"],
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=page["tmp"], env=page["env"],
                                   capture_output=True, text=True, timeout=900)
         results.append((block, done))
-        if "scribmed cv merge" in block:  # the folds have not run: that needs the cluster
-            assert done.returncode == 1 and "no finished fold" in done.stderr, done.stderr[-2000:]
-        else:
-            assert done.returncode == 0, f"{block}\n{done.stderr[-3000:]}"
+        assert done.returncode == 0, f"{block}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     assert results, f"docs/cluster.md has no {kind} block"
     return results
 
@@ -221,30 +254,75 @@ def test_gpu_check_block(page, monkeypatch):
         check_cpu_quick_run(gpu, done.stdout)
 
 
-def test_slurm_blocks(page, monkeypatch):
-    results = run_blocks(page, "slurm", monkeypatch)
-    record = page["record"]
-    # the shard array was submitted with a command scribmed accepts for every task
-    jobs = sorted(record.iterdir())
-    wrap = next(a for a in (jobs[0] / "args").read_text().splitlines() if a.startswith("--wrap="))[len("--wrap="):]
-    argv = shlex.split(wrap.replace("${SLURM_ARRAY_TASK_ID}", "3"))
-    parsed = build_parser().parse_args(argv[1:])
-    assert argv[0] == "scribmed" and parsed.shard == (3, 4) and str(parsed.sam_cache).endswith("sam_embeddings")
-    assert "--array=1-4" in (jobs[0] / "args").read_text()
-    # SAM-SP: a prepare array and a train array waiting task by task for it, with the flags' resources
-    prepare, train = (jobs[1] / "script.sh").read_text(), (jobs[2] / "script.sh").read_text()
-    for line in ("#SBATCH --array=0-4%5", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --mem=64G", "#SBATCH --time=720", "module load cuda/12.4"):
-        assert line in prepare and line in train
-    assert f"#SBATCH --dependency=aftercorr:{jobs[1].name.split('_')[1]}" in train
-    status = next(d for b, d in results if b.strip().startswith("scribmed cv status"))
-    assert status.stdout.count("pending") == 6  # five folds and the summary line
-    # the rerun submitted nothing twice
-    rerun = [d for b, d in results if "--executor slurm" in b and "samsp" in b][1]
-    assert rerun.stdout.count("not submitted again") == 5
-    # the DDP Slurm job asks for 4 tasks with 4 GPUs
-    ddp4 = (jobs[-1] / "script.sh").read_text()
-    assert "#SBATCH --ntasks-per-node=4" in ddp4 and "#SBATCH --gpus-per-node=4" in ddp4
+def test_every_substitution_for_the_test_cluster_applies(page):
+    """A changed Slurm command of the page would otherwise silently run unadapted."""
+    slurm = "\n".join(b for b in page["blocks"][1:] if _kind(b) == "slurm")
+    assert [old for old, _ in ON_THE_TEST_CLUSTER if old not in slurm] == []
+
+
+def _wait(predicate, what: str, timeout: float = 300.0) -> None:
+    wait_for(predicate, timeout, what, poll=0.2, explain=squeue)
+
+
+def _cached(run: Path) -> list[str]:
+    """The embedding cache's entries (final names only)."""
+    return sorted(p.name for p in (run / "sam_embeddings").glob("*/*.npy") if not p.name.startswith("."))
+
+
+@pytest.mark.slurm
+def test_slurm_blocks_on_a_real_cluster(page, cluster, monkeypatch, one_thread):
+    """Sections 2, 3, 4 and 6 as a user runs them on the one-node cluster: the shard jobs fill the
+    cache, the SAM-SP folds' prepare jobs find it full and their train jobs wait for them
+    (``aftercorr``), status, merge once they have finished, a rerun that submits nothing, and the
+    DDP job (module docstring)."""
+    tmp = page["tmp"]
+    run = tmp / "runs" / "samsp_acdc_5fold"
+    seen: dict[str, object] = {}
+
+    def before(block: str) -> None:
+        if "scribmed cv --recipe samsp" in block and "cached" not in seen:
+            wait_until_idle(600)  # the shard jobs
+            seen["cached"] = _cached(run)
+        if block.lstrip().startswith("scribmed cv status"):  # right after the submission
+            first = read_submission(run, 1, "train")["job_id"]
+            shown = subprocess.run(["scontrol", "show", "job", first], capture_output=True, text=True).stdout
+            seen["held"] = "JobState=PENDING" in shown
+            if seen["held"]:
+                assert "Dependency=aftercorr:" in shown, shown
+        if "scribmed cv merge" in block:
+            wait_until_idle(600)  # the folds, the last of which merges too
+
+    results = run_blocks(page, "slurm", monkeypatch, before=before)
+    _, submit, status, _, rerun, _ = [d for _, d in results]
+    # section 2: two shard jobs encoded every case once; the folds then encoded nothing more
+    n_cases = len(list(page["acdc"].rglob("*.h5")))
+    assert len(seen["cached"]) == n_cases, (len(seen["cached"]), n_cases)
+    assert _cached(run) == seen["cached"]
+    assert sorted(p.name for p in tmp.glob("slurm-*_*.out")) != []  # the shard jobs' own logs
+    # section 3: a prepare array and a train array waiting task by task for it
+    prepare = {k: read_submission(run, k, "prepare")["job_id"] for k in (1, 2)}
+    train = {k: read_submission(run, k, "train")["job_id"] for k in (1, 2)}
+    assert len({j.split("_")[0] for j in prepare.values()}) == 1 and len({j.split("_")[0] for j in train.values()}) == 1
+    assert all(f"fold {k} train: Slurm job {train[k]}" in submit.stdout for k in (1, 2))
+    assert status.stdout.splitlines()[-1].startswith("3 not started")  # folds 3 to 5; 1 and 2 submitted
+    for k in (1, 2):
+        done_prepare, done_train = read_job_record(run, k, "prepare"), read_job_record(run, k, "train")
+        assert done_prepare["state"] == done_train["state"] == "finished"
+        assert float(done_train["started"]) >= float(done_prepare["ended"])
+        assert (run / f"fold_{k}" / "train" / "sam" / "round_1").is_dir()
+        assert job_state(train[k]) in ("COMPLETED", "")
+    # merged once both had finished; the rerun found nothing to submit
+    assert json.loads((run / "summary.json").read_text())["across_folds"]["n_folds"] == 2
+    assert "every requested fold is finished: nothing to submit" in rerun.stdout
+    # section 6: two ranks trained fold 1 (what rank 0 alone writes: tests/cluster/test_slurm_cluster.py)
+    ddp_run = tmp / "runs" / "dmpls_acdc_ddp4"
+    job = read_submission(ddp_run, 1, "train")["job_id"]
+    _wait(lambda: (ddp_run / "fold_1" / "fold.json").exists() and job_state(job) in ("COMPLETED", ""), "the DDP fold")
+    logs = sorted(p.name for p in (ddp_run / "logs").glob(f"{job}_*_log.out"))
+    assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # one log per rank
+    assert "global_rank=1(2)" in (ddp_run / "logs" / f"{job}_1_log.out").read_text()
+    history = json.loads((ddp_run / "fold_1" / "train" / "history.json").read_text())
+    assert history["epochs"][-1]["iteration"] == 2
 
 
 def test_local_executor_block(page, monkeypatch):

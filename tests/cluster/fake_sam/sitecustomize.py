@@ -1,5 +1,5 @@
-"""Imported by every Python started with this folder on ``PYTHONPATH``: the Slurm jobs of
-tests/cluster/test_slurm_cluster.py's SAM stage test, whose environment ``sbatch`` passes on.
+"""Imported by every Python started with this folder on ``PYTHONPATH``: the jobs of the Slurm
+tests (tests/slurm_cluster.py), whose environment ``sbatch`` passes on.
 
 It swaps SAM for the suite's tiny stand-in (tests/fakes.py), as the in-process tests do, so a
 job's SAM stage takes seconds on one CPU instead of minutes of LiteMedSAM.
