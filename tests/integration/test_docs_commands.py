@@ -53,6 +53,7 @@ from typing import Callable, Optional
 import numpy as np
 import pytest
 from doc_blocks import bash_blocks, recorded_calls
+from torchrun_env import group_of_one
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name != "cluster.md")]
@@ -222,11 +223,8 @@ def run_command(call: list[str], scratch: dict, monkeypatch) -> Optional[Outcome
     if name == "torchrun":
         module = args.index("-m")
         assert args[module + 1] == "monai.bundle", call
-        monkeypatch.setenv("RANK", "0")  # torchrun's environment for one process
-        monkeypatch.setenv("LOCAL_RANK", "0")
-        monkeypatch.setenv("WORLD_SIZE", "1")
-        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-        monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+        for var, value in group_of_one().items():  # torchrun's environment for one process
+            monkeypatch.setenv(var, value)
         try:
             return in_process(call, lambda: bundle_run(args[module + 2:]))
         finally:
@@ -243,14 +241,6 @@ def run_command(call: list[str], scratch: dict, monkeypatch) -> Optional[Outcome
     if name == "pip":
         return None
     raise AssertionError(f"no rule for {shlex.join(call)}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture()

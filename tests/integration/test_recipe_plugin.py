@@ -4,12 +4,12 @@ A third-party package, written here into ``tmp_path``, holds docs/recipes.md's n
 recipe and registers it under the ``scribmed.recipes`` entry-point group; next to it, one MONAI
 bundle whose ``train#trainer`` is the generic :class:`scribmed.bundles.recipe_fold.RecipeFoldTrainer`
 over ``scribmed.recipes.build("nearest_mean", **keys)``. The package is installed with pip into a
-temporary folder (never into the test environment), and subprocesses that put that folder on
-``PYTHONPATH`` find the recipe by its entry point: ``scribmed cv --recipe nearest_mean`` runs it,
-and ``python -m monai.bundle run`` of the bundle's ``train.yaml`` (run through the module's
-``__main__`` in the interpreter that first builds the workflow and checks its properties) gives
-fold 1 the same results.
-Everything is written under ``tmp_path``; the subprocesses run there and write no bytecode.
+temporary folder (never into the test environment), and a new interpreter that puts that folder
+on ``PYTHONPATH`` finds the recipe by its entry point: ``scribmed cv --recipe nearest_mean`` runs
+it (through the console script's entry point), and ``python -m monai.bundle run`` of the bundle's
+``train.yaml`` (through the module's ``__main__``, after the workflow is built and its properties
+checked) gives fold 1 the same results; one interpreter for all three imports torch and MONAI once.
+Everything is written under ``tmp_path``; the interpreter runs there and writes no bytecode.
 """
 
 from __future__ import annotations
@@ -157,22 +157,25 @@ METADATA = {
 }
 
 
-# in the package's environment: the registered names, then MONAI's check of the bundle's train
-# properties (building the workflow builds the recipe from its keys; it trains nothing)
-# Builds the bundle's train workflow and prints what it found, then (same interpreter: one import of
-# torch and MONAI instead of two) runs ``python -m monai.bundle ARGS`` through the module's own
-# ``__main__`` with that command line.
+# In the package's environment: ``scribmed CV_ARGS`` through the console script's entry point; then
+# the registered names and MONAI's check of the bundle's train properties (building the workflow
+# builds the recipe from its keys; it trains nothing); then ``python -m monai.bundle BUNDLE_ARGS``
+# through the module's own ``__main__``. Arguments: bundle folder, data folder, the number of CV
+# arguments, CV_ARGS, BUNDLE_ARGS.
 PROBE = """\
 import json, os, runpy, sys
+from scribmed.cli import main
+bundle, data, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cv_args, bundle_args = sys.argv[4:4 + n], sys.argv[4 + n:]
+assert main(cv_args) == 0
 from monai.bundle import ConfigWorkflow
 from scribmed import recipes
-bundle, data = sys.argv[1:3]
 wf = ConfigWorkflow(config_file=f"{bundle}/configs/train.yaml", meta_file=f"{bundle}/configs/metadata.json",
                     logging_file=False, workflow_type="train", bundle_root=bundle, dataset_dir=data)
 wf.initialize()
 print(json.dumps({"names": recipes.names(), "missing_properties": wf.check_properties(),
                   "wrote_runs": os.path.exists("runs")}), flush=True)
-sys.argv = ["monai.bundle", *sys.argv[3:]]
+sys.argv = ["monai.bundle", *bundle_args]
 runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
 """
 
@@ -220,7 +223,7 @@ def plugin(tmp_path_factory) -> dict:
     return {"root": root, "bundle": bundle, "site": site, "env": env}
 
 
-@pytest.mark.slow  # two fresh interpreters import torch and MONAI: about 30-45 s on the shared 2-core machine
+@pytest.mark.slow  # a fresh interpreter imports torch and MONAI: about 20-30 s on the shared 2-core machine
 def test_a_recipe_package_runs_through_scribmed_cv_and_its_own_bundle(plugin, tmp_path):
     from scribmed import recipes
     from scribmed.data.phantoms import write_phantom_dataset
@@ -229,20 +232,16 @@ def test_a_recipe_package_runs_through_scribmed_cv_and_its_own_bundle(plugin, tm
     data = write_phantom_dataset("cardiac", "acdc-h5", tmp_path / "data", n_patients=5, seed=0,
                                  size=48, slices=(2, 2), frames=("ED",))
     assert RECIPE not in recipes.names()  # the test environment does not have the package
-    console = Path(sys.executable).with_name("scribmed")
-    cli = [console] if console.is_file() else [sys.executable, "-m", "scribmed"]
-    _run([*cli, "cv", "--recipe", RECIPE, "--layout", "acdc-h5", "--root", data, "--split", "auto",
-          "--out", tmp_path / "cv", "--set", "trim=0.1", "--quiet"], cwd=tmp_path, env=env)
     cv = tmp_path / "cv"
-    summary = json.loads((cv / "summary.json").read_text())
-    assert summary["folds_merged"] == [1, 2, 3, 4, 5]
-    assert json.loads((cv / "run.json").read_text())["recipe"] == RECIPE
-
-    # the probe, then `python -m monai.bundle run ...` in the same new interpreter
-    stdout = _run([sys.executable, "-c", PROBE, bundle, data,
+    cv_args = ["cv", "--recipe", RECIPE, "--layout", "acdc-h5", "--root", data, "--split", "auto", "--out", cv,
+               "--set", "trim=0.1", "--quiet"]
+    stdout = _run([sys.executable, "-c", PROBE, bundle, data, len(cv_args), *cv_args,
                    "run", "--config_file", bundle / "configs" / "train.yaml",
                    "--meta_file", bundle / "configs" / "metadata.json", "--bundle_root", bundle, "--dataset_dir", data,
                    "--fold", "1", "--trim", "0.1", "--progress", "False"], cwd=tmp_path, env=env)
+    summary = json.loads((cv / "summary.json").read_text())
+    assert summary["folds_merged"] == [1, 2, 3, 4, 5]
+    assert json.loads((cv / "run.json").read_text())["recipe"] == RECIPE
     found = json.loads(next(line for line in stdout.splitlines() if line.startswith('{"names"')))
     assert RECIPE in found["names"] and "dmpls" in found["names"]
     assert found["missing_properties"] == []  # MONAI's own check of the bundle's train properties

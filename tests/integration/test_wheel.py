@@ -39,12 +39,12 @@ def installed(tmp_path_factory) -> dict:
          cwd=base)
     wheel = next((base / "dist").glob("scribmed-*.whl"))
     venv = base / "venv"
-    _run([sys.executable, "-m", "venv", venv], cwd=base)
+    _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=base)  # the test environment's pip installs
     py = venv / "bin" / "python"
     purelib = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=base).stdout.strip())
     # the test environment's packages (torch, MONAI, ...) behind the fresh venv's own
     (purelib / "_scribmed_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([py, "-m", "pip", "install", "--no-deps", "-q", wheel], cwd=base)
+    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "-q", wheel], cwd=base)
     outside = base / "elsewhere"
     outside.mkdir()
     return {"wheel": wheel, "py": py, "scribmed": venv / "bin" / "scribmed", "cwd": outside}

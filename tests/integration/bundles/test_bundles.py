@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from ensemble_reference import ensemble_label_map
+from torchrun_env import group_of_one
 
 from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
@@ -105,8 +106,6 @@ def test_bundle_files_and_metadata(name: str) -> None:
 
 
 # ------------------------------------------------------------------------- MONAI properties
-
-
 
 
 def _workflow(name: str, data: dict, tmp_path: Path, config: str, workflow_type: str, **extra):
@@ -268,14 +267,6 @@ def test_existing_run_is_refused_then_resumed(data, acdc_run, restore_torch_flag
     assert isinstance(err.value.__cause__, DataError) and "configuration changed" in str(err.value.__cause__)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
 def test_ddp_overlay_in_a_torchrun_group_of_one(data, tmp_path, monkeypatch, restore_torch_flags, one_thread) -> None:
     """The DDP overlay as ``torchrun --nproc_per_node=1`` runs it: in this process, with torchrun's
@@ -286,8 +277,7 @@ def test_ddp_overlay_in_a_torchrun_group_of_one(data, tmp_path, monkeypatch, res
     tests/cluster/test_slurm_cluster.py. One intra-op thread, as torchrun's ranks had."""
     import torch.distributed as dist
 
-    for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(_free_port())}.items():
+    for var, value in group_of_one().items():
         monkeypatch.setenv(var, value)
     out = tmp_path / "ddp"
     _run_here(["--config_file", _cfg("dmpls_acdc", "train.yaml", "multi_gpu_train.yaml"),

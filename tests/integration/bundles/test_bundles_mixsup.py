@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from fakes import fake_backend
+from torchrun_env import group_of_one
 
 from scribmed.data.errors import DataError
 from scribmed.data.layouts import open_dataset
@@ -369,8 +370,7 @@ def test_ddp_overlay_as_a_group_of_one(data, tmp_path, fake_sam, monkeypatch) ->
 
     from scribmed.runtime.distributed import cleanup_distributed
 
-    for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(_free_port())}.items():
+    for var, value in group_of_one().items():
         monkeypatch.setenv(var, value)
     out = tmp_path / "ddp"
     try:
@@ -392,13 +392,5 @@ def test_ddp_overlay_as_a_group_of_one(data, tmp_path, fake_sam, monkeypatch) ->
     assert last["recipe"] == "mixsup" and last["trainer"]["iteration"] == 4
     assert not any(k.startswith("module.") for k in last["network"])
     assert all(torch.equal(last["network"][k], v) for k, v in student.items())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 

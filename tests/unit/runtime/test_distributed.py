@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch.distributed as dist
+from torchrun_env import group_of_one
 
 from scribmed.runtime.distributed import cleanup_distributed, init_distributed
 
 TORCHRUN = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_plain_process_joins_no_group(monkeypatch):
@@ -26,8 +20,7 @@ def test_a_plain_process_joins_no_group(monkeypatch):
 
 
 def test_torchrun_with_one_process_makes_a_group_of_one(monkeypatch):
-    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port())}
+    env = group_of_one()
     for var, value in env.items():
         monkeypatch.setenv(var, value)
     try:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torchrun_env import free_port
 
 from scribmed.data.case import CARDIAC, Case, CaseArrays
 from scribmed.data.errors import DataError
@@ -215,12 +215,6 @@ def test_bad_scribble_values_are_reported(cases, tmp_path):
 # ---------------------------------------------------------------------------------- DDP
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, out: str, result_dir: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
@@ -256,7 +250,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     # DDP reducer and its gloo group from an earlier in-process test, and garbage-collecting that
     # inherited group waits forever on a condition variable whose threads were not forked (seen
     # as a hung CI run); each rank uses one intra-op thread
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(out), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(out), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["backend"] == "gloo" and r1["rank"] == 1 and r0["wrapped"] == "DistributedDataParallel"
