@@ -93,6 +93,15 @@ def dsb_root() -> Path:
     return _need(SHARED_DATA / "DSB2018")
 
 
+def _run_wide_folder(tmp_path_factory, name: str) -> Path:
+    """A folder ``name`` shared by every pytest-xdist worker of this run (their base temporary
+    folders share a parent), made if absent."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def dsb_tiny(dsb_root, tmp_path_factory) -> dict:
     """Five real DSB2018 images for the real-data instance tests: the smallest, fewest nuclei first
@@ -103,7 +112,6 @@ def dsb_tiny(dsb_root, tmp_path_factory) -> dict:
     Keys: ``root``, ``ids``, ``split`` (path), ``sam_cache`` (folder).
     """
     import json
-    import os
 
     from PIL import Image
 
@@ -115,9 +123,7 @@ def dsb_tiny(dsb_root, tmp_path_factory) -> dict:
         return area, len(list((folder / i / "masks").glob("*.png"))), i
 
     ids = [c[2] for c in sorted(cost(p.name) for p in folder.iterdir() if (p / "masks").is_dir())[:5]]
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "dsb_sam_cache"
-    shared.mkdir(parents=True, exist_ok=True)
+    shared = _run_wide_folder(tmp_path_factory, "dsb_sam_cache")
     split = tmp_path_factory.mktemp("dsb_split") / "tiny.json"
     split.write_text(json.dumps({"name": "dsb_tiny", "unit": "patient",
                                  "folds": [{"train": ids[:3], "val": ids[3:4], "test": ids[4:5]}]}))
@@ -180,12 +186,8 @@ def _encoder_cache(tmp_path_factory):
     if os.environ.get("SCRIBMED_CACHE"):
         yield
         return
-    # one folder for all pytest-xdist workers of this run (their base temps share a parent), so an
-    # encoder compiled by one worker is loaded by the other instead of compiled twice
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "scribmed_cache"
-    shared.mkdir(parents=True, exist_ok=True)
-    os.environ["SCRIBMED_CACHE"] = str(shared)
+    # an encoder compiled by one worker is loaded by the other instead of compiled twice
+    os.environ["SCRIBMED_CACHE"] = str(_run_wide_folder(tmp_path_factory, "scribmed_cache"))
     yield
     os.environ.pop("SCRIBMED_CACHE", None)
 

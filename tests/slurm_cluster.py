@@ -13,13 +13,14 @@ import os
 import socket
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import pytest
 
 from job_waiting import wait_for
 
-__all__ = ["FAKE_SAM", "SCRIPT", "job_state", "queue_is_empty", "running_cluster", "squeue", "wait_until_idle"]
+__all__ = ["FAKE_SAM", "SCRIPT", "job_state", "queue_is_empty", "running_cluster", "squeue", "wait_for_jobs",
+           "wait_until_idle"]
 
 SCRIPT = Path(__file__).resolve().parent / "cluster" / "slurm.sh"
 #: On ``PYTHONPATH`` of a job (``sbatch`` passes the submitting environment on), this folder's
@@ -77,7 +78,19 @@ def queue_is_empty() -> bool:
     return not subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip()
 
 
-def wait_until_idle(timeout: float = 120.0) -> None:
-    """Until no job is pending or running: a job of an earlier test may still be ending (merging,
-    exiting) after the files that test waited for exist, and would hold a CPU."""
-    wait_for(queue_is_empty, timeout, "the jobs of an earlier test to end", poll=0.2, explain=squeue)
+def wait_for_jobs(predicate: Callable[[], bool], what: str, timeout: float = 300.0,
+                  run: Optional[Path] = None) -> None:
+    """:func:`job_waiting.wait_for` on cluster jobs: a time-out shows the queue and, given the run
+    folder ``run``, the end of its jobs' error logs."""
+
+    def explain() -> str:
+        logs = sorted((run / "logs").glob("*.err")) if run is not None else []
+        return "squeue:\n" + squeue() + "".join(f"\n{p.name}: {p.read_text()[-800:]}" for p in logs)
+
+    wait_for(predicate, timeout, what, poll=0.2, explain=explain)
+
+
+def wait_until_idle(timeout: float = 120.0, what: str = "the jobs of an earlier test to end") -> None:
+    """Until no job is pending or running (by default before a test: a job of the test before may
+    still be ending, merging or exiting, after the files that test waited for exist)."""
+    wait_for_jobs(queue_is_empty, what, timeout)

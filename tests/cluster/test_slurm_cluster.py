@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 from fold_outputs import fold_outputs
-from job_waiting import mid_training, wait_for
-from slurm_cluster import job_state, running_cluster, squeue, wait_until_idle
+from job_waiting import mid_training
+from slurm_cluster import job_state, running_cluster, wait_for_jobs, wait_until_idle
 
 from scribmed.cli import main
 from scribmed.crossval.fold_jobs import read_job_record, read_submission
@@ -69,16 +69,6 @@ def _cv(phantom: Path, out: Path, *extra: str, recipe: str = "dmpls") -> list[st
             *extra]
 
 
-def _wait_for(predicate, run: Path, timeout: float = 300.0, what: str = "condition") -> None:
-    """:func:`job_waiting.wait_for` for a run on the cluster; a time-out shows the queue and the jobs' logs."""
-
-    def explain() -> str:
-        logs = "\n".join(f"{p.name}: {p.read_text()[-800:]}" for p in sorted((run / "logs").glob("*.err")))
-        return f"squeue:\n{squeue()}\n{logs}"
-
-    wait_for(predicate, timeout, what, poll=0.2, explain=explain)
-
-
 @pytest.fixture(autouse=True)
 def _idle_cluster(cluster):
     """Each test starts on an idle node."""
@@ -94,11 +84,11 @@ def test_five_folds_as_real_job_arrays_equal_the_sequential_run(cluster, phantom
     # while the array runs: every fold is queued, running or done, and the status command says so
     assert main(["cv", "status", str(run)]) == 0
     assert {r["state"] for r in fold_states(run)} <= {"pending", "running", "finished"}
-    _wait_for(lambda: (run / "summary.json").exists(), run, what="the last fold job to merge the summary")
+    wait_for_jobs(lambda: (run / "summary.json").exists(), "the last fold job to merge the summary", run=run)
     rows = fold_states(run)
     assert [(r["state"], r["job_id"]) for r in rows] == [("finished", f"{array}_{k}") for k in range(5)]
-    _wait_for(lambda: {job_state(f"{array}_{k}") for k in range(5)} == {"COMPLETED"}, run,
-              what="every array task to end as COMPLETED")
+    wait_for_jobs(lambda: {job_state(f"{array}_{k}") for k in range(5)} == {"COMPLETED"},
+                  "every array task to end as COMPLETED", run=run)
     capsys.readouterr()
     assert main(["cv", "status", str(run)]) == 0
     assert "5 finished" in capsys.readouterr().out
@@ -136,17 +126,17 @@ def test_preempted_and_cancelled_folds_resume_to_the_uninterrupted_results(clust
     argv = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", *JOB, "--slurm-array-parallelism", "1")
     assert main(argv) == 0
     jobs = {k: read_submission(run, k, "train")["job_id"] for k in (1, 2)}
-    _wait_for(lambda: mid_training(run, 1), run, what="fold 1 to checkpoint")
+    wait_for_jobs(lambda: mid_training(run, 1), "fold 1 to checkpoint", run=run)
     assert not (run / "fold_1" / "fold.json").exists()
     subprocess.run(["scancel", "--signal=USR2", jobs[1]], check=True)  # to the job steps, as Slurm signals
     # Slurm holds a requeued job for about two minutes (its begin time); the test lifts the hold
-    _wait_for(lambda: job_state(jobs[1]) == "PENDING", run, what="fold 1's job to be requeued")
+    wait_for_jobs(lambda: job_state(jobs[1]) == "PENDING", "fold 1's job to be requeued", run=run)
     subprocess.run(["scontrol", "update", f"JobId={jobs[1]}", "StartTime=now"], check=True)
-    _wait_for(lambda: mid_training(run, 2), run, what="fold 2 to checkpoint")
+    wait_for_jobs(lambda: mid_training(run, 2), "fold 2 to checkpoint", run=run)
     assert not (run / "fold_2" / "fold.json").exists()
     subprocess.run(["scancel", jobs[2]], check=True)
-    _wait_for(lambda: job_state(jobs[2]) == "CANCELLED", run, what="fold 2's job to be cancelled")
-    _wait_for(lambda: (run / "fold_1" / "fold.json").exists(), run, what="the requeued fold 1 to finish")
+    wait_for_jobs(lambda: job_state(jobs[2]) == "CANCELLED", "fold 2's job to be cancelled", run=run)
+    wait_for_jobs(lambda: (run / "fold_1" / "fold.json").exists(), "the requeued fold 1 to finish", run=run)
     assert json.loads((run / "fold_1" / "train" / "history.json").read_text())["resumed_from"]
     assert read_job_record(run, 1, "train")["requeues"] == 1
     assert fold_outputs(run, 1) == fold_outputs(long_reference, 1)
@@ -157,7 +147,7 @@ def test_preempted_and_cancelled_folds_resume_to_the_uninterrupted_results(clust
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "fold 2 train: Slurm job" in out and "fold 1 train" not in out
-    _wait_for(lambda: (run / "summary.json").exists(), run, what="the resubmitted fold 2 to finish and merge")
+    wait_for_jobs(lambda: (run / "summary.json").exists(), "the resubmitted fold 2 to finish and merge", run=run)
     assert json.loads((run / "fold_2" / "train" / "history.json").read_text())["resumed_from"]
     assert fold_outputs(run, 2) == fold_outputs(long_reference, 2)
     assert [r["state"] for r in fold_states(run)] == ["finished"] * 2 + ["not started"] * 3
@@ -181,8 +171,8 @@ def test_two_tasks_per_node_train_one_fold_with_ddp(cluster, phantom, tmp_path):
     argv = _cv(phantom, run, *DDP_FLAGS, "--batch-size", "4", *JOB, "--slurm-tasks-per-node", "2")
     assert main([a for a in argv if a != "--quiet"]) == 0  # the jobs report progress to their logs
     job = read_submission(run, 1, "train")["job_id"]
-    _wait_for(lambda: (run / "fold_1" / "fold.json").exists() and job_state(job) == "COMPLETED", run,
-              what="the DDP fold")
+    wait_for_jobs(lambda: (run / "fold_1" / "fold.json").exists() and job_state(job) == "COMPLETED", "the DDP fold",
+                  run=run)
     logs = sorted(p.name for p in (run / "logs").glob(f"{job}_*_log.out"))
     assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # one log per rank
     assert "global_rank=1(2)" in (run / "logs" / f"{job}_1_log.out").read_text()

@@ -47,8 +47,7 @@ from pathlib import Path
 import pytest
 from doc_blocks import bash_blocks, recorded_calls
 
-from job_waiting import wait_for
-from slurm_cluster import FAKE_SAM, job_state, running_cluster, squeue, wait_until_idle
+from slurm_cluster import FAKE_SAM, job_state, running_cluster, wait_for_jobs, wait_until_idle
 from torchrun_env import group_of_one
 
 from scribmed.cli import main
@@ -252,17 +251,13 @@ def test_every_substitution_for_the_test_cluster_applies(page):
     assert [old for old, _ in ON_THE_TEST_CLUSTER if old not in slurm] == []
 
 
-def _wait(predicate, what: str, timeout: float = 300.0) -> None:
-    wait_for(predicate, timeout, what, poll=0.2, explain=squeue)
-
-
 def _cached(run: Path) -> list[str]:
     """The embedding cache's entries (final names only)."""
     return sorted(p.name for p in (run / "sam_embeddings").glob("*/*.npy") if not p.name.startswith("."))
 
 
 @pytest.mark.slurm
-def test_slurm_blocks_on_a_real_cluster(page, cluster, monkeypatch, one_thread):
+def test_slurm_blocks_on_a_real_cluster(page, cluster, monkeypatch):
     """Sections 2, 3, 4 and 6 as a user runs them on the one-node cluster: the shard jobs fill the
     cache, the SAM-SP folds' prepare jobs find it full and their train jobs wait for them
     (``aftercorr``), status, merge once they have finished, a rerun that submits nothing, and the
@@ -273,7 +268,7 @@ def test_slurm_blocks_on_a_real_cluster(page, cluster, monkeypatch, one_thread):
 
     def before(block: str) -> None:
         if "scribmed cv --recipe samsp" in block and "cached" not in seen:
-            wait_until_idle(600)  # the shard jobs
+            wait_until_idle(600, "the shard jobs")
             seen["cached"] = _cached(run)
         if block.lstrip().startswith("scribmed cv status"):  # right after the submission
             first = read_submission(run, 1, "train")["job_id"]
@@ -281,7 +276,7 @@ def test_slurm_blocks_on_a_real_cluster(page, cluster, monkeypatch, one_thread):
             if "JobState=PENDING" in shown:  # still held (it may have started: the prepare jobs are short)
                 assert "Dependency=aftercorr:" in shown, shown
         if "scribmed cv merge" in block:
-            wait_until_idle(600)  # the folds, the last of which merges too
+            wait_until_idle(600, "the folds, the last of which merges too")
 
     results = run_blocks(page, "slurm", monkeypatch, before=before)
     _, submit, status, _, rerun, _ = [d for _, d in results]
@@ -308,7 +303,8 @@ def test_slurm_blocks_on_a_real_cluster(page, cluster, monkeypatch, one_thread):
     # section 6: two ranks trained fold 1 (what rank 0 alone writes: tests/cluster/test_slurm_cluster.py)
     ddp_run = tmp / "runs" / "dmpls_acdc_ddp4"
     job = read_submission(ddp_run, 1, "train")["job_id"]
-    _wait(lambda: (ddp_run / "fold_1" / "fold.json").exists() and job_state(job) in ("COMPLETED", ""), "the DDP fold")
+    wait_for_jobs(lambda: (ddp_run / "fold_1" / "fold.json").exists() and job_state(job) in ("COMPLETED", ""),
+                  "the DDP fold", run=ddp_run)
     logs = sorted(p.name for p in (ddp_run / "logs").glob(f"{job}_*_log.out"))
     assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # one log per rank
     assert "global_rank=1(2)" in (ddp_run / "logs" / f"{job}_1_log.out").read_text()
