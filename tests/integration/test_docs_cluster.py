@@ -13,8 +13,9 @@ The Slurm sequence runs against the real cluster of tests/cluster/slurm.sh (star
 module, skipped with the script's reason where it cannot start), and its jobs really run. What
 stands in for the GPU cluster and the data (the page says so too):
 
-* ``$ACDC`` is a 100-patient ACDC-layout phantom (the ``acdc_5fold`` split names 100 patients),
-  and SAM in the jobs is the suite's stand-in (``tests/cluster/fake_sam`` on ``PYTHONPATH``);
+* ``$ACDC`` is an ACDC-layout phantom of 17 patients, two test and two validation patients of every
+  fold of ``acdc_5fold`` (tests/acdc_split_phantom.py; the page passes ``--allow-missing``), and
+  SAM in the jobs is the suite's stand-in (``tests/cluster/fake_sam`` on ``PYTHONPATH``);
 * the jobs ask for no GPU and one CPU (no ``--gpus-per-node``, ``--slurm-gpus-per-node`` 0,
   ``--cpus-per-task``, ``--slurm-cpus-per-task`` 1, ``--slurm-mem 3G``, ``--sam-device cpu``), on
   the test cluster's partition ``main`` instead of ``gpu``; ``module load cuda/12.4`` is left out
@@ -45,6 +46,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from acdc_split_phantom import write_acdc_5fold_phantom
 from doc_blocks import bash_blocks, recorded_calls
 
 from slurm_cluster import FAKE_SAM, job_state, running_cluster, wait_for_jobs, wait_until_idle
@@ -52,7 +54,6 @@ from torchrun_env import group_of_one
 
 from scribmed.cli import main
 from scribmed.crossval.fold_jobs import read_job_record, read_submission
-from scribmed.data.phantoms import write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "cluster.md"
@@ -92,8 +93,7 @@ def adapt(block: str, acdc: Path, tmp: Path) -> str:
 
 @pytest.fixture(scope="module")
 def acdc(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("docs_cluster") / "ACDC"
-    return write_phantom_dataset("cardiac", "acdc-h5", root, n_patients=100, seed=5, size=(48, 48), slices=(2, 2))
+    return write_acdc_5fold_phantom(tmp_path_factory.mktemp("docs_cluster"), size=(48, 48))
 
 
 def _kind(block: str) -> str:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import re
 import runpy
@@ -52,6 +51,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import pytest
+from acdc_split_phantom import write_acdc_5fold_phantom
 from doc_blocks import bash_blocks, recorded_calls
 from torchrun_env import group_of_one
 
@@ -160,22 +160,13 @@ def scratch(tmp_path_factory):
     """The phantom data the pages' paths point to, and the environment the blocks run in."""
     from scribmed.data.layouts import open_dataset, write_dataset
     from scribmed.data.nifti import write_nifti
-    from scribmed.data.phantoms import write_phantom_dataset
     from scribmed.data.split_files import save_split
     from scribmed.data.splits import make_kfold_split
 
     base = tmp_path_factory.mktemp("docs_commands")
-    full = write_phantom_dataset("cardiac", "acdc-h5", base / "phantom", n_patients=100, seed=5, size=(40, 40),
-                                 slices=(2, 2), frames=("ED",))
-    acdc = base / "ACDC"  # two test and two validation patients of every fold of acdc_5fold (the others train)
-    folds = json.loads((REPO / "data_splits" / "acdc_5fold.json").read_text())["folds"]
-    keep = {p for f in folds for p in (*f["test"][:2], *f["val"][:2])}
-    for path in [p for p in sorted(full.rglob("*.h5")) if p.name.split("_")[0] in keep]:
-        target = acdc / path.relative_to(full)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        path.rename(target)
+    acdc = write_acdc_5fold_phantom(base, size=(40, 40))
     dataset = open_dataset("acdc-h5", acdc)
-    assert len(dataset.patients) == len(keep) >= 15
+    assert len(dataset.patients) == 17
     scans = base / "new_scans"
     scans.mkdir()
     for case in list(dataset)[:3]:
