@@ -102,6 +102,63 @@ def _run_wide_folder(tmp_path_factory, name: str) -> Path:
     return folder
 
 
+def _made_once(tmp_path_factory, name: str, make) -> Path:
+    """The run-wide folder ``name`` (:func:`_run_wide_folder`) after ``make(folder / "made")`` has
+    run in it once for the whole run: the first worker to ask makes it, the others wait on a lock
+    and reuse it. A ``make`` that fails leaves nothing behind."""
+    import fcntl
+    import shutil
+
+    folder = _run_wide_folder(tmp_path_factory, name)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder / "made", ignore_errors=True)
+            try:
+                make(folder / "made")
+            except BaseException:
+                shutil.rmtree(folder / "made", ignore_errors=True)
+                raise
+            (folder / ".done").touch()
+    return folder / "made"
+
+
+@pytest.fixture(scope="session")
+def jobs_phantom(tmp_path_factory) -> Path:
+    """The 5-patient cardiac phantom (``acdc-h5``) the executor and Slurm tests run fold jobs on
+    (tests/job_folds.py), written once per run."""
+    from job_folds import PHANTOM
+
+    from scribmed.data.phantoms import write_phantom_dataset
+
+    return _made_once(tmp_path_factory, "jobs_phantom",
+                      lambda out: write_phantom_dataset("cardiac", "acdc-h5", out, **PHANTOM))
+
+
+@pytest.fixture(scope="session")
+def long_reference(jobs_phantom, tmp_path_factory) -> Path:
+    """Folds 1 and 2 of :func:`jobs_phantom` at the LONG budget (tests/job_folds.py), trained in one
+    process on one thread without interruption, and merged: what a fold job stopped and resumed on
+    one thread (local executor, Slurm) must equal. Computed once per run."""
+    import torch
+    from job_folds import LONG
+
+    from scribmed.crossval.runner import run_cross_validation
+    from scribmed.data.layouts import open_dataset
+    from scribmed.recipes import build
+
+    def make(out: Path) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            run_cross_validation(build("dmpls", **LONG), open_dataset("acdc-h5", jobs_phantom), "auto", out,
+                                 folds=[1, 2], progress=False)
+        finally:
+            torch.set_num_threads(threads)
+
+    return _made_once(tmp_path_factory, "long_reference", make)
+
+
 @pytest.fixture(scope="session")
 def dsb_tiny(dsb_root, tmp_path_factory) -> dict:
     """Five real DSB2018 images for the real-data instance tests: the smallest, fewest nuclei first

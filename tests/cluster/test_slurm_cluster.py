@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from fold_outputs import fold_outputs
+from job_folds import LONG_FLAGS, TINY, TINY_FLAGS
 from job_waiting import mid_training
 from slurm_cluster import job_state, running_cluster, wait_for_jobs, wait_until_idle
 
@@ -30,20 +31,12 @@ from scribmed.crossval.fold_jobs import read_job_record, read_submission
 from scribmed.crossval.fold_status import fold_states
 from scribmed.crossval.runner import run_cross_validation
 from scribmed.data.layouts import open_dataset
-from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.recipes import build
 
 pytestmark = pytest.mark.slurm
 
 JOB = ["--executor", "slurm", "--slurm-cpus-per-task", "1", "--slurm-gpus-per-node", "0", "--slurm-mem", "3G",
        "--slurm-timeout", "15"]
-TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(32, 32), device="cpu", seed=0)
-TINY_FLAGS = ["--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--size", "32", "--device", "cpu",
-              "--seed", "0"]
-# long enough to be preempted or cancelled mid-training (some 90 ms per iteration, last.pt every 5)
-LONG = dict(TINY, iterations=80, val_interval=5)
-LONG_FLAGS = ["--iterations", "80", "--val-interval", "5", "--batch-size", "2", "--size", "32", "--device", "cpu",
-              "--seed", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +51,8 @@ def cluster(tmp_path_factory):
             torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("slurm_data") / "acdc"
-    return write_phantom_dataset("cardiac", "acdc-h5", out, n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
-
-
-def _cv(phantom: Path, out: Path, *extra: str, recipe: str = "dmpls") -> list[str]:
-    return ["cv", "--recipe", recipe, "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out), "--quiet",
+def _cv(root: Path, out: Path, *extra: str, recipe: str = "dmpls") -> list[str]:
+    return ["cv", "--recipe", recipe, "--layout", "acdc-h5", "--root", str(root), "--out", str(out), "--quiet",
             *extra]
 
 
@@ -75,9 +62,9 @@ def _idle_cluster(cluster):
     wait_until_idle()
 
 
-def test_five_folds_as_real_job_arrays_equal_the_sequential_run(cluster, phantom, tmp_path, capsys):
+def test_five_folds_as_real_job_arrays_equal_the_sequential_run(cluster, jobs_phantom, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(_cv(phantom, run, *TINY_FLAGS, *JOB)) == 0
+    assert main(_cv(jobs_phantom, run, *TINY_FLAGS, *JOB)) == 0
     out = capsys.readouterr().out
     array = read_submission(run, 1, "train")["job_id"].split("_")[0]
     assert all(f"fold {k} train: Slurm job {array}_{k - 1}" in out for k in range(1, 6))
@@ -97,23 +84,15 @@ def test_five_folds_as_real_job_arrays_equal_the_sequential_run(cluster, phantom
     assert json.loads((run / "summary.json").read_text())["across_folds"] == merged["across_folds"]
     # every fold equals the same fold run in this process, one after another
     reference = tmp_path / "reference"
-    run_cross_validation(build("dmpls", **TINY), open_dataset("acdc-h5", phantom), "auto", reference, progress=False)
+    run_cross_validation(build("dmpls", **TINY), open_dataset("acdc-h5", jobs_phantom), "auto", reference,
+                         progress=False)
     for k in range(1, 6):
         assert fold_outputs(run, k) == fold_outputs(reference, k), f"fold {k}"
         assert read_job_record(run, k, "train")["threads"] == 1
     assert merged["across_folds"] == json.loads((reference / "summary.json").read_text())["across_folds"]
 
 
-@pytest.fixture(scope="module")
-def long_reference(phantom, tmp_path_factory, cluster) -> Path:
-    """Folds 1 and 2 at the LONG budget, in this process without interruption."""
-    out = tmp_path_factory.mktemp("slurm_ref") / "run"
-    run_cross_validation(build("dmpls", **LONG), open_dataset("acdc-h5", phantom), "auto", out, folds=[1, 2],
-                         progress=False)
-    return out
-
-
-def test_preempted_and_cancelled_folds_resume_to_the_uninterrupted_results(cluster, phantom, long_reference,
+def test_preempted_and_cancelled_folds_resume_to_the_uninterrupted_results(cluster, jobs_phantom, long_reference,
                                                                           tmp_path, capsys):
     """Fold 1's job gets Slurm's preemption signal mid-training (``scancel --signal=USR2``, what
     ``--signal=USR2@120`` sends before a time limit or preemption): submitit checkpoints it and
@@ -123,7 +102,7 @@ def test_preempted_and_cancelled_folds_resume_to_the_uninterrupted_results(clust
     run = tmp_path / "run"
     # one array task at a time: fold 2 starts once fold 1 is requeued, and fold 1 runs again once
     # fold 2 is cancelled, so each is caught mid-training whatever the machine's load
-    argv = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", *JOB, "--slurm-array-parallelism", "1")
+    argv = _cv(jobs_phantom, run, *LONG_FLAGS, "--folds", "1,2", *JOB, "--slurm-array-parallelism", "1")
     assert main(argv) == 0
     jobs = {k: read_submission(run, k, "train")["job_id"] for k in (1, 2)}
     wait_for_jobs(lambda: mid_training(run, 1), "fold 1 to checkpoint", run=run)
@@ -161,14 +140,14 @@ DDP_FLAGS = ["--fold", "1", "--iterations", "80", "--val-interval", "40", "--siz
              "--seed", "0"]
 
 
-def test_two_tasks_per_node_train_one_fold_with_ddp(cluster, phantom, tmp_path):
+def test_two_tasks_per_node_train_one_fold_with_ddp(cluster, jobs_phantom, tmp_path):
     """``--slurm-tasks-per-node 2``: srun starts two ranks (gloo on the CPU) of one fold job; rank 0
     alone writes the fold (one history entry per validation, one prediction per test case, one
     summary line, no temporary files left), and it matches one process with the same global batch
     (4 + 4 = 8). torchrun's ranks join the same process group from its environment
     (test_bundles_samsp.py runs two)."""
     run = tmp_path / "ddp"
-    argv = _cv(phantom, run, *DDP_FLAGS, "--batch-size", "4", *JOB, "--slurm-tasks-per-node", "2")
+    argv = _cv(jobs_phantom, run, *DDP_FLAGS, "--batch-size", "4", *JOB, "--slurm-tasks-per-node", "2")
     assert main([a for a in argv if a != "--quiet"]) == 0  # the jobs report progress to their logs
     job = read_submission(run, 1, "train")["job_id"]
     wait_for_jobs(lambda: (run / "fold_1" / "fold.json").exists() and job_state(job) == "COMPLETED", "the DDP fold",
@@ -185,7 +164,7 @@ def test_two_tasks_per_node_train_one_fold_with_ddp(cluster, phantom, tmp_path):
     assert "DMPLS" in said[0] and said[1] == "", said  # rank 0 alone reports progress and results
     assert [p.name for p in (run / "fold_1").rglob("*") if ".tmp" in p.name] == []
     single = tmp_path / "single"
-    assert main(_cv(phantom, single, *DDP_FLAGS, "--batch-size", "8")) == 0
+    assert main(_cv(jobs_phantom, single, *DDP_FLAGS, "--batch-size", "8")) == 0
     got, want = (json.loads((r / "fold_1" / "train" / "history.json").read_text())["epochs"][-1]["val_mean_dice"]
                  for r in (run, single))
     assert want > 0.3, f"the single-process run did not learn ({want})"

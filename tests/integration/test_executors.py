@@ -25,25 +25,13 @@ import pytest
 import torch
 
 from fold_outputs import fold_outputs
+from job_folds import LONG_FLAGS, TINY_FLAGS
 from job_waiting import mid_training, wait_for
 
 from scribmed.cli import main
-from scribmed.data.layouts import open_dataset
-from scribmed.data.phantoms import write_phantom_dataset
-from scribmed.crossval.runner import run_cross_validation
 from scribmed.crossval.executors import SlurmOptions, last_log_line, plan_jobs
 from scribmed.crossval.fold_jobs import read_job_record, read_submission
 from scribmed.crossval.fold_status import fold_states, format_status
-from scribmed.recipes import build
-
-TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(32, 32), device="cpu", seed=0)
-TINY_FLAGS = ["--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--size", "32", "--device", "cpu",
-              "--seed", "0"]
-# long enough to be stopped mid-training (the job is signalled once its first checkpoint exists,
-# about 45 iterations of some 90 ms each before the end), checkpointed every 5 iterations
-LONG = dict(iterations=50, val_interval=5, batch_size=2, size=(32, 32), device="cpu", seed=0)
-LONG_FLAGS = ["--iterations", "50", "--val-interval", "5", "--batch-size", "2", "--size", "32", "--device", "cpu",
-              "--seed", "0"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,28 +45,12 @@ def _one_thread_everywhere():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("jobs") / "acdc"
-    return write_phantom_dataset("cardiac", "acdc-h5", out, n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
-
-
-def _cv(phantom: Path, out: Path, *extra: str) -> list[str]:
-    return ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out),
+def _cv(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(root), "--out", str(out),
             "--quiet", *extra]
 
 
-@pytest.fixture(scope="module")
-def long_reference(phantom, tmp_path_factory) -> Path:
-    """Folds 1 and 2 with the LONG budget, run sequentially without interruption, and merged: the
-    reference the local executor's runs are compared with."""
-    out = tmp_path_factory.mktemp("ref") / "run"
-    run_cross_validation(build("dmpls", **LONG), open_dataset("acdc-h5", phantom), "auto", out, folds=[1, 2],
-                         progress=False)
-    return out
-
-
-def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_reference, tmp_path):
+def test_killed_worker_then_rerun_finishes_with_the_same_results(jobs_phantom, long_reference, tmp_path):
     """SIGKILL one job mid-fold: the command reports it failed, status names it, a rerun resumes it.
 
     Also the local executor equals the sequential run: fold 2 runs undisturbed beside the killed
@@ -86,7 +58,7 @@ def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_r
     records and merged summary equal the sequential reference's; a third run finds nothing to do.
     The command runs in a thread of the test's process (its jobs are processes of their own)."""
     run = tmp_path / "run"
-    argv = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local", "--workers", "2", "--no-merge")
+    argv = _cv(jobs_phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local", "--workers", "2", "--no-merge")
     outcome: dict[str, object] = {}
 
     def command() -> None:
@@ -110,7 +82,7 @@ def test_killed_worker_then_rerun_finishes_with_the_same_results(phantom, long_r
     assert "fold 1 log:" in format_status(list(rows.values()))
     # the rerun submits fold 1 only, which resumes from its last.pt
     assert plan_jobs(run, [1, 2], has_prepare=False) == [(1, "train")]
-    rerun = _cv(phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local")  # merges this time
+    rerun = _cv(jobs_phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local")  # merges this time
     assert main(rerun) == 0
     history = json.loads((run / "fold_1" / "train" / "history.json").read_text())
     assert history["resumed_from"], "fold 1 should have resumed from its checkpoint"
@@ -148,10 +120,10 @@ def fake_slurm(tmp_path, monkeypatch) -> Path:
     return record
 
 
-def test_slurm_arrays_scripts_and_dependency(phantom, tmp_path, fake_slurm, capsys):
+def test_slurm_arrays_scripts_and_dependency(jobs_phantom, tmp_path, fake_slurm, capsys):
     """SAM-SP on five folds: a prepare array, then a train array that waits task by task for it."""
     run = tmp_path / "run"
-    argv = ["cv", "--recipe", "samsp", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(run),
+    argv = ["cv", "--recipe", "samsp", "--layout", "acdc-h5", "--root", str(jobs_phantom), "--out", str(run),
             "--quiet", "--iterations", "60000", "--executor", "slurm", "--slurm-partition", "gpu",
             "--slurm-gpus-per-node", "1", "--slurm-cpus-per-task", "6", "--slurm-mem", "48G",
             "--slurm-timeout", "720", "--slurm-array-parallelism", "3",
@@ -183,7 +155,7 @@ def test_slurm_arrays_scripts_and_dependency(phantom, tmp_path, fake_slurm, caps
         (fake_slurm / "script_4245.sh").read_text()
 
 
-def test_slurm_failure_is_reported_with_its_error(phantom, tmp_path, fake_slurm, monkeypatch):
+def test_slurm_failure_is_reported_with_its_error(jobs_phantom, tmp_path, fake_slurm, monkeypatch):
     """The job fails on the node (an unreadable last.pt): its record names the error.
 
     submitit's job entry point (``python -m submitit.core._submit``, what the node runs) runs here as
@@ -192,7 +164,7 @@ def test_slurm_failure_is_reported_with_its_error(phantom, tmp_path, fake_slurm,
     from submitit.core.submission import process_job
 
     run = tmp_path / "run"
-    assert main(_cv(phantom, run, *TINY_FLAGS, "--fold", "1", "--executor", "slurm")) == 0
+    assert main(_cv(jobs_phantom, run, *TINY_FLAGS, "--fold", "1", "--executor", "slurm")) == 0
     (run / "fold_1" / "train").mkdir(parents=True)
     (run / "fold_1" / "train" / "last.pt").write_bytes(b"not a checkpoint")
     for var, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
@@ -212,15 +184,15 @@ def test_slurm_failure_is_reported_with_its_error(phantom, tmp_path, fake_slurm,
     assert row["state"] == "failed" and "last.pt" in row["detail"]
 
 
-def test_slurm_without_a_cluster_is_a_clear_error(phantom, tmp_path, capsys, monkeypatch):
+def test_slurm_without_a_cluster_is_a_clear_error(jobs_phantom, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun
-    assert main(_cv(phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "slurm")) == 1
+    assert main(_cv(jobs_phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "slurm")) == 1
     assert "srun" in capsys.readouterr().err
 
 
-def test_missing_submitit_is_a_clear_error(phantom, tmp_path, capsys, monkeypatch):
+def test_missing_submitit_is_a_clear_error(jobs_phantom, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)
-    assert main(_cv(phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "local")) == 1
+    assert main(_cv(jobs_phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "local")) == 1
     assert "pip install 'scribmed[cluster]'" in capsys.readouterr().err
 
 
@@ -250,9 +222,9 @@ def test_last_log_line_reads_progress_bars(tmp_path):
     assert last_log_line(tmp_path / "missing.err") is None
 
 
-def test_status_of_a_fresh_run_and_of_a_non_run(phantom, tmp_path, capsys):
+def test_status_of_a_fresh_run_and_of_a_non_run(jobs_phantom, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(_cv(phantom, run, *TINY_FLAGS, "--fold", "1", "--stage", "prepare")) == 0
+    assert main(_cv(jobs_phantom, run, *TINY_FLAGS, "--fold", "1", "--stage", "prepare")) == 0
     assert main(["cv", "status", str(run)]) == 0
     out = capsys.readouterr().out
     assert "5 not started" in out and "prepare stage done" in out

@@ -1,0 +1,33 @@
+"""The phantom and the budgets the executor and Slurm tests run fold jobs at, in one place, so the
+uninterrupted reference folds they compare with are computed once per test run (conftest's
+``jobs_phantom`` and ``long_reference``).
+
+Import with ``from job_folds import LONG_FLAGS, TINY`` (``tests/`` is on ``sys.path`` through its
+``conftest.py``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["LONG", "LONG_FLAGS", "PHANTOM", "TINY", "TINY_FLAGS", "flags"]
+
+#: ``write_phantom_dataset("cardiac", "acdc-h5", ...)`` keywords: 5 patients, one per test fold.
+PHANTOM = dict(n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
+
+#: A fold that runs in seconds.
+TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(32, 32), device="cpu", seed=0)
+
+#: Long enough to be stopped mid-training whatever the load: a job is signalled once its first
+#: checkpoint exists, some 75 iterations of about 90 ms each before the end (at 50 a Slurm fold
+#: sometimes finished first while the executor tests shared the cores); checkpointed every 5.
+LONG = dict(TINY, iterations=80, val_interval=5)
+
+
+def flags(budget: dict) -> list[str]:
+    """``scribmed cv`` flags for a budget of this module."""
+    return ["--iterations", str(budget["iterations"]), "--val-interval", str(budget["val_interval"]),
+            "--batch-size", str(budget["batch_size"]), "--size", str(budget["size"][0]), "--device",
+            budget["device"], "--seed", str(budget["seed"])]
+
+
+TINY_FLAGS = flags(TINY)
+LONG_FLAGS = flags(LONG)
