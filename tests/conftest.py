@@ -238,8 +238,6 @@ def one_thread():
 @pytest.fixture(scope="session", autouse=True)
 def _encoder_cache(tmp_path_factory):
     """Compiled SAM encoders go to a session folder, never the user's ``~/.cache`` (unless SCRIBMED_CACHE is set)."""
-    import os
-
     if os.environ.get("SCRIBMED_CACHE"):
         yield
         return
