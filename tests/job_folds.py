@@ -2,13 +2,13 @@
 uninterrupted reference folds they compare with are computed once per test run (conftest's
 ``jobs_phantom`` and ``long_reference``).
 
-Import with ``from job_folds import LONG_FLAGS, TINY`` (``tests/`` is on ``sys.path`` through its
+Import with ``from job_folds import LONG_FLAGS, cv_args`` (``tests/`` is on ``sys.path`` through its
 ``conftest.py``).
 """
 
 from __future__ import annotations
 
-__all__ = ["LONG", "LONG_FLAGS", "PHANTOM", "TINY", "TINY_FLAGS", "flags"]
+__all__ = ["LONG", "LONG_FLAGS", "PHANTOM", "TINY", "TINY_FLAGS", "cv_args", "flags"]
 
 #: ``write_phantom_dataset("cardiac", "acdc-h5", ...)`` keywords: 5 patients, one per test fold.
 PHANTOM = dict(n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
@@ -31,3 +31,10 @@ def flags(budget: dict) -> list[str]:
 
 TINY_FLAGS = flags(TINY)
 LONG_FLAGS = flags(LONG)
+
+
+def cv_args(root, out, *extra: str) -> list[str]:
+    """``scribmed cv`` arguments for a quiet DMPLS run of the ``acdc-h5`` phantom at ``root`` into
+    ``out``, followed by ``extra`` (budget, folds, executor)."""
+    return ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(root), "--out", str(out), "--quiet",
+            *extra]

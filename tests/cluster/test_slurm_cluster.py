@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 from fold_outputs import fold_outputs
-from job_folds import LONG_FLAGS, TINY, TINY_FLAGS
+from job_folds import LONG_FLAGS, TINY, TINY_FLAGS, cv_args
 from job_waiting import mid_training
 from slurm_cluster import job_state, running_cluster, wait_for_jobs, wait_until_idle
 
@@ -51,11 +50,6 @@ def cluster(tmp_path_factory):
             torch.set_num_threads(threads)
 
 
-def _cv(root: Path, out: Path, *extra: str, recipe: str = "dmpls") -> list[str]:
-    return ["cv", "--recipe", recipe, "--layout", "acdc-h5", "--root", str(root), "--out", str(out), "--quiet",
-            *extra]
-
-
 @pytest.fixture(autouse=True)
 def _idle_cluster(cluster):
     """Each test starts on an idle node."""
@@ -64,7 +58,7 @@ def _idle_cluster(cluster):
 
 def test_five_folds_as_real_job_arrays_equal_the_sequential_run(cluster, jobs_phantom, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(_cv(jobs_phantom, run, *TINY_FLAGS, *JOB)) == 0
+    assert main(cv_args(jobs_phantom, run, *TINY_FLAGS, *JOB)) == 0
     out = capsys.readouterr().out
     array = read_submission(run, 1, "train")["job_id"].split("_")[0]
     assert all(f"fold {k} train: Slurm job {array}_{k - 1}" in out for k in range(1, 6))
@@ -102,7 +96,7 @@ def test_preempted_and_cancelled_folds_resume_to_the_uninterrupted_results(clust
     run = tmp_path / "run"
     # one array task at a time: fold 2 starts once fold 1 is requeued, and fold 1 runs again once
     # fold 2 is cancelled, so each is caught mid-training whatever the machine's load
-    argv = _cv(jobs_phantom, run, *LONG_FLAGS, "--folds", "1,2", *JOB, "--slurm-array-parallelism", "1")
+    argv = cv_args(jobs_phantom, run, *LONG_FLAGS, "--folds", "1,2", *JOB, "--slurm-array-parallelism", "1")
     assert main(argv) == 0
     jobs = {k: read_submission(run, k, "train")["job_id"] for k in (1, 2)}
     wait_for_jobs(lambda: mid_training(run, 1), "fold 1 to checkpoint", run=run)
@@ -147,7 +141,7 @@ def test_two_tasks_per_node_train_one_fold_with_ddp(cluster, jobs_phantom, tmp_p
     (4 + 4 = 8). torchrun's ranks join the same process group from its environment
     (test_bundles_samsp.py runs two)."""
     run = tmp_path / "ddp"
-    argv = _cv(jobs_phantom, run, *DDP_FLAGS, "--batch-size", "4", *JOB, "--slurm-tasks-per-node", "2")
+    argv = cv_args(jobs_phantom, run, *DDP_FLAGS, "--batch-size", "4", *JOB, "--slurm-tasks-per-node", "2")
     assert main([a for a in argv if a != "--quiet"]) == 0  # the jobs report progress to their logs
     job = read_submission(run, 1, "train")["job_id"]
     wait_for_jobs(lambda: (run / "fold_1" / "fold.json").exists() and job_state(job) == "COMPLETED", "the DDP fold",
@@ -164,7 +158,7 @@ def test_two_tasks_per_node_train_one_fold_with_ddp(cluster, jobs_phantom, tmp_p
     assert "DMPLS" in said[0] and said[1] == "", said  # rank 0 alone reports progress and results
     assert [p.name for p in (run / "fold_1").rglob("*") if ".tmp" in p.name] == []
     single = tmp_path / "single"
-    assert main(_cv(jobs_phantom, single, *DDP_FLAGS, "--batch-size", "8")) == 0
+    assert main(cv_args(jobs_phantom, single, *DDP_FLAGS, "--batch-size", "8")) == 0
     got, want = (json.loads((r / "fold_1" / "train" / "history.json").read_text())["epochs"][-1]["val_mean_dice"]
                  for r in (run, single))
     assert want > 0.3, f"the single-process run did not learn ({want})"

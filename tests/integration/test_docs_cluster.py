@@ -48,7 +48,6 @@ from pathlib import Path
 import pytest
 from acdc_split_phantom import write_acdc_5fold_phantom
 from doc_blocks import bash_blocks, recorded_calls
-
 from slurm_cluster import FAKE_SAM, job_state, running_cluster, wait_for_jobs, wait_until_idle
 from torchrun_env import group_of_one
 

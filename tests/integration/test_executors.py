@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from fold_outputs import fold_outputs
-from job_folds import LONG_FLAGS, TINY_FLAGS
+from job_folds import LONG_FLAGS, TINY_FLAGS, cv_args
 from job_waiting import mid_training, wait_for
 
 from scribmed.cli import main
@@ -45,11 +45,6 @@ def _one_thread_everywhere():
     torch.set_num_threads(threads)
 
 
-def _cv(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(root), "--out", str(out),
-            "--quiet", *extra]
-
-
 def test_killed_worker_then_rerun_finishes_with_the_same_results(jobs_phantom, long_reference, tmp_path):
     """SIGKILL one job mid-fold: the command reports it failed, status names it, a rerun resumes it.
 
@@ -58,7 +53,8 @@ def test_killed_worker_then_rerun_finishes_with_the_same_results(jobs_phantom, l
     records and merged summary equal the sequential reference's; a third run finds nothing to do.
     The command runs in a thread of the test's process (its jobs are processes of their own)."""
     run = tmp_path / "run"
-    argv = _cv(jobs_phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local", "--workers", "2", "--no-merge")
+    argv = cv_args(jobs_phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local", "--workers", "2",
+                   "--no-merge")
     outcome: dict[str, object] = {}
 
     def command() -> None:
@@ -82,7 +78,7 @@ def test_killed_worker_then_rerun_finishes_with_the_same_results(jobs_phantom, l
     assert "fold 1 log:" in format_status(list(rows.values()))
     # the rerun submits fold 1 only, which resumes from its last.pt
     assert plan_jobs(run, [1, 2], has_prepare=False) == [(1, "train")]
-    rerun = _cv(jobs_phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local")  # merges this time
+    rerun = cv_args(jobs_phantom, run, *LONG_FLAGS, "--folds", "1,2", "--executor", "local")  # merges this time
     assert main(rerun) == 0
     history = json.loads((run / "fold_1" / "train" / "history.json").read_text())
     assert history["resumed_from"], "fold 1 should have resumed from its checkpoint"
@@ -164,7 +160,7 @@ def test_slurm_failure_is_reported_with_its_error(jobs_phantom, tmp_path, fake_s
     from submitit.core.submission import process_job
 
     run = tmp_path / "run"
-    assert main(_cv(jobs_phantom, run, *TINY_FLAGS, "--fold", "1", "--executor", "slurm")) == 0
+    assert main(cv_args(jobs_phantom, run, *TINY_FLAGS, "--fold", "1", "--executor", "slurm")) == 0
     (run / "fold_1" / "train").mkdir(parents=True)
     (run / "fold_1" / "train" / "last.pt").write_bytes(b"not a checkpoint")
     for var, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
@@ -186,13 +182,13 @@ def test_slurm_failure_is_reported_with_its_error(jobs_phantom, tmp_path, fake_s
 
 def test_slurm_without_a_cluster_is_a_clear_error(jobs_phantom, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun
-    assert main(_cv(jobs_phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "slurm")) == 1
+    assert main(cv_args(jobs_phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "slurm")) == 1
     assert "srun" in capsys.readouterr().err
 
 
 def test_missing_submitit_is_a_clear_error(jobs_phantom, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)
-    assert main(_cv(jobs_phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "local")) == 1
+    assert main(cv_args(jobs_phantom, tmp_path / "run", *TINY_FLAGS, "--executor", "local")) == 1
     assert "pip install 'scribmed[cluster]'" in capsys.readouterr().err
 
 
@@ -224,7 +220,7 @@ def test_last_log_line_reads_progress_bars(tmp_path):
 
 def test_status_of_a_fresh_run_and_of_a_non_run(jobs_phantom, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(_cv(jobs_phantom, run, *TINY_FLAGS, "--fold", "1", "--stage", "prepare")) == 0
+    assert main(cv_args(jobs_phantom, run, *TINY_FLAGS, "--fold", "1", "--stage", "prepare")) == 0
     assert main(["cv", "status", str(run)]) == 0
     out = capsys.readouterr().out
     assert "5 not started" in out and "prepare stage done" in out

@@ -392,5 +392,3 @@ def test_ddp_overlay_as_a_group_of_one(data, tmp_path, fake_sam, monkeypatch) ->
     assert last["recipe"] == "mixsup" and last["trainer"]["iteration"] == 4
     assert not any(k.startswith("module.") for k in last["network"])
     assert all(torch.equal(last["network"][k], v) for k, v in student.items())
-
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch.distributed as dist
 from torchrun_env import group_of_one
