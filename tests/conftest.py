@@ -135,13 +135,11 @@ def jobs_phantom(tmp_path_factory) -> Path:
                       lambda out: write_phantom_dataset("cardiac", "acdc-h5", out, **PHANTOM))
 
 
-@pytest.fixture(scope="session")
-def long_reference(jobs_phantom, tmp_path_factory) -> Path:
-    """Folds 1 and 2 of :func:`jobs_phantom` at the LONG budget (tests/job_folds.py), trained in one
-    process on one thread without interruption, and merged: what a fold job stopped and resumed on
-    one thread (local executor, Slurm) must equal. Computed once per run."""
+def _reference_run(jobs_phantom: Path, tmp_path_factory, name: str, budget: dict, folds=None) -> Path:
+    """A DMPLS cross-validation of :func:`jobs_phantom` (``auto`` split, ``folds`` or all five) at
+    ``budget`` (tests/job_folds.py), trained in one process on one thread and merged, once per run
+    into the run-wide folder ``name``. Tests only read it."""
     import torch
-    from job_folds import LONG
 
     from scribmed.crossval.runner import run_cross_validation
     from scribmed.data.layouts import open_dataset
@@ -151,12 +149,30 @@ def long_reference(jobs_phantom, tmp_path_factory) -> Path:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            run_cross_validation(build("dmpls", **LONG), open_dataset("acdc-h5", jobs_phantom), "auto", out,
-                                 folds=[1, 2], progress=False)
+            run_cross_validation(build("dmpls", **budget), open_dataset("acdc-h5", jobs_phantom), "auto", out,
+                                 folds=folds, progress=False)
         finally:
             torch.set_num_threads(threads)
 
-    return _made_once(tmp_path_factory, "long_reference", make)
+    return _made_once(tmp_path_factory, name, make)
+
+
+@pytest.fixture(scope="session")
+def long_reference(jobs_phantom, tmp_path_factory) -> Path:
+    """Folds 1 and 2 at the LONG budget without interruption: what a fold job stopped and resumed
+    on one thread (local executor, Slurm) must equal."""
+    from job_folds import LONG
+
+    return _reference_run(jobs_phantom, tmp_path_factory, "long_reference", LONG, folds=[1, 2])
+
+
+@pytest.fixture(scope="session")
+def tiny_five_folds(jobs_phantom, tmp_path_factory) -> Path:
+    """All five folds at the TINY budget: the runner's on-disk contract (test_cross_validation.py)
+    and what the five Slurm array tasks must equal (test_slurm_cluster.py)."""
+    from job_folds import TINY
+
+    return _reference_run(jobs_phantom, tmp_path_factory, "tiny_five_folds", TINY)
 
 
 @pytest.fixture(scope="session")

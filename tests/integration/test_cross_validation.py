@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from job_folds import TINY, TINY_FLAGS
 
 from scribmed.cli import main
 from scribmed.data.errors import DataError
@@ -16,21 +18,23 @@ from scribmed.data.phantoms import write_phantom_dataset
 from scribmed.crossval.runner import run_cross_validation
 from scribmed.recipes import build
 
-TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(64, 64), device="cpu", seed=0)
+
+@pytest.fixture
+def phantom(jobs_phantom) -> Path:
+    """The executor tests' 5-patient phantom (conftest.py, tests/job_folds.py)."""
+    return jobs_phantom
 
 
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cv") / "acdc"
-    return write_phantom_dataset("cardiac", "acdc-h5", out, n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
+@pytest.fixture
+def cv_run(tiny_five_folds) -> Path:
+    """Its five folds at the TINY budget, trained once per test run (conftest.py); read only."""
+    return tiny_five_folds
 
 
-@pytest.fixture(scope="module")
-def cv_run(phantom, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cvrun") / "run"
-    ds = open_dataset("acdc-h5", phantom)
-    run_cross_validation(build("dmpls", **TINY), ds, "auto", out, progress=False)
-    return out
+@pytest.fixture
+def cv_run_copy(tiny_five_folds, tmp_path) -> Path:
+    """A copy of :func:`cv_run` for the tests that run into it again."""
+    return Path(shutil.copytree(tiny_five_folds, tmp_path / "run"))
 
 
 def test_all_folds_written(cv_run, phantom):
@@ -75,25 +79,24 @@ def test_summary_contents(cv_run):
     assert (cv_run / "run.json").exists()
 
 
-def test_rerun_skips_finished_folds(cv_run, phantom):
-    stamps = {k: (cv_run / f"fold_{k}" / "fold.json").stat().st_mtime_ns for k in range(1, 6)}
+def test_rerun_skips_finished_folds(cv_run_copy, phantom):
+    stamps = {k: (cv_run_copy / f"fold_{k}" / "fold.json").stat().st_mtime_ns for k in range(1, 6)}
     ds = open_dataset("acdc-h5", phantom)
-    run_cross_validation(build("dmpls", **TINY), ds, "auto", cv_run, progress=False)
-    assert stamps == {k: (cv_run / f"fold_{k}" / "fold.json").stat().st_mtime_ns for k in range(1, 6)}
+    run_cross_validation(build("dmpls", **TINY), ds, "auto", cv_run_copy, progress=False)
+    assert stamps == {k: (cv_run_copy / f"fold_{k}" / "fold.json").stat().st_mtime_ns for k in range(1, 6)}
 
 
-def test_rerun_with_other_settings_is_refused(cv_run, phantom):
+def test_rerun_with_other_settings_is_refused(cv_run_copy, phantom):
     ds = open_dataset("acdc-h5", phantom)
     with pytest.raises(DataError, match="other settings"):
-        run_cross_validation(build("dmpls", **{**TINY, "iterations": 6}), ds, "auto", cv_run, progress=False)
+        run_cross_validation(build("dmpls", **{**TINY, "iterations": 6}), ds, "auto", cv_run_copy, progress=False)
 
 
 def test_single_folds_then_merge_equals_full_run(cv_run, phantom, tmp_path, capsys):
     """Folds run as separate jobs (--fold k) and merged afterwards give the same fold results."""
     out = tmp_path / "split_run"
     base = ["cv", "--recipe", "dmpls", "--layout", "acdc-h5", "--root", str(phantom), "--out", str(out),
-            "--iterations", "4", "--val-interval", "2", "--batch-size", "2", "--device", "cpu", "--seed", "0",
-            "--size", "64", "--quiet", "--no-merge"]  # fmt: skip
+            *TINY_FLAGS, "--quiet", "--no-merge"]
     assert main([*base, "--fold", "2"]) == 0
     assert capsys.readouterr().out.strip() == f"folds 2 finished: {out}"
     assert main([*base, "--fold", "4"]) == 0
