@@ -17,9 +17,10 @@ PHANTOM = dict(n_patients=5, seed=3, size=(72, 64), slices=(3, 4))
 TINY = dict(iterations=4, val_interval=2, batch_size=2, size=(32, 32), device="cpu", seed=0)
 
 #: Long enough to be stopped mid-training whatever the load: a job is signalled once its first
-#: checkpoint exists, some 75 iterations of about 90 ms each before the end (at 50 a Slurm fold
-#: sometimes finished first while the executor tests shared the cores); checkpointed every 5.
-LONG = dict(TINY, iterations=80, val_interval=5)
+#: checkpoint exists, some 70 iterations of about 90 ms each before the end (at 50 iterations a
+#: Slurm fold sometimes finished first while the executor tests shared the cores); checkpointed
+#: every 10 (each validation and checkpoint costs about as much as 3 iterations here).
+LONG = dict(TINY, iterations=80, val_interval=10)
 
 
 def flags(budget: dict) -> list[str]:
