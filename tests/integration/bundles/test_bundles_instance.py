@@ -5,8 +5,9 @@ SAM is replaced by ``fake_backend()`` of tests/fakes.py (patching
 MONAI's ``ConfigWorkflow`` (what ``monai.bundle run`` builds). Each bundle trains one fold once
 (module fixture, 8 phantom images of 64x64, 4 iterations at 32x32), then the tests read it: the
 fold folder of ``scribmed cv``, inference and evaluation on its checkpoint, and for sesam the same
-files and weights as ``scribmed cv --fold 1`` itself. One real-data test runs sesam_dsb2018 on
-five real DSB2018 images with the real LiteMedSAM.
+files and weights as ``scribmed cv --fold 1`` itself. The same folds on five real DSB2018 images
+with the real LiteMedSAM (the bundles' default backend) run through ``scribmed cv`` in
+tests/integration/recipes/test_instance_recipes_realdata.py.
 """
 
 from __future__ import annotations
@@ -356,31 +357,3 @@ def test_nothing_is_written_inside_the_bundle_folders(trained) -> None:
         run = trained(name)
         assert _snapshot(BUNDLES / name) == run["bundle_before"], name
         assert not (BUNDLES / name / "runs").exists()
-
-
-# ------------------------------------------------------------------------------- real data
-
-
-@pytest.mark.realdata
-@pytest.mark.parametrize("bundle", ["sesam_dsb2018", "s4m_dsb2018", "wish_dsb2018"])
-def test_bundle_on_real_dsb2018(bundle, dsb_tiny, tmp_path, monkeypatch) -> None:
-    """Each bundle's train workflow on five real images (3 train, 1 val, 1 test) with the real LiteMedSAM."""
-    dsb_root, ids = dsb_tiny["root"], dsb_tiny["ids"]
-    monkeypatch.chdir(tmp_path)
-    extra = {"teacher_iterations": 1} if bundle == "s4m_dsb2018" else {}
-    wf = _workflow(bundle, "train.yaml", "train", dataset_dir=str(dsb_root), split_file=str(dsb_tiny["split"]),
-                   iterations=2, val_interval=1, batch_size=2, patch=64, device="cpu", progress=False,
-                   sam_cache=str(dsb_tiny["sam_cache"]), **extra)
-    wf.run()
-    fold = tmp_path / "runs" / bundle / "fold_1"
-    record = json.loads((fold / "fold.json").read_text())
-    assert record["cases"] == {"train": 3, "val": 1, "test": 1}
-    summary = json.loads((fold / "evaluation" / "summary.json").read_text())
-    assert summary["task"] == "instance" and summary["n_cases"] == 1
-    assert np.isfinite(summary["metrics"]["dsb_score"]["mean"])
-    pred = read_label_nifti(fold / "predictions" / f"{ids[4]}.nii.gz", "prediction").array
-    ref = open_dataset("dsb2018", dsb_root)[ids[4]].instance
-    assert pred.shape == ref.shape and pred.min() >= 0
-    quality = json.loads((fold / "train" / "sam" / "quality.json").read_text())
-    assert quality["n"] >= 1 and all(0.0 <= v <= 1.0 for v in quality["mean"].values())
-    assert json.loads((fold.parent / "run.json").read_text())["config"]["sam_backend"] == "lite_medsam"

@@ -1,7 +1,9 @@
 """The instance recipes through ``scribmed cv`` on real DSB2018 images with the real LiteMedSAM (tiny budget).
 
 Five real images (3 train, 1 val, 1 test), 2 iterations: the point is that every recipe runs end to
-end on the real layout, real image sizes and real SAM, not what it scores.
+end on the real layout, real image sizes and real SAM, not what it scores. The bundles
+(bundles/{sesam,s4m,wish}_dsb2018) train the same fold as ``scribmed cv --fold 1``
+(tests/integration/bundles/test_bundles_instance.py), so this covers them on real data too.
 """
 
 from __future__ import annotations
@@ -39,3 +41,4 @@ def test_instance_recipe_on_real_dsb2018(recipe, dsb_tiny, tmp_path):
     quality = json.loads((fold / "train" / "sam" / "quality.json").read_text())
     assert quality["n"] >= 1 and all(0.0 <= v <= 1.0 for v in quality["mean"].values())
     assert np.isfinite(summary["metrics"]["dsb_score"]["mean"])
+    assert json.loads((out / "run.json").read_text())["config"]["sam_backend"] == "lite_medsam"  # the default
