@@ -14,9 +14,10 @@ STAMP := $(VENV)/.scribmed-installed
 # pip compiles every installed module to bytecode, one file at a time (for this venv about 90 s on
 # the 2-core machine with `compileall -f -j 1`); the installs skip that, and compileall then
 # compiles the venv and scribmed's own package once, on every core, leaving out the packages' own
-# test suites (tests/ folders, a quarter of the files, never imported): about 40 s. Bytecode is written here, not at first import, because with
-# PYTHONDONTWRITEBYTECODE set every process would compile what it imports again. Like pip, it skips
-# files this Python cannot compile (torch ships helpers in Python 3.12 syntax).
+# test suites (tests/ folders, a quarter of the files, never imported): about 40 s. Bytecode is
+# written here, not at first import, because with PYTHONDONTWRITEBYTECODE set every process would
+# compile what it imports again. Like pip, it skips files this Python cannot compile (torch ships
+# helpers in Python 3.12 syntax).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile -c constraints.txt torch==2.14.1 torchvision==0.29.1 'setuptools>=70.1'
